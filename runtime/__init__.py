@@ -1,0 +1,1 @@
+"""Durable generators runtime: snapshot, restore and detach compiled generators (depends on msgpack only)."""

@@ -1,0 +1,1 @@
+"""Durable generators compiler: rewrites generator functions into resumable state machines (libcst)."""
