@@ -1,0 +1,175 @@
+"""Names that compiled code calls at run time (imported by every compiled module as ``_dg_rt``)."""
+from __future__ import annotations
+
+import itertools
+import sys
+import threading
+import types
+from typing import Any, Callable, Iterator
+
+from . import registry
+from .registry import FunctionMeta
+
+MARKER = object()
+"""Yielded once by a generator being restored, when it reaches its saved suspension point."""
+
+SKIP = object()
+"""First item of a resumed ``for`` loop: the loop target keeps its restored value."""
+
+PENDING = 0
+"""Number of generators created for restore whose body has not started yet (any thread)."""
+
+CHAOS_MODULES: set[str] = set()
+
+_local = threading.local()
+_lock = threading.Lock()
+
+
+class Detached(BaseException):
+    """Thrown into a generator by ``detach``; compiled handlers and finally blocks let it pass."""
+
+
+class PendingFrame:
+    """A decoded frame waiting to become a generator: function, state and saved locals."""
+
+    __slots__ = ("meta", "state", "values", "frees")
+
+    def __init__(self, meta: FunctionMeta, state: int, values: dict[str, Any], frees: dict[str, Any]) -> None:
+        self.meta = meta
+        self.state = state
+        self.values = values
+        self.frees = frees
+
+
+def declare(module: str, qualname: str, fingerprint: bytes, states: dict[int, tuple[str, ...]],
+            lines: dict[int, int], yield_from: tuple[int, ...], params: tuple[str, ...]) -> FunctionMeta:
+    return registry.declare(FunctionMeta(module, qualname, fingerprint, states, lines, yield_from, params))
+
+
+def compiled(meta: FunctionMeta) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Innermost decorator of every compiled durable function: registers it."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        registry.attach(meta, fn)
+        fn.__durable__ = meta  # type: ignore[attr-defined]
+        if meta.module in CHAOS_MODULES:
+            from .chaos import chaos_wrapper
+            return chaos_wrapper(fn)
+        return fn
+
+    return register
+
+
+def take(meta: FunctionMeta) -> PendingFrame | None:
+    """Called by a compiled body when it starts: the frame to restore, if this generator is one."""
+    frame = getattr(_local, "frame", None)
+    if frame is None or frame.meta is not meta:
+        return None
+    _local.frame = None
+    global PENDING
+    with _lock:
+        PENDING -= 1
+    return frame
+
+
+def function_for(frame: PendingFrame) -> Callable[..., Any]:
+    meta = frame.meta
+    fn = meta.function
+    code = registry.code_for(meta)
+    frees = code.co_freevars
+    if fn is not None and (not frees or frees == ("__class__",)):
+        return fn
+    module = sys.modules[meta.module]
+    cells = []
+    existing = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ())) if fn is not None else {}
+    for name in frees:
+        if name in frame.frees:
+            cells.append(types.CellType(frame.frees[name]))
+        elif name == "__class__" and name in existing:
+            cells.append(existing[name])
+        else:
+            cells.append(types.CellType())
+    return types.FunctionType(code, module.__dict__, code.co_name, None, tuple(cells))
+
+
+def start(frame: PendingFrame) -> types.GeneratorType:
+    """Create the generator for ``frame`` without running it; its first step restores it."""
+    fn = function_for(frame)
+    code = fn.__code__
+    if frame.state == 0:
+        args, kwargs = call_arguments(code, frame.values)
+        return fn(*args, **kwargs)
+    placeholders = [None] * code.co_argcount
+    kwonly = code.co_varnames[code.co_argcount:code.co_argcount + code.co_kwonlyargcount]
+    global PENDING
+    with _lock:
+        PENDING += 1
+    _local.frame = frame
+    return fn(*placeholders, **dict.fromkeys(kwonly))
+
+
+def call_arguments(code: types.CodeType, values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
+    """Rebuild the call that created a not-yet-started generator from its parameter values."""
+    names = code.co_varnames
+    npos = code.co_argcount
+    nkw = code.co_kwonlyargcount
+    args = [values[n] for n in names[:npos]]
+    kwargs = {n: values[n] for n in names[npos:npos + nkw]}
+    index = npos + nkw
+    if code.co_flags & 0x04:  # CO_VARARGS
+        args.extend(values[names[index]])
+        index += 1
+    if code.co_flags & 0x08:  # CO_VARKEYWORDS
+        kwargs.update(values[names[index]])
+    return args, kwargs
+
+
+# -- helpers called from compiled bodies ---------------------------------------------------------
+def yf_iter(value: Any) -> Any:
+    """What ``yield from value`` iterates over (CPython's GET_YIELD_FROM_ITER)."""
+    if type(value) is types.GeneratorType:
+        return value
+    if type(value) is types.CoroutineType:
+        raise TypeError("cannot 'yield from' a coroutine object in a non-coroutine generator")
+    return iter(value)
+
+
+def resume_from(value: Any) -> tuple[Any, bool]:
+    """Re-enter a delegation: a pending durable frame yields the marker itself; others need ours."""
+    if type(value) is PendingFrame:
+        return start(value), False
+    return value, True
+
+
+def forward_send(iterator: Any, value: Any) -> None:
+    """The first ``send(v)`` after a restore at ``yield from plain_iterator`` goes to the iterator."""
+    if value is not None:
+        iterator.send(value)
+        raise RuntimeError("send() to a restored delegation over an iterator with a send() method is not supported")
+
+
+def resume_first(iterator: Iterator[Any]) -> Iterator[Any]:
+    return itertools.chain((SKIP,), iterator)
+
+
+def _bind(attr: Any, obj: Any) -> Any:
+    get = getattr(type(attr), "__get__", None)
+    return get(attr, obj, type(obj)) if get is not None else attr
+
+
+def with_enter(manager: Any) -> tuple[Any, Any]:
+    """``with`` statement entry as CPython does it: look up both methods on the type, call __enter__."""
+    cls = type(manager)
+    try:
+        enter = cls.__enter__  # type: ignore[attr-defined]
+        exit_ = cls.__exit__  # type: ignore[attr-defined]
+    except AttributeError as missing:
+        if sys.version_info < (3, 11):
+            raise AttributeError(str(missing).rsplit(" ", 1)[-1].strip("'")) from None
+        raise TypeError(f"'{cls.__name__}' object does not support the context manager protocol") from None
+    bound_exit = _bind(exit_, manager)
+    return bound_exit, _bind(enter, manager)()
+
+
+def with_exit(manager: Any) -> Any:
+    return _bind(type(manager).__exit__, manager)

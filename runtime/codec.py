@@ -1,0 +1,960 @@
+"""Value codec: turns frame-local values into msgpack-ready structures and back, keeping exact types, sharing and cycles."""
+from __future__ import annotations
+
+import builtins
+import types
+from typing import Any, Callable, Protocol
+
+from .errors import CorruptSnapshotError, SnapshotError, UnserializableValueError
+
+__all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
+
+# ---------------------------------------------------------------------------------------------
+# Wire format
+#
+# Scalars travel as themselves: None, bool, float, bytes, int within msgpack's range
+# [-2**63, 2**64 - 1] and str that is valid UTF-8 (no lone surrogates).  Everything else is a
+# msgpack array whose first item is a small int tag.  (A plain Python list is tagged as well,
+# so every array on the wire is a tagged node.)
+#
+# Memo: every container, iterator, exception and custom object owns a slot numbered in
+# encounter order; a later occurrence is written [REF, slot].  Mutable objects (list, dict, set,
+# non-group exceptions, custom objects) take their slot before their children are written, so a
+# cycle back to them becomes a ref.  Objects that can only be built from finished children
+# (tuple, frozenset, iterators, exception groups) take their slot after their children.  If a
+# cycle (necessarily through some mutable object) already wrote such an object while its
+# children were being written, the outer copy becomes [AGAIN, slot, *children]: the decoder
+# decodes the children (to replay their slot assignments) and returns the slot's object.
+#
+#   [0, slot]                      ref                [1, *items]            list
+#   [2, *items]                    tuple              [3, k0, v0, k1, ...]   dict (insertion order)
+#   [4, *items]                    set                [5, *items]            frozenset
+#   [6, bytes]                     int beyond 64 bits (little-endian two's complement)
+#   [7, bytes]                     str with lone surrogates (UTF-8, 'surrogatepass')
+#   [8, slot, *children]           AGAIN (see above)  [9, tag, payload]      custom (EncodeHooks.custom)
+#   [10, name, args, ctx, cause, members, dict]       builtin exception (name in builtins)
+#   [11, ref,  args, ctx, cause, members, dict]       exception of a class allowed by class_ref
+#   [12 | 13, name | ref, message, excs, args, ctx, cause, members, dict]   exception groups
+#   [14, start, stop, step]        range iterator over the remaining range (short or long)
+#   [15, list, index]              list_iterator      [16, list, index]      list_reverseiterator
+#   [17, tuple, index]             tuple_iterator     [18, rest]             str iterator (remaining text)
+#   [19, rest]                     bytes_iterator     [20, inner, count]     enumerate
+#   [21, strict, *iterators]       zip                [22, seq, index]       reversed (tuple/str/bytes)
+#
+# In exception nodes ``members`` and ``dict`` are flat untagged arrays [name, value, ...] of the
+# C-level member attributes (errno, value, code, __suppress_context__, ...) and of ``__dict__``
+# (which holds ``__notes__``).  Tracebacks are not kept.
+# ---------------------------------------------------------------------------------------------
+
+_REF = 0
+_LIST = 1
+_TUPLE = 2
+_DICT = 3
+_SET = 4
+_FROZENSET = 5
+_BIGINT = 6
+_USTR = 7
+_AGAIN = 8
+_CUSTOM = 9
+_EXC = 10
+_EXC_CLS = 11
+_GROUP = 12
+_GROUP_CLS = 13
+_RANGE_IT = 14
+_LIST_IT = 15
+_LIST_REVIT = 16
+_TUPLE_IT = 17
+_STR_IT = 18
+_BYTES_IT = 19
+_ENUMERATE = 20
+_ZIP = 21
+_REVERSED = 22
+
+_NoneType = type(None)
+# Types that msgpack carries unchanged, needing no check at all.
+_PLAIN: frozenset[type] = frozenset({_NoneType, bool, float, bytes})
+# Types that msgpack hands back and that may stand for themselves in a packed value.
+_SCALARS: frozenset[type] = frozenset({_NoneType, bool, int, float, str, bytes})
+
+_range_iterator = type(iter(range(0)))
+_longrange_iterator = type(iter(range(1 << 100)))
+_list_iterator = type(iter([]))
+_list_reverseiterator = type(reversed([]))
+_tuple_iterator = type(iter(()))
+_str_iterators = {type(iter("")), type(iter("\u00e9"))}  # str_ascii_iterator exists on 3.12+
+_bytes_iterator = type(iter(b""))
+# Dict and set iterators only expose (via __reduce__) the list of their remaining items, so they
+# are restored as a list_iterator over that list: same items, same order, different type.
+_snapshot_list_iterators = {
+    type(iter({})),
+    type(iter({}.values())),
+    type(iter({}.items())),
+    type(reversed({})),
+    type(reversed({}.values())),
+    type(reversed({}.items())),
+    type(iter(set())),
+}
+
+_BaseExceptionGroup: type | None = getattr(builtins, "BaseExceptionGroup", None)
+_BUILTIN_EXC: dict[str, type] = {
+    name: obj
+    for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, BaseException)
+}
+_BUILTIN_EXC_SET = frozenset(_BUILTIN_EXC.values())
+# Member attributes never carried: the group's are constructor arguments (read-only), and
+# AttributeError.obj points at an arbitrary live object (typically a module or instance).
+_SKIPPED_MEMBERS = frozenset({"message", "exceptions", "obj"})
+
+_PENDING = object()  # memo placeholder of a custom object whose payload is being decoded
+
+
+def _type_name(tp: type) -> str:
+    """``module.qualname`` of a type, or just ``qualname`` for builtins."""
+    module = getattr(tp, "__module__", None)
+    qualname = getattr(tp, "__qualname__", None) or getattr(tp, "__name__", repr(tp))
+    return qualname if module in (None, "builtins") else f"{module}.{qualname}"
+
+
+def _bigint_bytes(x: int) -> bytes:
+    return x.to_bytes((x.bit_length() + 8) // 8, "little", signed=True)
+
+
+def _is_utf8(s: str) -> bool:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_members_cache: dict[type, tuple[str, ...]] = {}
+
+
+def _exc_members(cls: type) -> tuple[str, ...]:
+    """Names of the member (slot-like) attributes an exception class carries besides args/__dict__."""
+    names = _members_cache.get(cls)
+    if names is None:
+        found: list[str] = []
+        for klass in cls.__mro__:
+            for name, desc in vars(klass).items():
+                if not isinstance(desc, types.MemberDescriptorType) or name in found:
+                    continue
+                if klass in _BUILTIN_EXC_SET and name in _SKIPPED_MEMBERS:
+                    continue
+                found.append(name)
+        if issubclass(cls, OSError):
+            found.append("characters_written")  # a getset of BlockingIOError's family, absent unless set
+        names = _members_cache[cls] = tuple(found)
+    return names
+
+
+_base_cache: dict[type, type] = {}
+
+
+def _builtin_base(cls: type) -> type:
+    """The first builtin exception class in ``cls``'s MRO, whose ``__new__`` is safe to call for ``cls``."""
+    base = _base_cache.get(cls)
+    if base is None:
+        base = next(k for k in cls.__mro__ if k in _BUILTIN_EXC_SET)
+        _base_cache[cls] = base
+    return base
+
+
+class EncodeHooks(Protocol):
+    """What the encoder asks its caller about values it cannot judge by itself."""
+
+    def class_ref(self, cls: type) -> str | None:
+        """``"module:qualname"`` if instances of ``cls`` may be carried (a compiled module's class), else None."""
+        ...
+
+    def custom(self, obj: object) -> tuple[str, object] | None:
+        """``(tag, payload)`` for an object the codec does not know (payload is encoded recursively), or None."""
+        ...
+
+
+class DecodeHooks(Protocol):
+    """What the decoder asks its caller to turn references back into objects."""
+
+    def resolve_class(self, ref: str) -> type:
+        """The class named by ``ref``; raises a SnapshotError subclass itself when it is not allowed."""
+        ...
+
+    def custom(self, tag: str, payload: object) -> object:
+        """Rebuild a custom object from its already decoded payload."""
+        ...
+
+
+class _Fail(Exception):
+    """Internal: an unsupported value was met; carries the chain of parents to build the path lazily."""
+
+    def __init__(self, value: object) -> None:
+        super().__init__()
+        self.value = value
+        # (parent, step) from the innermost parent outwards; step None means "find the child in parent"
+        self.chain: list[tuple[object, str | None]] = []
+
+    def error(self, label: str) -> UnserializableValueError:
+        steps: list[str] = []
+        child = self.value
+        for parent, step in self.chain:
+            steps.append(step if step is not None else _locate(parent, child))
+            child = parent
+        path = [label, *reversed(steps)]
+        type_name = _type_name(type(self.value))
+        return UnserializableValueError(
+            f"cannot snapshot {' → '.join(path)}: value of type {type_name!r} is not supported",
+            path=path,
+            type_name=type_name,
+        )
+
+
+def _locate(parent: object, child: object) -> str:
+    """The path step leading from a container to one of its items (searched by identity)."""
+    if isinstance(parent, (list, tuple)):
+        for i, item in enumerate(parent):
+            if item is child:
+                return f"[{i}]"
+    elif isinstance(parent, dict):
+        for key, item in parent.items():
+            if item is child:
+                return f"[{key!r}]"
+        for i, key in enumerate(parent):
+            if key is child:
+                return f"<key #{i}>"
+    elif isinstance(parent, (set, frozenset)):
+        return "<element>"
+    return "<?>"
+
+
+class Encoder:
+    """Encodes values into msgpack-ready structures; one memo is shared by all ``encode`` calls.
+
+    After an ``encode`` call raised, the encoder's memo is unreliable: discard the encoder.
+    """
+
+    __slots__ = ("_hooks", "_memo", "_keep")
+
+    def __init__(self, hooks: EncodeHooks) -> None:
+        self._hooks = hooks
+        self._memo: dict[int, int] = {}  # id(obj) -> slot
+        self._keep: list[object] = []  # slot -> obj; keeps ids valid (reduce() temporaries included)
+
+    def encode(self, value: object, label: str) -> object:
+        """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
+        tp = type(value)
+        if tp is int:
+            if -9223372036854775808 <= value <= 18446744073709551615:  # type: ignore[operator]
+                return value
+        elif tp is str:
+            if value.isascii():  # type: ignore[attr-defined]
+                return value
+        elif tp in _PLAIN:
+            return value
+        try:
+            fn = _ENCODERS.get(tp)
+            if fn is None:
+                return self._other(value)
+            return fn(self, value)
+        except _Fail as fail:
+            raise fail.error(label) from None
+        except RecursionError:
+            raise UnserializableValueError(
+                f"cannot snapshot {label}: value is nested too deeply", path=[label], type_name=_type_name(tp)
+            ) from None
+
+    # -- generic ------------------------------------------------------------------------------
+
+    def _enc(self, x: Any) -> Any:
+        fn = _ENCODERS.get(type(x))
+        if fn is None:
+            return self._other(x)
+        return fn(self, x)
+
+    def _register(self, obj: object) -> None:
+        keep = self._keep
+        self._memo[id(obj)] = len(keep)
+        keep.append(obj)
+
+    def _seal(self, obj: object, out: list[Any]) -> list[Any]:
+        """Give a build-after-children object its slot, or emit AGAIN if a cycle already wrote it."""
+        memo = self._memo
+        slot = memo.get(id(obj))
+        if slot is not None:
+            out[0] = slot
+            out.insert(0, _AGAIN)
+            return out
+        keep = self._keep
+        memo[id(obj)] = len(keep)
+        keep.append(obj)
+        return out
+
+    def _int(self, x: int) -> Any:
+        if -9223372036854775808 <= x <= 18446744073709551615:
+            return x
+        return [_BIGINT, _bigint_bytes(x)]
+
+    def _str(self, x: str) -> Any:
+        if x.isascii() or _is_utf8(x):
+            return x
+        return [_USTR, x.encode("utf-8", "surrogatepass")]
+
+    # -- containers ---------------------------------------------------------------------------
+
+    def _items(self, tag: int, v: Any) -> list[Any]:
+        """``[tag, *encoded items]`` with scalars inlined (the hot loop)."""
+        out: list[Any] = [tag]
+        ap = out.append
+        enc = self._enc
+        plain = _PLAIN
+        try:
+            for x in v:
+                t = type(x)
+                if (
+                    t is int
+                    and -9223372036854775808 <= x <= 18446744073709551615
+                    or t is str
+                    and x.isascii()
+                    or t in plain
+                ):
+                    ap(x)
+                else:
+                    ap(enc(x))
+        except _Fail as fail:
+            fail.chain.append((v, None))
+            raise
+        return out
+
+    def _list(self, v: list[Any]) -> Any:
+        memo = self._memo
+        slot = memo.get(id(v))
+        if slot is not None:
+            return [_REF, slot]
+        keep = self._keep
+        memo[id(v)] = len(keep)
+        keep.append(v)
+        out: list[Any] = [_LIST]
+        ap = out.append
+        plain = _PLAIN
+        try:
+            for x in v:
+                t = type(x)
+                if (
+                    t is int
+                    and -9223372036854775808 <= x <= 18446744073709551615
+                    or t is str
+                    and x.isascii()
+                    or t in plain
+                ):
+                    ap(x)
+                else:
+                    fn = _ENCODERS.get(t)
+                    ap(self._other(x) if fn is None else fn(self, x))
+        except _Fail as fail:
+            fail.chain.append((v, None))
+            raise
+        return out
+
+    def _set(self, v: set[Any]) -> Any:
+        slot = self._memo.get(id(v))
+        if slot is not None:
+            return [_REF, slot]
+        self._register(v)
+        return self._items(_SET, v)
+
+    def _tuple(self, v: tuple[Any, ...]) -> Any:
+        slot = self._memo.get(id(v))
+        if slot is not None:
+            return [_REF, slot]
+        return self._seal(v, self._items(_TUPLE, v))
+
+    def _frozenset(self, v: frozenset[Any]) -> Any:
+        slot = self._memo.get(id(v))
+        if slot is not None:
+            return [_REF, slot]
+        return self._seal(v, self._items(_FROZENSET, v))
+
+    def _dict(self, v: dict[Any, Any]) -> Any:
+        memo = self._memo
+        slot = memo.get(id(v))
+        if slot is not None:
+            return [_REF, slot]
+        keep = self._keep
+        memo[id(v)] = len(keep)
+        keep.append(v)
+        out: list[Any] = [_DICT]
+        ap = out.append
+        enc = self._enc
+        plain = _PLAIN
+        try:
+            for k, x in v.items():
+                t = type(k)
+                if t is str and k.isascii() or t is int and -9223372036854775808 <= k <= 18446744073709551615:
+                    ap(k)
+                else:
+                    ap(enc(k))
+                t = type(x)
+                if (
+                    t is int
+                    and -9223372036854775808 <= x <= 18446744073709551615
+                    or t is str
+                    and x.isascii()
+                    or t in plain
+                ):
+                    ap(x)
+                else:
+                    ap(enc(x))
+        except _Fail as fail:
+            fail.chain.append((v, None))
+            raise
+        return out
+
+    # -- iterators ----------------------------------------------------------------------------
+
+    def _part(self, it: object, step: str, x: Any) -> Any:
+        """Encode one child of an iterator or exception, naming the step on failure."""
+        try:
+            return self._enc(x)
+        except _Fail as fail:
+            fail.chain.append((it, step))
+            raise
+
+    def _range_it(self, it: Any) -> Any:
+        memo = self._memo
+        slot = memo.get(id(it))
+        if slot is not None:
+            return [_REF, slot]
+        # 3.10/3.11: (iter, (range,), index); 3.12+: (iter, (remaining range,), None)
+        reduced = it.__reduce__()
+        rng = reduced[1][0]
+        start = rng.start
+        stop = rng.stop
+        step = rng.step
+        if len(reduced) > 2 and reduced[2]:
+            start += reduced[2] * step
+            if (start > stop) if step > 0 else (start < stop):
+                start = stop  # exhausted: keep the numbers within the original bounds
+        if (
+            -1073741824 < start < 1073741824
+            and -1073741824 < stop < 1073741824
+            and -1073741824 < step < 1073741824
+            or -9223372036854775808 <= start <= 18446744073709551615
+            and -9223372036854775808 <= stop <= 18446744073709551615
+            and -9223372036854775808 <= step <= 18446744073709551615
+        ):
+            out = [_RANGE_IT, start, stop, step]
+        else:
+            out = [_RANGE_IT, self._int(start), self._int(stop), self._int(step)]
+        keep = self._keep
+        memo[id(it)] = len(keep)
+        keep.append(it)
+        return out
+
+    def _seq_it(self, it: Any, tag: int, exhausted_index: int) -> Any:
+        """Iterators reducing to ``(callable, (seq,), index)``, or ``(callable, (empty,))`` once exhausted."""
+        slot = self._memo.get(id(it))
+        if slot is not None:
+            return [_REF, slot]
+        reduced = it.__reduce__()
+        index = reduced[2] if len(reduced) > 2 else exhausted_index
+        return self._seal(it, [tag, self._part(it, "<iterated sequence>", reduced[1][0]), index])
+
+    def _list_it(self, it: Any) -> Any:
+        return self._seq_it(it, _LIST_IT, 0)
+
+    def _list_revit(self, it: Any) -> Any:
+        # exhausted: reduces to iter([]) (3.10-3.12) or reversed([]) without index (3.13)
+        return self._seq_it(it, _LIST_REVIT, -1)
+
+    def _tuple_it(self, it: Any) -> Any:
+        return self._seq_it(it, _TUPLE_IT, 0)
+
+    def _reversed(self, it: Any) -> Any:
+        slot = self._memo.get(id(it))
+        if slot is not None:
+            return [_REF, slot]
+        reduced = it.__reduce__()
+        seq = reduced[1][0]
+        if type(seq) not in (tuple, str, bytes):
+            fail = _Fail(seq)
+            fail.chain.append((it, "<iterated sequence>"))
+            raise fail
+        index = reduced[2] if len(reduced) > 2 else -1
+        return self._seal(it, [_REVERSED, self._part(it, "<iterated sequence>", seq), index])
+
+    def _str_it(self, it: Any) -> Any:
+        slot = self._memo.get(id(it))
+        if slot is not None:
+            return [_REF, slot]
+        reduced = it.__reduce__()
+        rest = reduced[1][0][reduced[2] :] if len(reduced) > 2 else ""
+        out = [_STR_IT, self._str(rest)]
+        self._register(it)
+        return out
+
+    def _bytes_it(self, it: Any) -> Any:
+        slot = self._memo.get(id(it))
+        if slot is not None:
+            return [_REF, slot]
+        reduced = it.__reduce__()
+        rest = bytes(reduced[1][0][reduced[2] :]) if len(reduced) > 2 else b""
+        out = [_BYTES_IT, rest]
+        self._register(it)
+        return out
+
+    def _items_it(self, it: Any) -> Any:
+        # dict key/value/item iterators (and their reversed variants) and set iterators reduce to
+        # (iter, ([remaining items],)): they come back as a list_iterator over those items.
+        slot = self._memo.get(id(it))
+        if slot is not None:
+            return [_REF, slot]
+        remaining = it.__reduce__()[1][0]
+        return self._seal(it, [_LIST_IT, self._part(it, "<remaining items>", remaining), 0])
+
+    def _enumerate(self, it: Any) -> Any:
+        slot = self._memo.get(id(it))
+        if slot is not None:
+            return [_REF, slot]
+        inner, count = it.__reduce__()[1]
+        out = [_ENUMERATE, self._part(it, "<enumerated iterator>", inner), self._int(count)]
+        return self._seal(it, out)
+
+    def _zip(self, it: Any) -> Any:
+        slot = self._memo.get(id(it))
+        if slot is not None:
+            return [_REF, slot]
+        reduced = it.__reduce__()  # (zip, iterators) or (zip, iterators, strict) on 3.10+
+        strict = bool(reduced[2]) if len(reduced) > 2 else False
+        out: list[Any] = [_ZIP, strict]
+        for i, inner in enumerate(reduced[1]):
+            out.append(self._part(it, f"<zipped iterator #{i}>", inner))
+        return self._seal(it, out)
+
+    # -- exceptions and custom objects --------------------------------------------------------
+
+    def _other(self, x: Any) -> Any:
+        slot = self._memo.get(id(x))
+        if slot is not None:
+            return [_REF, slot]
+        if isinstance(x, BaseException):
+            out = self._exception(x)
+            if out is not None:
+                return out
+        handled = self._hooks.custom(x)
+        if handled is not None:
+            tag, payload = handled
+            self._register(x)  # before the payload, so the payload may refer back to x
+            return [_CUSTOM, tag, self._part(x, f"<{tag}>", payload)]
+        raise _Fail(x)
+
+    def _exception(self, e: BaseException) -> Any:
+        tp = type(e)
+        builtin = _BUILTIN_EXC.get(tp.__name__) is tp
+        spec = tp.__name__ if builtin else self._hooks.class_ref(tp)
+        if spec is None:
+            return None
+        part = self._part
+        if _BaseExceptionGroup is not None and isinstance(e, _BaseExceptionGroup):
+            ctor = [
+                _GROUP if builtin else _GROUP_CLS,
+                spec,
+                part(e, ".message", e.message),
+                part(e, ".exceptions", e.exceptions),
+            ]
+            slot = self._memo.get(id(e))
+            if slot is not None:  # a cycle through the nested exceptions already wrote e
+                return [_AGAIN, slot, *ctor[2:]]
+            out = ctor
+        else:
+            out = [_EXC if builtin else _EXC_CLS, spec]
+        self._register(e)
+        out.append(part(e, ".args", e.args))
+        out.append(part(e, ".__context__", e.__context__))
+        out.append(part(e, ".__cause__", e.__cause__))
+        members: list[Any] = []
+        for name in _exc_members(tp):
+            try:
+                value = getattr(e, name)
+            except AttributeError:
+                continue
+            if value is None or (value is False and name == "__suppress_context__"):
+                continue
+            members.append(name)
+            members.append(part(e, f".{name}", value))
+        out.append(members)
+        attrs: list[Any] = []
+        for name, value in e.__dict__.items():
+            attrs.append(name)
+            attrs.append(part(e, f".{name}", value))
+        out.append(attrs)
+        return out
+
+
+def _identity(self: Encoder, x: Any) -> Any:
+    return x
+
+
+_ENCODERS: dict[type, Callable[[Encoder, Any], Any]] = {
+    list: Encoder._list,
+    dict: Encoder._dict,
+    tuple: Encoder._tuple,
+    set: Encoder._set,
+    frozenset: Encoder._frozenset,
+    int: Encoder._int,
+    str: Encoder._str,
+    _range_iterator: Encoder._range_it,
+    _longrange_iterator: Encoder._range_it,
+    _list_iterator: Encoder._list_it,
+    _list_reverseiterator: Encoder._list_revit,
+    _tuple_iterator: Encoder._tuple_it,
+    _bytes_iterator: Encoder._bytes_it,
+    enumerate: Encoder._enumerate,
+    zip: Encoder._zip,
+    reversed: Encoder._reversed,
+    **{tp: _identity for tp in _PLAIN},
+    **{tp: Encoder._str_it for tp in _str_iterators},
+    **{tp: Encoder._items_it for tp in _snapshot_list_iterators},
+}
+
+
+def _corrupt(message: str) -> CorruptSnapshotError:
+    return CorruptSnapshotError(f"malformed snapshot value: {message}")
+
+
+class Decoder:
+    """Inverse of :class:`Encoder`; ``decode`` must see the packed values in ``encode`` order.
+
+    Any malformed input raises CorruptSnapshotError (SnapshotErrors raised by the hooks pass through).
+    """
+
+    __slots__ = ("_hooks", "_memo", "_pending")
+
+    def __init__(self, hooks: DecodeHooks) -> None:
+        self._hooks = hooks
+        self._memo: list[object] = []
+        # iterators over a list that was still being filled: (iterator, index) to apply at the end
+        self._pending: list[tuple[Any, int]] = []
+
+    def decode(self, packed: object) -> object:
+        """Rebuild the value that ``Encoder.encode`` turned into ``packed``."""
+        tp = type(packed)
+        if tp in _SCALARS:
+            return packed
+        try:
+            value = self._node(packed)
+            if self._pending:
+                for it, index in self._pending:
+                    it.__setstate__(index)
+                self._pending.clear()
+            return value
+        except SnapshotError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure on foreign data means the data is corrupt
+            raise CorruptSnapshotError(f"malformed snapshot value: {type(exc).__name__}: {exc}") from exc
+
+    # -- generic ------------------------------------------------------------------------------
+
+    def _node(self, p: Any) -> Any:
+        if type(p) is not list:
+            raise _corrupt(f"unexpected {type(p).__name__}")
+        tag = p[0]
+        if type(tag) is not int:
+            raise _corrupt(f"bad tag {tag!r}")
+        fn = _DECODERS.get(tag)
+        if fn is None:
+            raise _corrupt(f"unknown tag {tag!r}")
+        return fn(self, p)
+
+    def _one(self, x: Any) -> Any:
+        return x if type(x) in _SCALARS else self._node(x)
+
+    def _items(self, p: list[Any]) -> list[Any]:
+        it = iter(p)
+        next(it)
+        scalars = _SCALARS
+        node = self._node
+        return [x if type(x) in scalars else node(x) for x in it]
+
+    @staticmethod
+    def _arity(p: list[Any], n: int) -> None:
+        if len(p) != n:
+            raise _corrupt(f"tag {p[0]} needs {n - 1} fields, got {len(p) - 1}")
+
+    def _ref(self, p: list[Any]) -> Any:
+        if len(p) != 2:
+            raise _corrupt("bad ref")
+        slot = p[1]
+        memo = self._memo
+        if type(slot) is not int or not 0 <= slot < len(memo):
+            raise _corrupt(f"bad ref {slot!r}")
+        obj = memo[slot]
+        if obj is _PENDING:
+            raise _corrupt("ref to a custom object whose payload is still being decoded")
+        return obj
+
+    def _again(self, p: list[Any]) -> Any:
+        if len(p) < 2:
+            raise _corrupt("bad AGAIN node")
+        self._items(p[1:])  # replays the slot assignments of the duplicate children
+        return self._ref(p[:2])
+
+    # -- scalars that need a wrapper ----------------------------------------------------------
+
+    def _bigint(self, p: list[Any]) -> int:
+        if len(p) != 2 or type(p[1]) is not bytes:
+            raise _corrupt("bad big int")
+        return int.from_bytes(p[1], "little", signed=True)
+
+    def _ustr(self, p: list[Any]) -> str:
+        if len(p) != 2 or type(p[1]) is not bytes:
+            raise _corrupt("bad surrogate string")
+        return p[1].decode("utf-8", "surrogatepass")
+
+    # -- containers ---------------------------------------------------------------------------
+
+    def _list(self, p: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        self._memo.append(out)
+        out.extend(self._items(p))
+        return out
+
+    def _set(self, p: list[Any]) -> set[Any]:
+        out: set[Any] = set()
+        self._memo.append(out)
+        out.update(self._items(p))
+        return out
+
+    def _dict(self, p: list[Any]) -> dict[Any, Any]:
+        out: dict[Any, Any] = {}
+        self._memo.append(out)
+        if not len(p) & 1:
+            raise _corrupt("dict node with an odd number of keys and values")
+        flat = iter(self._items(p))
+        out.update(zip(flat, flat))
+        return out
+
+    def _tuple(self, p: list[Any]) -> tuple[Any, ...]:
+        out = tuple(self._items(p))
+        self._memo.append(out)
+        return out
+
+    def _frozenset(self, p: list[Any]) -> frozenset[Any]:
+        out = frozenset(self._items(p))
+        self._memo.append(out)
+        return out
+
+    # -- iterators ----------------------------------------------------------------------------
+
+    def _range_it(self, p: list[Any]) -> Any:
+        self._arity(p, 4)
+        start, stop, step = self._one(p[1]), self._one(p[2]), self._one(p[3])
+        if type(start) is not int or type(stop) is not int or type(step) is not int:
+            raise _corrupt("bad range iterator")
+        out = iter(range(start, stop, step))
+        self._memo.append(out)
+        return out
+
+    def _index(self, x: Any) -> int:
+        if type(x) is not int:
+            raise _corrupt(f"bad iterator index {x!r}")
+        return x
+
+    def _list_it(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        seq = self._one(p[1])
+        index = self._index(p[2])
+        if type(seq) is not list or index < 0:
+            raise _corrupt("bad list iterator")
+        out = iter(seq)
+        if index:
+            if index <= len(seq):
+                out.__setstate__(index)
+            else:  # the list is still being filled (it contains this iterator)
+                self._pending.append((out, index))
+        self._memo.append(out)
+        return out
+
+    def _list_revit(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        seq = self._one(p[1])
+        index = self._index(p[2])
+        if type(seq) is not list or index < -1:
+            raise _corrupt("bad list reverse iterator")
+        out = reversed(seq)
+        if index < len(seq):
+            out.__setstate__(index)
+        else:
+            self._pending.append((out, index))
+        self._memo.append(out)
+        return out
+
+    def _tuple_it(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        seq = self._one(p[1])
+        index = self._index(p[2])
+        if type(seq) is not tuple or index < 0:
+            raise _corrupt("bad tuple iterator")
+        out = iter(seq)
+        out.__setstate__(index)
+        self._memo.append(out)
+        return out
+
+    def _reversed(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        seq = self._one(p[1])
+        index = self._index(p[2])
+        if type(seq) not in (tuple, str, bytes) or index < -1:
+            raise _corrupt("bad reversed iterator")
+        out = reversed(seq)
+        out.__setstate__(index)
+        self._memo.append(out)
+        return out
+
+    def _str_it(self, p: list[Any]) -> Any:
+        self._arity(p, 2)
+        rest = self._one(p[1])
+        if type(rest) is not str:
+            raise _corrupt("bad str iterator")
+        out = iter(rest)
+        self._memo.append(out)
+        return out
+
+    def _bytes_it(self, p: list[Any]) -> Any:
+        self._arity(p, 2)
+        rest = p[1]
+        if type(rest) is not bytes:
+            raise _corrupt("bad bytes iterator")
+        out = iter(rest)
+        self._memo.append(out)
+        return out
+
+    def _enumerate(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        inner = self._one(p[1])
+        count = self._one(p[2])
+        if type(count) is not int:
+            raise _corrupt("bad enumerate")
+        out = enumerate(inner, count)
+        self._memo.append(out)
+        return out
+
+    def _zip(self, p: list[Any]) -> Any:
+        if len(p) < 2 or type(p[1]) is not bool:
+            raise _corrupt("bad zip")
+        strict = p[1]
+        inners = self._items(p[1:])
+        out = zip(*inners, strict=True) if strict else zip(*inners)
+        self._memo.append(out)
+        return out
+
+    # -- exceptions and custom objects --------------------------------------------------------
+
+    def _custom(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        tag = p[1]
+        if type(tag) is not str:
+            raise _corrupt("bad custom tag")
+        memo = self._memo
+        slot = len(memo)
+        memo.append(_PENDING)
+        payload = self._one(p[2])
+        memo[slot] = obj = self._hooks.custom(tag, payload)
+        return obj
+
+    def _exc_class(self, p: list[Any], group: bool) -> type:
+        spec = p[1]
+        if type(spec) is not str:
+            raise _corrupt("bad exception class")
+        if p[0] in (_EXC, _GROUP):
+            cls: Any = _BUILTIN_EXC.get(spec)
+            if cls is None:
+                raise _corrupt(f"{spec!r} is not a builtin exception")
+        else:
+            cls = self._hooks.resolve_class(spec)
+            if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                raise _corrupt(f"{spec!r} is not an exception class")
+        is_group = _BaseExceptionGroup is not None and issubclass(cls, _BaseExceptionGroup)
+        if is_group != group:
+            raise _corrupt(f"exception class {spec!r} does not match its node")
+        return cls  # type: ignore[no-any-return]
+
+    def _exception(self, p: list[Any]) -> BaseException:
+        self._arity(p, 7)
+        cls = self._exc_class(p, False)
+        obj = _builtin_base(cls).__new__(cls)
+        if type(obj) is not cls:
+            raise _corrupt(f"cannot rebuild {cls.__qualname__}")
+        self._memo.append(obj)
+        self._exc_state(obj, cls, p, 2)
+        return obj  # type: ignore[no-any-return]
+
+    def _group(self, p: list[Any]) -> BaseException:
+        self._arity(p, 9)
+        cls = self._exc_class(p, True)
+        message = self._one(p[2])
+        excs = self._one(p[3])
+        if type(message) is not str or type(excs) is not tuple:
+            raise _corrupt("bad exception group")
+        obj = _builtin_base(cls).__new__(cls, message, excs)
+        if type(obj) is not cls:
+            raise _corrupt(f"cannot rebuild {cls.__qualname__}")
+        self._memo.append(obj)
+        self._exc_state(obj, cls, p, 4)
+        return obj  # type: ignore[no-any-return]
+
+    def _exc_state(self, obj: Any, cls: type, p: list[Any], at: int) -> None:
+        args = self._one(p[at])
+        context = self._one(p[at + 1])
+        cause = self._one(p[at + 2])
+        members, attrs = p[at + 3], p[at + 4]
+        if type(args) is not tuple or type(members) is not list or type(attrs) is not list:
+            raise _corrupt("bad exception node")
+        if len(members) & 1 or len(attrs) & 1:
+            raise _corrupt("bad exception attributes")
+        allowed = _exc_members(cls)
+        member_values: list[tuple[str, Any]] = []
+        for i in range(0, len(members), 2):
+            name = members[i]
+            if type(name) is not str or name not in allowed:
+                raise _corrupt(f"bad exception member {name!r}")
+            member_values.append((name, self._one(members[i + 1])))
+        attr_values: list[tuple[str, Any]] = []
+        for i in range(0, len(attrs), 2):
+            name = attrs[i]
+            if type(name) is not str:
+                raise _corrupt(f"bad exception attribute {name!r}")
+            attr_values.append((name, self._one(attrs[i + 1])))
+        obj.args = args
+        obj.__context__ = context
+        obj.__cause__ = cause  # also sets __suppress_context__, which the members then restore
+        obj.__suppress_context__ = False
+        for name, value in member_values:
+            setattr(obj, name, value)
+        obj.__dict__.update(attr_values)
+
+
+_DECODERS: dict[int, Callable[[Decoder, list[Any]], Any]] = {
+    _REF: Decoder._ref,
+    _LIST: Decoder._list,
+    _TUPLE: Decoder._tuple,
+    _DICT: Decoder._dict,
+    _SET: Decoder._set,
+    _FROZENSET: Decoder._frozenset,
+    _BIGINT: Decoder._bigint,
+    _USTR: Decoder._ustr,
+    _AGAIN: Decoder._again,
+    _CUSTOM: Decoder._custom,
+    _EXC: Decoder._exception,
+    _EXC_CLS: Decoder._exception,
+    _GROUP: Decoder._group,
+    _GROUP_CLS: Decoder._group,
+    _RANGE_IT: Decoder._range_it,
+    _LIST_IT: Decoder._list_it,
+    _LIST_REVIT: Decoder._list_revit,
+    _TUPLE_IT: Decoder._tuple_it,
+    _STR_IT: Decoder._str_it,
+    _BYTES_IT: Decoder._bytes_it,
+    _ENUMERATE: Decoder._enumerate,
+    _ZIP: Decoder._zip,
+    _REVERSED: Decoder._reversed,
+}

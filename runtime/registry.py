@@ -1,0 +1,113 @@
+"""The registry of durable functions: compile-time metadata by name and by code object."""
+from __future__ import annotations
+
+import importlib
+import sys
+import types
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .errors import IncompatibleCodeError
+
+
+@dataclass(eq=False)
+class FunctionMeta:
+    """What the compiler knows about one durable function (emitted as a module-level declaration)."""
+
+    module: str
+    qualname: str
+    fingerprint: bytes
+    states: dict[int, tuple[str, ...]]
+    lines: dict[int, int]
+    yield_from: tuple[int, ...]
+    params: tuple[str, ...]
+    function: Callable[..., Any] | None = None
+    code: types.CodeType | None = None
+    yf_local: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def ident(self) -> str:
+        return f"{self.module}:{self.qualname}"
+
+    def line_of(self, state: int) -> int | None:
+        if state == 0 and self.code is not None:
+            return self.code.co_firstlineno
+        return self.lines.get(state)
+
+
+BY_NAME: dict[str, FunctionMeta] = {}
+BY_CODE: dict[types.CodeType, FunctionMeta] = {}
+MODULES: set[str] = set()
+"""Modules that declared durable functions: their classes may appear in snapshots."""
+
+
+def declare(meta: FunctionMeta) -> FunctionMeta:
+    BY_NAME[meta.ident] = meta
+    MODULES.add(meta.module)
+    return meta
+
+
+def attach(meta: FunctionMeta, fn: Callable[..., Any]) -> None:
+    code = fn.__code__
+    meta.function = fn
+    if meta.code is not code:
+        meta.code = code
+        BY_CODE[code] = meta
+
+
+def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
+    """Find the durable function a snapshot names, importing its module if needed."""
+    meta = BY_NAME.get(ident)
+    if meta is None:
+        module, _, qualname = ident.partition(":")
+        if module not in sys.modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as exc:
+                raise IncompatibleCodeError(
+                    f"snapshot names durable function {ident!r}, but module {module!r} cannot be imported: {exc}"
+                ) from None
+        meta = BY_NAME.get(ident)
+        if meta is None:
+            raise IncompatibleCodeError(
+                f"snapshot names durable function {ident!r}, which no longer exists "
+                f"(module {module!r} has no durable function {qualname!r})")
+    if meta.fingerprint != fingerprint:
+        raise IncompatibleCodeError(
+            f"the code of durable function {ident!r} changed since the snapshot was taken "
+            f"(fingerprint {fingerprint.hex()} in the snapshot, {meta.fingerprint.hex()} now); "
+            "restore it with the code version that took it")
+    return meta
+
+
+def code_for(meta: FunctionMeta) -> types.CodeType:
+    """The code object of a durable function, found statically if no instance was created yet."""
+    if meta.code is not None:
+        return meta.code
+    module = sys.modules[meta.module]
+    parts = meta.qualname.split(".")
+    obj: Any = module
+    path: list[str] = []
+    for i, part in enumerate(parts):
+        if part == "<locals>":
+            path = parts[i + 1:]
+            break
+        obj = getattr(obj, part, None)
+        obj = getattr(obj, "__func__", obj)
+        while hasattr(obj, "__wrapped__"):
+            obj = obj.__wrapped__
+    code = getattr(obj, "__code__", None)
+    for name in [p for p in path if p != "<locals>"]:
+        code = _find_nested(code, name) if code is not None else None
+    if code is None:
+        raise IncompatibleCodeError(f"cannot locate the code of durable function {meta.ident!r}")
+    meta.code = code
+    BY_CODE[code] = meta
+    return code
+
+
+def _find_nested(code: types.CodeType, name: str) -> types.CodeType | None:
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType) and const.co_name == name:
+            return const
+    return None

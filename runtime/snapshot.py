@@ -1,0 +1,255 @@
+"""snapshot, restore and detach: suspended durable generators to bytes and back.
+
+Wire format (msgpack): ``[b"DG", FORMAT, frame, frame, ...]`` from the outermost generator to the
+innermost one it delegates to. A frame is ``[ident, fingerprint, state, mask, values, frees]``:
+``ident`` is ``module:qualname``, ``mask`` says which of the state's live locals (a static list
+the compiler emitted) are bound, ``values`` holds those in order, ``frees`` the values of the
+closure variables (or nil). Values are encoded by ``codec`` with one memo for the whole snapshot.
+"""
+from __future__ import annotations
+
+import inspect
+import sys
+import types
+from typing import Any
+
+import msgpack
+
+from . import _support, registry
+from .codec import Decoder, Encoder
+from .errors import (CorruptSnapshotError, GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
+                     UnserializableValueError)
+from .registry import FunctionMeta
+
+MAGIC = b"DG"
+FORMAT = 1
+
+_GEN_CREATED = inspect.GEN_CREATED
+_GEN_CLOSED = inspect.GEN_CLOSED
+_GEN_RUNNING = inspect.GEN_RUNNING
+
+
+class _Hooks:
+    """Class references allowed in snapshots: classes defined in modules with durable functions."""
+
+    def class_ref(self, cls: type) -> str | None:
+        module = getattr(cls, "__module__", None)
+        if module in registry.MODULES and "<locals>" not in cls.__qualname__:
+            return f"{module}:{cls.__qualname__}"
+        return None
+
+    def custom(self, obj: object) -> tuple[str, object] | None:
+        return None
+
+    def resolve_class(self, ref: str) -> type:
+        module, _, qualname = ref.partition(":")
+        if module not in registry.MODULES or module not in sys.modules:
+            raise CorruptSnapshotError(f"snapshot refers to class {ref!r} outside the compiled modules")
+        obj: Any = sys.modules[module]
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        if not isinstance(obj, type):
+            raise IncompatibleCodeError(f"snapshot refers to class {ref!r}, which no longer exists")
+        return obj
+
+    def custom_decode(self, tag: str, payload: object) -> object:
+        raise CorruptSnapshotError(f"unknown value kind {tag!r} in snapshot")
+
+
+_HOOKS = _Hooks()
+
+
+class _DecodeHooks:
+    resolve_class = _HOOKS.resolve_class
+
+    def custom(self, tag: str, payload: object) -> object:
+        return _HOOKS.custom_decode(tag, payload)
+
+
+def _meta_of(gen: Any) -> FunctionMeta:
+    if not isinstance(gen, types.GeneratorType):
+        raise NotDurableError(f"snapshot() needs a generator from a durable function, not {type(gen).__name__!r}")
+    meta = registry.BY_CODE.get(gen.gi_code)
+    if meta is None:
+        inner = _support_chaos_inner(gen)
+        if inner is not None:
+            return _meta_of(inner)
+        raise NotDurableError(
+            f"generator {gen.__qualname__!r} was not compiled as durable: decorate it with @durable and compile "
+            "its module (import hook, `durable compile`, or the build step)")
+    return meta
+
+
+def _support_chaos_inner(gen: types.GeneratorType) -> types.GeneratorType | None:
+    from .chaos import current_inner
+    return current_inner(gen)
+
+
+def _unwrap(gen: types.GeneratorType) -> types.GeneratorType:
+    if gen.gi_code in registry.BY_CODE:
+        return gen
+    inner = _support_chaos_inner(gen)
+    return inner if inner is not None else gen
+
+
+def snapshot(gen: Any) -> bytes:
+    """Capture a suspended (or not yet started) durable generator, with its whole ``yield from`` chain."""
+    _meta_of(gen)
+    gen = _unwrap(gen)
+    status = inspect.getgeneratorstate(gen)
+    if status == _GEN_RUNNING:
+        raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r} while it is running")
+    if status == _GEN_CLOSED:
+        raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r}: it has finished")
+    encoder = Encoder(_HOOKS)
+    envelope: list[Any] = [MAGIC, FORMAT]
+    while True:
+        meta = registry.BY_CODE[gen.gi_code]
+        frame_locals = gen.gi_frame.f_locals
+        created = inspect.getgeneratorstate(gen) == _GEN_CREATED
+        state = 0 if created else frame_locals["_dg_s"]
+        names = meta.params if created else meta.states[state]
+        mask = 0
+        values: list[Any] = []
+        sub: types.GeneratorType | None = None
+        for bit, name in enumerate(names):
+            if name not in frame_locals:
+                continue
+            value = frame_locals[name]
+            mask |= 1 << bit
+            if state in meta.yield_from and name.startswith("_dg_yf") and isinstance(value, types.GeneratorType):
+                inner = _unwrap(value)
+                if inner.gi_code not in registry.BY_CODE:
+                    raise UnserializableValueError(
+                        f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it delegates "
+                        f"(yield from) to generator {value.__qualname__!r}, which is not durable",
+                        path=[f"local {name!r}"], type_name="generator")
+                sub = inner
+                values.append(None)
+                continue
+            values.append(_encode(encoder, meta, state, name, value))
+        frees = None
+        code = gen.gi_code
+        if code.co_freevars:
+            frees = []
+            for name in code.co_freevars:
+                if name != "__class__" and name in frame_locals:
+                    frees += [name, _encode(encoder, meta, state, name, frame_locals[name])]
+        envelope.append([meta.ident, meta.fingerprint, state, mask, values, frees])
+        if sub is None:
+            break
+        gen = sub
+    return msgpack.packb(envelope, use_bin_type=True)
+
+
+def _encode(encoder: Encoder, meta: FunctionMeta, state: int, name: str, value: Any) -> Any:
+    try:
+        return encoder.encode(value, f"local {name!r}")
+    except UnserializableValueError as exc:
+        where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})"
+        err = UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name)
+        raise err from None
+
+
+def _corrupt(why: str) -> CorruptSnapshotError:
+    return CorruptSnapshotError(f"not a valid durable snapshot: {why}")
+
+
+def restore(data: bytes) -> types.GeneratorType:
+    """Rebuild a generator from ``snapshot`` bytes, suspended where the snapshot was taken."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"restore() needs bytes, not {type(data).__name__!r}")
+    try:
+        envelope = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False, use_list=True)
+    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+        raise _corrupt(f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(envelope, list) or len(envelope) < 3 or envelope[0] != MAGIC:
+        raise _corrupt("missing the DG header (foreign or damaged data)")
+    if not isinstance(envelope[1], int) or isinstance(envelope[1], bool):
+        raise _corrupt("bad format version")
+    if envelope[1] > FORMAT:
+        raise CorruptSnapshotError(
+            f"snapshot format {envelope[1]} is newer than this runtime supports ({FORMAT}); upgrade the runtime")
+    if envelope[1] != FORMAT:
+        raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected {FORMAT})")
+    decoder = Decoder(_DecodeHooks())
+    frames: list[_support.PendingFrame] = []
+    for raw in envelope[2:]:
+        frames.append(_decode_frame(decoder, raw))
+    for outer, inner in zip(frames, frames[1:]):
+        meta = outer.meta
+        if outer.state not in meta.yield_from:
+            raise _corrupt("a nested frame follows a frame that is not delegating")
+        slot = next((n for n in meta.states[outer.state] if n.startswith("_dg_yf")), None)
+        if slot is None:
+            raise _corrupt("delegating frame without its delegation local")
+        outer.values[slot] = inner
+    top = frames[0]
+    gen = _support.start(top)
+    if top.state:
+        try:
+            marker = next(gen)
+        except SnapshotError:
+            raise
+        except BaseException as exc:
+            raise SnapshotError(f"restoring {top.meta.ident} failed: {type(exc).__name__}: {exc}") from exc
+        if marker is not _support.MARKER:
+            raise SnapshotError(f"restoring {top.meta.ident} did not reach its suspension point")
+    return gen
+
+
+def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
+    if not isinstance(raw, list) or len(raw) != 6:
+        raise _corrupt("malformed frame record")
+    ident, fingerprint, state, mask, values, frees = raw
+    if not (isinstance(ident, str) and ":" in ident and isinstance(fingerprint, bytes) and type(state) is int
+            and type(mask) is int and mask >= 0 and isinstance(values, list) and (frees is None or isinstance(frees, list))):
+        raise _corrupt("malformed frame record")
+    meta = registry.resolve(ident, fingerprint)
+    if state == 0:
+        names = meta.params
+    elif state in meta.states:
+        names = meta.states[state]
+    else:
+        raise IncompatibleCodeError(f"snapshot of {ident!r} names state {state}, which the current code does not have")
+    if mask >> len(names) or bin(mask).count("1") != len(values):
+        raise _corrupt("frame locals do not match the function's state table")
+    decoded: dict[str, Any] = {}
+    it = iter(values)
+    for bit, name in enumerate(names):
+        if mask & (1 << bit):
+            decoded[name] = decoder.decode(next(it))
+    free_values: dict[str, Any] = {}
+    if frees:
+        if len(frees) % 2:
+            raise _corrupt("malformed closure values")
+        for name, value in zip(frees[::2], frees[1::2]):
+            if not isinstance(name, str):
+                raise _corrupt("malformed closure values")
+            free_values[name] = decoder.decode(value)
+    return _support.PendingFrame(meta, state, decoded, free_values)
+
+
+def detach(gen: Any) -> None:
+    """Drop a generator that continues elsewhere, without running its finally blocks or __exit__."""
+    if not isinstance(gen, types.GeneratorType):
+        raise NotDurableError(f"detach() needs a generator, not {type(gen).__name__!r}")
+    from .chaos import detach_wrapper
+    if detach_wrapper(gen, detach):
+        return
+    status = inspect.getgeneratorstate(gen)
+    if status == _GEN_RUNNING:
+        raise GeneratorStateError(f"cannot detach generator {gen.__qualname__!r} while it is running")
+    if status == _GEN_CLOSED:
+        return
+    if status == _GEN_CREATED:
+        gen.close()
+        return
+    if gen.gi_code not in registry.BY_CODE:
+        raise NotDurableError(f"cannot detach generator {gen.__qualname__!r}: it was not compiled as durable")
+    try:
+        gen.throw(_support.Detached())
+    except (_support.Detached, StopIteration):
+        return
+    # Something swallowed the detach (a plain generator it delegates to): fall back to closing.
+    gen.close()

@@ -1,0 +1,141 @@
+"""Small builders and predicates over libcst nodes shared by the compiler passes."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import libcst as cst
+
+PREFIX = "_dg_"
+"""Names the compiler introduces start with this prefix; user code may not use it."""
+
+STATE = PREFIX + "s"
+RESTORE = PREFIX + "r"
+FRAME = PREFIX + "f"
+RT = PREFIX + "rt"
+
+
+def name(ident: str) -> cst.Name:
+    return cst.Name(ident)
+
+
+def expr(code: str) -> cst.BaseExpression:
+    return cst.parse_expression(code)
+
+
+def stmt(code: str) -> cst.BaseStatement:
+    return cst.parse_statement(code)
+
+
+def small(node: cst.BaseSmallStatement) -> cst.SimpleStatementLine:
+    return cst.SimpleStatementLine(body=[node])
+
+
+def assign(target: str | cst.BaseAssignTargetExpression, value: cst.BaseExpression) -> cst.SimpleStatementLine:
+    tgt = cst.Name(target) if isinstance(target, str) else target
+    return small(cst.Assign(targets=[cst.AssignTarget(target=tgt)], value=value))
+
+
+def expr_stmt(value: cst.BaseExpression) -> cst.SimpleStatementLine:
+    return small(cst.Expr(value=value))
+
+
+def block(stmts: Sequence[cst.BaseStatement]) -> cst.IndentedBlock:
+    body = list(stmts) or [small(cst.Pass())]
+    return cst.IndentedBlock(body=body)
+
+
+def if_(test: cst.BaseExpression, body: Sequence[cst.BaseStatement],
+        orelse: Sequence[cst.BaseStatement] | None = None) -> cst.If:
+    return cst.If(test=test, body=block(body),
+                  orelse=cst.Else(body=block(orelse)) if orelse else None)
+
+
+def attr(obj: str, attribute: str) -> cst.Attribute:
+    return cst.Attribute(value=cst.Name(obj), attr=cst.Name(attribute))
+
+
+def rt(attribute: str) -> cst.Attribute:
+    """A reference to a name of the runtime support module inside compiled code."""
+    return attr(RT, attribute)
+
+
+def call(func: cst.BaseExpression, *args: cst.BaseExpression) -> cst.Call:
+    return cst.Call(func=func, args=[cst.Arg(value=a) for a in args])
+
+
+def paren(node: cst.BaseExpression) -> cst.BaseExpression:
+    """Wrap an expression in parentheses so it can be embedded anywhere."""
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def body_of(node: cst.BaseSuite) -> list[cst.BaseStatement]:
+    if isinstance(node, cst.IndentedBlock):
+        return list(node.body)
+    assert isinstance(node, cst.SimpleStatementSuite)
+    return [cst.SimpleStatementLine(body=list(node.body))]
+
+
+def flatten(stmts: Iterable[cst.BaseStatement | Sequence[cst.BaseStatement]]) -> list[cst.BaseStatement]:
+    out: list[cst.BaseStatement] = []
+    for item in stmts:
+        if isinstance(item, (list, tuple)):
+            out.extend(item)
+        else:
+            out.append(item)  # type: ignore[arg-type]
+    return out
+
+
+def code_of(node: cst.CSTNode) -> str:
+    return cst.Module(body=[]).code_for_node(node)
+
+
+class _YieldFinder(cst.CSTVisitor):
+    """Finds a yield that belongs to the scope being searched (not to nested functions or classes)."""
+
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Yield(self, node: cst.Yield) -> bool:
+        self.found = True
+        return False
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+    def _comprehension(self, node: cst.BaseComp) -> bool:
+        # Only the outermost iterable is evaluated in the enclosing scope.
+        node.for_in.iter.visit(self)
+        return False
+
+    def visit_ListComp(self, node: cst.ListComp) -> bool:
+        return self._comprehension(node)
+
+    def visit_SetComp(self, node: cst.SetComp) -> bool:
+        return self._comprehension(node)
+
+    def visit_DictComp(self, node: cst.DictComp) -> bool:
+        return self._comprehension(node)
+
+    def visit_GeneratorExp(self, node: cst.GeneratorExp) -> bool:
+        return self._comprehension(node)
+
+
+def has_yield(node: cst.CSTNode | None) -> bool:
+    """True when ``node`` contains a yield of the current function's own scope."""
+    if node is None:
+        return False
+    if isinstance(node, cst.Yield):
+        return True
+    finder = _YieldFinder()
+    node.visit(finder)
+    return finder.found
+
+
+def any_yield(nodes: Iterable[cst.CSTNode | None]) -> bool:
+    return any(has_yield(n) for n in nodes)

@@ -1,0 +1,70 @@
+"""Compile-time diagnostics: one small class per problem, each with a stable code and a hint."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    """A problem found in the user's code, reported as ``path:line:col: error: CODE message``."""
+
+    path: str
+    line: int
+    column: int
+    detail: str = ""
+
+    code: ClassVar[str] = "DG000"
+    message: ClassVar[str] = "problem"
+    hint: ClassVar[str] = ""
+
+    def text(self) -> str:
+        body = self.message.format(detail=self.detail)
+        out = f"{self.path}:{self.line}:{self.column}: error: {self.code} {body}"
+        if self.hint:
+            out += f"\n  hint: {self.hint}"
+        return out
+
+
+class SyntaxProblem(Diagnostic):
+    code = "DG001"
+    message = "invalid Python syntax: {detail}"
+    hint = "the file must parse as Python 3.10-3.13 source"
+
+
+class ReservedName(Diagnostic):
+    code = "DG002"
+    message = "the name {detail!r} is reserved for compiler-generated variables"
+    hint = "rename the variable: names starting with '_dg_' are reserved"
+
+
+class AsyncNotSupported(Diagnostic):
+    code = "DG003"
+    message = "@durable async functions are not supported yet: {detail}"
+    hint = "use a plain generator function (def with yield)"
+
+
+class NotAGenerator(Diagnostic):
+    code = "DG004"
+    message = "@durable function {detail!r} is not a generator function"
+    hint = "a durable function must contain 'yield' or 'yield from'"
+
+
+class YieldInExceptStar(Diagnostic):
+    code = "DG005"
+    message = "a suspension inside an 'except*' handler is not supported yet"
+    hint = "move the yield out of the except* handler (e.g. record the error, then yield after the try)"
+
+
+class UnsupportedConstruct(Diagnostic):
+    code = "DG006"
+    message = "unsupported construct in a durable function: {detail}"
+    hint = "move the suspension out of this construct into a separate statement"
+
+
+class CompileError(Exception):
+    """Raised by ``compile_source`` with every diagnostic found in the module."""
+
+    def __init__(self, diagnostics: list[Diagnostic]) -> None:
+        self.diagnostics = diagnostics
+        super().__init__("\n".join(d.text() for d in diagnostics))

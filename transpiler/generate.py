@@ -1,0 +1,321 @@
+"""Code generation: finds durable functions in a module and replaces each with its compiled form."""
+from __future__ import annotations
+
+import ast
+import hashlib
+import textwrap
+from dataclasses import dataclass, field
+
+import libcst as cst
+from libcst.metadata import MetadataWrapper, PositionProvider
+
+from . import diagnostics as dg
+from .cstutil import FRAME, PREFIX, RESTORE, RT, assign, block, body_of, code_of, expr, has_yield, if_, small, stmt
+from .emit import Emitter
+from .liveness import analyze
+from .lower_stmt import StmtLowerer, Unsupported
+
+FORMAT_VERSION = 1
+"""Bumped whenever the compiled form or the snapshot layout changes incompatibly."""
+
+MARK = "# dg@"
+"""Trailing comment that records the original line of a generated statement."""
+
+_NOT_SAVED = (PREFIX + "wx",)  # recomputed on restore rather than carried
+
+
+@dataclass
+class FunctionPlan:
+    qualname: str
+    meta: str
+    declaration: cst.BaseStatement
+
+
+@dataclass
+class ModuleState:
+    path: str
+    all_generators: bool
+    positions: dict
+    diagnostics: list[dg.Diagnostic] = field(default_factory=list)
+    replaced: dict[int, cst.CSTNode] = field(default_factory=dict)
+    plans: list[FunctionPlan] = field(default_factory=list)
+
+    def line_of(self, node: cst.CSTNode) -> int:
+        pos = self.positions.get(node)
+        return pos.start.line if pos is not None else 0
+
+    def report(self, cls: type[dg.Diagnostic], node: cst.CSTNode, detail: str = "") -> None:
+        pos = self.positions.get(node)
+        line, col = (pos.start.line, pos.start.column + 1) if pos is not None else (0, 0)
+        self.diagnostics.append(cls(self.path, line, col, detail))
+
+
+def _is_durable_decorator(d: cst.Decorator) -> bool:
+    node = d.decorator
+    if isinstance(node, cst.Name):
+        return node.value == "durable"
+    if isinstance(node, cst.Attribute):
+        return node.attr.value == "durable"
+    return False
+
+
+def _docstring(body: list[cst.BaseStatement]) -> tuple[list[cst.BaseStatement], list[cst.BaseStatement]]:
+    if body and isinstance(body[0], cst.SimpleStatementLine) and len(body[0].body) == 1:
+        first = body[0].body[0]
+        if isinstance(first, cst.Expr) and isinstance(first.value, (cst.SimpleString, cst.ConcatenatedString)):
+            return [body[0]], body[1:]
+    return [], body
+
+
+def fingerprint(func: cst.FunctionDef) -> bytes:
+    """Hash of the function's normalized code (comments, formatting and decorators excluded)."""
+    source = textwrap.dedent(code_of(func.with_changes(decorators=[], leading_lines=[])))
+    tree = ast.parse(source)
+    digest = hashlib.blake2b(f"{FORMAT_VERSION}:{ast.dump(tree)}".encode(), digest_size=8)
+    return digest.digest()
+
+
+class _Substitute(cst.CSTTransformer):
+    """Puts already-compiled nested functions and classes into an original function body."""
+
+    def __init__(self, replaced: dict[int, cst.CSTNode]) -> None:
+        self.replaced = replaced
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.CSTNode:
+        return self.replaced.get(id(original), updated)
+
+    def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.CSTNode:
+        return self.replaced.get(id(original), updated)
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return id(node) not in self.replaced
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return id(node) not in self.replaced
+
+
+class _Hoist(cst.CSTTransformer):
+    """Moves ``global``/``nonlocal`` declarations to the top: both bodies use the names."""
+
+    def __init__(self) -> None:
+        self.found: list[cst.BaseSmallStatement] = []
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
+
+    def leave_SimpleStatementLine(self, original: cst.SimpleStatementLine, updated: cst.SimpleStatementLine
+                                  ) -> cst.SimpleStatementLine | cst.RemovalSentinel:
+        keep = []
+        for part in updated.body:
+            if isinstance(part, (cst.Global, cst.Nonlocal)):
+                self.found.append(part.with_changes(semicolon=cst.MaybeSentinel.DEFAULT))
+            else:
+                keep.append(part)
+        if len(keep) == len(updated.body):
+            return updated
+        if not keep:
+            return updated.with_changes(body=[cst.Pass()])
+        return updated.with_changes(body=keep)
+
+
+def _mark_lines(node: cst.BaseStatement, line: int) -> cst.BaseStatement:
+    comment = cst.TrailingWhitespace(whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(f"{MARK}{line}"))
+    if isinstance(node, cst.SimpleStatementLine):
+        return node.with_changes(trailing_whitespace=comment)
+    body = getattr(node, "body", None)
+    if isinstance(body, cst.IndentedBlock):
+        return node.with_changes(body=body.with_changes(header=comment))
+    return node
+
+
+class _MarkingLowerer(StmtLowerer):
+    """A statement lowerer that tags each produced statement with its original line."""
+
+    def __init__(self, line_of) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(line_of)
+        self.line_of = line_of
+
+    def lower_stmt(self, node: cst.BaseStatement) -> list[cst.BaseStatement]:
+        out = super().lower_stmt(node)
+        line = self.line_of(node)
+        if not line:
+            return out
+        marked: list[cst.BaseStatement] = []
+        for s in out:
+            m = _mark_lines(s, line)
+            for table in (self.exprs.yield_lines, self.try_info):
+                if id(s) in table:
+                    table[id(m)] = table.pop(id(s))  # type: ignore[index]
+            marked.append(m)
+        return marked
+
+
+def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst.FunctionDef,
+                     qualname: str) -> cst.FunctionDef:
+    for node in _names(original):
+        if node.value.startswith(PREFIX):
+            state.report(dg.ReservedName, node, node.value)
+            return updated
+    doc, body = _docstring(list(body_of(original.body)))
+    body = [s.visit(_Substitute(state.replaced)) for s in body]  # type: ignore[misc]
+    hoist = _Hoist()
+    body = [s.visit(hoist) for s in body]  # type: ignore[misc]
+    lowerer = _MarkingLowerer(state.line_of)
+    try:
+        lowered = lowerer.lower_body(body)
+    except Unsupported as exc:
+        if exc.kind == "yield in except*":
+            state.report(dg.YieldInExceptStar, _find_original(original, exc.node) or original)
+        else:
+            state.report(dg.UnsupportedConstruct, _find_original(original, exc.node) or original, exc.kind)
+        return updated
+    emitter = Emitter(lowered, lowerer.exprs.yield_lines, lowerer.try_info)
+    fast = emitter.fast()
+    probe = updated.with_changes(decorators=[], body=block(fast or [small(cst.Pass())]), leading_lines=[])
+    params, others, live = analyze(textwrap.dedent(code_of(probe)))
+    states: dict[int, tuple[str, ...]] = {}
+    restore_body = emitter.restore()
+    saved: set[str] = set()
+    for k in sorted(emitter.state_of.values()):
+        names = (live.get(k, set()) | emitter.needs.get(k, set()))
+        names = {n for n in names if not n.startswith(_NOT_SAVED)}
+        ordered = tuple(sorted(names, key=lambda n: (n not in params, params.index(n) if n in params else 0, n)))
+        states[k] = ordered
+        saved.update(ordered)
+    prologue: list[cst.BaseStatement] = [assign(PREFIX + "L", expr(f"{FRAME}.values"))]
+    for p in params:
+        prologue.append(stmt(f"if {p!r} in {PREFIX}L: {p} = {PREFIX}L[{p!r}]\nelse: del {p}\n"))
+    for name in sorted(saved - set(params)):
+        prologue.append(stmt(f"if {name!r} in {PREFIX}L: {name} = {PREFIX}L[{name!r}]\n"))
+    prologue.append(assign(RESTORE, expr(f"{FRAME}.state")))
+    meta = f"{PREFIX}meta{len(state.plans) + 1}"
+    decls = [small(cst.Global(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) if isinstance(h, cst.Global)
+             else small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) for h in hoist.found]
+    entry = if_(expr(f"{RT}.PENDING and ({FRAME} := {RT}.take({meta})) is not None"),
+                prologue + restore_body, fast or [small(cst.Pass())])
+    new_body = doc + decls + [entry]
+    decorator = cst.Decorator(decorator=expr(f"{RT}.compiled({meta})"))
+    lines = {k: emitter.lines[k] for k in states}
+    yf = sorted(k for k, is_yf in emitter.yield_from.items() if is_yf)
+    declaration = stmt(
+        f"{meta} = {RT}.declare(__name__, {qualname!r}, {fingerprint(original)!r}, {states!r}, {lines!r}, "
+        f"{tuple(yf)!r}, {tuple(params)!r})\n")
+    state.plans.append(FunctionPlan(qualname, meta, declaration))
+    return updated.with_changes(body=block(new_body), decorators=[*updated.decorators, decorator])
+
+
+def _declared(node: cst.Global | cst.Nonlocal) -> list[str]:
+    return [item.name.value for item in node.names]
+
+
+def _names(node: cst.CSTNode) -> list[cst.Name]:
+    found: list[cst.Name] = []
+
+    class Collect(cst.CSTVisitor):
+        def visit_Name(self, n: cst.Name) -> None:
+            found.append(n)
+
+    node.visit(Collect())
+    return found
+
+
+def _find_original(original: cst.CSTNode, node: cst.CSTNode) -> cst.CSTNode | None:
+    """Lowering may rebuild nodes; find the original node with the same code for its position."""
+    target = code_of(node).strip()
+    result: list[cst.CSTNode] = []
+
+    class Find(cst.CSTVisitor):
+        def on_visit(self, n: cst.CSTNode) -> bool:
+            if not result and type(n) is type(node) and code_of(n).strip() == target:
+                result.append(n)
+            return not result
+
+    original.visit(Find())
+    return result[0] if result else None
+
+
+class ModuleCompiler(cst.CSTTransformer):
+    """Walks a module, compiling durable functions (innermost first) and tracking qualnames."""
+
+    METADATA_DEPENDENCIES = (PositionProvider,)
+
+    def __init__(self, state: ModuleState) -> None:
+        super().__init__()
+        self.state = state
+        self.scopes: list[tuple[str, str]] = []
+
+    def _qualname(self, name: str) -> str:
+        parts: list[str] = []
+        for kind, scope in self.scopes:
+            parts.append(scope)
+            if kind == "def":
+                parts.append("<locals>")
+        return ".".join(parts + [name])
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> None:
+        self.scopes.append(("class", node.name.value))
+
+    def leave_ClassDef(self, original: cst.ClassDef, updated: cst.ClassDef) -> cst.ClassDef:
+        self.scopes.pop()
+        self.state.replaced[id(original)] = updated
+        return updated
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> None:
+        self.scopes.append(("def", node.name.value))
+
+    def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        result = self._function(original, updated)
+        self.state.replaced[id(original)] = result
+        return result
+
+    def _function(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
+        self.scopes.pop()
+        marked = any(_is_durable_decorator(d) for d in original.decorators)
+        is_gen = has_yield(original.body)
+        if original.asynchronous is not None:
+            if marked:
+                self.state.report(dg.AsyncNotSupported, original, original.name.value)
+            return updated
+        if marked and not is_gen:
+            self.state.report(dg.NotAGenerator, original, original.name.value)
+            return updated
+        if not (marked or (self.state.all_generators and is_gen)):
+            return updated
+        return compile_function(self.state, original, updated, self._qualname(original.name.value))
+
+
+def _insert_point(body: list[cst.BaseStatement]) -> int:
+    i = 0
+    if body and _docstring(body)[0]:
+        i = 1
+    while i < len(body):
+        s = body[i]
+        if isinstance(s, cst.SimpleStatementLine) and all(
+                isinstance(p, cst.ImportFrom) and isinstance(p.module, cst.Name) and p.module.value == "__future__"
+                for p in s.body):
+            i += 1
+            continue
+        break
+    return i
+
+
+def compile_module(source: str, path: str = "<string>", *, all_generators: bool = False) -> str:
+    try:
+        module = cst.parse_module(source)
+    except cst.ParserSyntaxError as exc:
+        raise dg.CompileError([dg.SyntaxProblem(path, exc.raw_line, exc.raw_column + 1, exc.message)]) from None
+    wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
+    positions = wrapper.resolve(PositionProvider)
+    state = ModuleState(path, all_generators, dict(positions))
+    new_module = wrapper.visit(ModuleCompiler(state))
+    if state.diagnostics:
+        raise dg.CompileError(state.diagnostics)
+    if not state.plans:
+        return source
+    body = list(new_module.body)
+    at = _insert_point(body)
+    header = [stmt(f"import runtime._support as {RT}\n")] + [p.declaration for p in state.plans]
+    return new_module.with_changes(body=body[:at] + header + body[at:]).code

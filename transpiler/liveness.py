@@ -1,0 +1,295 @@
+"""Scope and liveness analysis of a lowered durable function: which locals each suspension keeps.
+
+Works on the ``ast`` of the lowered fast body. The analysis is structured (no CFG): loops iterate
+to a fixpoint, and any statement inside a ``try`` may jump to its handlers and ``finally``, so the
+variables live there are treated as live throughout the protected block. It errs on the side of
+keeping a variable: a dead local is only dropped when no path can read it again.
+"""
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from .cstutil import STATE
+
+_DYNAMIC = {"locals", "vars", "eval", "exec", "dir"}
+
+
+def _scope_children(node: ast.AST) -> list[ast.AST]:
+    """Child nodes evaluated in this scope (nested function bodies and comprehensions excluded)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return [*node.decorator_list, *_arg_defaults(node.args), *(node.returns and [node.returns] or [])]
+    if isinstance(node, ast.Lambda):
+        return list(_arg_defaults(node.args))
+    if isinstance(node, ast.ClassDef):
+        return [*node.decorator_list, *node.bases, *node.keywords]
+    if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+        return [node.generators[0].iter]
+    return list(ast.iter_child_nodes(node))
+
+
+def _arg_defaults(args: ast.arguments) -> list[ast.expr]:
+    return [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
+
+
+def _free_names(node: ast.AST) -> set[str]:
+    """Names a nested scope reads (may refer to our locals through cells)."""
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+
+
+def _walrus_targets(node: ast.AST) -> set[str]:
+    return {n.target.id for n in ast.walk(node) if isinstance(n, ast.NamedExpr)}
+
+
+@dataclass
+class Effects:
+    uses: set[str] = field(default_factory=set)
+    kills: set[str] = field(default_factory=set)
+    maybe_defs: set[str] = field(default_factory=set)
+
+
+def effects(node: ast.AST) -> Effects:
+    """Reads and definite writes of an expression or simple statement (in evaluation order terms)."""
+    eff = Effects()
+
+    def visit(n: ast.AST) -> None:
+        if isinstance(n, ast.Name):
+            if isinstance(n.ctx, ast.Load):
+                eff.uses.add(n.id)
+            elif isinstance(n.ctx, ast.Del):
+                eff.uses.add(n.id)
+                eff.kills.add(n.id)
+            else:
+                eff.kills.add(n.id)
+            return
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            eff.kills.add(n.name)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+                          ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            eff.uses |= _free_names(n)
+            eff.maybe_defs |= _walrus_targets(n)
+            for child in _scope_children(n):
+                visit(child)
+            return
+        if isinstance(n, (ast.Import, ast.ImportFrom)):
+            for alias in n.names:
+                eff.kills.add((alias.asname or alias.name).split(".")[0])
+            return
+        if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name):
+            eff.uses.add(n.target.id)
+        for child in _scope_children(n):
+            visit(child)
+
+    visit(node)
+    eff.kills -= eff.maybe_defs
+    return eff
+
+
+def local_names(func: ast.FunctionDef) -> tuple[list[str], set[str]]:
+    """(parameters in order, all other names bound in the function's own scope)."""
+    a = func.args
+    params = [x.arg for x in (*a.posonlyargs, *a.args)]
+    if a.vararg:
+        params.append(a.vararg.arg)
+    params += [x.arg for x in a.kwonlyargs]
+    if a.kwarg:
+        params.append(a.kwarg.arg)
+    declared: set[str] = set()
+    bound: set[str] = set()
+
+    def visit(n: ast.AST) -> None:
+        if isinstance(n, (ast.Global, ast.Nonlocal)):
+            declared.update(n.names)
+        elif isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
+            bound.add(n.id)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(n.name)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            bound.add(n.name)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            bound.update((al.asname or al.name).split(".")[0] for al in n.names)
+        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+            bound.add(n.name)
+        elif isinstance(n, ast.MatchMapping) and n.rest:
+            bound.add(n.rest)
+        if isinstance(n, (ast.Lambda, ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            bound.update(_walrus_targets(n))
+        if n is not func and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
+                                            ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+            for child in _scope_children(n):
+                visit(child)
+            return
+        for child in ast.iter_child_nodes(n):
+            visit(child)
+
+    for stmt in func.body:
+        visit(stmt)
+    bound -= declared
+    return params, bound - set(params)
+
+
+@dataclass
+class _Ctx:
+    exc: frozenset[str] = frozenset()        # live at the nearest handler/finally entry
+    brk: frozenset[str] = frozenset()
+    cont: frozenset[str] = frozenset()
+    ret: frozenset[str] = frozenset()        # live at enclosing finally blocks a return passes through
+
+
+class Liveness:
+    """Computes, for each canonical suspension ``_dg_s = K; ...``, the locals live while suspended."""
+
+    def __init__(self, func: ast.FunctionDef, locals_: set[str]) -> None:
+        self.locals = locals_
+        self.at_state: dict[int, set[str]] = {}
+        self.dynamic = any(isinstance(n, ast.Name) and n.id in _DYNAMIC for n in ast.walk(func))
+        self.cells = set()
+        for n in ast.walk(func):
+            if n is not func and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
+                                                ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+                self.cells |= _free_names(n) & locals_
+        self.func = func
+
+    def run(self) -> dict[int, set[str]]:
+        # Loops make the result depend on itself; two passes over the whole body settle it.
+        for _ in range(2):
+            self.block(self.func.body, frozenset(), _Ctx())
+        always = self.cells
+        if self.dynamic:
+            always = set(self.locals)
+        return {k: (v | always) & self.locals for k, v in self.at_state.items()}
+
+    def block(self, stmts: list[ast.stmt], live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        for i in range(len(stmts) - 1, -1, -1):
+            state = _state_of(stmts[i - 1]) if i > 0 else None
+            if state is not None:
+                self.record(state, stmts[i], live, ctx)
+            live = self.stmt(stmts[i], live, ctx)
+        return live
+
+    def simple(self, node: ast.AST, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        eff = effects(node)
+        return frozenset((live - eff.kills) | eff.uses | ctx.exc)
+
+    def stmt(self, s: ast.stmt, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        method = getattr(self, "s_" + type(s).__name__, None)
+        if method is None:
+            return self.simple(s, live, ctx)
+        return method(s, live, ctx)
+
+    def record(self, state: int, nxt: ast.stmt, live: frozenset[str], ctx: _Ctx) -> None:
+        """``nxt`` is the yield statement after ``_dg_s = K``; ``live`` is live after it resumes."""
+        after = set(live)
+        if isinstance(nxt, ast.Assign):
+            after -= {t.id for t in nxt.targets if isinstance(t, ast.Name)}
+            value = nxt.value
+        elif isinstance(nxt, ast.Expr):
+            value = nxt.value
+        else:
+            value = None
+        if isinstance(value, ast.YieldFrom) and isinstance(value.value, ast.Name):
+            after.add(value.value.id)
+        after |= ctx.exc
+        self.at_state[state] = self.at_state.get(state, set()) | after
+
+    def s_Return(self, s: ast.Return, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        return self.simple(s, ctx.ret, ctx)
+
+    def s_Raise(self, s: ast.Raise, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        return self.simple(s, frozenset(), ctx)
+
+    def s_Break(self, s: ast.Break, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        return ctx.brk | ctx.exc
+
+    def s_Continue(self, s: ast.Continue, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        return ctx.cont | ctx.exc
+
+    def s_If(self, s: ast.If, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        body = self.block(s.body, live, ctx)
+        orelse = self.block(s.orelse, live, ctx)
+        return self.simple(s.test, body | orelse, ctx)
+
+    def s_While(self, s: ast.While, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        after = self.block(s.orelse, live, ctx)
+        head = frozenset(self.simple(s.test, after, ctx))
+        for _ in range(3):
+            inner = _Ctx(ctx.exc, live, head, ctx.ret)
+            body = self.block(s.body, head, inner)
+            new_head = self.simple(s.test, body | after, ctx)
+            if new_head == head:
+                break
+            head = new_head
+        return head
+
+    def s_For(self, s: ast.For, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        after = self.block(s.orelse, live, ctx)
+        head = after
+        target = effects(s.target)
+        for _ in range(3):
+            inner = _Ctx(ctx.exc, live, head, ctx.ret)
+            body = self.block(s.body, head, inner)
+            new_head = frozenset(((body - target.kills) | target.uses) | after | ctx.exc)
+            if new_head == head:
+                break
+            head = new_head
+        return self.simple(s.iter, head, ctx)
+
+    def s_With(self, s: ast.With, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        body = self.block(s.body, live, ctx)
+        for item in reversed(s.items):
+            if item.optional_vars is not None:
+                body = self.simple(item.optional_vars, body, ctx)
+            body = self.simple(item.context_expr, body, ctx)
+        return body
+
+    def s_Try(self, s: ast.Try, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        if s.finalbody:
+            exits = live | ctx.exc | ctx.brk | ctx.cont | ctx.ret
+            final = self.block(s.finalbody, exits, ctx)
+            inner = _Ctx(final, final | ctx.brk, final | ctx.cont, final | ctx.ret)
+            after = final
+        else:
+            inner = ctx
+            after = live
+        handlers = frozenset()
+        for h in s.handlers:
+            h_live = self.block(h.body, after, inner)
+            if h.name:
+                h_live = h_live - {h.name}
+            if h.type is not None:
+                h_live = self.simple(h.type, h_live, inner)
+            handlers |= h_live
+        orelse = self.block(s.orelse, after, inner)
+        body_ctx = _Ctx(inner.exc | handlers, inner.brk, inner.cont, inner.ret)
+        return self.block(s.body, orelse, body_ctx) | handlers
+
+    s_TryStar = s_Try
+
+    def s_Match(self, s: ast.Match, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
+        total = live
+        for case in s.cases:
+            body = self.block(case.body, live, ctx)
+            if case.guard is not None:
+                body = self.simple(case.guard, body, ctx)
+            total |= self.simple(case.pattern, body, ctx)
+        return self.simple(s.subject, total, ctx)
+
+
+def _state_of(s: ast.stmt) -> int | None:
+    if (isinstance(s, ast.Assign) and len(s.targets) == 1 and isinstance(s.targets[0], ast.Name)
+            and s.targets[0].id == STATE and isinstance(s.value, ast.Constant)):
+        return int(s.value.value)
+    return None
+
+
+def analyze(func_source: str) -> tuple[list[str], set[str], dict[int, set[str]]]:
+    """Parameters, other locals, and live locals per state for a rendered lowered function."""
+    tree = ast.parse(func_source)
+    func = tree.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    params, others = local_names(func)
+    live = Liveness(func, set(params) | others).run()
+    if any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "super" for n in ast.walk(func)):
+        first = params[:1]
+        live = {k: v | set(first) for k, v in live.items()}
+    return params, others, live

@@ -1,0 +1,477 @@
+"""Lowering of statements around suspension points into the canonical form the emitter expects.
+
+After this pass, inside a durable function:
+- every suspension is a canonical line ``_dg_s = K; [name =] yield v`` or ``... yield from _dg_yfN``;
+- a ``for`` loop that suspends iterates over a named iterator local;
+- a ``with`` that suspends is expanded (PEP 343) with its manager in a named local;
+- an ``except`` handler that suspends binds its exception to a named local;
+- a ``finally`` keeps its pending completion (exception, return value, break/continue) in named
+  locals when it suspends, and is skipped when the generator is detached.
+Statements without suspensions are left exactly as written.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import libcst as cst
+
+from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, rt, small
+from .lower_expr import ExprLowerer, Stmts
+
+# Pending completion kinds kept in ``_dg_fkN`` while a finally block runs.
+NORMAL, EXCEPTION, RETURN, BREAK, CONTINUE, DETACHED = range(6)
+
+
+class Unsupported(Exception):
+    """A construct the compiler rejects; carries the node for the diagnostic position."""
+
+    def __init__(self, node: cst.CSTNode, kind: str) -> None:
+        super().__init__(kind)
+        self.node = node
+        self.kind = kind
+
+
+@dataclass
+class TryInfo:
+    """What the restore emitter must know about a lowered ``try`` statement."""
+
+    handler_excs: list[str | None] = field(default_factory=list)  # temp bound by each handler, if it suspends
+    finally_kind: str | None = None          # local holding the pending completion kind
+    finally_exc: str | None = None
+    finally_value: str | None = None
+    finally_kinds: set[int] = field(default_factory=set)
+    with_manager: str | None = None           # for an expanded ``with``: manager and exit locals
+    with_exit: str | None = None
+
+
+@dataclass
+class _Capture:
+    """An enclosing finally that suspends: exits that cross it record their completion."""
+
+    kind: str
+    value: str
+    loop_depth: int
+    info: TryInfo
+
+
+class StmtLowerer:
+    """Lowers one durable function body. Dispatches on statement type to ``lower_<Type>``."""
+
+    def __init__(self, line_of: Callable[[cst.CSTNode], int]) -> None:
+        self.counter = 0
+        self.exprs = ExprLowerer(self.new_temp, line_of)
+        self.try_info: dict[int, TryInfo] = {}
+        self.captures: list[_Capture] = []
+        self.loop_depth = 0
+        self.needs_loop: set[int] = set()
+
+    def new_temp(self, kind: str) -> str:
+        self.counter += 1
+        return f"{PREFIX}{kind}{self.counter}"
+
+    # -- blocks ----------------------------------------------------------------------------
+    def lower_body(self, stmts: list[cst.BaseStatement]) -> Stmts:
+        out: Stmts = []
+        for s in stmts:
+            out += self.lower_stmt(s)
+        return out
+
+    def lower_suite(self, suite: cst.BaseSuite) -> Stmts:
+        return self.lower_body(body_of(suite))
+
+    def lower_stmt(self, node: cst.BaseStatement) -> Stmts:
+        if not has_yield(node) and not self.captures:
+            return [node]
+        method = getattr(self, "lower_" + type(node).__name__, None)
+        if method is None:
+            raise Unsupported(node, type(node).__name__)
+        return method(node)
+
+    # -- simple statements -----------------------------------------------------------------
+    def lower_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> Stmts:
+        out: Stmts = []
+        for part in node.body:
+            if not has_yield(part) and not isinstance(part, (cst.Return, cst.Break, cst.Continue)):
+                out.append(node.with_changes(body=[_strip_semicolon(part)]) if len(node.body) > 1 else node)
+                continue
+            method = getattr(self, "small_" + type(part).__name__, None)
+            if method is None:
+                raise Unsupported(part, type(part).__name__)
+            out += method(part)
+        return out
+
+    def small_Expr(self, node: cst.Expr) -> Stmts:
+        if isinstance(node.value, cst.Yield):
+            return self.exprs.yield_stmt(node.value, None)
+        pre, value = self.exprs.lower(node.value)
+        return pre + [small(cst.Expr(value=value))]
+
+    def small_Assign(self, node: cst.Assign) -> Stmts:
+        if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) and isinstance(node.value, cst.Yield):
+            return self.exprs.yield_stmt(node.value, node.targets[0].target.value)
+        if isinstance(node.value, cst.Yield):
+            temp = self.new_temp("y")
+            pre = self.exprs.yield_stmt(node.value, temp)
+            value: cst.BaseExpression = cst.Name(temp)
+        else:
+            pre, value = self.exprs.lower(node.value)
+        if not any(has_yield(t.target) for t in node.targets):
+            return pre + [small(cst.Assign(targets=node.targets, value=value))]
+        value = self.exprs.capture(value, pre)
+        for t in node.targets:
+            pre += self.store(t.target, value)
+        return pre
+
+    def store(self, target: cst.BaseAssignTargetExpression, value: cst.BaseExpression) -> Stmts:
+        """``target = value`` where the target's own sub-expressions may suspend."""
+        if isinstance(target, cst.Attribute):
+            pre, obj = self.exprs.lower(target.value)
+            return pre + [assign(target.with_changes(value=obj), value)]
+        if isinstance(target, cst.Subscript):
+            pre, lowered = self.exprs.lower(target)
+            assert isinstance(lowered, cst.Subscript)
+            return pre + [assign(lowered, value)]
+        if isinstance(target, (cst.Tuple, cst.List)):
+            raise Unsupported(target, "suspension inside an unpacking target")
+        return [assign(target, value)]
+
+    def small_AnnAssign(self, node: cst.AnnAssign) -> Stmts:
+        if node.value is None or has_yield(node.target) or has_yield(node.annotation):
+            raise Unsupported(node, "suspension inside an annotation")
+        pre, value = self.exprs.lower(node.value)
+        return pre + [small(node.with_changes(value=value))]
+
+    def small_AugAssign(self, node: cst.AugAssign) -> Stmts:
+        target = node.target
+        pre: Stmts = []
+        if isinstance(target, cst.Name):
+            current = self.exprs.capture(target, pre)
+            store_target: cst.BaseAssignTargetExpression = target
+        elif isinstance(target, cst.Attribute):
+            obj_pre, obj = self.exprs.lower(target.value)
+            pre += obj_pre
+            obj = self.exprs.capture(obj, pre)
+            store_target = target.with_changes(value=obj)
+            current = self.exprs.capture(store_target, pre)
+        elif isinstance(target, cst.Subscript):
+            sub_pre, lowered = self.exprs.lower(target)
+            pre += sub_pre
+            assert isinstance(lowered, cst.Subscript)
+            obj = self.exprs.capture(lowered.value, pre)
+            elements = []
+            for element in lowered.slice:
+                s = element.slice
+                if isinstance(s, cst.Index):
+                    elements.append(element.with_changes(slice=s.with_changes(value=self.exprs.capture(s.value, pre))))
+                else:
+                    assert isinstance(s, cst.Slice)
+                    elements.append(element.with_changes(slice=s.with_changes(
+                        lower=self.exprs.capture(s.lower, pre) if s.lower is not None else None,
+                        upper=self.exprs.capture(s.upper, pre) if s.upper is not None else None,
+                        step=self.exprs.capture(s.step, pre) if s.step is not None else None)))
+            store_target = lowered.with_changes(value=obj, slice=elements)
+            current = self.exprs.capture(store_target, pre)
+        else:
+            raise Unsupported(node, "augmented assignment target")
+        value_pre, value = self.exprs.lower(node.value)
+        pre += value_pre
+        assert isinstance(current, cst.Name)
+        pre.append(small(cst.AugAssign(target=current, operator=node.operator, value=value)))
+        pre.append(assign(store_target, current))
+        return pre
+
+    def small_Return(self, node: cst.Return) -> Stmts:
+        pre, value = self.exprs.lower(node.value) if node.value is not None else ([], None)
+        crossing = self.captures
+        if not crossing:
+            return pre + [small(node.with_changes(value=value))]
+        # Record the pending return in every suspending finally it passes through.
+        holder = crossing[-1].value
+        pre.append(assign(holder, value if value is not None else cst.Name("None")))
+        for cap in crossing:
+            if cap.value != holder:
+                pre.append(assign(cap.value, cst.Name(holder)))
+            pre.append(assign(cap.kind, cst.Integer(str(RETURN))))
+            cap.info.finally_kinds.add(RETURN)
+        pre.append(small(cst.Return(value=cst.Name(holder))))
+        return pre
+
+    def _loop_exit(self, node: cst.BaseSmallStatement, kind: int) -> Stmts:
+        out: Stmts = []
+        for cap in self.captures:
+            if cap.loop_depth == self.loop_depth:
+                out.append(assign(cap.kind, cst.Integer(str(kind))))
+                cap.info.finally_kinds.add(kind)
+        out.append(small(node))
+        return out
+
+    def small_Break(self, node: cst.Break) -> Stmts:
+        return self._loop_exit(node, BREAK)
+
+    def small_Continue(self, node: cst.Continue) -> Stmts:
+        return self._loop_exit(node, CONTINUE)
+
+    def small_Raise(self, node: cst.Raise) -> Stmts:
+        items = [x for x in (node.exc, node.cause.item if node.cause else None) if x is not None]
+        pre, lowered = self.exprs.sequence(items)
+        exc = lowered[0] if node.exc is not None else None
+        cause = node.cause.with_changes(item=lowered[-1]) if node.cause else None
+        return pre + [small(node.with_changes(exc=exc, cause=cause))]
+
+    def small_Assert(self, node: cst.Assert) -> Stmts:
+        pre, test = self.exprs.lower(node.test)
+        msg_pre, msg = self.exprs.lower(node.msg) if node.msg is not None else ([], None)
+        fail = msg_pre + [small(cst.Assert(test=cst.Name("False"), msg=msg))]
+        check = if_(cst.UnaryOperation(operator=cst.Not(), expression=_paren(test)), fail)
+        return [if_(cst.Name("__debug__"), pre + [check])]
+
+    def small_Del(self, node: cst.Del) -> Stmts:
+        targets = node.target.elements if isinstance(node.target, cst.Tuple) and not node.target.lpar else [node.target]
+        out: Stmts = []
+        for t in targets:
+            target = t.value if isinstance(t, cst.Element) else t
+            pre, lowered = self.exprs.lower(target)
+            out += pre + [small(cst.Del(target=lowered))]
+        return out
+
+    # -- compound statements ---------------------------------------------------------------
+    def lower_If(self, node: cst.If) -> Stmts:
+        pre, test = self.exprs.lower(node.test)
+        orelse: Stmts | None = None
+        if isinstance(node.orelse, cst.If):
+            orelse = self.lower_stmt(node.orelse)
+        elif isinstance(node.orelse, cst.Else):
+            orelse = self.lower_suite(node.orelse.body)
+        body = self.lower_suite(node.body)
+        return pre + [if_(test, body, orelse)]
+
+    def _loop_body(self, suite: cst.BaseSuite, extra: Stmts | None = None) -> Stmts:
+        self.loop_depth += 1
+        try:
+            return (extra or []) + self.lower_suite(suite)
+        finally:
+            self.loop_depth -= 1
+
+    def lower_While(self, node: cst.While) -> Stmts:
+        if not has_yield(node.test):
+            orelse = self.lower_suite(node.orelse.body) if node.orelse else None
+            return [cst.While(test=node.test, body=block(self._loop_body(node.body)),
+                              orelse=cst.Else(body=block(orelse)) if orelse is not None else None)]
+        pre, test = self.exprs.lower(node.test)
+        if node.orelse is None:
+            check = if_(cst.UnaryOperation(operator=cst.Not(), expression=_paren(test)),
+                        [small(cst.Break())])
+            return [cst.While(test=cst.Name("True"), body=block(self._loop_body(node.body, pre + [check])))]
+        flag = self.new_temp("we")
+        check = if_(cst.UnaryOperation(operator=cst.Not(), expression=_paren(test)),
+                    [assign(flag, cst.Name("True")), small(cst.Break())])
+        loop = cst.While(test=cst.Name("True"), body=block(self._loop_body(node.body, pre + [check])))
+        return [assign(flag, cst.Name("False")), loop, if_(cst.Name(flag), self.lower_suite(node.orelse.body))]
+
+    def lower_For(self, node: cst.For) -> Stmts:
+        if node.asynchronous is not None:
+            raise Unsupported(node, "async for")
+        pre, iterable = self.exprs.lower(node.iter)
+        orelse = self.lower_suite(node.orelse.body) if node.orelse else None
+        body_yields = has_yield(node.body) or has_yield(node.target)
+        target = node.target
+        extra: Stmts = []
+        if has_yield(target):
+            value = self.new_temp("v")
+            extra = self.store(target, cst.Name(value))
+            target = cst.Name(value)
+        if body_yields:
+            it = self.new_temp("it")
+            pre.append(assign(it, call(cst.Name("iter"), iterable)))
+            iterable = cst.Name(it)
+        loop = cst.For(target=target, iter=iterable, body=block(self._loop_body(node.body, extra)),
+                       orelse=cst.Else(body=block(orelse)) if orelse is not None else None)
+        return pre + [loop]
+
+    def lower_With(self, node: cst.With) -> Stmts:
+        if node.asynchronous is not None:
+            raise Unsupported(node, "async with")
+        if len(node.items) > 1:
+            inner = node.with_changes(items=node.items[1:])
+            outer = node.with_changes(items=node.items[:1], body=block([inner]))
+            return self.lower_With(outer)
+        item = node.items[0]
+        pre, manager = self.exprs.lower(item.item)
+        if not has_yield(node.body) and not self.captures:
+            return pre + [node.with_changes(items=[item.with_changes(item=manager, comma=cst.MaybeSentinel.DEFAULT)])]
+        if not has_yield(node.body):
+            body = self.lower_suite(node.body)
+            return pre + [node.with_changes(items=[item.with_changes(item=manager, comma=cst.MaybeSentinel.DEFAULT)],
+                                            body=block(body))]
+        mgr, exit_, value, ok = (self.new_temp(k) for k in ("wm", "wx", "wv", "wok"))
+        pre.append(assign(mgr, manager))
+        pre.append(small(cst.Assign(
+            targets=[cst.AssignTarget(target=cst.Tuple(elements=[cst.Element(cst.Name(exit_)), cst.Element(cst.Name(value))],
+                                                       lpar=[], rpar=[]))],
+            value=call(rt("with_enter"), cst.Name(mgr)))))
+        pre.append(assign(ok, cst.Name("True")))
+        body: Stmts = []
+        if item.asname is not None:
+            body += self.store(item.asname.name, cst.Name(value))  # type: ignore[arg-type]
+        body += self.lower_suite(node.body)
+        exc = PREFIX + "t"
+        handler = cst.ExceptHandler(
+            type=cst.Name("BaseException"),
+            name=cst.AsName(name=cst.Name(exc)),
+            body=block([
+                assign(ok, cst.Name("False")),
+                if_(expr(f"type({exc}) is {PREFIX}rt.Detached or not {exit_}(type({exc}), {exc}, {exc}.__traceback__)"),
+                    [small(cst.Raise())]),
+            ]))
+        final = cst.Finally(body=block([if_(cst.Name(ok), [small(cst.Expr(expr(f"{exit_}(None, None, None)")))])]))
+        try_node = cst.Try(body=block(body), handlers=[handler], finalbody=final)
+        self.try_info[id(try_node)] = TryInfo(handler_excs=[None], with_manager=mgr, with_exit=exit_)
+        return pre + [try_node]
+
+    def lower_Try(self, node: cst.Try) -> Stmts:
+        return self._lower_try(node, star=False)
+
+    def lower_TryStar(self, node: cst.TryStar) -> Stmts:
+        for h in node.handlers:
+            if has_yield(h.body):
+                raise Unsupported(h, "yield in except*")
+        return self._lower_try(node, star=True)
+
+    def _lower_try(self, node: cst.Try | cst.TryStar, star: bool) -> Stmts:
+        suspends = has_yield(node)
+        if not suspends:
+            # Only exits crossing an enclosing suspending finally need rewriting.
+            return [self._rewrite_parts(node)]
+        final = node.finalbody
+        final_yields = final is not None and has_yield(final.body)
+        info = TryInfo()
+        capture: _Capture | None = None
+        if final is not None:
+            info.finally_kind = self.new_temp("fk")
+            if final_yields:
+                info.finally_exc = self.new_temp("fx")
+                info.finally_value = self.new_temp("fv")
+                capture = _Capture(info.finally_kind, info.finally_value, self.loop_depth, info)
+                self.captures.append(capture)
+        try:
+            inner: Stmts = self._lower_handlers(node, star) if node.handlers else self.lower_suite(node.body)
+        finally:
+            if capture is not None:
+                self.captures.pop()
+        if final is None:
+            return inner
+        kind = info.finally_kind
+        assert kind is not None
+        t = PREFIX + "t"
+        if final_yields:
+            handler_body = [
+                assign(info.finally_exc, cst.Name(t)),  # type: ignore[arg-type]
+                assign(kind, expr(f"{DETACHED} if type({t}) is {PREFIX}rt.Detached else {EXCEPTION}")),
+                small(cst.Raise()),
+            ]
+            catch = cst.ExceptHandler(type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
+                                      body=block(handler_body))
+        else:
+            catch = cst.ExceptHandler(type=rt("Detached"),
+                                      body=block([assign(kind, cst.Integer(str(DETACHED))), small(cst.Raise())]))
+        final_body = self.lower_suite(final.body)
+        if info.finally_exc:
+            final_body.append(assign(info.finally_exc, cst.Name("None")))
+        guarded = [if_(cst.Comparison(left=cst.Name(kind), comparisons=[
+            cst.ComparisonTarget(operator=cst.NotEqual(), comparator=cst.Integer(str(DETACHED)))]), final_body)]
+        outer = cst.Try(body=block(inner), handlers=[catch], finalbody=cst.Finally(body=block(guarded)))
+        self.try_info[id(outer)] = info
+        return [assign(kind, cst.Integer(str(NORMAL))), outer]
+
+    def _lower_handlers(self, node: cst.Try | cst.TryStar, star: bool) -> Stmts:
+        info = TryInfo()
+        handlers: list[cst.BaseExceptHandler] = []
+        if not star:
+            handlers.append(cst.ExceptHandler(type=rt("Detached"), body=block([small(cst.Raise())])))
+            info.handler_excs.append(None)
+        for h in node.handlers:
+            if has_yield(h.type):
+                raise Unsupported(h, "suspension inside an except clause's type")
+            body = self.lower_suite(h.body)
+            if has_yield(h.body):
+                exc = self.new_temp("e")
+                info.handler_excs.append(exc)
+                if h.name is not None:
+                    user = h.name.name
+                    assert isinstance(user, cst.Name)
+                    # ``except E as e`` deletes e when the handler ends, however it ends.
+                    body = [assign(user.value, cst.Name(exc)),
+                            cst.Try(body=block(body), finalbody=cst.Finally(body=block(
+                                [assign(user.value, cst.Name("None")), small(cst.Del(target=cst.Name(user.value)))])))]
+                handlers.append(h.with_changes(name=cst.AsName(name=cst.Name(exc)), body=block(body)))
+            else:
+                info.handler_excs.append(None)
+                handlers.append(h.with_changes(body=block(body)))
+        orelse = cst.Else(body=block(self.lower_suite(node.orelse.body))) if node.orelse else None
+        body = self.lower_suite(node.body)
+        cls = cst.TryStar if star else cst.Try
+        inner = cls(body=block(body), handlers=handlers, orelse=orelse)  # type: ignore[arg-type]
+        self.try_info[id(inner)] = info
+        return [inner]
+
+    def _rewrite_parts(self, node: cst.Try | cst.TryStar) -> cst.BaseStatement:
+        return node.with_changes(
+            body=block(self.lower_suite(node.body)),
+            handlers=[h.with_changes(body=block(self.lower_suite(h.body))) for h in node.handlers],
+            orelse=node.orelse.with_changes(body=block(self.lower_suite(node.orelse.body))) if node.orelse else None,
+            finalbody=node.finalbody.with_changes(body=block(self.lower_suite(node.finalbody.body)))
+            if node.finalbody else None)
+
+    def lower_Match(self, node: cst.Match) -> Stmts:
+        pre, subject = self.exprs.lower(node.subject)
+        if not any(has_yield(c.guard) or has_yield(c.pattern) for c in node.cases):
+            if not any(has_yield(c.body) for c in node.cases) and not self.captures:
+                return pre + [node.with_changes(subject=subject)]
+            # Case bodies that suspend run outside the match, selected by the case number.
+            chosen = self.new_temp("mc")
+            cases = [c.with_changes(body=block([assign(chosen, cst.Integer(str(i + 1)))]))
+                     for i, c in enumerate(node.cases)]
+            out = pre + [assign(chosen, cst.Integer("0")), node.with_changes(subject=subject, cases=cases)]
+            return out + self._case_bodies(node, chosen)
+        subject = self.exprs.capture(subject, pre)
+        chosen = self.new_temp("mc")
+        out = pre + [assign(chosen, cst.Integer("0"))]
+        for i, case in enumerate(node.cases):
+            if has_yield(case.pattern):
+                raise Unsupported(case, "suspension inside a case pattern")
+            mark = [assign(chosen, cst.Integer(str(i + 1)))]
+            if case.guard is not None and has_yield(case.guard):
+                guard_pre, guard = self.exprs.lower(case.guard)
+                body = guard_pre + [if_(guard, mark)]
+                case_node = case.with_changes(guard=None, whitespace_before_if=cst.SimpleWhitespace(""),
+                                              whitespace_after_if=cst.SimpleWhitespace(""), body=block(body))
+            else:
+                case_node = case.with_changes(body=block(mark))
+            match = node.with_changes(subject=subject, cases=[case_node])
+            out.append(if_(cst.UnaryOperation(operator=cst.Not(), expression=cst.Name(chosen)), [match]))
+        return out + self._case_bodies(node, chosen)
+
+    def _case_bodies(self, node: cst.Match, chosen: str) -> Stmts:
+        chain: cst.If | None = None
+        for i in reversed(range(len(node.cases))):
+            test = cst.Comparison(left=cst.Name(chosen), comparisons=[
+                cst.ComparisonTarget(operator=cst.Equal(), comparator=cst.Integer(str(i + 1)))])
+            chain = cst.If(test=test, body=block(self.lower_suite(node.cases[i].body)), orelse=chain)
+        return [chain] if chain is not None else []
+
+    def lower_FunctionDef(self, node: cst.FunctionDef) -> Stmts:
+        return [node]
+
+    def lower_ClassDef(self, node: cst.ClassDef) -> Stmts:
+        return [node]
+
+
+def _paren(node: cst.BaseExpression) -> cst.BaseExpression:
+    if node.lpar:
+        return node
+    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
+
+
+def _strip_semicolon(node: cst.BaseSmallStatement) -> cst.BaseSmallStatement:
+    return node.with_changes(semicolon=cst.MaybeSentinel.DEFAULT)
