@@ -238,7 +238,11 @@ class Encoder:
     def __init__(self, hooks: EncodeHooks) -> None:
         self._hooks = hooks
         self._memo: dict[int, int] = {}  # id(obj) -> slot
-        self._keep: list[object] = []  # slot -> obj; keeps ids valid (reduce() temporaries included)
+        # The slot of a new object is len(memo).  Memo keys are ids, so every registered object
+        # must stay alive while the encoder lives: objects reachable from the values given to
+        # encode() are kept by those values; _keep holds those values themselves and the
+        # temporaries (iterator __reduce__ results, custom payloads) that nothing else holds.
+        self._keep: list[object] = []
 
     def encode(self, value: object, label: str) -> object:
         """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
@@ -251,6 +255,7 @@ class Encoder:
                 return value
         elif tp in _PLAIN:
             return value
+        self._keep.append(value)
         try:
             fn = _ENCODERS.get(tp)
             if fn is None:
@@ -272,9 +277,8 @@ class Encoder:
         return fn(self, x)
 
     def _register(self, obj: object) -> None:
-        keep = self._keep
-        self._memo[id(obj)] = len(keep)
-        keep.append(obj)
+        memo = self._memo
+        memo[id(obj)] = len(memo)
 
     def _seal(self, obj: object, out: list[Any]) -> list[Any]:
         """Give a build-after-children object its slot, or emit AGAIN if a cycle already wrote it."""
@@ -284,9 +288,7 @@ class Encoder:
             out[0] = slot
             out.insert(0, _AGAIN)
             return out
-        keep = self._keep
-        memo[id(obj)] = len(keep)
-        keep.append(obj)
+        memo[id(obj)] = len(memo)
         return out
 
     def _int(self, x: int) -> Any:
@@ -330,9 +332,7 @@ class Encoder:
         slot = memo.get(id(v))
         if slot is not None:
             return [_REF, slot]
-        keep = self._keep
-        memo[id(v)] = len(keep)
-        keep.append(v)
+        memo[id(v)] = len(memo)
         out: list[Any] = [_LIST]
         ap = out.append
         plain = _PLAIN
@@ -379,9 +379,7 @@ class Encoder:
         slot = memo.get(id(v))
         if slot is not None:
             return [_REF, slot]
-        keep = self._keep
-        memo[id(v)] = len(keep)
-        keep.append(v)
+        memo[id(v)] = len(memo)
         out: list[Any] = [_DICT]
         ap = out.append
         enc = self._enc
@@ -445,9 +443,7 @@ class Encoder:
             out = [_RANGE_IT, start, stop, step]
         else:
             out = [_RANGE_IT, self._int(start), self._int(stop), self._int(step)]
-        keep = self._keep
-        memo[id(it)] = len(keep)
-        keep.append(it)
+        memo[id(it)] = len(memo)
         return out
 
     def _seq_it(self, it: Any, tag: int, exhausted_index: int) -> Any:
@@ -456,6 +452,7 @@ class Encoder:
         if slot is not None:
             return [_REF, slot]
         reduced = it.__reduce__()
+        self._keep.append(reduced)
         index = reduced[2] if len(reduced) > 2 else exhausted_index
         return self._seal(it, [tag, self._part(it, "<iterated sequence>", reduced[1][0]), index])
 
@@ -509,6 +506,7 @@ class Encoder:
         if slot is not None:
             return [_REF, slot]
         remaining = it.__reduce__()[1][0]
+        self._keep.append(remaining)
         return self._seal(it, [_LIST_IT, self._part(it, "<remaining items>", remaining), 0])
 
     def _enumerate(self, it: Any) -> Any:
@@ -543,6 +541,7 @@ class Encoder:
         handled = self._hooks.custom(x)
         if handled is not None:
             tag, payload = handled
+            self._keep.append(handled)
             self._register(x)  # before the payload, so the payload may refer back to x
             return [_CUSTOM, tag, self._part(x, f"<{tag}>", payload)]
         raise _Fail(x)

@@ -8,6 +8,7 @@ closure variables (or nil). Values are encoded by ``codec`` with one memo for th
 """
 from __future__ import annotations
 
+import builtins
 import inspect
 import sys
 import types
@@ -30,7 +31,8 @@ _GEN_RUNNING = inspect.GEN_RUNNING
 
 
 class _Hooks:
-    """Class references allowed in snapshots: classes defined in modules with durable functions."""
+    """What may appear in a snapshot beyond plain data: classes, functions and instances of classes
+    defined in compiled modules (modules with durable functions), and builtin functions."""
 
     def class_ref(self, cls: type) -> str | None:
         module = getattr(cls, "__module__", None)
@@ -39,21 +41,57 @@ class _Hooks:
         return None
 
     def custom(self, obj: object) -> tuple[str, object] | None:
+        kind = type(obj)
+        if kind is types.BuiltinFunctionType and getattr(obj, "__self__", None) is builtins:
+            name = obj.__name__  # type: ignore[attr-defined]
+            if getattr(builtins, name, None) is obj:
+                return "builtin", name
+            return None
+        if kind is types.FunctionType or kind is type:
+            ref = self.class_ref(obj)  # type: ignore[arg-type]
+            if ref is not None and _lookup(ref) is obj:
+                return "ref", ref
+            return None
+        ref = self.class_ref(kind)
+        if ref is not None and hasattr(obj, "__dict__") and not hasattr(kind, "__slots__") \
+                and kind.__reduce_ex__ is object.__reduce_ex__:
+            return "obj", [ref, obj.__dict__]
         return None
 
     def resolve_class(self, ref: str) -> type:
-        module, _, qualname = ref.partition(":")
-        if module not in registry.MODULES or module not in sys.modules:
-            raise CorruptSnapshotError(f"snapshot refers to class {ref!r} outside the compiled modules")
-        obj: Any = sys.modules[module]
-        for part in qualname.split("."):
-            obj = getattr(obj, part, None)
+        obj = _lookup(ref)
         if not isinstance(obj, type):
             raise IncompatibleCodeError(f"snapshot refers to class {ref!r}, which no longer exists")
         return obj
 
     def custom_decode(self, tag: str, payload: object) -> object:
-        raise CorruptSnapshotError(f"unknown value kind {tag!r} in snapshot")
+        if tag == "builtin" and isinstance(payload, str):
+            obj = getattr(builtins, payload, None)
+            if isinstance(obj, types.BuiltinFunctionType):
+                return obj
+        elif tag == "ref" and isinstance(payload, str):
+            obj = _lookup(payload)
+            if isinstance(obj, (types.FunctionType, type)):
+                return obj
+            raise IncompatibleCodeError(f"snapshot refers to {payload!r}, which no longer exists")
+        elif tag == "obj" and isinstance(payload, list) and len(payload) == 2 and isinstance(payload[1], dict):
+            cls = self.resolve_class(payload[0]) if isinstance(payload[0], str) else None
+            if cls is not None:
+                instance = object.__new__(cls)
+                instance.__dict__.update(payload[1])
+                return instance
+        raise CorruptSnapshotError(f"malformed value of kind {tag!r} in snapshot")
+
+
+def _lookup(ref: str) -> Any:
+    """Resolve ``module:qualname`` inside an already-imported compiled module (never imports)."""
+    module, _, qualname = ref.partition(":")
+    if module not in registry.MODULES or module not in sys.modules:
+        raise CorruptSnapshotError(f"snapshot refers to {ref!r} outside the compiled modules")
+    obj: Any = sys.modules[module]
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+    return obj
 
 
 _HOOKS = _Hooks()

@@ -32,6 +32,8 @@ def small(node: cst.BaseSmallStatement) -> cst.SimpleStatementLine:
 
 def assign(target: str | cst.BaseAssignTargetExpression, value: cst.BaseExpression) -> cst.SimpleStatementLine:
     tgt = cst.Name(target) if isinstance(target, str) else target
+    if isinstance(value, (cst.NamedExpr, cst.Yield)) and not value.lpar:
+        value = paren(value)
     return small(cst.Assign(targets=[cst.AssignTarget(target=tgt)], value=value))
 
 

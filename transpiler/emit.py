@@ -132,7 +132,7 @@ class Emitter:
     def r_suspend(self, line: cst.SimpleStatementLine, k: int) -> Stmts:
         y = _yield_of(line)
         target = line.body[1].targets[0].target if isinstance(line.body[1], cst.Assign) else None  # type: ignore[attr-defined]
-        resume: Stmts = [assign(RESTORE, cst.Integer("0"))]
+        resume: Stmts = [assign(RESTORE, cst.Integer("0")), assign(STATE, cst.Integer(str(k)))]
         if isinstance(y.value, cst.From):
             sub = y.value.item
             assert isinstance(sub, cst.Name)
@@ -214,8 +214,10 @@ class Emitter:
                 dispatch.append(if_(self._in(f_span), recreate))
                 self._need(f_span, kind, info.finally_exc, info.finally_value)
         if info.with_manager is not None:
-            dispatch.insert(0, if_(cst.Name(RESTORE), [assign(info.with_exit, call(rt("with_exit"), cst.Name(info.with_manager)))]))  # type: ignore[arg-type]
-            self._need(self._range_block(body_of(s.body)), info.with_manager)
+            body_span = self._range_block(body_of(s.body))
+            dispatch.insert(0, if_(self._in(body_span), [
+                assign(info.with_exit, call(rt("with_exit"), cst.Name(info.with_manager)))]))  # type: ignore[arg-type]
+            self._need(body_span, info.with_manager)
         body = dispatch + self.r_block(body_of(s.body))
         orelse = s.orelse.with_changes(body=block(self.r_block(body_of(s.orelse.body)))) if s.orelse else None
         finalbody = final.with_changes(body=block(self.r_block(body_of(final.body)))) if final else None

@@ -94,6 +94,25 @@ class _Substitute(cst.CSTTransformer):
         return id(node) not in self.replaced
 
 
+def _rewrite(node: cst.BaseStatement, replaced: dict[int, cst.CSTNode], hoist: "_Hoist") -> cst.BaseStatement:
+    """Substitute compiled nested definitions and hoist declarations, rebuilding only what changes
+    (untouched nodes keep their identity, which the position table is keyed by)."""
+    kinds = {type(n) for n in _walk_scope(node)}
+    if kinds & {cst.FunctionDef, cst.ClassDef}:
+        node = node.visit(_Substitute(replaced))  # type: ignore[assignment]
+    if kinds & {cst.Global, cst.Nonlocal}:
+        node = node.visit(hoist)  # type: ignore[assignment]
+    return node
+
+
+def _walk_scope(node: cst.CSTNode) -> list[cst.CSTNode]:
+    out = [node]
+    if not isinstance(node, (cst.FunctionDef, cst.ClassDef)):
+        for child in node.children:
+            out += _walk_scope(child)
+    return out
+
+
 class _Hoist(cst.CSTTransformer):
     """Moves ``global``/``nonlocal`` declarations to the top: both bodies use the names."""
 
@@ -160,9 +179,8 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
             state.report(dg.ReservedName, node, node.value)
             return updated
     doc, body = _docstring(list(body_of(original.body)))
-    body = [s.visit(_Substitute(state.replaced)) for s in body]  # type: ignore[misc]
     hoist = _Hoist()
-    body = [s.visit(hoist) for s in body]  # type: ignore[misc]
+    body = [_rewrite(s, state.replaced, hoist) for s in body]
     lowerer = _MarkingLowerer(state.line_of)
     try:
         lowered = lowerer.lower_body(body)

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import libcst as cst
 
-from .cstutil import PREFIX, STATE, assign, has_yield, if_
+from .cstutil import PREFIX, STATE, assign, code_of, has_yield, if_
 
 Stmts = list[cst.BaseStatement]
 
@@ -80,8 +80,13 @@ class ExprLowerer:
         pre.append(assign(temp, node))
         return cst.Name(temp)
 
-    def sequence(self, items: Sequence[cst.BaseExpression]) -> tuple[Stmts, list[cst.BaseExpression]]:
-        """Lower operands evaluated left to right; those before the last suspension are captured."""
+    def sequence(self, items: Sequence[cst.BaseExpression],
+                 stars: Sequence[str] | None = None) -> tuple[Stmts, list[cst.BaseExpression]]:
+        """Lower operands evaluated left to right; those before the last suspension are captured.
+
+        ``stars[i]`` is ``"*"`` or ``"**"`` for an unpacked operand: it is consumed where it stands,
+        so its contents (not the iterable or mapping itself) are captured.
+        """
         last = max((i for i, item in enumerate(items) if has_yield(item)), default=-1)
         pre: Stmts = []
         out: list[cst.BaseExpression] = []
@@ -89,7 +94,8 @@ class ExprLowerer:
             if i < last:
                 item_pre, lowered = self.lower(item)
                 pre += item_pre
-                out.append(self.capture(lowered, pre))
+                star = stars[i] if stars else ""
+                out.append(self.capture(_unpacked(lowered, star) if star else lowered, pre))
             elif i == last:
                 item_pre, lowered = self.lower(item)
                 pre += item_pre
@@ -180,23 +186,16 @@ class ExprLowerer:
                     step=next(it) if s.step is not None else None)))
         return pre, node.with_changes(value=value, slice=new_slice)
 
-    def _star(self, node: cst.BaseExpression, kind: str) -> cst.BaseExpression:
-        """``*x`` / ``**x`` operands are consumed when reached: capture their contents, not x."""
-        if kind == "*":
-            return cst.Tuple(elements=[cst.StarredElement(value=node), ], lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
-        return cst.Dict(elements=[cst.StarredDictElement(value=node)])
-
     def lower_Call(self, node: cst.Call) -> tuple[Stmts, cst.BaseExpression]:
-        items: list[cst.BaseExpression] = [node.func]
-        for arg in node.args:
-            items.append(self._star(arg.value, arg.star) if arg.star else arg.value)
-        pre, lowered = self.sequence(items)
+        items = [node.func] + [arg.value for arg in node.args]
+        stars = [""] + [arg.star if isinstance(arg.star, str) else "" for arg in node.args]
+        pre, lowered = self.sequence(items, stars)
         args = [arg.with_changes(value=value) for arg, value in zip(node.args, lowered[1:])]
         return pre, node.with_changes(func=lowered[0], args=args)
 
     def _elements(self, elements: Sequence[cst.BaseElement]) -> tuple[Stmts, list[cst.BaseElement]]:
-        items = [self._star(e.value, "*") if isinstance(e, cst.StarredElement) else e.value for e in elements]
-        pre, lowered = self.sequence(items)
+        stars = ["*" if isinstance(e, cst.StarredElement) else "" for e in elements]
+        pre, lowered = self.sequence([e.value for e in elements], stars)
         return pre, [e.with_changes(value=v) for e, v in zip(elements, lowered)]
 
     def lower_Tuple(self, node: cst.Tuple) -> tuple[Stmts, cst.BaseExpression]:
@@ -213,12 +212,15 @@ class ExprLowerer:
 
     def lower_Dict(self, node: cst.Dict) -> tuple[Stmts, cst.BaseExpression]:
         items: list[cst.BaseExpression] = []
+        stars: list[str] = []
         for e in node.elements:
             if isinstance(e, cst.DictElement):
                 items += [e.key, e.value]
+                stars += ["", ""]
             else:
-                items.append(self._star(e.value, "**"))
-        pre, lowered = self.sequence(items)
+                items.append(e.value)
+                stars.append("**")
+        pre, lowered = self.sequence(items, stars)
         it = iter(lowered)
         out: list[cst.BaseDictElement] = []
         for e in node.elements:
@@ -256,6 +258,15 @@ class ExprLowerer:
             if not isinstance(part, cst.FormattedStringExpression):
                 new_parts.append(part)
                 continue
+            if part.equal is not None:
+                # f"{expr=}" shows the expression's text: keep it, since the expression is rewritten.
+                text = code_of(part.whitespace_before_expression) + code_of(part.expression) + \
+                    code_of(part.whitespace_after_expression) + code_of(part.equal)
+                new_parts.append(cst.FormattedStringText(text.replace("{", "{{").replace("}", "}}")))
+                conversion = part.conversion if part.conversion is not None or part.format_spec is not None else "r"
+                part = part.with_changes(equal=None, conversion=conversion,
+                                         whitespace_before_expression=cst.SimpleWhitespace(""),
+                                         whitespace_after_expression=cst.SimpleWhitespace(""))
             if index <= last:
                 field_pre, value = self.lower(part.expression)
                 pre += field_pre
@@ -275,6 +286,13 @@ class ExprLowerer:
                 new_parts.append(part)
             index += 1
         return pre, node.with_changes(parts=new_parts)
+
+
+def _unpacked(node: cst.BaseExpression, star: str) -> cst.BaseExpression:
+    """``(*x,)`` or ``{**x}``: what an unpacked operand contributes, taken now."""
+    if star == "*":
+        return cst.Tuple(elements=[cst.StarredElement(value=node)])
+    return cst.Dict(elements=[cst.StarredDictElement(value=node)])
 
 
 def any_part_yields(parts: Sequence[cst.CSTNode]) -> bool:

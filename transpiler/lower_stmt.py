@@ -293,8 +293,10 @@ class StmtLowerer:
         if node.asynchronous is not None:
             raise Unsupported(node, "async with")
         if len(node.items) > 1:
-            inner = node.with_changes(items=node.items[1:])
-            outer = node.with_changes(items=node.items[:1], body=block([inner]))
+            inner = node.with_changes(items=node.items[1:], lpar=cst.MaybeSentinel.DEFAULT, rpar=cst.MaybeSentinel.DEFAULT)
+            first = node.items[0].with_changes(comma=cst.MaybeSentinel.DEFAULT)
+            outer = node.with_changes(items=[first], body=block([inner]), lpar=cst.MaybeSentinel.DEFAULT,
+                                      rpar=cst.MaybeSentinel.DEFAULT)
             return self.lower_With(outer)
         item = node.items[0]
         pre, manager = self.exprs.lower(item.item)
