@@ -32,13 +32,23 @@ class Detached(BaseException):
 class PendingFrame:
     """A decoded frame waiting to become a generator: function, state and saved locals."""
 
-    __slots__ = ("meta", "state", "values", "frees")
+    __slots__ = ("meta", "state", "values", "frees", "live")
 
     def __init__(self, meta: FunctionMeta, state: int, values: dict[str, Any], frees: dict[str, Any]) -> None:
         self.meta = meta
         self.state = state
         self.values = values
         self.frees = frees
+        self.live: types.GeneratorType | None = None
+
+    def resumed(self) -> types.GeneratorType:
+        """The generator restored and suspended at its point (made once, shared by all references)."""
+        if self.live is None:
+            self.live = start(self)
+            if self.state:
+                marker = next(self.live)
+                assert marker is MARKER, "restored generator did not reach its suspension point"
+        return self.live
 
 
 def declare(module: str, qualname: str, fingerprint: bytes, states: dict[int, tuple[str, ...]],
@@ -96,6 +106,12 @@ def start(frame: PendingFrame) -> types.GeneratorType:
     """Create the generator for ``frame`` without running it; its first step restores it."""
     fn = function_for(frame)
     code = fn.__code__
+    meta = frame.meta
+    for name, value in frame.values.items():
+        # Durable generators held in locals come back suspended; a delegation target is resumed
+        # by the delegating frame itself (it must yield the marker through the ``yield from``).
+        if type(value) is PendingFrame and not (frame.state in meta.yield_from and name.startswith("_dg_yf")):
+            frame.values[name] = value.resumed()
     if frame.state == 0:
         args, kwargs = call_arguments(code, frame.values)
         return fn(*args, **kwargs)

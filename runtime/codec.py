@@ -640,7 +640,15 @@ class Decoder:
         if tp in _SCALARS:
             return packed
         try:
-            value = self._node(packed)
+            if tp is not list:
+                raise _corrupt(f"unexpected {tp.__name__}")
+            tag = packed[0]  # type: ignore[index]
+            if type(tag) is not int:
+                raise _corrupt(f"bad tag {tag!r}")
+            fn = _DECODERS.get(tag)
+            if fn is None:
+                raise _corrupt(f"unknown tag {tag!r}")
+            value = fn(self, packed)
             if self._pending:
                 for it, index in self._pending:
                     it.__setstate__(index)
@@ -668,11 +676,10 @@ class Decoder:
         return x if type(x) in _SCALARS else self._node(x)
 
     def _items(self, p: list[Any]) -> list[Any]:
-        it = iter(p)
-        next(it)
+        """The decoded items of ``p`` after its tag."""
         scalars = _SCALARS
         node = self._node
-        return [x if type(x) in scalars else node(x) for x in it]
+        return [x if type(x) in scalars else node(x) for x in p[1:]]
 
     @staticmethod
     def _arity(p: list[Any], n: int) -> None:
@@ -711,10 +718,19 @@ class Decoder:
 
     # -- containers ---------------------------------------------------------------------------
 
+    # Fast paths: when every item is a scalar there are no child slots, so the container can be
+    # registered after it is built.
+
     def _list(self, p: list[Any]) -> list[Any]:
+        items = p[1:]
+        if _SCALARS.issuperset(map(type, items)):
+            self._memo.append(items)
+            return items
         out: list[Any] = []
         self._memo.append(out)
-        out.extend(self._items(p))
+        node = self._node
+        scalars = _SCALARS
+        out.extend([x if type(x) in scalars else node(x) for x in items])
         return out
 
     def _set(self, p: list[Any]) -> set[Any]:
@@ -724,11 +740,19 @@ class Decoder:
         return out
 
     def _dict(self, p: list[Any]) -> dict[Any, Any]:
-        out: dict[Any, Any] = {}
-        self._memo.append(out)
         if not len(p) & 1:
             raise _corrupt("dict node with an odd number of keys and values")
-        flat = iter(self._items(p))
+        items = p[1:]
+        if _SCALARS.issuperset(map(type, items)):
+            flat = iter(items)
+            out = dict(zip(flat, flat))
+            self._memo.append(out)
+            return out
+        out = {}
+        self._memo.append(out)
+        node = self._node
+        scalars = _SCALARS
+        flat = iter([x if type(x) in scalars else node(x) for x in items])
         out.update(zip(flat, flat))
         return out
 
@@ -745,10 +769,11 @@ class Decoder:
     # -- iterators ----------------------------------------------------------------------------
 
     def _range_it(self, p: list[Any]) -> Any:
-        self._arity(p, 4)
-        start, stop, step = self._one(p[1]), self._one(p[2]), self._one(p[3])
+        _, start, stop, step = p  # a wrong arity raises ValueError: reported as corrupt
         if type(start) is not int or type(stop) is not int or type(step) is not int:
-            raise _corrupt("bad range iterator")
+            start, stop, step = self._one(start), self._one(stop), self._one(step)  # big ints
+            if type(start) is not int or type(stop) is not int or type(step) is not int:
+                raise _corrupt("bad range iterator")
         out = iter(range(start, stop, step))
         self._memo.append(out)
         return out

@@ -42,6 +42,14 @@ class _Hooks:
 
     def custom(self, obj: object) -> tuple[str, object] | None:
         kind = type(obj)
+        if kind is types.GeneratorType:
+            gen = _unwrap(obj)  # type: ignore[arg-type]
+            if gen.gi_code in registry.BY_CODE and not gen.gi_running:
+                if gen.gi_frame is None:
+                    return "gen-done", None
+                record, _ = _frame_record(gen, lambda meta, state, name, value: value, chain=False)
+                return "gen", record
+            return None
         if kind is types.BuiltinFunctionType and getattr(obj, "__self__", None) is builtins:
             name = obj.__name__  # type: ignore[attr-defined]
             if getattr(builtins, name, None) is obj:
@@ -65,6 +73,10 @@ class _Hooks:
         return obj
 
     def custom_decode(self, tag: str, payload: object) -> object:
+        if tag == "gen":
+            return _pending_frame(payload)
+        if tag == "gen-done":
+            return _finished()
         if tag == "builtin" and isinstance(payload, str):
             obj = getattr(builtins, payload, None)
             if isinstance(obj, types.BuiltinFunctionType):
@@ -133,51 +145,63 @@ def _unwrap(gen: types.GeneratorType) -> types.GeneratorType:
 def snapshot(gen: Any) -> bytes:
     """Capture a suspended (or not yet started) durable generator, with its whole ``yield from`` chain."""
     _meta_of(gen)
-    gen = _unwrap(gen)
+    gen = _checked(_unwrap(gen))
+    encoder = Encoder(_HOOKS)
+    envelope: list[Any] = [MAGIC, FORMAT]
+    current: types.GeneratorType | None = gen
+    while current is not None:
+        record, current = _frame_record(current, lambda meta, state, name, value: _encode(encoder, meta, state, name, value))
+        envelope.append(record)
+    return msgpack.packb(envelope, use_bin_type=True)
+
+
+def _checked(gen: types.GeneratorType) -> types.GeneratorType:
     status = inspect.getgeneratorstate(gen)
     if status == _GEN_RUNNING:
         raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r} while it is running")
     if status == _GEN_CLOSED:
         raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r}: it has finished")
-    encoder = Encoder(_HOOKS)
-    envelope: list[Any] = [MAGIC, FORMAT]
-    while True:
-        meta = registry.BY_CODE[gen.gi_code]
-        frame_locals = gen.gi_frame.f_locals
-        created = inspect.getgeneratorstate(gen) == _GEN_CREATED
-        state = 0 if created else frame_locals["_dg_s"]
-        names = meta.params if created else meta.states[state]
-        mask = 0
-        values: list[Any] = []
-        sub: types.GeneratorType | None = None
-        for bit, name in enumerate(names):
-            if name not in frame_locals:
-                continue
-            value = frame_locals[name]
-            mask |= 1 << bit
-            if state in meta.yield_from and name.startswith("_dg_yf") and isinstance(value, types.GeneratorType):
-                inner = _unwrap(value)
-                if inner.gi_code not in registry.BY_CODE:
-                    raise UnserializableValueError(
-                        f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it delegates "
-                        f"(yield from) to generator {value.__qualname__!r}, which is not durable",
-                        path=[f"local {name!r}"], type_name="generator")
+    return gen
+
+
+def _frame_record(gen: types.GeneratorType, encode: Any, chain: bool = True
+                  ) -> tuple[list[Any], types.GeneratorType | None]:
+    """One frame: ``[ident, fingerprint, state, mask, values, frees]`` and the durable generator it
+    delegates to, if any (``chain``: the delegate becomes the next frame instead of a value)."""
+    meta = registry.BY_CODE[gen.gi_code]
+    frame_locals = gen.gi_frame.f_locals
+    created = inspect.getgeneratorstate(gen) == _GEN_CREATED
+    state = 0 if created else frame_locals["_dg_s"]
+    names = meta.params if created else meta.states[state]
+    mask = 0
+    values: list[Any] = []
+    sub: types.GeneratorType | None = None
+    for bit, name in enumerate(names):
+        if name not in frame_locals:
+            continue
+        value = frame_locals[name]
+        mask |= 1 << bit
+        if state in meta.yield_from and name.startswith("_dg_yf") and isinstance(value, types.GeneratorType):
+            inner = _unwrap(value)
+            if inner.gi_code not in registry.BY_CODE:
+                raise UnserializableValueError(
+                    f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it delegates "
+                    f"(yield from) to generator {value.__qualname__!r}, which is not durable",
+                    path=[f"local {name!r}"], type_name="generator")
+            if chain:
                 sub = inner
                 values.append(None)
                 continue
-            values.append(_encode(encoder, meta, state, name, value))
-        frees = None
-        code = gen.gi_code
-        if code.co_freevars:
-            frees = []
-            for name in code.co_freevars:
-                if name != "__class__" and name in frame_locals:
-                    frees += [name, _encode(encoder, meta, state, name, frame_locals[name])]
-        envelope.append([meta.ident, meta.fingerprint, state, mask, values, frees])
-        if sub is None:
-            break
-        gen = sub
-    return msgpack.packb(envelope, use_bin_type=True)
+            value = inner
+        values.append(encode(meta, state, name, value))
+    frees = None
+    code = gen.gi_code
+    if code.co_freevars:
+        frees = []
+        for name in code.co_freevars:
+            if name != "__class__" and name in frame_locals:
+                frees += [name, encode(meta, state, name, frame_locals[name])]
+    return [meta.ident, meta.fingerprint, state, mask, values, frees], sub
 
 
 def _encode(encoder: Encoder, meta: FunctionMeta, state: int, name: str, value: Any) -> Any:
@@ -236,7 +260,7 @@ def restore(data: bytes) -> types.GeneratorType:
     return gen
 
 
-def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
+def _check_record(raw: Any) -> tuple[FunctionMeta, tuple[str, ...]]:
     if not isinstance(raw, list) or len(raw) != 6:
         raise _corrupt("malformed frame record")
     ident, fingerprint, state, mask, values, frees = raw
@@ -252,20 +276,39 @@ def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
         raise IncompatibleCodeError(f"snapshot of {ident!r} names state {state}, which the current code does not have")
     if mask >> len(names) or bin(mask).count("1") != len(values):
         raise _corrupt("frame locals do not match the function's state table")
+    if frees and (len(frees) % 2 or not all(isinstance(n, str) for n in frees[::2])):
+        raise _corrupt("malformed closure values")
+    return meta, names
+
+
+def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
+    meta, names = _check_record(raw)
+    _, _, state, mask, values, frees = raw
     decoded: dict[str, Any] = {}
     it = iter(values)
     for bit, name in enumerate(names):
         if mask & (1 << bit):
             decoded[name] = decoder.decode(next(it))
-    free_values: dict[str, Any] = {}
-    if frees:
-        if len(frees) % 2:
-            raise _corrupt("malformed closure values")
-        for name, value in zip(frees[::2], frees[1::2]):
-            if not isinstance(name, str):
-                raise _corrupt("malformed closure values")
-            free_values[name] = decoder.decode(value)
+    free_values = {name: decoder.decode(value) for name, value in zip((frees or [])[::2], (frees or [])[1::2])}
     return _support.PendingFrame(meta, state, decoded, free_values)
+
+
+def _pending_frame(payload: Any) -> _support.PendingFrame:
+    """A generator held in a local: its payload's values were decoded by the codec already."""
+    meta, names = _check_record(payload)
+    _, _, state, mask, values, frees = payload
+    decoded = {name: next(iter_values) for iter_values in [iter(values)] for bit, name in enumerate(names)
+               if mask & (1 << bit)}
+    free_values = dict(zip((frees or [])[::2], (frees or [])[1::2]))
+    return _support.PendingFrame(meta, state, decoded, free_values)
+
+
+def _finished() -> types.GeneratorType:
+    def finished() -> Any:
+        yield  # pragma: no cover - never resumed
+    gen = finished()
+    gen.close()
+    return gen
 
 
 def detach(gen: Any) -> None:

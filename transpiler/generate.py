@@ -140,14 +140,31 @@ class _Hoist(cst.CSTTransformer):
         return updated.with_changes(body=keep)
 
 
-def _mark_lines(node: cst.BaseStatement, line: int) -> cst.BaseStatement:
+def _mark_lines(node: cst.CSTNode, line: int) -> cst.CSTNode:
     comment = cst.TrailingWhitespace(whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(f"{MARK}{line}"))
     if isinstance(node, cst.SimpleStatementLine):
         return node.with_changes(trailing_whitespace=comment)
     body = getattr(node, "body", None)
     if isinstance(body, cst.IndentedBlock):
         return node.with_changes(body=body.with_changes(header=comment))
+    if isinstance(body, cst.SimpleStatementSuite):
+        return node.with_changes(body=body.with_changes(trailing_whitespace=comment))
     return node
+
+
+class _MarkAll(cst.CSTTransformer):
+    """Tags every statement (and clause header) of the module with its original line."""
+
+    def __init__(self, positions: dict) -> None:  # type: ignore[type-arg]
+        self.positions = positions
+
+    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
+        if isinstance(original, (cst.BaseStatement, cst.ExceptHandler, cst.ExceptStarHandler, cst.Else,
+                                 cst.Finally, cst.MatchCase)):
+            pos = self.positions.get(original)
+            if pos is not None:
+                return _mark_lines(updated, pos.start.line)
+        return updated
 
 
 class _MarkingLowerer(StmtLowerer):
@@ -325,6 +342,8 @@ def compile_module(source: str, path: str = "<string>", *, all_generators: bool 
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
         raise dg.CompileError([dg.SyntaxProblem(path, exc.raw_line, exc.raw_column + 1, exc.message)]) from None
+    first = MetadataWrapper(module, unsafe_skip_copy=True)
+    module = module.visit(_MarkAll(first.resolve(PositionProvider)))
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     state = ModuleState(path, all_generators, dict(positions))

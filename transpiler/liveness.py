@@ -144,9 +144,11 @@ class Liveness:
         self.at_state: dict[int, set[str]] = {}
         self.dynamic = any(isinstance(n, ast.Name) and n.id in _DYNAMIC for n in ast.walk(func))
         self.cells = set()
+        # Variables captured by closures that can outlive the statement creating them are kept
+        # live everywhere (list/set/dict comprehensions run to completion on the spot).
         for n in ast.walk(func):
             if n is not func and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef,
-                                                ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+                                                ast.GeneratorExp)):
                 self.cells |= _free_names(n) & locals_
         self.func = func
 
