@@ -38,6 +38,8 @@ class ModuleState:
     positions: dict
     diagnostics: list[dg.Diagnostic] = field(default_factory=list)
     replaced: dict[int, cst.CSTNode] = field(default_factory=dict)
+    meta_prefix: str = ""
+    scope: tuple[tuple[str, str], ...] = ()
     plans: list[FunctionPlan] = field(default_factory=list)
 
     def line_of(self, node: cst.CSTNode) -> int:
@@ -50,10 +52,14 @@ class ModuleState:
         self.diagnostics.append(cls(self.path, line, col, detail))
 
 
+TARGET = PREFIX + "target"
+"""Synthetic decorator the on-the-fly compiler puts on the one function it compiles (removed)."""
+
+
 def _is_durable_decorator(d: cst.Decorator) -> bool:
     node = d.decorator
     if isinstance(node, cst.Name):
-        return node.value == "durable"
+        return node.value in ("durable", TARGET)
     if isinstance(node, cst.Attribute):
         return node.attr.value == "durable"
     return False
@@ -191,7 +197,7 @@ class _MarkingLowerer(StmtLowerer):
 
 def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst.FunctionDef,
                      qualname: str) -> cst.FunctionDef:
-    for node in _names(original):
+    for node in _names(original.with_changes(decorators=[])):
         if node.value.startswith(PREFIX):
             state.report(dg.ReservedName, node, node.value)
             return updated
@@ -226,7 +232,7 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     for name in sorted(saved - set(params)):
         prologue.append(stmt(f"if {name!r} in {PREFIX}L: {name} = {PREFIX}L[{name!r}]\n"))
     prologue.append(assign(RESTORE, expr(f"{FRAME}.state")))
-    meta = f"{PREFIX}meta{len(state.plans) + 1}"
+    meta = f"{PREFIX}meta{state.meta_prefix}{len(state.plans) + 1}"
     decls = [small(cst.Global(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) if isinstance(h, cst.Global)
              else small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) for h in hoist.found]
     entry = if_(expr(f"{RT}.PENDING and ({FRAME} := {RT}.take({meta})) is not None"),
@@ -239,7 +245,8 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
         f"{meta} = {RT}.declare(__name__, {qualname!r}, {fingerprint(original)!r}, {states!r}, {lines!r}, "
         f"{tuple(yf)!r}, {tuple(params)!r})\n")
     state.plans.append(FunctionPlan(qualname, meta, declaration))
-    return updated.with_changes(body=block(new_body), decorators=[*updated.decorators, decorator])
+    kept = [d for d in updated.decorators if not (isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET)]
+    return updated.with_changes(body=block(new_body), decorators=[*kept, decorator])
 
 
 def _declared(node: cst.Global | cst.Nonlocal) -> list[str]:
@@ -284,7 +291,8 @@ class ModuleCompiler(cst.CSTTransformer):
 
     def _qualname(self, name: str) -> str:
         parts: list[str] = []
-        for kind, scope in self.scopes:
+        scopes = [s for s in self.scopes if not s[1].startswith(PREFIX)]  # on-the-fly wrappers
+        for kind, scope in [*self.state.scope, *scopes]:
             parts.append(scope)
             if kind == "def":
                 parts.append("<locals>")
@@ -337,7 +345,10 @@ def _insert_point(body: list[cst.BaseStatement]) -> int:
     return i
 
 
-def compile_module(source: str, path: str = "<string>", *, all_generators: bool = False) -> str:
+def compile_module(source: str, path: str = "<string>", *, all_generators: bool = False, meta_prefix: str = "",
+                   scope: tuple[tuple[str, str], ...] = ()) -> str:
+    """Compile a module's durable functions. ``meta_prefix`` and ``scope`` serve the on-the-fly
+    compiler: unique names for its declarations and the qualname of the enclosing scope."""
     try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
@@ -346,7 +357,7 @@ def compile_module(source: str, path: str = "<string>", *, all_generators: bool 
     module = module.visit(_MarkAll(first.resolve(PositionProvider)))
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
-    state = ModuleState(path, all_generators, dict(positions))
+    state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope)
     new_module = wrapper.visit(ModuleCompiler(state))
     if state.diagnostics:
         raise dg.CompileError(state.diagnostics)

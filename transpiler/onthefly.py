@@ -1,0 +1,83 @@
+"""On-the-fly compilation: ``@durable`` on a function whose module was not compiled ahead of time."""
+from __future__ import annotations
+
+import inspect
+import itertools
+import re
+import types
+from typing import Any, Callable
+
+from runtime.errors import DurableCompileError
+
+from .diagnostics import CompileError
+from .generate import TARGET, compile_module
+from .linemap import compile_mapped
+
+_counter = itertools.count(1)
+_DECORATOR = re.compile(r"^\s*@")
+
+
+def _scope_of(qualname: str) -> tuple[tuple[str, str], ...]:
+    parts = qualname.split(".")[:-1]
+    scope: list[tuple[str, str]] = []
+    for i, part in enumerate(parts):
+        if part == "<locals>":
+            continue
+        kind = "def" if i + 1 < len(parts) and parts[i + 1] == "<locals>" else "class"
+        scope.append((kind, part))
+    return tuple(scope)
+
+
+def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Compile one function from its source file and return the compiled function, which shares
+    the original's globals, closure cells, defaults and metadata."""
+    if not isinstance(fn, types.FunctionType):
+        raise DurableCompileError(f"@durable needs a generator function, not {type(fn).__name__!r}")
+    if not inspect.isgeneratorfunction(fn):
+        raise DurableCompileError(f"@durable function {fn.__qualname__!r} is not a generator function (no yield)")
+    try:
+        lines, first = inspect.getsourcelines(fn)
+        path = inspect.getsourcefile(fn) or fn.__code__.co_filename
+    except (OSError, TypeError) as exc:
+        raise DurableCompileError(
+            f"cannot compile @durable function {fn.__qualname__!r} on the fly: its source is unavailable ({exc}); "
+            "compile its module ahead of time with `durable compile` or the import hook") from None
+    # Decorators were applied already (they are running now): blank them out, keeping line numbers.
+    body_start = 0
+    while body_start < len(lines) and not lines[body_start].lstrip().startswith(("def ", "async def ")):
+        body_start += 1
+    indent = lines[body_start][: len(lines[body_start]) - len(lines[body_start].lstrip())]
+    frees = fn.__code__.co_freevars
+    tag = f"_fly{next(_counter)}_"
+    factory = f"{TARGET}{tag}factory"
+    def_line = first + body_start
+    wrapped = bool(indent)
+    # The def keeps its original line number, so tracebacks and the line table need no offset.
+    text_lines = [f"{indent}@{TARGET}\n", *lines[body_start:]]
+    if wrapped:
+        text_lines = [f"def {factory}({', '.join(frees)}):\n", *text_lines, f"{indent}return {fn.__name__}\n"]
+    text_lines = ["\n"] * max(def_line - 1 - (2 if wrapped else 1), 0) + text_lines
+    source = "".join(text_lines)
+    try:
+        compiled = compile_module(source, path, meta_prefix=tag, scope=_scope_of(fn.__qualname__))
+    except CompileError as exc:
+        raise DurableCompileError(str(exc)) from None
+    namespace = fn.__globals__
+    exec(compile_mapped(compiled, path), namespace)
+    if wrapped:
+        maker = namespace.pop(factory)
+        made = maker(*([None] * len(frees)))
+    else:
+        made = namespace[fn.__name__]
+    cells = dict(zip(frees, fn.__closure__ or ()))
+    result = types.FunctionType(made.__code__, fn.__globals__, fn.__name__, fn.__defaults__,
+                                tuple(cells[name] for name in made.__code__.co_freevars))
+    result.__kwdefaults__ = fn.__kwdefaults__
+    result.__dict__.update(fn.__dict__)
+    result.__dict__.update(made.__dict__)
+    for attr in ("__qualname__", "__doc__", "__module__", "__annotations__"):
+        setattr(result, attr, getattr(fn, attr))
+    meta = made.__durable__
+    from runtime import registry
+    registry.attach(meta, result)
+    return result
