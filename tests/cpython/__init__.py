@@ -1,0 +1,1 @@
+"""Runs CPython's own generator test suites against the durable-generators compiler."""
