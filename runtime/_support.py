@@ -1,6 +1,7 @@
 """Names that compiled code calls at run time (imported by every compiled module as ``_dg_rt``)."""
 from __future__ import annotations
 
+import builtins
 import itertools
 import sys
 import threading
@@ -27,6 +28,18 @@ _lock = threading.Lock()
 
 class Detached(BaseException):
     """Thrown into a generator by ``detach``; compiled handlers and finally blocks let it pass."""
+
+
+_GROUP: type | None = getattr(builtins, "BaseExceptionGroup", None)
+
+
+def detaching(exc: BaseException) -> bool:
+    """True for the detach signal, also when ``except*`` wrapped it into an exception group."""
+    if type(exc) is Detached:
+        return True
+    if _GROUP is not None and isinstance(exc, _GROUP):
+        return exc.subgroup(Detached) is not None
+    return False
 
 
 class PendingFrame:

@@ -37,7 +37,7 @@ __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 #   [12 | 13, name | ref, message, excs, args, ctx, cause, members, dict]   exception groups
 #   [14, start, stop, step]        range iterator over the remaining range (short or long)
 #   [15, list, index]              list_iterator      [16, list, index]      list_reverseiterator
-#   [17, tuple, index]             tuple_iterator     [18, rest]             str iterator (remaining text)
+#   [17, tuple, index]             tuple_iterator     [18, text, index]      str iterator
 #   [19, rest]                     bytes_iterator     [20, inner, count]     enumerate
 #   [21, strict, *iterators]       zip                [22, seq, index]       reversed (tuple/str/bytes)
 #
@@ -81,7 +81,8 @@ _longrange_iterator = type(iter(range(1 << 100)))
 _list_iterator = type(iter([]))
 _list_reverseiterator = type(reversed([]))
 _tuple_iterator = type(iter(()))
-_str_iterators = {type(iter("")), type(iter("\u00e9"))}  # str_ascii_iterator exists on 3.12+
+_str_iterator = type(iter("\u00e9"))
+_str_iterators = {type(iter("")), _str_iterator}  # str_ascii_iterator exists on 3.12+
 _bytes_iterator = type(iter(b""))
 # Dict and set iterators only expose (via __reduce__) the list of their remaining items, so they
 # are restored as a list_iterator over that list: same items, same order, different type.
@@ -484,8 +485,14 @@ class Encoder:
         if slot is not None:
             return [_REF, slot]
         reduced = it.__reduce__()
-        rest = reduced[1][0][reduced[2] :] if len(reduced) > 2 else ""
-        out = [_STR_IT, self._str(rest)]
+        if len(reduced) > 2:
+            text, index = reduced[1][0], reduced[2]
+        elif type(it) is _str_iterator:
+            text, index = "\x80", 1  # exhausted, and kept a str_iterator rather than a str_ascii_iterator
+        else:
+            text, index = "", 0
+        # The whole text travels (not only the rest): iter() picks the iterator type from it.
+        out = [_STR_IT, self._str(text), index]
         self._register(it)
         return out
 
@@ -835,11 +842,13 @@ class Decoder:
         return out
 
     def _str_it(self, p: list[Any]) -> Any:
-        self._arity(p, 2)
-        rest = self._one(p[1])
-        if type(rest) is not str:
+        self._arity(p, 3)
+        text = self._one(p[1])
+        index = self._index(p[2])
+        if type(text) is not str or index < 0:
             raise _corrupt("bad str iterator")
-        out = iter(rest)
+        out = iter(text)
+        out.__setstate__(index)
         self._memo.append(out)
         return out
 

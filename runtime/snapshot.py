@@ -330,7 +330,11 @@ def detach(gen: Any) -> None:
         raise NotDurableError(f"cannot detach generator {gen.__qualname__!r}: it was not compiled as durable")
     try:
         gen.throw(_support.Detached())
-    except (_support.Detached, StopIteration):
+    except StopIteration:
         return
+    except BaseException as exc:
+        if _support.detaching(exc):
+            return
+        raise
     # Something swallowed the detach (a plain generator it delegates to): fall back to closing.
     gen.close()

@@ -193,8 +193,9 @@ class Emitter:
             if h_span is not None and exc is not None:
                 dispatch.append(if_(self._in(h_span), [small(cst.Raise(exc=cst.Name(exc)))]))
                 self._need(h_span, exc)
-                typ = self._when_normal(typ, cst.IfExp(test=self._in(h_span), body=cst.Name("BaseException"),
-                                                       orelse=cst.Tuple([])))
+                if not isinstance(s, cst.TryStar):
+                    typ = self._when_normal(typ, cst.IfExp(test=self._in(h_span), body=cst.Name("BaseException"),
+                                                           orelse=cst.Tuple([])))
             elif not isinstance(s, cst.TryStar):
                 typ = self._when_normal(typ, cst.Tuple([]))
             handlers.append(h.with_changes(type=typ, body=block(self.r_block(body_of(h.body))),

@@ -323,7 +323,7 @@ class StmtLowerer:
             name=cst.AsName(name=cst.Name(exc)),
             body=block([
                 assign(ok, cst.Name("False")),
-                if_(expr(f"type({exc}) is {PREFIX}rt.Detached or not {exit_}(type({exc}), {exc}, {exc}.__traceback__)"),
+                if_(expr(f"{PREFIX}rt.detaching({exc}) or not {exit_}(type({exc}), {exc}, {exc}.__traceback__)"),
                     [small(cst.Raise())]),
             ]))
         final = cst.Finally(body=block([if_(cst.Name(ok), [small(cst.Expr(expr(f"{exit_}(None, None, None)")))])]))
@@ -335,9 +335,6 @@ class StmtLowerer:
         return self._lower_try(node, star=False)
 
     def lower_TryStar(self, node: cst.TryStar) -> Stmts:
-        for h in node.handlers:
-            if has_yield(h.body):
-                raise Unsupported(h, "yield in except*")
         return self._lower_try(node, star=True)
 
     def _lower_try(self, node: cst.Try | cst.TryStar, star: bool) -> Stmts:
@@ -366,17 +363,14 @@ class StmtLowerer:
         kind = info.finally_kind
         assert kind is not None
         t = PREFIX + "t"
+        handler_body = [
+            assign(kind, expr(f"{DETACHED} if {PREFIX}rt.detaching({t}) else {EXCEPTION}")),
+            small(cst.Raise()),
+        ]
         if final_yields:
-            handler_body = [
-                assign(info.finally_exc, cst.Name(t)),  # type: ignore[arg-type]
-                assign(kind, expr(f"{DETACHED} if type({t}) is {PREFIX}rt.Detached else {EXCEPTION}")),
-                small(cst.Raise()),
-            ]
-            catch = cst.ExceptHandler(type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
-                                      body=block(handler_body))
-        else:
-            catch = cst.ExceptHandler(type=rt("Detached"),
-                                      body=block([assign(kind, cst.Integer(str(DETACHED))), small(cst.Raise())]))
+            handler_body.insert(0, assign(info.finally_exc, cst.Name(t)))  # type: ignore[arg-type]
+        catch = cst.ExceptHandler(type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
+                                  body=block(handler_body))
         final_body = self.lower_suite(final.body)
         if info.finally_exc:
             final_body.append(assign(info.finally_exc, cst.Name("None")))
@@ -392,13 +386,16 @@ class StmtLowerer:
         if not star:
             handlers.append(cst.ExceptHandler(type=rt("Detached"), body=block([small(cst.Raise())])))
             info.handler_excs.append(None)
+        # except*: restore re-raises the whole group that entered the clauses; the earlier handlers
+        # take their parts again (their bodies are skipped) and the suspended one gets its own part.
+        group = self.new_temp("g") if star and any(has_yield(h.body) for h in node.handlers) else None
         for h in node.handlers:
             if has_yield(h.type):
                 raise Unsupported(h, "suspension inside an except clause's type")
             body = self.lower_suite(h.body)
             if has_yield(h.body):
                 exc = self.new_temp("e")
-                info.handler_excs.append(exc)
+                info.handler_excs.append(group or exc)
                 if h.name is not None:
                     user = h.name.name
                     assert isinstance(user, cst.Name)
@@ -412,6 +409,11 @@ class StmtLowerer:
                 handlers.append(h.with_changes(body=block(body)))
         orelse = cst.Else(body=block(self.lower_suite(node.orelse.body))) if node.orelse else None
         body = self.lower_suite(node.body)
+        if group is not None:
+            t = PREFIX + "t"
+            body = [cst.Try(body=block(body), handlers=[cst.ExceptHandler(
+                type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
+                body=block([assign(group, cst.Name(t)), small(cst.Raise())]))])]
         cls = cst.TryStar if star else cst.Try
         inner = cls(body=block(body), handlers=handlers, orelse=orelse)  # type: ignore[arg-type]
         self.try_info[id(inner)] = info

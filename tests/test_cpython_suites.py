@@ -1,0 +1,33 @@
+"""CPython's own generator suites (test.test_generators, test.test_yield_from) with every generator
+compiled by the import hook; see tests/cpython/run_suites.py (each run takes a few seconds)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 110  # seconds; a run normally takes well under 20
+
+
+def _run(*flags: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    proc = subprocess.run([sys.executable, "-m", "tests.cpython.run_suites", *flags], cwd=str(ROOT), env=env,
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    print(proc.stdout)
+    print(proc.stderr, file=sys.stderr)
+    return proc
+
+
+def test_cpython_suites_plain() -> None:
+    """Every test passes when compiled, except the allowed ones (tests/cpython/allowed.py)."""
+    proc = _run("--version-check")
+    assert proc.returncode == 0, "CPython suites fail when compiled:\n" + proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+def test_cpython_suites_chaos() -> None:
+    """With chaos=True (snapshot/detach/restore at every suspension) at least 90% pass."""
+    proc = _run("--chaos", "--no-plain")
+    assert proc.returncode == 0, "CPython suites under chaos below 90%:\n" + proc.stdout[-6000:] + proc.stderr[-2000:]
