@@ -33,6 +33,12 @@ class Detached(BaseException):
 _GROUP: type | None = getattr(builtins, "BaseExceptionGroup", None)
 
 
+def detaching_now() -> bool:
+    """True while ``detach`` unwinds a generator in this thread (checked by ``except*`` handlers,
+    which all run even after one of them let the detach signal through)."""
+    return getattr(_local, "detaching", 0) > 0
+
+
 def detaching(exc: BaseException) -> bool:
     """True for the detach signal, also when ``except*`` wrapped it into an exception group."""
     if type(exc) is Detached:

@@ -330,10 +330,11 @@ class Encoder:
 
     def _list(self, v: list[Any]) -> Any:
         memo = self._memo
-        slot = memo.get(id(v))
+        key = id(v)
+        slot = memo.get(key)
         if slot is not None:
             return [_REF, slot]
-        memo[id(v)] = len(memo)
+        memo[key] = len(memo)
         out: list[Any] = [_LIST]
         ap = out.append
         plain = _PLAIN
@@ -377,10 +378,11 @@ class Encoder:
 
     def _dict(self, v: dict[Any, Any]) -> Any:
         memo = self._memo
-        slot = memo.get(id(v))
+        key = id(v)
+        slot = memo.get(key)
         if slot is not None:
             return [_REF, slot]
-        memo[id(v)] = len(memo)
+        memo[key] = len(memo)
         out: list[Any] = [_DICT]
         ap = out.append
         enc = self._enc
@@ -420,7 +422,8 @@ class Encoder:
 
     def _range_it(self, it: Any) -> Any:
         memo = self._memo
-        slot = memo.get(id(it))
+        key = id(it)
+        slot = memo.get(key)
         if slot is not None:
             return [_REF, slot]
         # 3.10/3.11: (iter, (range,), index); 3.12+: (iter, (remaining range,), None)
@@ -444,7 +447,7 @@ class Encoder:
             out = [_RANGE_IT, start, stop, step]
         else:
             out = [_RANGE_IT, self._int(start), self._int(stop), self._int(step)]
-        memo[id(it)] = len(memo)
+        memo[key] = len(memo)
         return out
 
     def _seq_it(self, it: Any, tag: int, exhausted_index: int) -> Any:

@@ -328,6 +328,8 @@ def detach(gen: Any) -> None:
         return
     if gen.gi_code not in registry.BY_CODE:
         raise NotDurableError(f"cannot detach generator {gen.__qualname__!r}: it was not compiled as durable")
+    local = _support._local
+    local.detaching = getattr(local, "detaching", 0) + 1
     try:
         gen.throw(_support.Detached())
     except StopIteration:
@@ -336,5 +338,7 @@ def detach(gen: Any) -> None:
         if _support.detaching(exc):
             return
         raise
+    finally:
+        local.detaching -= 1
     # Something swallowed the detach (a plain generator it delegates to): fall back to closing.
     gen.close()

@@ -62,7 +62,14 @@ def rt(attribute: str) -> cst.Attribute:
 
 
 def call(func: cst.BaseExpression, *args: cst.BaseExpression) -> cst.Call:
-    return cst.Call(func=func, args=[cst.Arg(value=a) for a in args])
+    return cst.Call(func=func, args=[cst.Arg(value=_argument(a)) for a in args])
+
+
+def _argument(node: cst.BaseExpression) -> cst.BaseExpression:
+    """An unparenthesized tuple (``for v in 1, 2:``) must be wrapped to stay one argument."""
+    if isinstance(node, cst.Tuple) and not node.lpar:
+        return paren(node)
+    return node
 
 
 def paren(node: cst.BaseExpression) -> cst.BaseExpression:

@@ -198,7 +198,12 @@ class Emitter:
                                                            orelse=cst.Tuple([])))
             elif not isinstance(s, cst.TryStar):
                 typ = self._when_normal(typ, cst.Tuple([]))
-            handlers.append(h.with_changes(type=typ, body=block(self.r_block(body_of(h.body))),
+            h_body = self.r_block(body_of(h.body))
+            if info.star_raised:
+                raised = info.star_raised[index]
+                h_body.insert(0, if_(expr(f"{RESTORE} and {raised} is not None"), [small(cst.Raise(exc=cst.Name(raised)))]))
+                self._need(span, *info.star_raised)
+            handlers.append(h.with_changes(type=typ, body=block(h_body),
                                            whitespace_after_except=cst.SimpleWhitespace(" ")))
         final = s.finalbody
         if final is not None and info.finally_exc is not None:

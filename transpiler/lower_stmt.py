@@ -43,6 +43,7 @@ class TryInfo:
     finally_kinds: set[int] = field(default_factory=set)
     with_manager: str | None = None           # for an expanded ``with``: manager and exit locals
     with_exit: str | None = None
+    star_raised: list[str] = field(default_factory=list)  # except*: what each handler raised
 
 
 @dataclass
@@ -393,6 +394,17 @@ class StmtLowerer:
             if has_yield(h.type):
                 raise Unsupported(h, "suspension inside an except clause's type")
             body = self.lower_suite(h.body)
+            if star:
+                body.insert(0, if_(expr(f"{PREFIX}rt.detaching_now()"), [small(cst.Raise())]))
+            if group is not None:
+                # What each handler raised joins the group re-raised after all handlers: keep it, so
+                # restoring into a later handler can raise it again from its (skipped) handler.
+                raised = self.new_temp("x")
+                info.star_raised.append(raised)
+                t = PREFIX + "t"
+                body = [cst.Try(body=block(body), handlers=[cst.ExceptHandler(
+                    type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
+                    body=block([assign(raised, cst.Name(t)), small(cst.Raise())]))])]
             if has_yield(h.body):
                 exc = self.new_temp("e")
                 info.handler_excs.append(group or exc)
@@ -403,7 +415,8 @@ class StmtLowerer:
                     body = [assign(user.value, cst.Name(exc)),
                             cst.Try(body=block(body), finalbody=cst.Finally(body=block(
                                 [assign(user.value, cst.Name("None")), small(cst.Del(target=cst.Name(user.value)))])))]
-                handlers.append(h.with_changes(name=cst.AsName(name=cst.Name(exc)), body=block(body)))
+                handlers.append(h.with_changes(type=h.type or cst.Name("BaseException"),
+                                               name=cst.AsName(name=cst.Name(exc)), body=block(body)))
             else:
                 info.handler_excs.append(None)
                 handlers.append(h.with_changes(body=block(body)))
@@ -417,7 +430,7 @@ class StmtLowerer:
         cls = cst.TryStar if star else cst.Try
         inner = cls(body=block(body), handlers=handlers, orelse=orelse)  # type: ignore[arg-type]
         self.try_info[id(inner)] = info
-        return [inner]
+        return [assign(x, cst.Name("None")) for x in info.star_raised] + [inner]
 
     def _rewrite_parts(self, node: cst.Try | cst.TryStar) -> cst.BaseStatement:
         return node.with_changes(
