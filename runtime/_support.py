@@ -101,6 +101,14 @@ def take(meta: FunctionMeta) -> PendingFrame | None:
     return frame
 
 
+def closure_overrides() -> dict[types.CodeType, tuple[Any, ...]]:
+    """Per-thread closures to use instead of fresh cells when restoring (chaos mode, same process)."""
+    table = getattr(_local, "closures", None)
+    if table is None:
+        table = _local.closures = {}
+    return table
+
+
 def function_for(frame: PendingFrame) -> Callable[..., Any]:
     meta = frame.meta
     fn = meta.function
@@ -109,6 +117,9 @@ def function_for(frame: PendingFrame) -> Callable[..., Any]:
     if fn is not None and (not frees or frees == ("__class__",)):
         return fn
     module = sys.modules[meta.module]
+    closure = closure_overrides().get(code)
+    if closure is not None:
+        return types.FunctionType(code, module.__dict__, code.co_name, None, closure)
     cells = []
     existing = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ())) if fn is not None else {}
     for name in frees:

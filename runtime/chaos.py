@@ -7,77 +7,79 @@ import sys
 import types
 from typing import Any, Callable, Generator
 
+from . import _support
 from .errors import UnserializableValueError
 
 STATS = {"round_trips": 0, "unserializable": 0}
 
+_WRAPPER_CODES: set[types.CodeType] = set()
 
-def _drive(gen: types.GeneratorType) -> Generator[Any, Any, Any]:
+
+def _round_trip(current: types.GeneratorType, closure: tuple[Any, ...] | None) -> types.GeneratorType:
     from .snapshot import detach, restore, snapshot
 
-    current = gen
-    value: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            if error is not None:
-                pending, error = error, None
-                item = current.throw(pending)
-            else:
-                item = current.send(value)
-        except StopIteration as stop:
-            return stop.value
-        try:
-            data = snapshot(current)
-        except UnserializableValueError:
-            STATS["unserializable"] += 1
-        else:
-            fresh = restore(data)
-            detach(current)
-            current = fresh
-            STATS["round_trips"] += 1
-        try:
-            value = yield item
-        except GeneratorExit:
-            result = current.close()
-            if sys.version_info >= (3, 13) and result is not None:
-                return result
-            raise
-        except BaseException as exc:  # forwarded with throw() on the next turn
-            error = exc
-            value = None
-
-
-_DRIVE_CODE = _drive.__code__
+    try:
+        data = snapshot(current)
+    except UnserializableValueError:
+        STATS["unserializable"] += 1
+        return current
+    # In one process the restored frame keeps the live closure cells, so writes through
+    # ``nonlocal`` still reach the enclosing function (a fresh process gets copies).
+    overrides = _support.closure_overrides()
+    if closure is not None:
+        overrides[current.gi_code] = closure
+    try:
+        fresh = restore(data)
+    finally:
+        overrides.pop(current.gi_code, None)
+    detach(current)
+    STATS["round_trips"] += 1
+    return fresh
 
 
 def chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a compiled generator function so that its generators round-trip at every suspension."""
+    closure = fn.__closure__
+
     @functools.wraps(fn)
     def chaos(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-        return (yield from _drive(fn(*args, **kwargs)))
+        current = fn(*args, **kwargs)
+        value: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                if error is not None:
+                    pending, error = error, None
+                    item = current.throw(pending)
+                else:
+                    item = current.send(value)
+            except StopIteration as stop:
+                return stop.value
+            current = _round_trip(current, closure)
+            closing = False
+            try:
+                value = yield item
+            except GeneratorExit:
+                closing = True
+            except BaseException as exc:  # forwarded with throw() on the next turn
+                error = exc
+                value = None
+            if closing:
+                # Outside the handler, so errors from close() are not chained to GeneratorExit.
+                result = current.close()
+                if sys.version_info >= (3, 13) and result is not None:
+                    return result
+                raise GeneratorExit
 
     _WRAPPER_CODES.add(chaos.__code__)
     return chaos
 
 
-_WRAPPER_CODES: set[types.CodeType] = set()
-
-
-def _driver_of(gen: types.GeneratorType) -> types.GeneratorType | None:
-    if gen.gi_code in _WRAPPER_CODES:
-        inner = gen.gi_yieldfrom
-        return inner if isinstance(inner, types.GeneratorType) and inner.gi_code is _DRIVE_CODE else None
-    if gen.gi_code is _DRIVE_CODE:
-        return gen
-    return None
-
-
 def current_inner(gen: types.GeneratorType) -> types.GeneratorType | None:
     """The compiled generator a chaos wrapper currently drives (None if ``gen`` is no wrapper)."""
-    driver = _driver_of(gen)
-    if driver is None or driver.gi_frame is None:
+    if gen.gi_code not in _WRAPPER_CODES or gen.gi_frame is None:
         return None
-    inner = driver.gi_frame.f_locals.get("current")
+    inner = gen.gi_frame.f_locals.get("current")
     return inner if isinstance(inner, types.GeneratorType) else None
 
 
