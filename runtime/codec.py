@@ -1,9 +1,11 @@
-"""Value codec: turns frame-local values into msgpack-ready structures and back, keeping exact types, sharing and cycles."""
+"""Value codec: frame-local values to msgpack-ready structures and back, keeping exact types, sharing and cycles."""
+
 from __future__ import annotations
 
 import builtins
 import types
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable
 
 from .errors import CorruptSnapshotError, SnapshotError, UnserializableValueError
 
@@ -76,17 +78,17 @@ _PLAIN: frozenset[type] = frozenset({_NoneType, bool, float, bytes})
 # Types that msgpack hands back and that may stand for themselves in a packed value.
 _SCALARS: frozenset[type] = frozenset({_NoneType, bool, int, float, str, bytes})
 
-_range_iterator = type(iter(range(0)))
-_longrange_iterator = type(iter(range(1 << 100)))
-_list_iterator = type(iter([]))
-_list_reverseiterator = type(reversed([]))
-_tuple_iterator = type(iter(()))
-_str_iterator = type(iter("\u00e9"))
-_str_iterators = {type(iter("")), _str_iterator}  # str_ascii_iterator exists on 3.12+
-_bytes_iterator = type(iter(b""))
+_range_iterator: type = type(iter(range(0)))
+_longrange_iterator: type = type(iter(range(1 << 100)))
+_list_iterator: type = type(iter([]))
+_list_reverseiterator: type = type(reversed([]))
+_tuple_iterator: type = type(iter(()))
+_str_iterator: type = type(iter("\u00e9"))
+_str_iterators: set[type] = {type(iter("")), _str_iterator}  # str_ascii_iterator exists on 3.12+
+_bytes_iterator: type = type(iter(b""))
 # Dict and set iterators only expose (via __reduce__) the list of their remaining items, so they
 # are restored as a list_iterator over that list: same items, same order, different type.
-_snapshot_list_iterators = {
+_snapshot_list_iterators: set[type] = {
     type(iter({})),
     type(iter({}.values())),
     type(iter({}.items())),
@@ -98,9 +100,7 @@ _snapshot_list_iterators = {
 
 _BaseExceptionGroup: type | None = getattr(builtins, "BaseExceptionGroup", None)
 _BUILTIN_EXC: dict[str, type] = {
-    name: obj
-    for name, obj in vars(builtins).items()
-    if isinstance(obj, type) and issubclass(obj, BaseException)
+    name: obj for name, obj in vars(builtins).items() if isinstance(obj, type) and issubclass(obj, BaseException)
 }
 _BUILTIN_EXC_SET = frozenset(_BUILTIN_EXC.values())
 # Member attributes never carried: the group's are constructor arguments (read-only), and
@@ -113,7 +113,7 @@ _PENDING = object()  # memo placeholder of a custom object whose payload is bein
 def _type_name(tp: type) -> str:
     """``module.qualname`` of a type, or just ``qualname`` for builtins."""
     module = getattr(tp, "__module__", None)
-    qualname = getattr(tp, "__qualname__", None) or getattr(tp, "__name__", repr(tp))
+    qualname = str(getattr(tp, "__qualname__", None) or getattr(tp, "__name__", repr(tp)))
     return qualname if module in (None, "builtins") else f"{module}.{qualname}"
 
 
@@ -314,10 +314,8 @@ class Encoder:
             for x in v:
                 t = type(x)
                 if (
-                    t is int
-                    and -9223372036854775808 <= x <= 18446744073709551615
-                    or t is str
-                    and x.isascii()
+                    (t is int and -9223372036854775808 <= x <= 18446744073709551615)
+                    or (t is str and x.isascii())
                     or t in plain
                 ):
                     ap(x)
@@ -342,10 +340,8 @@ class Encoder:
             for x in v:
                 t = type(x)
                 if (
-                    t is int
-                    and -9223372036854775808 <= x <= 18446744073709551615
-                    or t is str
-                    and x.isascii()
+                    (t is int and -9223372036854775808 <= x <= 18446744073709551615)
+                    or (t is str and x.isascii())
                     or t in plain
                 ):
                     ap(x)
@@ -390,16 +386,14 @@ class Encoder:
         try:
             for k, x in v.items():
                 t = type(k)
-                if t is str and k.isascii() or t is int and -9223372036854775808 <= k <= 18446744073709551615:
+                if (t is str and k.isascii()) or (t is int and -9223372036854775808 <= k <= 18446744073709551615):
                     ap(k)
                 else:
                     ap(enc(k))
                 t = type(x)
                 if (
-                    t is int
-                    and -9223372036854775808 <= x <= 18446744073709551615
-                    or t is str
-                    and x.isascii()
+                    (t is int and -9223372036854775808 <= x <= 18446744073709551615)
+                    or (t is str and x.isascii())
                     or t in plain
                 ):
                     ap(x)
@@ -437,10 +431,9 @@ class Encoder:
             if (start > stop) if step > 0 else (start < stop):
                 start = stop  # exhausted: keep the numbers within the original bounds
         if (
-            -1073741824 < start < 1073741824
-            and -1073741824 < stop < 1073741824
-            and -1073741824 < step < 1073741824
-            or -9223372036854775808 <= start <= 18446744073709551615
+            -1073741824 < start < 1073741824 and -1073741824 < stop < 1073741824 and -1073741824 < step < 1073741824
+        ) or (
+            -9223372036854775808 <= start <= 18446744073709551615
             and -9223372036854775808 <= stop <= 18446744073709551615
             and -9223372036854775808 <= step <= 18446744073709551615
         ):
@@ -564,11 +557,12 @@ class Encoder:
             return None
         part = self._part
         if _BaseExceptionGroup is not None and isinstance(e, _BaseExceptionGroup):
+            group: Any = e
             ctor = [
                 _GROUP if builtin else _GROUP_CLS,
                 spec,
-                part(e, ".message", e.message),
-                part(e, ".exceptions", e.exceptions),
+                part(e, ".message", group.message),
+                part(e, ".exceptions", group.exceptions),
             ]
             slot = self._memo.get(id(e))
             if slot is not None:  # a cycle through the nested exceptions already wrote e
@@ -593,6 +587,10 @@ class Encoder:
         out.append(members)
         attrs: list[Any] = []
         for name, value in e.__dict__.items():
+            if type(name) is not str or not (name.isascii() or _is_utf8(name)):
+                fail = _Fail(name)  # an attribute name msgpack cannot carry as a str
+                fail.chain.append((e, ".__dict__"))
+                raise fail
             attrs.append(name)
             attrs.append(part(e, f".{name}", value))
         out.append(attrs)
@@ -658,15 +656,17 @@ class Decoder:
             fn = _DECODERS.get(tag)
             if fn is None:
                 raise _corrupt(f"unknown tag {tag!r}")
-            value = fn(self, packed)
+            value = fn(self, packed)  # type: ignore[arg-type]
             if self._pending:
                 for it, index in self._pending:
                     it.__setstate__(index)
                 self._pending.clear()
             return value
         except SnapshotError:
+            self._pending.clear()
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure on foreign data means the data is corrupt
+        except Exception as exc:
+            self._pending.clear()
             raise CorruptSnapshotError(f"malformed snapshot value: {type(exc).__name__}: {exc}") from exc
 
     # -- generic ------------------------------------------------------------------------------
@@ -799,7 +799,7 @@ class Decoder:
         index = self._index(p[2])
         if type(seq) is not list or index < 0:
             raise _corrupt("bad list iterator")
-        out = iter(seq)
+        out: Any = iter(seq)
         if index:
             if index <= len(seq):
                 out.__setstate__(index)
@@ -814,7 +814,7 @@ class Decoder:
         index = self._index(p[2])
         if type(seq) is not list or index < -1:
             raise _corrupt("bad list reverse iterator")
-        out = reversed(seq)
+        out: Any = reversed(seq)
         if index < len(seq):
             out.__setstate__(index)
         else:
@@ -828,7 +828,7 @@ class Decoder:
         index = self._index(p[2])
         if type(seq) is not tuple or index < 0:
             raise _corrupt("bad tuple iterator")
-        out = iter(seq)
+        out: Any = iter(seq)
         out.__setstate__(index)
         self._memo.append(out)
         return out
@@ -839,7 +839,7 @@ class Decoder:
         index = self._index(p[2])
         if type(seq) not in (tuple, str, bytes) or index < -1:
             raise _corrupt("bad reversed iterator")
-        out = reversed(seq)
+        out: Any = reversed(seq)
         out.__setstate__(index)
         self._memo.append(out)
         return out
@@ -850,7 +850,7 @@ class Decoder:
         index = self._index(p[2])
         if type(text) is not str or index < 0:
             raise _corrupt("bad str iterator")
-        out = iter(text)
+        out: Any = iter(text)
         out.__setstate__(index)
         self._memo.append(out)
         return out
@@ -879,7 +879,7 @@ class Decoder:
             raise _corrupt("bad zip")
         strict = p[1]
         inners = self._items(p[1:])
-        out = zip(*inners, strict=True) if strict else zip(*inners)
+        out = zip(*inners, strict=strict)
         self._memo.append(out)
         return out
 
@@ -917,12 +917,13 @@ class Decoder:
     def _exception(self, p: list[Any]) -> BaseException:
         self._arity(p, 7)
         cls = self._exc_class(p, False)
-        obj = _builtin_base(cls).__new__(cls)
+        base: Any = _builtin_base(cls)
+        obj: BaseException = base.__new__(cls)
         if type(obj) is not cls:
             raise _corrupt(f"cannot rebuild {cls.__qualname__}")
         self._memo.append(obj)
         self._exc_state(obj, cls, p, 2)
-        return obj  # type: ignore[no-any-return]
+        return obj
 
     def _group(self, p: list[Any]) -> BaseException:
         self._arity(p, 9)
@@ -931,14 +932,15 @@ class Decoder:
         excs = self._one(p[3])
         if type(message) is not str or type(excs) is not tuple:
             raise _corrupt("bad exception group")
-        obj = _builtin_base(cls).__new__(cls, message, excs)
+        base: Any = _builtin_base(cls)
+        obj: BaseException = base.__new__(cls, message, excs)
         if type(obj) is not cls:
             raise _corrupt(f"cannot rebuild {cls.__qualname__}")
         self._memo.append(obj)
         self._exc_state(obj, cls, p, 4)
-        return obj  # type: ignore[no-any-return]
+        return obj
 
-    def _exc_state(self, obj: Any, cls: type, p: list[Any], at: int) -> None:
+    def _exc_state(self, obj: BaseException, cls: type, p: list[Any], at: int) -> None:
         args = self._one(p[at])
         context = self._one(p[at + 1])
         cause = self._one(p[at + 2])

@@ -416,6 +416,7 @@ class StmtLowerer:
                             cst.Try(body=block(body), finalbody=cst.Finally(body=block(
                                 [assign(user.value, cst.Name("None")), small(cst.Del(target=cst.Name(user.value)))])))]
                 handlers.append(h.with_changes(type=h.type or cst.Name("BaseException"),
+                                               whitespace_after_except=cst.SimpleWhitespace(" "),
                                                name=cst.AsName(name=cst.Name(exc)), body=block(body)))
             else:
                 info.handler_excs.append(None)
