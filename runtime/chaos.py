@@ -56,20 +56,21 @@ def chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
             except StopIteration as stop:
                 return stop.value
             current = _round_trip(current, closure)
-            closing = False
+            closing: GeneratorExit | None = None
             try:
                 value = yield item
-            except GeneratorExit:
-                closing = True
+            except GeneratorExit as exc:
+                closing = exc
             except BaseException as exc:  # forwarded with throw() on the next turn
                 error = exc
                 value = None
-            if closing:
-                # Outside the handler, so errors from close() are not chained to GeneratorExit.
+            if closing is not None:
+                # As ``yield from`` does: close the inner generator, then re-raise the same
+                # GeneratorExit — outside the handler, so nothing gets chained to it.
                 result = current.close()
                 if sys.version_info >= (3, 13) and result is not None:
                     return result
-                raise GeneratorExit
+                raise closing
 
     _WRAPPER_CODES.add(chaos.__code__)
     return chaos
