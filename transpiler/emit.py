@@ -10,7 +10,7 @@ the restore body behaves exactly like the fast body.
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Callable, Iterator
 
 import libcst as cst
 
@@ -78,6 +78,23 @@ class Emitter:
     # -- fast body -------------------------------------------------------------------------
     def fast(self) -> Stmts:
         return [self._fast(s) for s in self.lowered]  # type: ignore[misc]
+
+    def fast_final(self) -> Stmts:
+        """The fast body as emitted: a loop whose only suspension is state K sets ``_dg_s = K``
+        once before the loop instead of on every iteration (no other suspension can change it)."""
+        out: Stmts = []
+        for s in self.lowered:
+            out += self._hoist(s)
+        return out
+
+    def _hoist(self, node: cst.BaseStatement) -> Stmts:
+        span = self.range_of(node)
+        if isinstance(node, (cst.For, cst.While)) and span is not None and span[0] == span[1]:
+            return [assign(STATE, cst.Integer(str(span[0]))), _strip_states(node, self.state_of)]
+        if span is None or id(node) in self.state_of:
+            return [self._fast(node)]
+        # Rebuild compound statements so loops nested inside them are hoisted too.
+        return [_map_blocks(node, self._hoist)]  # type: ignore[list-item]
 
     def _fast(self, node: cst.BaseStatement) -> cst.BaseStatement:
         numbering = self
@@ -259,3 +276,37 @@ def _numbered(line: cst.SimpleStatementLine, k: int) -> cst.SimpleStatementLine:
     first = line.body[0]
     assert isinstance(first, cst.Assign)
     return line.with_changes(body=[first.with_changes(value=cst.Integer(str(k))), *line.body[1:]])
+
+
+def _strip_states(node: cst.CSTNode, state_of: dict[int, int]) -> cst.CSTNode:
+    class Strip(cst.CSTTransformer):
+        def visit_FunctionDef(self, n: cst.FunctionDef) -> bool:
+            return False
+
+        def visit_ClassDef(self, n: cst.ClassDef) -> bool:
+            return False
+
+        def leave_SimpleStatementLine(self, original: cst.SimpleStatementLine,
+                                      updated: cst.SimpleStatementLine) -> cst.SimpleStatementLine:
+            if id(original) in state_of:
+                return updated.with_changes(body=list(updated.body[1:]))
+            return updated
+
+    return node.visit(Strip())
+
+
+def _map_blocks(node: cst.CSTNode, hoist: Callable[[cst.BaseStatement], Stmts]) -> cst.CSTNode:
+    """Apply ``hoist`` to the statements of every block directly inside ``node``."""
+    class Blocks(cst.CSTTransformer):
+        def on_visit(self, n: cst.CSTNode) -> bool:
+            if isinstance(n, cst.IndentedBlock):
+                return False
+            return not isinstance(n, (cst.FunctionDef, cst.ClassDef))
+
+        def leave_IndentedBlock(self, original: cst.IndentedBlock, updated: cst.IndentedBlock) -> cst.IndentedBlock:
+            body: list[cst.BaseStatement] = []
+            for stmt in original.body:
+                body += hoist(stmt)
+            return updated.with_changes(body=body)
+
+    return node.visit(Blocks())

@@ -236,7 +236,7 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     decls = [small(cst.Global(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) if isinstance(h, cst.Global)
              else small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) for h in hoist.found]
     entry = if_(expr(f"{RT}.PENDING and ({FRAME} := {RT}.take({meta})) is not None"),
-                prologue + restore_body, fast or [small(cst.Pass())])
+                prologue + restore_body, emitter.fast_final() or [small(cst.Pass())])
     new_body = doc + decls + [entry]
     decorator = cst.Decorator(decorator=expr(f"{RT}.compiled({meta})"))
     lines = {k: emitter.lines[k] for k in states}
