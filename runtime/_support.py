@@ -65,7 +65,10 @@ class PendingFrame:
         if self.live is None:
             self.live = start(self)
             if self.state:
-                marker = next(self.live)
+                try:
+                    marker = next(self.live)
+                finally:
+                    abandon()
                 assert marker is MARKER, "restored generator did not reach its suspension point"
         return self.live
 
@@ -107,6 +110,15 @@ def closure_overrides() -> dict[types.CodeType, tuple[Any, ...]]:
     if table is None:
         table = _local.closures = {}
     return table
+
+
+def abandon() -> None:
+    """Forget a restore whose generator never started (so no later call can pick it up)."""
+    if getattr(_local, "frame", None) is not None:
+        _local.frame = None
+        global PENDING
+        with _lock:
+            PENDING -= 1
 
 
 def function_for(frame: PendingFrame) -> Callable[..., Any]:

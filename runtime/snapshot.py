@@ -247,14 +247,16 @@ def restore(data: bytes) -> types.GeneratorType:
             raise _corrupt("delegating frame without its delegation local")
         outer.values[slot] = inner
     top = frames[0]
-    gen = _support.start(top)
+    try:
+        gen = _support.start(top)
+        marker = next(gen) if top.state else _support.MARKER
+    except SnapshotError:
+        raise
+    except BaseException as exc:
+        raise SnapshotError(f"restoring {top.meta.ident} failed: {type(exc).__name__}: {exc}") from exc
+    finally:
+        _support.abandon()
     if top.state:
-        try:
-            marker = next(gen)
-        except SnapshotError:
-            raise
-        except BaseException as exc:
-            raise SnapshotError(f"restoring {top.meta.ident} failed: {type(exc).__name__}: {exc}") from exc
         if marker is not _support.MARKER:
             raise SnapshotError(f"restoring {top.meta.ident} did not reach its suspension point")
     return gen
