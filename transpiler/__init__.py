@@ -1,9 +1,11 @@
 """Durable generators compiler: rewrites generator functions into resumable state machines (libcst)."""
 from __future__ import annotations
 
-from .diagnostics import CompileError, Diagnostic
-from .generate import compile_module
-from .importhook import install_import_hook
+__version__ = "0.1.0"
+
+from .diagnostics import CompileError, Diagnostic  # noqa: E402
+from .generate import compile_module  # noqa: E402
+from .importhook import install_import_hook  # noqa: E402
 
 
 def compile_source(source: str, filename: str = "<string>", *, all_generators: bool = False) -> str:

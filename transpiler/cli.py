@@ -7,6 +7,7 @@ from typing import Iterator
 
 import click
 
+from . import __version__
 from .diagnostics import CompileError
 from .generate import compile_module
 
@@ -41,7 +42,7 @@ def _compile(file: Path, all_generators: bool) -> str | None:
 
 
 @click.group()
-@click.version_option(package_name="durable-generators")
+@click.version_option(version=__version__, prog_name="durable")
 def main() -> None:
     """Durable generators: compile generator functions into resumable state machines."""
 

@@ -50,12 +50,6 @@ class NotAGenerator(Diagnostic):
     hint = "a durable function must contain 'yield' or 'yield from'"
 
 
-class YieldInExceptStar(Diagnostic):
-    code = "DG005"
-    message = "a suspension inside an 'except*' handler is not supported yet"
-    hint = "move the yield out of the except* handler (e.g. record the error, then yield after the try)"
-
-
 class UnsupportedConstruct(Diagnostic):
     code = "DG006"
     message = "unsupported construct in a durable function: {detail}"

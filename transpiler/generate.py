@@ -146,8 +146,12 @@ class _Hoist(cst.CSTTransformer):
         return updated.with_changes(body=keep)
 
 
+def _comment(line: int) -> cst.TrailingWhitespace:
+    return cst.TrailingWhitespace(whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(f"{MARK}{line}"))
+
+
 def _mark_lines(node: cst.CSTNode, line: int) -> cst.CSTNode:
-    comment = cst.TrailingWhitespace(whitespace=cst.SimpleWhitespace("  "), comment=cst.Comment(f"{MARK}{line}"))
+    comment = _comment(line)
     if isinstance(node, cst.SimpleStatementLine):
         return node.with_changes(trailing_whitespace=comment)
     body = getattr(node, "body", None)
@@ -166,9 +170,15 @@ class _MarkAll(cst.CSTTransformer):
 
     def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
         if isinstance(original, (cst.BaseStatement, cst.ExceptHandler, cst.ExceptStarHandler, cst.Else,
-                                 cst.Finally, cst.MatchCase)):
+                                 cst.Finally, cst.MatchCase, cst.Decorator)):
             pos = self.positions.get(original)
             if pos is not None:
+                if isinstance(updated, cst.Decorator):
+                    return updated.with_changes(trailing_whitespace=_comment(pos.start.line))
+                if isinstance(original, (cst.FunctionDef, cst.ClassDef)) and original.decorators:
+                    # The statement starts at its first decorator; its header line is the def.
+                    header = self.positions.get(original.name)
+                    return _mark_lines(updated, header.start.line if header else pos.start.line)
                 return _mark_lines(updated, pos.start.line)
         return updated
 
@@ -208,10 +218,7 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     try:
         lowered = lowerer.lower_body(body)
     except Unsupported as exc:
-        if exc.kind == "yield in except*":
-            state.report(dg.YieldInExceptStar, _find_original(original, exc.node) or original)
-        else:
-            state.report(dg.UnsupportedConstruct, _find_original(original, exc.node) or original, exc.kind)
+        state.report(dg.UnsupportedConstruct, _find_original(original, exc.node) or original, exc.kind)
         return updated
     emitter = Emitter(lowered, lowerer.exprs.yield_lines, lowerer.try_info)
     fast = emitter.fast()
@@ -238,7 +245,10 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     entry = if_(expr(f"{RT}.PENDING and ({FRAME} := {RT}.take({meta})) is not None"),
                 prologue + restore_body, emitter.fast_final() or [small(cst.Pass())])
     new_body = doc + decls + [entry]
+    target = [d for d in updated.decorators if isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET]
     decorator = cst.Decorator(decorator=expr(f"{RT}.compiled({meta})"))
+    if target:  # the on-the-fly compiler's marker stands where the user's first decorator was
+        decorator = decorator.with_changes(trailing_whitespace=target[0].trailing_whitespace)
     lines = {k: emitter.lines[k] for k in states}
     yf = sorted(k for k, is_yf in emitter.yield_from.items() if is_yf)
     declaration = stmt(
@@ -246,7 +256,8 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
         f"{tuple(yf)!r}, {tuple(params)!r})\n")
     state.plans.append(FunctionPlan(qualname, meta, declaration))
     kept = [d for d in updated.decorators if not (isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET)]
-    return updated.with_changes(body=block(new_body), decorators=[*kept, decorator])
+    body = updated.body.with_changes(body=new_body) if isinstance(updated.body, cst.IndentedBlock) else block(new_body)
+    return updated.with_changes(body=body, decorators=[*kept, decorator])
 
 
 def _declared(node: cst.Global | cst.Nonlocal) -> list[str]:
@@ -350,9 +361,15 @@ def compile_module(source: str, path: str = "<string>", *, all_generators: bool 
     """Compile a module's durable functions. ``meta_prefix`` and ``scope`` serve the on-the-fly
     compiler: unique names for its declarations and the qualname of the enclosing scope."""
     try:
+        # CPython's own compiler gives the exact position, and also rejects what only its later
+        # stages catch (a yield inside a comprehension, a nonlocal without a binding, ...).
+        compile(source, path, "exec", dont_inherit=True)
+    except SyntaxError as exc:
+        raise dg.CompileError([dg.SyntaxProblem(path, exc.lineno or 1, exc.offset or 1, exc.msg)]) from None
+    try:
         module = cst.parse_module(source)
     except cst.ParserSyntaxError as exc:
-        raise dg.CompileError([dg.SyntaxProblem(path, exc.raw_line, exc.raw_column + 1, exc.message)]) from None
+        raise dg.CompileError([dg.SyntaxProblem(path, exc.editor_line, exc.editor_column, exc.message)]) from None
     first = MetadataWrapper(module, unsafe_skip_copy=True)
     module = module.visit(_MarkAll(first.resolve(PositionProvider)))
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)

@@ -50,13 +50,16 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     frees = fn.__code__.co_freevars
     tag = f"_fly{next(_counter)}_"
     factory = f"{TARGET}{tag}factory"
-    def_line = first + body_start
     wrapped = bool(indent)
-    # The def keeps its original line number, so tracebacks and the line table need no offset.
-    text_lines = [f"{indent}@{TARGET}\n", *lines[body_start:]]
+    # Every line keeps its original number (the decorators are blanked out, the first one marks the
+    # function), so tracebacks, co_firstlineno and the line table need no offset.
+    text_lines = [f"{indent}@{TARGET}\n", *(["\n"] * (body_start - 1)), *lines[body_start:]] if body_start \
+        else [f"{indent}@{TARGET}\n", *lines]
+    if not body_start:
+        first -= 1
     if wrapped:
         text_lines = [f"def {factory}({', '.join(frees)}):\n", *text_lines, f"{indent}return {fn.__name__}\n"]
-    text_lines = ["\n"] * max(def_line - 1 - (2 if wrapped else 1), 0) + text_lines
+    text_lines = ["\n"] * max(first - 1 - (1 if wrapped else 0), 0) + text_lines
     source = "".join(text_lines)
     try:
         compiled = compile_module(source, path, meta_prefix=tag, scope=_scope_of(fn.__qualname__))
