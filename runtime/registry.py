@@ -23,7 +23,7 @@ class FunctionMeta:
     params: tuple[str, ...]
     function: Callable[..., Any] | None = None
     code: types.CodeType | None = None
-    yf_local: dict[int, str] = field(default_factory=dict)
+    plans: dict[int, Any] = field(default_factory=dict)  # per-state snapshot plan (runtime.snapshot)
 
     @property
     def ident(self) -> str:

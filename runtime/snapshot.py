@@ -11,6 +11,7 @@ from __future__ import annotations
 import builtins
 import inspect
 import sys
+import threading
 import types
 from typing import Any
 
@@ -47,7 +48,7 @@ class _Hooks:
             if gen.gi_code in registry.BY_CODE and not gen.gi_running:
                 if gen.gi_frame is None:
                     return "gen-done", None
-                record, _ = _frame_record(gen, lambda meta, state, name, value: value, chain=False)
+                record, _ = _frame_record(gen, _as_is, chain=False)
                 return "gen", record
             return None
         if kind is types.BuiltinFunctionType and getattr(obj, "__self__", None) is builtins:
@@ -93,6 +94,10 @@ class _Hooks:
                 instance.__dict__.update(payload[1])
                 return instance
         raise CorruptSnapshotError(f"malformed value of kind {tag!r} in snapshot")
+
+
+def _as_is(value: Any, label: str) -> Any:
+    return value
 
 
 def _lookup(ref: str) -> Any:
@@ -144,73 +149,92 @@ def _unwrap(gen: types.GeneratorType) -> types.GeneratorType:
 
 def snapshot(gen: Any) -> bytes:
     """Capture a suspended (or not yet started) durable generator, with its whole ``yield from`` chain."""
-    _meta_of(gen)
-    gen = _checked(_unwrap(gen))
-    encoder = Encoder(_HOOKS)
+    meta = registry.BY_CODE.get(gen.gi_code) if type(gen) is types.GeneratorType else None
+    if meta is None:
+        _meta_of(gen)  # raises NotDurableError, or finds the generator a chaos wrapper drives
+        gen = _unwrap(gen)
+    if gen.gi_running:
+        raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r} while it is running")
+    if gen.gi_frame is None:
+        raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r}: it has finished")
+    encode = Encoder(_HOOKS).encode
     envelope: list[Any] = [MAGIC, FORMAT]
     current: types.GeneratorType | None = gen
     while current is not None:
-        record, current = _frame_record(current, lambda meta, state, name, value: _encode(encoder, meta, state, name, value))
+        record, current = _frame_record(current, encode)
         envelope.append(record)
-    return msgpack.packb(envelope, use_bin_type=True)
+    return _packer().pack(envelope)
 
 
-def _checked(gen: types.GeneratorType) -> types.GeneratorType:
-    status = inspect.getgeneratorstate(gen)
-    if status == _GEN_RUNNING:
-        raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r} while it is running")
-    if status == _GEN_CLOSED:
-        raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r}: it has finished")
-    return gen
+def _packer() -> msgpack.Packer:
+    packer = getattr(_thread, "packer", None)
+    if packer is None:
+        packer = _thread.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
+_thread = threading.local()
+_UNBOUND = object()
+
+
+def _plan(meta: FunctionMeta, state: int) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
+    """Per state: live local names, their labels for error messages, and the delegation local."""
+    plan = meta.plans.get(state)
+    if plan is None:
+        names = meta.states[state] if state else meta.params
+        yf = next((n for n in names if n.startswith("_dg_yf")), None) if state in meta.yield_from else None
+        plan = meta.plans[state] = (names, tuple(f"local {n!r}" for n in names), yf)
+    return plan
 
 
 def _frame_record(gen: types.GeneratorType, encode: Any, chain: bool = True
                   ) -> tuple[list[Any], types.GeneratorType | None]:
     """One frame: ``[ident, fingerprint, state, mask, values, frees]`` and the durable generator it
-    delegates to, if any (``chain``: the delegate becomes the next frame instead of a value)."""
+    delegates to, if any (``chain``: the delegate becomes the next frame instead of a value).
+
+    ``values`` are the bound live locals, ``frees`` is ``[names, values]`` of the closure variables
+    (or nil); ``encode(value, label)`` turns each value into its packed form.
+    """
     meta = registry.BY_CODE[gen.gi_code]
     frame_locals = gen.gi_frame.f_locals
-    created = inspect.getgeneratorstate(gen) == _GEN_CREATED
-    state = 0 if created else frame_locals["_dg_s"]
-    names = meta.params if created else meta.states[state]
+    state = frame_locals.get("_dg_s", 0)  # unbound until the body first suspends
+    names, labels, yf = _plan(meta, state)
+    get = frame_locals.get
     mask = 0
+    bit = 1
     values: list[Any] = []
     sub: types.GeneratorType | None = None
-    for bit, name in enumerate(names):
-        if name not in frame_locals:
-            continue
-        value = frame_locals[name]
-        mask |= 1 << bit
-        if state in meta.yield_from and name.startswith("_dg_yf") and isinstance(value, types.GeneratorType):
-            inner = _unwrap(value)
-            if inner.gi_code not in registry.BY_CODE:
-                raise UnserializableValueError(
-                    f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it delegates "
-                    f"(yield from) to generator {value.__qualname__!r}, which is not durable",
-                    path=[f"local {name!r}"], type_name="generator")
-            if chain:
-                sub = inner
-                values.append(None)
-                continue
-            value = inner
-        values.append(encode(meta, state, name, value))
-    frees = None
-    code = gen.gi_code
-    if code.co_freevars:
-        frees = []
-        for name in code.co_freevars:
-            if name != "__class__" and name in frame_locals:
-                frees += [name, encode(meta, state, name, frame_locals[name])]
+    try:
+        for name, label in zip(names, labels):
+            value = get(name, _UNBOUND)
+            if value is not _UNBOUND:
+                mask |= bit
+                if name is yf and type(value) is types.GeneratorType:
+                    inner = _delegate(meta, state, name, value)
+                    if chain:
+                        sub, value = inner, None
+                    else:
+                        value = inner
+                values.append(encode(value, label))
+            bit <<= 1
+        frees = None
+        free_names = [n for n in gen.gi_code.co_freevars if n != "__class__" and n in frame_locals]
+        if free_names:
+            frees = [free_names, [encode(frame_locals[n], f"closure variable {n!r}") for n in free_names]]
+    except UnserializableValueError as exc:
+        where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})"
+        raise UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name) from None
     return [meta.ident, meta.fingerprint, state, mask, values, frees], sub
 
 
-def _encode(encoder: Encoder, meta: FunctionMeta, state: int, name: str, value: Any) -> Any:
-    try:
-        return encoder.encode(value, f"local {name!r}")
-    except UnserializableValueError as exc:
-        where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})"
-        err = UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name)
-        raise err from None
+def _delegate(meta: FunctionMeta, state: int, name: str, value: types.GeneratorType) -> types.GeneratorType:
+    inner = _unwrap(value)
+    if inner.gi_code not in registry.BY_CODE:
+        raise UnserializableValueError(
+            f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it delegates "
+            f"(yield from) to generator {value.__qualname__!r}, which is not durable",
+            path=[f"local {name!r}"], type_name="generator")
+    return inner
 
 
 def _corrupt(why: str) -> CorruptSnapshotError:
@@ -267,7 +291,7 @@ def _check_record(raw: Any) -> tuple[FunctionMeta, tuple[str, ...]]:
         raise _corrupt("malformed frame record")
     ident, fingerprint, state, mask, values, frees = raw
     if not (isinstance(ident, str) and ":" in ident and isinstance(fingerprint, bytes) and type(state) is int
-            and type(mask) is int and mask >= 0 and isinstance(values, list) and (frees is None or isinstance(frees, list))):
+            and type(mask) is int and mask >= 0 and (frees is None or isinstance(frees, list))):
         raise _corrupt("malformed frame record")
     meta = registry.resolve(ident, fingerprint)
     if state == 0:
@@ -276,33 +300,38 @@ def _check_record(raw: Any) -> tuple[FunctionMeta, tuple[str, ...]]:
         names = meta.states[state]
     else:
         raise IncompatibleCodeError(f"snapshot of {ident!r} names state {state}, which the current code does not have")
-    if mask >> len(names) or bin(mask).count("1") != len(values):
+    if mask >> len(names):
         raise _corrupt("frame locals do not match the function's state table")
-    if frees and (len(frees) % 2 or not all(isinstance(n, str) for n in frees[::2])):
+    if frees is not None and (len(frees) != 2 or not isinstance(frees[0], list)
+                              or not all(isinstance(n, str) for n in frees[0])):
         raise _corrupt("malformed closure values")
     return meta, names
 
 
 def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
-    meta, names = _check_record(raw)
-    _, _, state, mask, values, frees = raw
-    decoded: dict[str, Any] = {}
-    it = iter(values)
-    for bit, name in enumerate(names):
-        if mask & (1 << bit):
-            decoded[name] = decoder.decode(next(it))
-    free_values = {name: decoder.decode(value) for name, value in zip((frees or [])[::2], (frees or [])[1::2])}
-    return _support.PendingFrame(meta, state, decoded, free_values)
+    _check_record(raw)
+    ident, fingerprint, state, mask, values, frees = raw
+    if not isinstance(values, list) or (frees and not isinstance(frees[1], list)):
+        raise _corrupt("malformed frame record")
+    decode = decoder.decode
+    free_values = [frees[0], [decode(v) for v in frees[1]]] if frees else None
+    return _pending_frame([ident, fingerprint, state, mask, [decode(v) for v in values], free_values])
 
 
 def _pending_frame(payload: Any) -> _support.PendingFrame:
-    """A generator held in a local: its payload's values were decoded by the codec already."""
+    """A frame record whose values are decoded already (by ``_decode_frame``, or by the codec for
+    a durable generator held in a local)."""
     meta, names = _check_record(payload)
     _, _, state, mask, values, frees = payload
-    decoded = {name: next(iter_values) for iter_values in [iter(values)] for bit, name in enumerate(names)
-               if mask & (1 << bit)}
-    free_values = dict(zip((frees or [])[::2], (frees or [])[1::2]))
-    return _support.PendingFrame(meta, state, decoded, free_values)
+    bound = [name for bit, name in enumerate(names) if mask & (1 << bit)]
+    if not isinstance(values, list) or len(values) != len(bound):
+        raise _corrupt("frame locals do not match the function's state table")
+    free_values: dict[str, Any] = {}
+    if frees:
+        if not isinstance(frees[1], list) or len(frees[1]) != len(frees[0]):
+            raise _corrupt("malformed closure values")
+        free_values = dict(zip(frees[0], frees[1]))
+    return _support.PendingFrame(meta, state, dict(zip(bound, values)), free_values)
 
 
 def _finished() -> types.GeneratorType:
