@@ -157,13 +157,15 @@ def start(frame: PendingFrame) -> types.GeneratorType:
     if frame.state == 0:
         args, kwargs = call_arguments(code, frame.values)
         return fn(*args, **kwargs)
-    placeholders = [None] * code.co_argcount
-    kwonly = code.co_varnames[code.co_argcount:code.co_argcount + code.co_kwonlyargcount]
+    placeholders = meta.placeholders
+    if placeholders is None:  # any values do: the restore prologue rebinds or deletes every parameter
+        kwonly = code.co_varnames[code.co_argcount:code.co_argcount + code.co_kwonlyargcount]
+        placeholders = meta.placeholders = ((None,) * code.co_argcount, dict.fromkeys(kwonly))
     global PENDING
     with _lock:
         PENDING += 1
     _local.frame = frame
-    return fn(*placeholders, **dict.fromkeys(kwonly))
+    return fn(*placeholders[0], **placeholders[1])
 
 
 def call_arguments(code: types.CodeType, values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:

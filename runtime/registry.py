@@ -24,6 +24,7 @@ class FunctionMeta:
     function: Callable[..., Any] | None = None
     code: types.CodeType | None = None
     plans: dict[int, Any] = field(default_factory=dict)  # per-state snapshot plan (runtime.snapshot)
+    placeholders: tuple[tuple[None, ...], dict[str, None]] | None = None  # restore call arguments
 
     @property
     def ident(self) -> str:

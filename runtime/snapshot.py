@@ -309,19 +309,20 @@ def _check_record(raw: Any) -> tuple[FunctionMeta, tuple[str, ...]]:
 
 
 def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
-    _check_record(raw)
+    checked = _check_record(raw)  # resolves (and imports) the function before its values
     ident, fingerprint, state, mask, values, frees = raw
     if not isinstance(values, list) or (frees and not isinstance(frees[1], list)):
         raise _corrupt("malformed frame record")
     decode = decoder.decode
     free_values = [frees[0], [decode(v) for v in frees[1]]] if frees else None
-    return _pending_frame([ident, fingerprint, state, mask, [decode(v) for v in values], free_values])
+    return _pending_frame([ident, fingerprint, state, mask, [decode(v) for v in values], free_values], checked)
 
 
-def _pending_frame(payload: Any) -> _support.PendingFrame:
+def _pending_frame(payload: Any, checked: tuple[FunctionMeta, tuple[str, ...]] | None = None
+                   ) -> _support.PendingFrame:
     """A frame record whose values are decoded already (by ``_decode_frame``, or by the codec for
     a durable generator held in a local)."""
-    meta, names = _check_record(payload)
+    meta, names = checked or _check_record(payload)
     _, _, state, mask, values, frees = payload
     bound = [name for bit, name in enumerate(names) if mask & (1 << bit)]
     if not isinstance(values, list) or len(values) != len(bound):
