@@ -822,38 +822,27 @@ class Decoder:
         self._memo.append(out)
         return out
 
-    def _tuple_it(self, p: list[Any]) -> Any:
+    def _indexed_it(self, p: list[Any], kinds: tuple[type, ...], lowest: int, make: Callable[[Any], Any],
+                    what: str) -> Any:
+        """An iterator over a sequence rebuilt at its saved position (``__setstate__``)."""
         self._arity(p, 3)
         seq = self._one(p[1])
         index = self._index(p[2])
-        if type(seq) is not tuple or index < 0:
-            raise _corrupt("bad tuple iterator")
-        out: Any = iter(seq)
+        if type(seq) not in kinds or index < lowest:
+            raise _corrupt(f"bad {what}")
+        out: Any = make(seq)
         out.__setstate__(index)
         self._memo.append(out)
         return out
+
+    def _tuple_it(self, p: list[Any]) -> Any:
+        return self._indexed_it(p, (tuple,), 0, iter, "tuple iterator")
 
     def _reversed(self, p: list[Any]) -> Any:
-        self._arity(p, 3)
-        seq = self._one(p[1])
-        index = self._index(p[2])
-        if type(seq) not in (tuple, str, bytes) or index < -1:
-            raise _corrupt("bad reversed iterator")
-        out: Any = reversed(seq)
-        out.__setstate__(index)
-        self._memo.append(out)
-        return out
+        return self._indexed_it(p, (tuple, str, bytes), -1, reversed, "reversed iterator")
 
     def _str_it(self, p: list[Any]) -> Any:
-        self._arity(p, 3)
-        text = self._one(p[1])
-        index = self._index(p[2])
-        if type(text) is not str or index < 0:
-            raise _corrupt("bad str iterator")
-        out: Any = iter(text)
-        out.__setstate__(index)
-        self._memo.append(out)
-        return out
+        return self._indexed_it(p, (str,), 0, iter, "str iterator")
 
     def _bytes_it(self, p: list[Any]) -> Any:
         self._arity(p, 2)

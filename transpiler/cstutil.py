@@ -73,7 +73,9 @@ def _argument(node: cst.BaseExpression) -> cst.BaseExpression:
 
 
 def paren(node: cst.BaseExpression) -> cst.BaseExpression:
-    """Wrap an expression in parentheses so it can be embedded anywhere."""
+    """Wrap an expression in parentheses (once) so it can be embedded anywhere."""
+    if node.lpar:
+        return node
     return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 

@@ -14,7 +14,7 @@ from typing import Callable, Iterator
 
 import libcst as cst
 
-from .cstutil import PREFIX, RESTORE, STATE, assign, block, body_of, call, expr, if_, rt, small
+from .cstutil import PREFIX, RESTORE, STATE, assign, block, body_of, call, expr, if_, paren, rt, small
 from .lower_expr import Stmts
 from .lower_stmt import BREAK, CONTINUE, EXCEPTION, RETURN, TryInfo
 
@@ -137,7 +137,7 @@ class Emitter:
 
     def _when_normal(self, normal: cst.BaseExpression, restoring: cst.BaseExpression) -> cst.BaseExpression:
         """``(normal if not _dg_r else restoring)``: the header is evaluated only in normal mode."""
-        return cst.IfExp(test=expr(f"not {RESTORE}"), body=_paren(normal), orelse=_paren(restoring),
+        return cst.IfExp(test=expr(f"not {RESTORE}"), body=paren(normal), orelse=paren(restoring),
                          lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
     def r_stmt(self, s: cst.BaseStatement, span: tuple[int, int]) -> Stmts:
@@ -257,12 +257,6 @@ class Emitter:
                 chain = cst.If(test=self._in(c_span), body=block(self.r_block(body_of(c.body))), orelse=chain)
         assert isinstance(chain, cst.If)
         return [chain]
-
-
-def _paren(node: cst.BaseExpression) -> cst.BaseExpression:
-    if node.lpar:
-        return node
-    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
 def _yield_of(line: cst.SimpleStatementLine) -> cst.Yield:

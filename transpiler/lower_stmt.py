@@ -16,7 +16,7 @@ from typing import Callable
 
 import libcst as cst
 
-from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, rt, small
+from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, rt, small
 from .lower_expr import ExprLowerer, Stmts
 
 # Pending completion kinds kept in ``_dg_fkN`` while a finally block runs.
@@ -224,7 +224,7 @@ class StmtLowerer:
         pre, test = self.exprs.lower(node.test)
         msg_pre, msg = self.exprs.lower(node.msg) if node.msg is not None else ([], None)
         fail = msg_pre + [small(cst.Assert(test=cst.Name("False"), msg=msg))]
-        check = if_(cst.UnaryOperation(operator=cst.Not(), expression=_paren(test)), fail)
+        check = if_(cst.UnaryOperation(operator=cst.Not(), expression=paren(test)), fail)
         return [if_(cst.Name("__debug__"), pre + [check])]
 
     def small_Del(self, node: cst.Del) -> Stmts:
@@ -261,11 +261,11 @@ class StmtLowerer:
                               orelse=cst.Else(body=block(orelse)) if orelse is not None else None)]
         pre, test = self.exprs.lower(node.test)
         if node.orelse is None:
-            check = if_(cst.UnaryOperation(operator=cst.Not(), expression=_paren(test)),
+            check = if_(cst.UnaryOperation(operator=cst.Not(), expression=paren(test)),
                         [small(cst.Break())])
             return [cst.While(test=cst.Name("True"), body=block(self._loop_body(node.body, pre + [check])))]
         flag = self.new_temp("we")
-        check = if_(cst.UnaryOperation(operator=cst.Not(), expression=_paren(test)),
+        check = if_(cst.UnaryOperation(operator=cst.Not(), expression=paren(test)),
                     [assign(flag, cst.Name("True")), small(cst.Break())])
         loop = cst.While(test=cst.Name("True"), body=block(self._loop_body(node.body, pre + [check])))
         return [assign(flag, cst.Name("False")), loop, if_(cst.Name(flag), self.lower_suite(node.orelse.body))]
@@ -483,12 +483,6 @@ class StmtLowerer:
 
     def lower_ClassDef(self, node: cst.ClassDef) -> Stmts:
         return [node]
-
-
-def _paren(node: cst.BaseExpression) -> cst.BaseExpression:
-    if node.lpar:
-        return node
-    return node.with_changes(lpar=[cst.LeftParen()], rpar=[cst.RightParen()])
 
 
 def _strip_semicolon(node: cst.BaseSmallStatement) -> cst.BaseSmallStatement:
