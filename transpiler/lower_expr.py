@@ -109,9 +109,12 @@ class ExprLowerer:
         temp = self.new_temp("y")
         return self.yield_stmt(node, temp), cst.Name(temp)
 
-    def lower_Attribute(self, node: cst.Attribute) -> tuple[Stmts, cst.BaseExpression]:
+    def _value(self, node: cst.Attribute | cst.NamedExpr) -> tuple[Stmts, cst.BaseExpression]:
+        """Nodes whose only evaluated part is ``value``."""
         pre, value = self.lower(node.value)
         return pre, node.with_changes(value=value)
+
+    lower_Attribute = lower_NamedExpr = _value
 
     def lower_UnaryOperation(self, node: cst.UnaryOperation) -> tuple[Stmts, cst.BaseExpression]:
         pre, value = self.lower(node.expression)
@@ -198,17 +201,11 @@ class ExprLowerer:
         pre, lowered = self.sequence([e.value for e in elements], stars)
         return pre, [e.with_changes(value=v) for e, v in zip(elements, lowered)]
 
-    def lower_Tuple(self, node: cst.Tuple) -> tuple[Stmts, cst.BaseExpression]:
+    def _display(self, node: cst.Tuple | cst.List | cst.Set) -> tuple[Stmts, cst.BaseExpression]:
         pre, elements = self._elements(node.elements)
         return pre, node.with_changes(elements=elements)
 
-    def lower_List(self, node: cst.List) -> tuple[Stmts, cst.BaseExpression]:
-        pre, elements = self._elements(node.elements)
-        return pre, node.with_changes(elements=elements)
-
-    def lower_Set(self, node: cst.Set) -> tuple[Stmts, cst.BaseExpression]:
-        pre, elements = self._elements(node.elements)
-        return pre, node.with_changes(elements=elements)
+    lower_Tuple = lower_List = lower_Set = _display
 
     def lower_Dict(self, node: cst.Dict) -> tuple[Stmts, cst.BaseExpression]:
         items: list[cst.BaseExpression] = []
@@ -229,10 +226,6 @@ class ExprLowerer:
             else:
                 out.append(e.with_changes(value=next(it)))
         return pre, node.with_changes(elements=out)
-
-    def lower_NamedExpr(self, node: cst.NamedExpr) -> tuple[Stmts, cst.BaseExpression]:
-        pre, value = self.lower(node.value)
-        return pre, node.with_changes(value=value)
 
     def _comprehension(self, node: cst.BaseComp) -> tuple[Stmts, cst.BaseExpression]:
         pre, iterable = self.lower(node.for_in.iter)
