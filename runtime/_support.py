@@ -131,7 +131,7 @@ def function_for(frame: PendingFrame) -> Callable[..., Any]:
     module = sys.modules[meta.module]
     closure = closure_overrides().get(code)
     if closure is not None:
-        return types.FunctionType(code, module.__dict__, code.co_name, None, closure)
+        return _named(types.FunctionType(code, module.__dict__, code.co_name, None, closure), meta)
     cells = []
     existing = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ())) if fn is not None else {}
     for name in frees:
@@ -141,7 +141,13 @@ def function_for(frame: PendingFrame) -> Callable[..., Any]:
             cells.append(existing[name])
         else:
             cells.append(types.CellType())
-    return types.FunctionType(code, module.__dict__, code.co_name, None, tuple(cells))
+    return _named(types.FunctionType(code, module.__dict__, code.co_name, None, tuple(cells)), meta)
+
+
+def _named(fn: types.FunctionType, meta: FunctionMeta) -> types.FunctionType:
+    """Generators take their ``__qualname__`` from the function that creates them."""
+    fn.__qualname__ = meta.qualname
+    return fn
 
 
 def start(frame: PendingFrame) -> types.GeneratorType:
