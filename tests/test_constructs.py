@@ -154,6 +154,25 @@ def test_starred_unpacking_targets(last):
                        NEXT, send("abc"), NEXT])
 
 
+@pytest.mark.parametrize("values", [[1, 2, 3, 4], [1, 2]])
+def test_suspension_inside_unpacking_targets(values):
+    # CPython unpacks the value first, then assigns the targets left to right, evaluating each
+    # target's own sub-expressions (here: a suspension) when that target is reached.
+    src = """
+    LOG = []
+    def key(name):
+        LOG.append(("key", name))
+        return name
+    def gen(values):
+        d = {}
+        x, d[(yield "k1")], *rest = values
+        yield (x, sorted(d.items()), rest)
+        [p, (q, d[key((yield "k2"))])] = [5, (6, 7)]
+        yield (p, q, sorted(d.items()))
+    """
+    differential(src, [NEXT, send("a"), NEXT, send("b"), NEXT], entry=f"gen({values!r})")
+
+
 def test_augmented_assignment_targets():
     src = """
     LOG = []

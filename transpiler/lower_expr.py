@@ -13,6 +13,15 @@ from .cstutil import PREFIX, STATE, assign, code_of, has_yield, if_
 
 Stmts = list[cst.BaseStatement]
 
+
+class Unsupported(Exception):
+    """A construct the compiler rejects; carries the node for the diagnostic position."""
+
+    def __init__(self, node: cst.CSTNode, kind: str) -> None:
+        super().__init__(kind)
+        self.node = node
+        self.kind = kind
+
 _CONSTANTS = (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.Ellipsis)
 
 
@@ -69,7 +78,7 @@ class ExprLowerer:
             return [], node
         method = getattr(self, "lower_" + type(node).__name__, None)
         if method is None:
-            raise NotImplementedError(f"suspension inside {type(node).__name__}")
+            raise Unsupported(node, f"suspension inside {type(node).__name__}")
         return method(node)
 
     def capture(self, node: cst.BaseExpression, pre: Stmts) -> cst.BaseExpression:
@@ -266,7 +275,7 @@ class ExprLowerer:
                 spec_pre: Stmts = []
                 spec = part.format_spec
                 if spec is not None and any_part_yields(spec):
-                    raise NotImplementedError("suspension inside an f-string format spec")
+                    raise Unsupported(part, "suspension inside an f-string format spec")
                 piece = node.with_changes(parts=[part.with_changes(expression=value)], lpar=[], rpar=[])
                 pre += spec_pre
                 if index < last:

@@ -17,19 +17,10 @@ from typing import Callable
 import libcst as cst
 
 from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, rt, small
-from .lower_expr import ExprLowerer, Stmts
+from .lower_expr import ExprLowerer, Stmts, Unsupported
 
 # Pending completion kinds kept in ``_dg_fkN`` while a finally block runs.
 NORMAL, EXCEPTION, RETURN, BREAK, CONTINUE, DETACHED = range(6)
-
-
-class Unsupported(Exception):
-    """A construct the compiler rejects; carries the node for the diagnostic position."""
-
-    def __init__(self, node: cst.CSTNode, kind: str) -> None:
-        super().__init__(kind)
-        self.node = node
-        self.kind = kind
 
 
 @dataclass
@@ -133,8 +124,17 @@ class StmtLowerer:
             pre, lowered = self.exprs.lower(target)
             assert isinstance(lowered, cst.Subscript)
             return pre + [assign(lowered, value)]
-        if isinstance(target, (cst.Tuple, cst.List)):
-            raise Unsupported(target, "suspension inside an unpacking target")
+        if isinstance(target, (cst.Tuple, cst.List)) and has_yield(target):
+            # Unpack into temporaries first (CPython unpacks before assigning), then assign the
+            # targets left to right, each evaluating its own sub-expressions when reached.
+            temps = [self.new_temp("u") for _ in target.elements]
+            unpack = cst.Tuple(elements=[
+                cst.StarredElement(value=cst.Name(t)) if isinstance(e, cst.StarredElement) else cst.Element(cst.Name(t))
+                for t, e in zip(temps, target.elements)], lpar=[], rpar=[])
+            out: Stmts = [assign(unpack, value)]
+            for t, e in zip(temps, target.elements):
+                out += self.store(e.value, cst.Name(t))  # type: ignore[arg-type]
+            return out
         return [assign(target, value)]
 
     def small_AnnAssign(self, node: cst.AnnAssign) -> Stmts:
