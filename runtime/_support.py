@@ -214,6 +214,20 @@ def forward_send(iterator: Any, value: Any) -> None:
         raise RuntimeError("send() to a restored delegation over an iterator with a send() method is not supported")
 
 
+def reraise(exc: BaseException) -> BaseException:
+    """A saved exception about to be raised again during a restore: remember its context."""
+    _local.context = (exc, exc.__context__)
+    return exc
+
+
+def recontext() -> None:
+    """In the handler or finally block that took a re-raised exception: restore its context."""
+    saved = getattr(_local, "context", None)
+    if saved is not None:
+        _local.context = None
+        saved[0].__context__ = saved[1]
+
+
 def resume_first(iterator: Iterator[Any]) -> Iterator[Any]:
     return itertools.chain((SKIP,), iterator)
 

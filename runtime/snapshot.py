@@ -343,6 +343,23 @@ def _finished() -> types.GeneratorType:
     return gen
 
 
+def _held_generators(gen: types.GeneratorType) -> list[types.GeneratorType]:
+    """Suspended durable generators in the live locals of ``gen`` and of the frames it delegates to."""
+    held: list[types.GeneratorType] = []
+    current: types.GeneratorType | None = gen
+    while current is not None and current.gi_frame is not None and current.gi_code in registry.BY_CODE:
+        frame_locals = current.gi_frame.f_locals
+        names, _, yf = _plan(registry.BY_CODE[current.gi_code], frame_locals.get("_dg_s", 0))
+        for name in names:
+            value = frame_locals.get(name)
+            if name is not yf and type(value) is types.GeneratorType and value.gi_frame is not None \
+                    and not value.gi_running and _unwrap(value).gi_code in registry.BY_CODE:
+                held.append(value)
+        delegate = frame_locals.get(yf) if yf else None
+        current = delegate if type(delegate) is types.GeneratorType else None
+    return held
+
+
 def detach(gen: Any) -> None:
     """Drop a generator that continues elsewhere, without running its finally blocks or __exit__."""
     if not isinstance(gen, types.GeneratorType):
@@ -360,6 +377,10 @@ def detach(gen: Any) -> None:
         return
     if gen.gi_code not in registry.BY_CODE:
         raise NotDurableError(f"cannot detach generator {gen.__qualname__!r}: it was not compiled as durable")
+    # Durable generators held in live locals (a for loop's iterator, say) were captured by the
+    # snapshot too: detach them first, so releasing them runs none of their clean-up either.
+    for held in _held_generators(gen):
+        detach(held)
     local = _support._local
     local.detaching = getattr(local, "detaching", 0) + 1
     try:

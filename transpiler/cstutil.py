@@ -37,6 +37,14 @@ def assign(target: str | cst.BaseAssignTargetExpression, value: cst.BaseExpressi
     return small(cst.Assign(targets=[cst.AssignTarget(target=tgt)], value=value))
 
 
+def releasing(stmts: Sequence[cst.BaseStatement], *names: str) -> cst.Try:
+    """``try: stmts finally: name = None``: a compiler temporary that stands for a value CPython
+    keeps on its stack lets go of it when the construct ends, as CPython does (so finalizers of
+    for-loop iterators, delegates and managers run at the same moment)."""
+    return cst.Try(body=block(stmts), finalbody=cst.Finally(body=block([
+        small(cst.Assign(targets=[cst.AssignTarget(cst.Name(n)) for n in names], value=cst.Name("None")))])))
+
+
 def expr_stmt(value: cst.BaseExpression) -> cst.SimpleStatementLine:
     return small(cst.Expr(value=value))
 

@@ -208,17 +208,17 @@ class Emitter:
             exc = info.handler_excs[index] if index < len(info.handler_excs) else None
             typ = h.type if h.type is not None else cst.Name("BaseException")
             if h_span is not None and exc is not None:
-                dispatch.append(if_(self._in(h_span), [small(cst.Raise(exc=cst.Name(exc)))]))
+                dispatch.append(if_(self._in(h_span), [_reraise(exc)]))
                 self._need(h_span, exc)
                 if not isinstance(s, cst.TryStar):
                     typ = self._when_normal(typ, cst.IfExp(test=self._in(h_span), body=cst.Name("BaseException"),
                                                            orelse=cst.Tuple([])))
             elif not isinstance(s, cst.TryStar):
                 typ = self._when_normal(typ, cst.Tuple([]))
-            h_body = self.r_block(body_of(h.body))
+            h_body = [_RECONTEXT] + self.r_block(body_of(h.body))
             if info.star_raised:
                 raised = info.star_raised[index]
-                h_body.insert(0, if_(expr(f"{RESTORE} and {raised} is not None"), [small(cst.Raise(exc=cst.Name(raised)))]))
+                h_body.insert(0, if_(expr(f"{RESTORE} and {raised} is not None"), [_reraise(raised)]))
                 self._need(span, *info.star_raised)
             handlers.append(h.with_changes(type=typ, body=block(h_body),
                                            whitespace_after_except=cst.SimpleWhitespace(" ")))
@@ -227,7 +227,7 @@ class Emitter:
             f_span = self._range_block(body_of(final.body))
             if f_span is not None:
                 kind = info.finally_kind
-                recreate: Stmts = [if_(expr(f"{kind} == {EXCEPTION}"), [small(cst.Raise(exc=cst.Name(info.finally_exc)))])]
+                recreate: Stmts = [if_(expr(f"{kind} == {EXCEPTION}"), [_reraise(info.finally_exc)])]
                 if RETURN in info.finally_kinds:
                     recreate.append(if_(expr(f"{kind} == {RETURN}"), [small(cst.Return(cst.Name(info.finally_value)))]))  # type: ignore[arg-type]
                 if BREAK in info.finally_kinds:
@@ -243,7 +243,7 @@ class Emitter:
             self._need(body_span, info.with_manager)
         body = dispatch + self.r_block(body_of(s.body))
         orelse = s.orelse.with_changes(body=block(self.r_block(body_of(s.orelse.body)))) if s.orelse else None
-        finalbody = final.with_changes(body=block(self.r_block(body_of(final.body)))) if final else None
+        finalbody = final.with_changes(body=block([_RECONTEXT] + self.r_block(body_of(final.body)))) if final else None
         return [s.with_changes(body=block(body), handlers=handlers, orelse=orelse, finalbody=finalbody)]
 
     r_TryStar = r_Try
@@ -257,6 +257,15 @@ class Emitter:
                 chain = cst.If(test=self._in(c_span), body=block(self.r_block(body_of(c.body))), orelse=chain)
         assert isinstance(chain, cst.If)
         return [chain]
+
+
+def _reraise(name: str) -> cst.SimpleStatementLine:
+    """Raise a saved exception again; the runtime notes its ``__context__``, which raising inside
+    another handler would overwrite, and ``_RECONTEXT`` in the handler that takes it puts it back."""
+    return small(cst.Raise(exc=call(rt("reraise"), cst.Name(name))))
+
+
+_RECONTEXT = if_(cst.Name(RESTORE), [small(cst.Expr(call(rt("recontext"))))])
 
 
 def _yield_of(line: cst.SimpleStatementLine) -> cst.Yield:

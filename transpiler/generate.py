@@ -239,6 +239,8 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     for name in sorted(saved - set(params)):
         prologue.append(stmt(f"if {name!r} in {PREFIX}L: {name} = {PREFIX}L[{name!r}]\n"))
     prologue.append(assign(RESTORE, expr(f"{FRAME}.state")))
+    # The saved values now live in the locals only (nothing else may keep them alive).
+    prologue.append(stmt(f"{FRAME} = {PREFIX}L = None\n"))
     meta = f"{PREFIX}meta{state.meta_prefix}{len(state.plans) + 1}"
     decls = [small(cst.Global(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) if isinstance(h, cst.Global)
              else small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) for h in hoist.found]

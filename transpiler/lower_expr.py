@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import libcst as cst
 
-from .cstutil import PREFIX, STATE, assign, code_of, has_yield, if_
+from .cstutil import PREFIX, STATE, assign, code_of, has_yield, if_, releasing
 
 Stmts = list[cst.BaseStatement]
 
@@ -69,7 +69,10 @@ class ExprLowerer:
             second = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(target))], value=ynode)
         line = cst.SimpleStatementLine(body=[state, second])
         self.yield_lines[id(line)] = self.line_of(node)
-        pre.append(line)
+        if isinstance(value, cst.From):
+            pre.append(releasing([line], it))
+        else:
+            pre.append(line)
         return pre
 
     # -- generic -----------------------------------------------------------------------------

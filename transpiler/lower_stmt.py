@@ -16,7 +16,7 @@ from typing import Callable
 
 import libcst as cst
 
-from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, rt, small
+from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, releasing, rt, small
 from .lower_expr import ExprLowerer, Stmts, Unsupported
 
 # Pending completion kinds kept in ``_dg_fkN`` while a finally block runs.
@@ -288,6 +288,8 @@ class StmtLowerer:
             iterable = cst.Name(it)
         loop = cst.For(target=target, iter=iterable, body=block(self._loop_body(node.body, extra)),
                        orelse=cst.Else(body=block(orelse)) if orelse is not None else None)
+        if body_yields:
+            return pre + [releasing([loop], it)]
         return pre + [loop]
 
     def lower_With(self, node: cst.With) -> Stmts:
@@ -327,7 +329,11 @@ class StmtLowerer:
                 if_(expr(f"{PREFIX}rt.detaching({exc}) or not {exit_}(type({exc}), {exc}, {exc}.__traceback__)"),
                     [small(cst.Raise())]),
             ]))
-        final = cst.Finally(body=block([if_(cst.Name(ok), [small(cst.Expr(expr(f"{exit_}(None, None, None)")))])]))
+        final = cst.Finally(body=block([
+            if_(cst.Name(ok), [small(cst.Expr(expr(f"{exit_}(None, None, None)")))]),
+            assign(cst.Tuple([cst.Element(cst.Name(mgr)), cst.Element(cst.Name(exit_))], lpar=[], rpar=[]),
+                   expr("None, None")),
+        ]))
         try_node = cst.Try(body=block(body), handlers=[handler], finalbody=final)
         self.try_info[id(try_node)] = TryInfo(handler_excs=[None], with_manager=mgr, with_exit=exit_)
         return pre + [try_node]
@@ -373,10 +379,10 @@ class StmtLowerer:
         catch = cst.ExceptHandler(type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
                                   body=block(handler_body))
         final_body = self.lower_suite(final.body)
-        if info.finally_exc:
-            final_body.append(assign(info.finally_exc, cst.Name("None")))
-        guarded = [if_(cst.Comparison(left=cst.Name(kind), comparisons=[
+        guarded: Stmts = [if_(cst.Comparison(left=cst.Name(kind), comparisons=[
             cst.ComparisonTarget(operator=cst.NotEqual(), comparator=cst.Integer(str(DETACHED)))]), final_body)]
+        if info.finally_exc:
+            guarded = [releasing(guarded, info.finally_exc)]
         outer = cst.Try(body=block(inner), handlers=[catch], finalbody=cst.Finally(body=block(guarded)))
         self.try_info[id(outer)] = info
         return [assign(kind, cst.Integer(str(NORMAL))), outer]
