@@ -13,7 +13,7 @@ from . import diagnostics as dg
 from .cstutil import FRAME, PREFIX, RESTORE, RT, assign, block, body_of, code_of, expr, has_yield, if_, small, stmt
 from .emit import Emitter
 from .liveness import analyze
-from .lower_stmt import StmtLowerer, Unsupported
+from .lower_stmt import DETACHED_CLASS, DETACHING, RUNTIME_LOCALS, StmtLowerer, Unsupported
 
 FORMAT_VERSION = 1
 """Bumped whenever the compiled form or the snapshot layout changes incompatibly."""
@@ -21,7 +21,7 @@ FORMAT_VERSION = 1
 MARK = "# dg@"
 """Trailing comment that records the original line of a generated statement."""
 
-_NOT_SAVED = (PREFIX + "wx",)  # recomputed on restore rather than carried
+_NOT_SAVED = (PREFIX + "wx", *RUNTIME_LOCALS)  # recomputed on restore or bound at start, never carried
 
 
 @dataclass
@@ -246,7 +246,11 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
              else small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) for h in hoist.found]
     entry = if_(expr(f"{RT}.PENDING and ({FRAME} := {RT}.take({meta})) is not None"),
                 prologue + restore_body, emitter.fast_final() or [small(cst.Pass())])
-    new_body = doc + decls + [entry]
+    bindings: list[cst.BaseStatement] = []
+    lowered_code = code_of(cst.Module(body=lowered))
+    if DETACHED_CLASS in lowered_code or DETACHING in lowered_code:
+        bindings.append(stmt(f"{DETACHED_CLASS}, {DETACHING} = {RT}.Detached, {RT}.detaching\n"))
+    new_body = doc + decls + bindings + [entry]
     target = [d for d in updated.decorators if isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET]
     decorator = cst.Decorator(decorator=expr(f"{RT}.compiled({meta})"))
     if target:  # the on-the-fly compiler's marker stands where the user's first decorator was

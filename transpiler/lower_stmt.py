@@ -19,6 +19,12 @@ import libcst as cst
 from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, releasing, rt, small
 from .lower_expr import ExprLowerer, Stmts, Unsupported
 
+# Handlers that let the detach signal through may run while the interpreter shuts down, when module
+# globals (``_dg_rt`` too) are already None: they use these locals, bound when the body starts.
+DETACHED_CLASS = PREFIX + "D"
+DETACHING = PREFIX + "dt"
+RUNTIME_LOCALS = (DETACHED_CLASS, DETACHING)
+
 # Pending completion kinds kept in ``_dg_fkN`` while a finally block runs.
 NORMAL, EXCEPTION, RETURN, BREAK, CONTINUE, DETACHED = range(6)
 
@@ -326,7 +332,7 @@ class StmtLowerer:
             name=cst.AsName(name=cst.Name(exc)),
             body=block([
                 assign(ok, cst.Name("False")),
-                if_(expr(f"{PREFIX}rt.detaching({exc}) or not {exit_}(type({exc}), {exc}, {exc}.__traceback__)"),
+                if_(expr(f"{DETACHING}({exc}) or not {exit_}(type({exc}), {exc}, {exc}.__traceback__)"),
                     [small(cst.Raise())]),
             ]))
         final = cst.Finally(body=block([
@@ -371,7 +377,7 @@ class StmtLowerer:
         assert kind is not None
         t = PREFIX + "t"
         handler_body = [
-            assign(kind, expr(f"{DETACHED} if {PREFIX}rt.detaching({t}) else {EXCEPTION}")),
+            assign(kind, expr(f"{DETACHED} if {DETACHING}({t}) else {EXCEPTION}")),
             small(cst.Raise()),
         ]
         if final_yields:
@@ -391,7 +397,7 @@ class StmtLowerer:
         info = TryInfo()
         handlers: list[cst.BaseExceptHandler] = []
         if not star:
-            handlers.append(cst.ExceptHandler(type=rt("Detached"), body=block([small(cst.Raise())])))
+            handlers.append(cst.ExceptHandler(type=cst.Name(DETACHED_CLASS), body=block([small(cst.Raise())])))
             info.handler_excs.append(None)
         # except*: restore re-raises the whole group that entered the clauses; the earlier handlers
         # take their parts again (their bodies are skipped) and the suspended one gets its own part.
