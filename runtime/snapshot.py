@@ -175,6 +175,7 @@ def _packer() -> msgpack.Packer:
 
 _thread = threading.local()
 _UNBOUND = object()
+_AS_IS = frozenset({type(None), bool, float, bytes})
 
 
 def _plan(meta: FunctionMeta, state: int) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
@@ -209,7 +210,12 @@ def _frame_record(gen: types.GeneratorType, encode: Any, chain: bool = True
             value = get(name, _UNBOUND)
             if value is not _UNBOUND:
                 mask |= bit
-                if name is yf and type(value) is types.GeneratorType:
+                kind = type(value)
+                if kind is int and -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF or kind in _AS_IS:
+                    values.append(value)  # travels as itself (what the codec would return), minus a call
+                    bit <<= 1
+                    continue
+                if name is yf and kind is types.GeneratorType:
                     inner = _delegate(meta, state, name, value)
                     if chain:
                         sub, value = inner, None

@@ -246,10 +246,11 @@ class Liveness:
 
     def s_Try(self, s: ast.Try, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
         if s.finalbody:
-            exits = live | ctx.exc | ctx.brk | ctx.cont | ctx.ret
-            final = self.block(s.finalbody, exits, ctx)
-            inner = _Ctx(final, final | ctx.brk, final | ctx.cont, final | ctx.ret)
-            after = final
+            # The finally block runs on every way out; what is live after it depends on which.
+            def through(out: frozenset[str]) -> frozenset[str]:
+                return self.block(s.finalbody, out, ctx)
+            inner = _Ctx(through(ctx.exc), through(ctx.brk), through(ctx.cont), through(ctx.ret))
+            after = through(live)
         else:
             inner = ctx
             after = live
