@@ -17,8 +17,8 @@ Invariants that keep every program valid, terminating and deterministic:
   containers are built only from "atoms" (ints, strs, None, sent values) so nothing can nest or
   double its size exponentially, and a yield never sits in the arguments of a callee a snapshot
   cannot carry (bound methods such as ``LOG.append`` and builtin classes such as ``str`` or
-  ``ValueError``); builtin functions (``len``, ``repr``, ``isinstance``), ``f``, ``CM``, ``Oops`` and
-  ``sub`` are fine callees.
+  ``ValueError``); builtin functions (``len``, ``repr``, ``isinstance``), ``f``, ``CM``, ``Oops``
+  and ``sub`` are fine callees.
 """
 from __future__ import annotations
 
@@ -31,7 +31,8 @@ REQUIRED_KINDS = frozenset({
     # statements
     "assign", "augassign", "assign_yield", "yield_stmt", "bare_yield", "aug_yield",
     "yield_from_iterable", "yield_from_sub", "assign_yield_from", "call_stmt", "log", "list_append",
-    "slice_assign", "del", "return_value", "return_bare", "raise", "raise_oops", "raise_from",
+    "slice_assign", "del", "unpack", "star_call", "keyword_call", "return_value", "return_bare",
+    "raise", "raise_oops", "raise_from",
     "bare_raise", "pass",
     # control flow
     "if", "elif", "else", "for", "for_else", "while", "while_true", "while_else", "break",
@@ -67,9 +68,11 @@ class Oops(Exception):
     pass
 
 
-def f(*args):
-    LOG.append(("f",) + args)
-    return len(args)
+def f(*args, **kw):
+    LOG.append(("f",) + args + tuple(kw.items()))
+    if "xyz" in args:
+        raise KeyError("f")
+    return len(args) + len(kw)
 
 
 class CM:
@@ -79,10 +82,14 @@ class CM:
 
     def __enter__(self):
         LOG.append(("enter", self.tag))
+        if self.tag == "xyz":
+            raise Oops("enter")
         return self.tag
 
     def __exit__(self, et, ev, tb):
         LOG.append(("exit", self.tag, None if et is None else et.__name__))
+        if self.tag == 3:
+            raise KeyError("exit")
         return self.suppress
 '''
 
@@ -123,35 +130,6 @@ class RandomChooser(Chooser):
         return self.rng.randint(lo, hi)
 
 
-class ReplayChooser(Chooser):
-    """Replays recorded choices (offsets from ``lo``); past the end every choice is the simplest.
-
-    Used to shrink a failure found by a seeded run (see :func:`shrink_choices`)."""
-
-    def __init__(self, choices: Sequence[int]) -> None:
-        self.choices = list(choices)
-        self.pos = 0
-        self.used: list[int] = []
-
-    def integer(self, lo: int, hi: int) -> int:
-        raw = self.choices[self.pos] if self.pos < len(self.choices) else 0
-        self.pos += 1
-        value = lo + min(max(raw, 0), hi - lo)
-        self.used.append(value - lo)
-        return value
-
-
-class RecordingChooser(RandomChooser):
-    def __init__(self, rng: random.Random) -> None:
-        super().__init__(rng)
-        self.used: list[int] = []
-
-    def integer(self, lo: int, hi: int) -> int:
-        value = super().integer(lo, hi)
-        self.used.append(value - lo)
-        return value
-
-
 class DrawChooser(Chooser):
     """Drives the builder from Hypothesis (``draw`` of an ``st.composite`` or ``st.data()``)."""
 
@@ -168,12 +146,11 @@ class DrawChooser(Chooser):
 
 @dataclasses.dataclass(frozen=True)
 class Scope:
-    in_main: bool = True
     loop: bool = False           # break/continue allowed
     handler: bool = False        # bare raise allowed
     exc_var: str | None = None   # innermost bound except-as name
     extra: tuple[str, ...] = ()  # readable loop/with/except names
-    place: str = "body"          # where a suspension here sits: body/loop/try/except/else/finally/with
+    place: str = "body"          # body/loop/try/except/else/finally/with: where a yield here sits
 
 
 @dataclasses.dataclass
@@ -405,9 +382,22 @@ class ProgramBuilder:
     def call_f(self, d: int, y: bool, fs: bool = False, scope: Scope | None = None) -> E:
         args = [self.any(d - 1, y, fs, scope) for _ in range(self.ch.integer(0, 3))]
         hy = any(a[1] for a in args)
+        texts = [a[0] for a in args]
+        if self.ch.chance(15):  # a starred argument (L holds only atoms)
+            self.mark("star_call")
+            star = "*L"
+            if self.ch.chance(50):
+                v, vy = self.atom(d - 1, y, fs)
+                star, hy = f"*[{v}]", hy or vy
+            texts.insert(self.ch.integer(0, len(texts)), star)
+        for name in ("k", "z")[: self.ch.integer(0, 2) if self.ch.chance(25) else 0]:
+            self.mark("keyword_call")
+            v, vy = self.atom(d - 1, y, fs)
+            hy = hy or vy
+            texts.append(f"{name}={v}" if name == "k" or fs else f"**{{'{name}': {v}}}")
         if hy:
             self.mark("yield_in_call")
-        return f"f({', '.join(a[0] for a in args)})", hy
+        return f"f({', '.join(texts)})", hy
 
     def cond(self, d: int, y: bool, fs: bool = False, scope: Scope | None = None,
              only_compare: bool = False) -> E:
@@ -478,8 +468,9 @@ class ProgramBuilder:
         kind = self.ch.weighted([
             (1, "pass"), (6, "assign"), (3, "augassign"), (6, "assign_yield"), (7, "yield_stmt"),
             (1, "bare_yield"), (1, "aug_yield"), (3, "yield_from"), (3, "call_stmt"),
-            (2, "log"), (1, "list_append"), (1, "slice_assign"), (1, "del"),
-            (1 if depth else 0, "return"), (1 if depth else 0, "raise"), (3 if scope.loop else 0, "break"), (3 if scope.loop else 0, "continue"),
+            (2, "log"), (1, "list_append"), (1, "slice_assign"), (1, "del"), (1, "unpack"),
+            (1 if depth else 0, "return"), (1 if depth else 0, "raise"),
+            (3 if scope.loop else 0, "break"), (3 if scope.loop else 0, "continue"),
             (3 if scope.handler else 0, "bare_raise"), (2 if scope.exc_var else 0, "raise_from"),
             (cw * 2, "if"), (cw, "for"), (cw, "while"), (cw * 2, "try"), (cw, "with"),
         ])
@@ -527,6 +518,13 @@ class ProgramBuilder:
                 return [f"{target} = yield"]
             self.mark("assign_yield")
             return [f"{target} = yield {self.any(d, True, scope=scope)[0]}"]
+        if kind == "unpack":
+            self.mark("unpack")
+            if self.ch.chance(40):
+                self.fn_yields += 1
+                return [f"x, y = yield {self.any(d - 1, True, scope=scope)[0]}"]
+            (l, _), (r, _) = self.atom(d - 1, True), self.atom(d - 1, True)
+            return [f"x, y = {l}, {r}"]
         if kind == "yield_stmt":
             self.mark("yield_stmt")
             self.fn_yields += 1
@@ -781,9 +779,9 @@ class ProgramBuilder:
         self.fn_yields = 0
         saved = self.max_depth
         self.max_depth = depth
-        body = list(INIT) + self.block(Scope(in_main=not in_sub), 0, lo=2)
+        body = list(INIT) + self.block(Scope(), 0, lo=2)
         if self.ch.chance(30):
-            body += self.s_simple("return", Scope(in_main=not in_sub))
+            body += self.s_simple("return", Scope())
         self.max_depth = saved
         if self.fn_yields == 0:  # must stay a generator function
             body.append("yield n")
@@ -833,41 +831,3 @@ def build_case(ch: Chooser, **kw) -> tuple[Program, list]:
     """A program and a script, both from ``ch``."""
     program = build_program(ch, **kw)
     return program, build_script(ch)
-
-
-def shrink_choices(choices: list[int], failing: Callable[[list[int]], bool],
-                   budget: int = 3000) -> list[int]:
-    """Greedy shrinking of a recorded choice sequence while ``failing(choices)`` stays true:
-    delete chunks, zero values, decrement values (all choices are offsets from their minimum)."""
-    best = list(choices)
-    calls = 0
-
-    def attempt(cand: list[int]) -> bool:
-        nonlocal best, calls
-        if calls >= budget or cand == best:
-            return False
-        calls += 1
-        if failing(cand):
-            best = cand
-            return True
-        return False
-
-    improved = True
-    while improved and calls < budget:
-        improved = False
-        for size in (64, 16, 8, 4, 2, 1):
-            i = 0
-            while i < len(best):
-                if not attempt(best[:i] + best[i + size:]):
-                    i += size
-                else:
-                    improved = True
-        for i in range(len(best)):
-            if i < len(best) and best[i]:
-                if attempt(best[:i] + [0] + best[i + 1:]):
-                    improved = True
-                elif best[i] > 1 and attempt(best[:i] + [best[i] - 1] + best[i + 1:]):
-                    improved = True
-        while best and best[-1] == 0:
-            best = best[:-1]
-    return best
