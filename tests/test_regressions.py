@@ -87,3 +87,24 @@ def gen():
 """
     differential(src, [NEXT, CLOSE])
     differential(src, [NEXT, throw(ValueError("v")), CLOSE])
+
+
+def test_manager_suppressing_an_exception_keeps_later_locals_live() -> None:
+    # The with block holds no suspension, but its __exit__ swallows the ValueError, so `values`
+    # is read after it: the snapshot taken at the earlier yield must keep it.
+    src = """
+LOG = []
+class Suppress:
+    def __enter__(self):
+        LOG.append("enter")
+    def __exit__(self, et, ev, tb):
+        LOG.append(("exit", et.__name__))
+        return True
+def gen():
+    values = [1, 2]
+    yield "before"
+    with Suppress():
+        raise ValueError("swallowed")
+    yield values
+"""
+    differential(src, [NEXT, NEXT, NEXT])

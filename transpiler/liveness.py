@@ -237,7 +237,9 @@ class Liveness:
         return self.simple(s.iter, head, ctx)
 
     def s_With(self, s: ast.With, live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
-        body = self.block(s.body, live, ctx)
+        # __exit__ may suppress an exception raised in the body: execution then goes on after it.
+        inner = _Ctx(ctx.exc | live, ctx.brk, ctx.cont, ctx.ret)
+        body = self.block(s.body, live, inner)
         for item in reversed(s.items):
             if item.optional_vars is not None:
                 body = self.simple(item.optional_vars, body, ctx)
