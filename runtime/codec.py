@@ -5,7 +5,7 @@ from __future__ import annotations
 import builtins
 import types
 from typing import Any, Protocol
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from .errors import CorruptSnapshotError, SnapshotError, UnserializableValueError
 
@@ -15,9 +15,10 @@ __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 # Wire format
 #
 # Scalars travel as themselves: None, bool, float, bytes, int within msgpack's range
-# [-2**63, 2**64 - 1] and str that is valid UTF-8 (no lone surrogates).  Everything else is a
-# msgpack array whose first item is a small int tag.  (A plain Python list is tagged as well,
-# so every array on the wire is a tagged node.)
+# [-2**63, 2**64 - 1] and str that is valid UTF-8 (no lone surrogates).  A dict whose keys and
+# values are all such scalars is a msgpack map.  Everything else is a msgpack array whose first
+# item is a small int tag.  (A plain Python list is tagged as well, so every array on the wire is
+# a tagged node.)
 #
 # Memo: every container, iterator, exception and custom object owns a slot numbered in
 # encounter order; a later occurrence is written [REF, slot].  Mutable objects (list, dict, set,
@@ -29,7 +30,8 @@ __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 # decodes the children (to replay their slot assignments) and returns the slot's object.
 #
 #   [0, slot]                      ref                [1, *items]            list
-#   [2, *items]                    tuple              [3, k0, v0, k1, ...]   dict (insertion order)
+#   [2, *items]                    tuple              [3, *keys, *values]    dict (insertion order)
+#   {key: value, ...}              dict whose keys and values are all scalars (a msgpack map)
 #   [4, *items]                    set                [5, *items]            frozenset
 #   [6, bytes]                     int beyond 64 bits (little-endian two's complement)
 #   [7, bytes]                     str with lone surrogates (UTF-8, 'surrogatepass')
@@ -231,12 +233,17 @@ def _locate(parent: object, child: object) -> str:
 class Encoder:
     """Encodes values into msgpack-ready structures; one memo is shared by all ``encode`` calls.
 
-    After an ``encode`` call raised, the encoder's memo is unreliable: discard the encoder.
+    ``exact=True`` (the default) checks every int and str, so the result always packs.  With
+    ``exact=False`` ints and strs travel as themselves without a check: faster, and right unless
+    an int is beyond 64 bits or a str holds a lone surrogate, in which case msgpack's ``pack``
+    raises OverflowError or UnicodeEncodeError and the caller must encode again with
+    ``exact=True`` (runtime.snapshot does).  After an ``encode`` call raised, the encoder's memo
+    is unreliable: discard the encoder.
     """
 
-    __slots__ = ("_hooks", "_memo", "_keep")
+    __slots__ = ("_hooks", "_memo", "_keep", "_plain")
 
-    def __init__(self, hooks: EncodeHooks) -> None:
+    def __init__(self, hooks: EncodeHooks, *, exact: bool = True) -> None:
         self._hooks = hooks
         self._memo: dict[int, int] = {}  # id(obj) -> slot
         # The slot of a new object is len(memo).  Memo keys are ids, so every registered object
@@ -244,29 +251,40 @@ class Encoder:
         # encode() are kept by those values; _keep holds those values themselves and the
         # temporaries (iterator __reduce__ results, custom payloads) that nothing else holds.
         self._keep: list[object] = []
+        # Types whose values are written as themselves without a look at the value.
+        self._plain = _PLAIN if exact else _SCALARS
+
+    def reset(self) -> None:
+        """Forget every object encoded so far: the encoder starts afresh (and holds nothing)."""
+        self._memo.clear()
+        self._keep.clear()
 
     def encode(self, value: object, label: str) -> object:
         """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
-        tp = type(value)
-        if tp is int:
-            if -9223372036854775808 <= value <= 18446744073709551615:  # type: ignore[operator]
-                return value
-        elif tp is str:
-            if value.isascii():  # type: ignore[attr-defined]
-                return value
-        elif tp in _PLAIN:
-            return value
-        self._keep.append(value)
+        out = [value]
+        self.encode_all(out, (label,))
+        return out[0]
+
+    def encode_all(self, values: list[Any], labels: Sequence[str]) -> None:
+        """Replace each of ``values`` by its msgpack-serializable form; ``labels[i]`` names ``values[i]``."""
+        plain = self._plain
+        keep = self._keep.append
+        encoders = _ENCODERS
+        i = 0
         try:
-            fn = _ENCODERS.get(tp)
-            if fn is None:
-                return self._other(value)
-            return fn(self, value)
+            for i, value in enumerate(values):
+                tp = type(value)
+                if tp in plain:
+                    continue
+                keep(value)
+                fn = encoders.get(tp)
+                values[i] = self._other(value) if fn is None else fn(self, value)
         except _Fail as fail:
-            raise fail.error(label) from None
+            raise fail.error(labels[i]) from None
         except RecursionError:
             raise UnserializableValueError(
-                f"cannot snapshot {label}: value is nested too deeply", path=[label], type_name=_type_name(tp)
+                f"cannot snapshot {labels[i]}: value is nested too deeply", path=[labels[i]],
+                type_name=_type_name(type(values[i]))
             ) from None
 
     # -- generic ------------------------------------------------------------------------------
@@ -305,22 +323,16 @@ class Encoder:
     # -- containers ---------------------------------------------------------------------------
 
     def _items(self, tag: int, v: Any) -> list[Any]:
-        """``[tag, *encoded items]`` with scalars inlined (the hot loop)."""
+        """``[tag, *encoded items]``; all-plain items are copied in one go (the hot path)."""
+        plain = self._plain
+        if plain.issuperset(map(type, v)):
+            return [tag, *v]
         out: list[Any] = [tag]
         ap = out.append
         enc = self._enc
-        plain = _PLAIN
         try:
             for x in v:
-                t = type(x)
-                if (
-                    (t is int and -9223372036854775808 <= x <= 18446744073709551615)
-                    or (t is str and x.isascii())
-                    or t in plain
-                ):
-                    ap(x)
-                else:
-                    ap(enc(x))
+                ap(x if type(x) in plain else enc(x))
         except _Fail as fail:
             fail.chain.append((v, None))
             raise
@@ -333,25 +345,7 @@ class Encoder:
         if slot is not None:
             return [_REF, slot]
         memo[key] = len(memo)
-        out: list[Any] = [_LIST]
-        ap = out.append
-        plain = _PLAIN
-        try:
-            for x in v:
-                t = type(x)
-                if (
-                    (t is int and -9223372036854775808 <= x <= 18446744073709551615)
-                    or (t is str and x.isascii())
-                    or t in plain
-                ):
-                    ap(x)
-                else:
-                    fn = _ENCODERS.get(t)
-                    ap(self._other(x) if fn is None else fn(self, x))
-        except _Fail as fail:
-            fail.chain.append((v, None))
-            raise
-        return out
+        return self._items(_LIST, v)
 
     def _set(self, v: set[Any]) -> Any:
         slot = self._memo.get(id(v))
@@ -379,26 +373,17 @@ class Encoder:
         if slot is not None:
             return [_REF, slot]
         memo[key] = len(memo)
+        plain = self._plain
+        if plain.issuperset(map(type, v)) and plain.issuperset(map(type, v.values())):
+            return v  # packed as a msgpack map
         out: list[Any] = [_DICT]
         ap = out.append
         enc = self._enc
-        plain = _PLAIN
         try:
-            for k, x in v.items():
-                t = type(k)
-                if (t is str and k.isascii()) or (t is int and -9223372036854775808 <= k <= 18446744073709551615):
-                    ap(k)
-                else:
-                    ap(enc(k))
-                t = type(x)
-                if (
-                    (t is int and -9223372036854775808 <= x <= 18446744073709551615)
-                    or (t is str and x.isascii())
-                    or t in plain
-                ):
-                    ap(x)
-                else:
-                    ap(enc(x))
+            for x in v:
+                ap(x if type(x) in plain else enc(x))
+            for x in v.values():
+                ap(x if type(x) in plain else enc(x))
         except _Fail as fail:
             fail.chain.append((v, None))
             raise
@@ -420,28 +405,20 @@ class Encoder:
         slot = memo.get(key)
         if slot is not None:
             return [_REF, slot]
+        memo[key] = len(memo)  # no children: registering first gives the slot the decoder uses
         # 3.10/3.11: (iter, (range,), index); 3.12+: (iter, (remaining range,), None)
         reduced = it.__reduce__()
         rng = reduced[1][0]
         start = rng.start
         stop = rng.stop
         step = rng.step
-        if len(reduced) > 2 and reduced[2]:
+        if reduced[2]:
             start += reduced[2] * step
             if (start > stop) if step > 0 else (start < stop):
                 start = stop  # exhausted: keep the numbers within the original bounds
-        if (
-            -1073741824 < start < 1073741824 and -1073741824 < stop < 1073741824 and -1073741824 < step < 1073741824
-        ) or (
-            -9223372036854775808 <= start <= 18446744073709551615
-            and -9223372036854775808 <= stop <= 18446744073709551615
-            and -9223372036854775808 <= step <= 18446744073709551615
-        ):
-            out = [_RANGE_IT, start, stop, step]
-        else:
-            out = [_RANGE_IT, self._int(start), self._int(stop), self._int(step)]
-        memo[key] = len(memo)
-        return out
+        if self._plain is _SCALARS:
+            return [_RANGE_IT, start, stop, step]
+        return [_RANGE_IT, self._int(start), self._int(stop), self._int(step)]
 
     def _seq_it(self, it: Any, tag: int, exhausted_index: int) -> Any:
         """Iterators reducing to ``(callable, (seq,), index)``, or ``(callable, (empty,))`` once exhausted."""
@@ -644,35 +621,32 @@ class Decoder:
 
     def decode(self, packed: object) -> object:
         """Rebuild the value that ``Encoder.encode`` turned into ``packed``."""
-        tp = type(packed)
-        if tp in _SCALARS:
-            return packed
+        return self.decode_all([packed])[0]
+
+    def decode_all(self, packed: list[Any]) -> list[Any]:
+        """Rebuild the values that ``Encoder.encode_all`` (or ``encode``, in this order) packed."""
+        scalars = _SCALARS
+        node = self._node
         try:
-            if tp is not list:
-                raise _corrupt(f"unexpected {tp.__name__}")
-            tag = packed[0]  # type: ignore[index]
-            if type(tag) is not int:
-                raise _corrupt(f"bad tag {tag!r}")
-            fn = _DECODERS.get(tag)
-            if fn is None:
-                raise _corrupt(f"unknown tag {tag!r}")
-            value = fn(self, packed)  # type: ignore[arg-type]
-            if self._pending:
-                for it, index in self._pending:
-                    it.__setstate__(index)
-                self._pending.clear()
-            return value
+            values = [x if type(x) in scalars else node(x) for x in packed]
         except SnapshotError:
             self._pending.clear()
             raise
         except Exception as exc:
             self._pending.clear()
             raise CorruptSnapshotError(f"malformed snapshot value: {type(exc).__name__}: {exc}") from exc
+        if self._pending:
+            for it, index in self._pending:
+                it.__setstate__(index)
+            self._pending.clear()
+        return values
 
     # -- generic ------------------------------------------------------------------------------
 
     def _node(self, p: Any) -> Any:
         if type(p) is not list:
+            if type(p) is dict:
+                return self._map(p)
             raise _corrupt(f"unexpected {type(p).__name__}")
         tag = p[0]
         if type(tag) is not int:
@@ -749,21 +723,22 @@ class Decoder:
         out.update(self._items(p))
         return out
 
+    def _map(self, p: dict[Any, Any]) -> dict[Any, Any]:
+        """A msgpack map: a dict whose keys and values are all scalars, used as it is."""
+        if not (_SCALARS.issuperset(map(type, p)) and _SCALARS.issuperset(map(type, p.values()))):
+            raise _corrupt("map with a value that is not a scalar")
+        self._memo.append(p)
+        return p
+
     def _dict(self, p: list[Any]) -> dict[Any, Any]:
         if not len(p) & 1:
             raise _corrupt("dict node with an odd number of keys and values")
-        items = p[1:]
-        if _SCALARS.issuperset(map(type, items)):
-            flat = iter(items)
-            out = dict(zip(flat, flat))
-            self._memo.append(out)
-            return out
-        out = {}
+        half = len(p) // 2 + 1
+        out: dict[Any, Any] = {}
         self._memo.append(out)
-        node = self._node
-        scalars = _SCALARS
-        flat = iter([x if type(x) in scalars else node(x) for x in items])
-        out.update(zip(flat, flat))
+        items = self._items(p)  # keys first, then values: the order the encoder wrote them
+        half -= 1
+        out.update(zip(items[:half], items[half:]))
         return out
 
     def _tuple(self, p: list[Any]) -> tuple[Any, ...]:

@@ -25,10 +25,10 @@ class FunctionMeta:
     code: types.CodeType | None = None
     plans: dict[int, Any] = field(default_factory=dict)  # per-state snapshot plan (runtime.snapshot)
     placeholders: tuple[tuple[None, ...], dict[str, None]] | None = None  # restore call arguments
+    ident: str = field(init=False)  # ``module:qualname``, the name snapshots use
 
-    @property
-    def ident(self) -> str:
-        return f"{self.module}:{self.qualname}"
+    def __post_init__(self) -> None:
+        self.ident = f"{self.module}:{self.qualname}"
 
     def line_of(self, state: int) -> int | None:
         if state == 0 and self.code is not None:
@@ -37,7 +37,10 @@ class FunctionMeta:
 
 
 BY_NAME: dict[str, FunctionMeta] = {}
-BY_CODE: dict[types.CodeType, FunctionMeta] = {}
+BY_CODE: dict[int, FunctionMeta] = {}
+"""Durable functions by ``id()`` of their code objects (hashing a code object is slow), which
+``_CODES`` keeps alive so that an id is never reused."""
+_CODES: list[types.CodeType] = []
 MODULES: set[str] = set()
 """Modules that declared durable functions: their classes may appear in snapshots."""
 
@@ -52,8 +55,14 @@ def attach(meta: FunctionMeta, fn: Callable[..., Any]) -> None:
     code = fn.__code__
     meta.function = fn
     if meta.code is not code:
-        meta.code = code
-        BY_CODE[code] = meta
+        _add_code(meta, code)
+
+
+def _add_code(meta: FunctionMeta, code: types.CodeType) -> None:
+    meta.code = code
+    if id(code) not in BY_CODE:
+        _CODES.append(code)
+    BY_CODE[id(code)] = meta
 
 
 def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
@@ -102,8 +111,7 @@ def code_for(meta: FunctionMeta) -> types.CodeType:
         code = _find_nested(code, name) if code is not None else None
     if code is None:
         raise IncompatibleCodeError(f"cannot locate the code of durable function {meta.ident!r}")
-    meta.code = code
-    BY_CODE[code] = meta
+    _add_code(meta, code)
     return code
 
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import builtins
 import inspect
+import operator
 import sys
-import threading
 import types
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -45,10 +45,10 @@ class _Hooks:
         kind = type(obj)
         if kind is types.GeneratorType:
             gen = _unwrap(obj)  # type: ignore[arg-type]
-            if gen.gi_code in registry.BY_CODE and not gen.gi_running:
+            if id(gen.gi_code) in registry.BY_CODE and not gen.gi_running:
                 if gen.gi_frame is None:
                     return "gen-done", None
-                record, _ = _frame_record(gen, _as_is, chain=False)
+                record, _ = _frame_record(gen, None, chain=False)
                 return "gen", record
             return None
         if kind is types.BuiltinFunctionType and getattr(obj, "__self__", None) is builtins:
@@ -96,10 +96,6 @@ class _Hooks:
         raise CorruptSnapshotError(f"malformed value of kind {tag!r} in snapshot")
 
 
-def _as_is(value: Any, label: str) -> Any:
-    return value
-
-
 def _lookup(ref: str) -> Any:
     """Resolve ``module:qualname`` inside an already-imported compiled module (never imports)."""
     module, _, qualname = ref.partition(":")
@@ -124,7 +120,7 @@ class _DecodeHooks:
 def _meta_of(gen: Any) -> FunctionMeta:
     if not isinstance(gen, types.GeneratorType):
         raise NotDurableError(f"snapshot() needs a generator from a durable function, not {type(gen).__name__!r}")
-    meta = registry.BY_CODE.get(gen.gi_code)
+    meta = registry.BY_CODE.get(id(gen.gi_code))
     if meta is None:
         inner = _support_chaos_inner(gen)
         if inner is not None:
@@ -141,7 +137,7 @@ def _support_chaos_inner(gen: types.GeneratorType) -> types.GeneratorType | None
 
 
 def _unwrap(gen: types.GeneratorType) -> types.GeneratorType:
-    if gen.gi_code in registry.BY_CODE:
+    if id(gen.gi_code) in registry.BY_CODE:
         return gen
     inner = _support_chaos_inner(gen)
     return inner if inner is not None else gen
@@ -149,7 +145,7 @@ def _unwrap(gen: types.GeneratorType) -> types.GeneratorType:
 
 def snapshot(gen: Any) -> bytes:
     """Capture a suspended (or not yet started) durable generator, with its whole ``yield from`` chain."""
-    meta = registry.BY_CODE.get(gen.gi_code) if type(gen) is types.GeneratorType else None
+    meta = _BY_CODE.get(id(gen.gi_code)) if type(gen) is _GeneratorType else None
     if meta is None:
         _meta_of(gen)  # raises NotDurableError, or finds the generator a chaos wrapper drives
         gen = _unwrap(gen)
@@ -157,85 +153,134 @@ def snapshot(gen: Any) -> bytes:
         raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r} while it is running")
     if gen.gi_frame is None:
         raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r}: it has finished")
-    encode = Encoder(_HOOKS).encode
+    try:
+        tools = _TOOLS.pop()  # list.pop and list.append are atomic: each thread gets its own pair
+    except IndexError:
+        tools = Encoder(_HOOKS, exact=False), msgpack.Packer(use_bin_type=True)
+    encoder, packer = tools
+    try:
+        return packer.pack(_envelope(gen, encoder))  # type: ignore[no-any-return]
+    except (OverflowError, UnicodeEncodeError):  # an int beyond 64 bits or a str msgpack cannot carry
+        return packer.pack(_envelope(gen, Encoder(_HOOKS)))  # type: ignore[no-any-return]
+    finally:
+        encoder.reset()
+        _TOOLS.append(tools)
+
+
+def _envelope(gen: types.GeneratorType, encoder: Encoder) -> list[Any]:
     envelope: list[Any] = [MAGIC, FORMAT]
     current: types.GeneratorType | None = gen
     while current is not None:
-        record, current = _frame_record(current, encode)
+        record, current = _frame_record(current, encoder)
         envelope.append(record)
-    return _packer().pack(envelope)
+    return envelope
 
 
-def _packer() -> msgpack.Packer:
-    packer = getattr(_thread, "packer", None)
-    if packer is None:
-        packer = _thread.packer = msgpack.Packer(use_bin_type=True)
-    return packer
+_TOOLS: list[tuple[Encoder, msgpack.Packer]] = []
+"""Idle (optimistic encoder, packer) pairs, reused from one snapshot to the next."""
+_BY_CODE = registry.BY_CODE
+_GeneratorType = types.GeneratorType
 
 
-_thread = threading.local()
-_UNBOUND = object()
-_AS_IS = frozenset({type(None), bool, float, bytes})
+class _Plan:
+    """How to read the live locals of one state of a durable function."""
+
+    __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "all_bound", "free_names")
+
+    def __init__(self, meta: FunctionMeta, state: int, code: types.CodeType) -> None:
+        names = meta.states[state] if state else meta.params
+        self.names = names
+        self.labels = tuple(f"local {n!r}" for n in names)
+        # the local holding the generator a ``yield from`` suspended in delegates to
+        self.delegation = next((n for n in names if n.startswith("_dg_yf")), None) \
+            if state in meta.yield_from else None
+        self.delegation_label = self.labels[names.index(self.delegation)] if self.delegation else None
+        # fetch(frame_locals) -> tuple of the live values; KeyError when one is unbound
+        if len(names) > 1:
+            self.fetch: Callable[[Any], tuple[Any, ...]] = operator.itemgetter(*names)
+        elif names:
+            name = names[0]
+            self.fetch = lambda f_locals: (f_locals[name],)
+        else:
+            self.fetch = lambda f_locals: ()
+        self.all_bound = (1 << len(names)) - 1
+        self.free_names = tuple(n for n in code.co_freevars if n != "__class__")
 
 
-def _plan(meta: FunctionMeta, state: int) -> tuple[tuple[str, ...], tuple[str, ...], str | None]:
-    """Per state: live local names, their labels for error messages, and the delegation local."""
+def _plan(meta: FunctionMeta, state: int, code: types.CodeType) -> _Plan:
     plan = meta.plans.get(state)
     if plan is None:
-        names = meta.states[state] if state else meta.params
-        yf = next((n for n in names if n.startswith("_dg_yf")), None) if state in meta.yield_from else None
-        plan = meta.plans[state] = (names, tuple(f"local {n!r}" for n in names), yf)
+        plan = meta.plans[state] = _Plan(meta, state, code)
     return plan
 
 
-def _frame_record(gen: types.GeneratorType, encode: Any, chain: bool = True
+def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool = True
                   ) -> tuple[list[Any], types.GeneratorType | None]:
     """One frame: ``[ident, fingerprint, state, mask, values, frees]`` and the durable generator it
     delegates to, if any (``chain``: the delegate becomes the next frame instead of a value).
 
     ``values`` are the bound live locals, ``frees`` is ``[names, values]`` of the closure variables
-    (or nil); ``encode(value, label)`` turns each value into its packed form.
+    (or nil). ``encoder`` turns the values into their packed form; None leaves them as they are
+    (for a generator held in a local, whose record the encoder then encodes as a whole).
     """
-    meta = registry.BY_CODE[gen.gi_code]
+    code = gen.gi_code
+    meta = _BY_CODE[id(code)]
     frame_locals = gen.gi_frame.f_locals
     state = frame_locals.get("_dg_s", 0)  # unbound until the body first suspends
-    names, labels, yf = _plan(meta, state)
-    get = frame_locals.get
-    mask = 0
-    bit = 1
-    values: list[Any] = []
-    sub: types.GeneratorType | None = None
+    plan = meta.plans.get(state) or _plan(meta, state, code)
     try:
-        for name, label in zip(names, labels):
-            value = get(name, _UNBOUND)
-            if value is not _UNBOUND:
-                mask |= bit
-                kind = type(value)
-                if kind is int and -0x8000000000000000 <= value <= 0xFFFFFFFFFFFFFFFF or kind in _AS_IS:
-                    values.append(value)  # travels as itself (what the codec would return), minus a call
-                    bit <<= 1
-                    continue
-                if name is yf and kind is types.GeneratorType:
-                    inner = _delegate(meta, state, name, value)
-                    if chain:
-                        sub, value = inner, None
-                    else:
-                        value = inner
-                values.append(encode(value, label))
-            bit <<= 1
-        frees = None
-        free_names = [n for n in gen.gi_code.co_freevars if n != "__class__" and n in frame_locals]
-        if free_names:
-            frees = [free_names, [encode(frame_locals[n], f"closure variable {n!r}") for n in free_names]]
+        values = list(plan.fetch(frame_locals))
+        mask = plan.all_bound
+        labels = plan.labels
+    except KeyError:
+        values, labels, mask = _bound_locals(plan, frame_locals)
+    sub: types.GeneratorType | None = None
+    delegation = plan.delegation_label
+    if delegation is not None and delegation in labels:
+        i = labels.index(delegation)
+        if type(values[i]) is types.GeneratorType:
+            inner = _delegate(meta, state, plan.delegation, values[i])  # type: ignore[arg-type]
+            if chain:
+                sub, values[i] = inner, None
+            else:
+                values[i] = inner
+    frees = None
+    try:
+        if encoder is not None:
+            encoder.encode_all(values, labels)
+        if plan.free_names:
+            free_names = [n for n in plan.free_names if n in frame_locals]
+            if free_names:
+                free_values = [frame_locals[n] for n in free_names]
+                if encoder is not None:
+                    encoder.encode_all(free_values, [f"closure variable {n!r}" for n in free_names])
+                frees = [free_names, free_values]
     except UnserializableValueError as exc:
         where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})"
         raise UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name) from None
     return [meta.ident, meta.fingerprint, state, mask, values, frees], sub
 
 
+def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str], int]:
+    """The bound live values, their labels and the bit mask saying which live locals they are."""
+    values: list[Any] = []
+    labels: list[str] = []
+    mask = 0
+    for bit, (name, label) in enumerate(zip(plan.names, plan.labels)):
+        value = frame_locals.get(name, _UNBOUND)
+        if value is not _UNBOUND:
+            mask |= 1 << bit
+            values.append(value)
+            labels.append(label)
+    return values, labels, mask
+
+
+_UNBOUND = object()
+
+
 def _delegate(meta: FunctionMeta, state: int, name: str, value: types.GeneratorType) -> types.GeneratorType:
     inner = _unwrap(value)
-    if inner.gi_code not in registry.BY_CODE:
+    if id(inner.gi_code) not in registry.BY_CODE:
         raise UnserializableValueError(
             f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it delegates "
             f"(yield from) to generator {value.__qualname__!r}, which is not durable",
@@ -319,9 +364,8 @@ def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
     ident, fingerprint, state, mask, values, frees = raw
     if not isinstance(values, list) or (frees and not isinstance(frees[1], list)):
         raise _corrupt("malformed frame record")
-    decode = decoder.decode
-    free_values = [frees[0], [decode(v) for v in frees[1]]] if frees else None
-    return _pending_frame([ident, fingerprint, state, mask, [decode(v) for v in values], free_values], checked)
+    free_values = [frees[0], decoder.decode_all(frees[1])] if frees else None
+    return _pending_frame([ident, fingerprint, state, mask, decoder.decode_all(values), free_values], checked)
 
 
 def _pending_frame(payload: Any, checked: tuple[FunctionMeta, tuple[str, ...]] | None = None
@@ -330,7 +374,7 @@ def _pending_frame(payload: Any, checked: tuple[FunctionMeta, tuple[str, ...]] |
     a durable generator held in a local)."""
     meta, names = checked or _check_record(payload)
     _, _, state, mask, values, frees = payload
-    bound = [name for bit, name in enumerate(names) if mask & (1 << bit)]
+    bound = names if mask == (1 << len(names)) - 1 else [name for bit, name in enumerate(names) if mask & (1 << bit)]
     if not isinstance(values, list) or len(values) != len(bound):
         raise _corrupt("frame locals do not match the function's state table")
     free_values: dict[str, Any] = {}
@@ -353,13 +397,14 @@ def _held_generators(gen: types.GeneratorType) -> list[types.GeneratorType]:
     """Suspended durable generators in the live locals of ``gen`` and of the frames it delegates to."""
     held: list[types.GeneratorType] = []
     current: types.GeneratorType | None = gen
-    while current is not None and current.gi_frame is not None and current.gi_code in registry.BY_CODE:
+    while current is not None and current.gi_frame is not None and id(current.gi_code) in registry.BY_CODE:
         frame_locals = current.gi_frame.f_locals
-        names, _, yf = _plan(registry.BY_CODE[current.gi_code], frame_locals.get("_dg_s", 0))
+        plan = _plan(registry.BY_CODE[id(current.gi_code)], frame_locals.get("_dg_s", 0), current.gi_code)
+        names, yf = plan.names, plan.delegation
         for name in names:
             value = frame_locals.get(name)
             if name is not yf and type(value) is types.GeneratorType and value.gi_frame is not None \
-                    and not value.gi_running and _unwrap(value).gi_code in registry.BY_CODE:
+                    and not value.gi_running and id(_unwrap(value).gi_code) in registry.BY_CODE:
                 held.append(value)
         delegate = frame_locals.get(yf) if yf else None
         current = delegate if type(delegate) is types.GeneratorType else None
@@ -381,7 +426,7 @@ def detach(gen: Any) -> None:
     if status == _GEN_CREATED:
         gen.close()
         return
-    if gen.gi_code not in registry.BY_CODE:
+    if id(gen.gi_code) not in registry.BY_CODE:
         raise NotDurableError(f"cannot detach generator {gen.__qualname__!r}: it was not compiled as durable")
     # Durable generators held in live locals (a for loop's iterator, say) were captured by the
     # snapshot too: detach them first, so releasing them runs none of their clean-up either.
