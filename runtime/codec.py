@@ -8,6 +8,7 @@ from typing import Any, Protocol
 from collections.abc import Callable, Sequence
 
 from .errors import CorruptSnapshotError, SnapshotError, UnserializableValueError
+from .kinds import NO_BODY
 
 __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 
@@ -35,7 +36,8 @@ __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 #   [4, *items]                    set                [5, *items]            frozenset
 #   [6, bytes]                     int beyond 64 bits (little-endian two's complement)
 #   [7, bytes]                     str with lone surrogates (UTF-8, 'surrogatepass')
-#   [8, slot, *children]           AGAIN (see above)  [9, tag, payload]      custom (EncodeHooks.custom)
+#   [8, slot, *children]           AGAIN (see above)
+#   [9, name, head] | [9, name, head, body]             custom value (a kind: EncodeHooks.custom)
 #   [10, name, args, ctx, cause, members, dict]       builtin exception (name in builtins)
 #   [11, ref,  args, ctx, cause, members, dict]       exception of a class allowed by class_ref
 #   [12 | 13, name | ref, message, excs, args, ctx, cause, members, dict]   exception groups
@@ -171,8 +173,11 @@ class EncodeHooks(Protocol):
         """``"module:qualname"`` if instances of ``cls`` may be carried (a compiled module's class), else None."""
         ...
 
-    def custom(self, obj: object) -> tuple[str, object] | None:
-        """``(tag, payload)`` for an object the codec does not know (payload is encoded recursively), or None."""
+    def custom(self, obj: object) -> tuple[str, object, object] | None:
+        """``(name, head, body)`` for an object the codec does not know, or None (see ``runtime.kinds``).
+
+        Head and body are encoded in turn; ``body`` is ``kinds.NO_BODY`` for one-phase kinds.
+        """
         ...
 
 
@@ -183,17 +188,22 @@ class DecodeHooks(Protocol):
         """The class named by ``ref``; raises a SnapshotError subclass itself when it is not allowed."""
         ...
 
-    def custom(self, tag: str, payload: object) -> object:
-        """Rebuild a custom object from its already decoded payload."""
+    def create(self, name: str, head: object) -> object:
+        """Rebuild a custom object (or, for a two-phase kind, an empty one) from its decoded head."""
+        ...
+
+    def fill(self, name: str, obj: object, head: object, body: object) -> None:
+        """Give a two-phase custom object (made by ``create`` from ``head``) its decoded body."""
         ...
 
 
 class _Fail(Exception):
     """Internal: an unsupported value was met; carries the chain of parents to build the path lazily."""
 
-    def __init__(self, value: object) -> None:
+    def __init__(self, value: object, reason: str = "is not supported") -> None:
         super().__init__()
         self.value = value
+        self.reason = reason
         # (parent, step) from the innermost parent outwards; step None means "find the child in parent"
         self.chain: list[tuple[object, str | None]] = []
 
@@ -206,7 +216,7 @@ class _Fail(Exception):
         path = [label, *reversed(steps)]
         type_name = _type_name(type(self.value))
         return UnserializableValueError(
-            f"cannot snapshot {' → '.join(path)}: value of type {type_name!r} is not supported",
+            f"cannot snapshot {' → '.join(path)}: value of type {type_name!r} {self.reason}",
             path=path,
             type_name=type_name,
         )
@@ -227,7 +237,20 @@ def _locate(parent: object, child: object) -> str:
                 return f"<key #{i}>"
     elif isinstance(parent, (set, frozenset)):
         return "<element>"
-    return "<?>"
+    for name, item in _attributes(parent):
+        if item is child:
+            return f".{name}"
+    return f"<{type(parent).__name__}>"
+
+
+def _attributes(obj: object) -> list[tuple[str, object]]:
+    """An object's instance attributes, from ``__dict__`` and ``__slots__``."""
+    found = list(getattr(obj, "__dict__", {}).items())
+    for klass in type(obj).__mro__:
+        for name in getattr(klass, "__slots__", ()):
+            if isinstance(name, str) and name not in ("__dict__", "__weakref__") and hasattr(obj, name):
+                found.append((name, getattr(obj, name)))
+    return found
 
 
 class Encoder:
@@ -241,7 +264,7 @@ class Encoder:
     is unreliable: discard the encoder.
     """
 
-    __slots__ = ("_hooks", "_memo", "_keep", "_plain")
+    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open")
 
     def __init__(self, hooks: EncodeHooks, *, exact: bool = True) -> None:
         self._hooks = hooks
@@ -253,11 +276,15 @@ class Encoder:
         self._keep: list[object] = []
         # Types whose values are written as themselves without a look at the value.
         self._plain = _PLAIN if exact else _SCALARS
+        # ids of one-phase custom objects whose head is being encoded (a ref to one is a cycle
+        # that restore could not rebuild)
+        self._open: set[int] = set()
 
     def reset(self) -> None:
         """Forget every object encoded so far: the encoder starts afresh (and holds nothing)."""
         self._memo.clear()
         self._keep.clear()
+        self._open.clear()
 
     def encode(self, value: object, label: str) -> object:
         """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
@@ -513,18 +540,35 @@ class Encoder:
     def _other(self, x: Any) -> Any:
         slot = self._memo.get(id(x))
         if slot is not None:
+            if self._open and id(x) in self._open:
+                raise _Fail(x, "refers back to itself through a value that cannot hold a cycle")
             return [_REF, slot]
         if isinstance(x, BaseException):
             out = self._exception(x)
             if out is not None:
                 return out
         handled = self._hooks.custom(x)
-        if handled is not None:
-            tag, payload = handled
-            self._keep.append(handled)
-            self._register(x)  # before the payload, so the payload may refer back to x
-            return [_CUSTOM, tag, self._part(x, f"<{tag}>", payload)]
-        raise _Fail(x)
+        if handled is None:
+            raise _Fail(x)
+        name, head, body = handled
+        self._keep.append(handled)
+        self._register(x)  # before its parts: the body may refer back to x
+        if body is NO_BODY:
+            self._open.add(id(x))
+            out = [_CUSTOM, name, self._component(x, head)]
+            self._open.discard(id(x))
+            return out
+        return [_CUSTOM, name, self._component(x, head), self._component(x, body)]
+
+    def _component(self, x: object, part: Any) -> Any:
+        """Encode the head or body of custom object ``x``; a failure's path steps into ``x`` itself."""
+        try:
+            return self._enc(part)
+        except _Fail as fail:
+            if fail.chain and fail.chain[-1][0] is part and _locate(x, part).startswith("<"):
+                fail.chain.pop()  # a container the kind made for x's parts is not a step of the path
+            fail.chain.append((x, None))
+            raise
 
     def _exception(self, e: BaseException) -> Any:
         tp = type(e)
@@ -850,15 +894,18 @@ class Decoder:
     # -- exceptions and custom objects --------------------------------------------------------
 
     def _custom(self, p: list[Any]) -> Any:
-        self._arity(p, 3)
-        tag = p[1]
-        if type(tag) is not str:
-            raise _corrupt("bad custom tag")
+        if len(p) not in (3, 4):
+            raise _corrupt(f"custom node needs 2 or 3 fields, got {len(p) - 1}")
+        name = p[1]
+        if type(name) is not str:
+            raise _corrupt("bad custom value name")
         memo = self._memo
         slot = len(memo)
         memo.append(_PENDING)
-        payload = self._one(p[2])
-        memo[slot] = obj = self._hooks.custom(tag, payload)
+        head = self._one(p[2])
+        memo[slot] = obj = self._hooks.create(name, head)
+        if len(p) == 4:
+            self._hooks.fill(name, obj, head, self._one(p[3]))
         return obj
 
     def _exc_class(self, p: list[Any], group: bool) -> type:

@@ -32,6 +32,18 @@ class IncompatibleCodeError(SnapshotError):
     """The snapshot names a function that is gone or whose code changed since it was taken."""
 
 
+class NotAllowedError(SnapshotError):
+    """The snapshot names a module, class or function that restore is not allowed to use.
+
+    Restore resolves names only in compiled modules, ``@serializable`` classes and modules given
+    to ``runtime.allow_modules``; it never imports or calls anything else a snapshot asks for.
+    """
+
+
+class SignatureError(SnapshotError):
+    """Restore with a signing key met a snapshot that is unsigned or whose signature does not match."""
+
+
 class CorruptSnapshotError(SnapshotError):
     """The bytes are not a snapshot this runtime can read: truncated, damaged, foreign or too new."""
 

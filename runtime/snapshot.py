@@ -8,17 +8,16 @@ closure variables (or nil). Values are encoded by ``codec`` with one memo for th
 """
 from __future__ import annotations
 
-import builtins
 import inspect
 import operator
-import sys
 import types
 from typing import Any, Callable
 
 import msgpack
 
-from . import _support, registry
+from . import _support, allow, objects, registry
 from .codec import Decoder, Encoder
+from .kinds import NO_BODY
 from .errors import (CorruptSnapshotError, GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
                      UnserializableValueError)
 from .registry import FunctionMeta
@@ -32,89 +31,41 @@ _GEN_RUNNING = inspect.GEN_RUNNING
 
 
 class _Hooks:
-    """What may appear in a snapshot beyond plain data: classes, functions and instances of classes
-    defined in compiled modules (modules with durable functions), and builtin functions."""
+    """The encoder's and decoder's view of values beyond plain data: durable generators held in
+    locals here, everything else through the value kinds (``runtime.kinds``, ``runtime.objects``)."""
 
     def class_ref(self, cls: type) -> str | None:
-        module = getattr(cls, "__module__", None)
-        if module in registry.MODULES and "<locals>" not in cls.__qualname__:
-            return f"{module}:{cls.__qualname__}"
-        return None
+        return allow.ref_of(cls)
 
-    def custom(self, obj: object) -> tuple[str, object] | None:
-        kind = type(obj)
-        if kind is types.GeneratorType:
+    def custom(self, obj: object) -> tuple[str, object, object] | None:
+        if type(obj) is types.GeneratorType:
             gen = _unwrap(obj)  # type: ignore[arg-type]
             if id(gen.gi_code) in registry.BY_CODE and not gen.gi_running:
                 if gen.gi_frame is None:
-                    return "gen-done", None
+                    return "gen-done", None, NO_BODY
                 record, _ = _frame_record(gen, None, chain=False)
-                return "gen", record
+                return "gen", record, NO_BODY
             return None
-        if kind is types.BuiltinFunctionType and getattr(obj, "__self__", None) is builtins:
-            name = obj.__name__  # type: ignore[attr-defined]
-            if getattr(builtins, name, None) is obj:
-                return "builtin", name
-            return None
-        if kind is types.FunctionType or kind is type:
-            ref = self.class_ref(obj)  # type: ignore[arg-type]
-            if ref is not None and _lookup(ref) is obj:
-                return "ref", ref
-            return None
-        ref = self.class_ref(kind)
-        if ref is not None and hasattr(obj, "__dict__") and not hasattr(kind, "__slots__") \
-                and kind.__reduce_ex__ is object.__reduce_ex__:
-            return "obj", [ref, obj.__dict__]
-        return None
+        return objects.classify(obj)
 
     def resolve_class(self, ref: str) -> type:
-        obj = _lookup(ref)
+        obj = allow.resolve(ref, "class")
         if not isinstance(obj, type):
-            raise IncompatibleCodeError(f"snapshot refers to class {ref!r}, which no longer exists")
+            raise CorruptSnapshotError(f"snapshot names {ref!r} as a class, but it is not one")
         return obj
 
-    def custom_decode(self, tag: str, payload: object) -> object:
-        if tag == "gen":
-            return _pending_frame(payload)
-        if tag == "gen-done":
+    def create(self, name: str, head: object) -> object:
+        if name == "gen":
+            return _pending_frame(head)
+        if name == "gen-done":
             return _finished()
-        if tag == "builtin" and isinstance(payload, str):
-            obj = getattr(builtins, payload, None)
-            if isinstance(obj, types.BuiltinFunctionType):
-                return obj
-        elif tag == "ref" and isinstance(payload, str):
-            obj = _lookup(payload)
-            if isinstance(obj, (types.FunctionType, type)):
-                return obj
-            raise IncompatibleCodeError(f"snapshot refers to {payload!r}, which no longer exists")
-        elif tag == "obj" and isinstance(payload, list) and len(payload) == 2 and isinstance(payload[1], dict):
-            cls = self.resolve_class(payload[0]) if isinstance(payload[0], str) else None
-            if cls is not None:
-                instance = object.__new__(cls)
-                instance.__dict__.update(payload[1])
-                return instance
-        raise CorruptSnapshotError(f"malformed value of kind {tag!r} in snapshot")
+        return objects.create(name, head)
 
-
-def _lookup(ref: str) -> Any:
-    """Resolve ``module:qualname`` inside an already-imported compiled module (never imports)."""
-    module, _, qualname = ref.partition(":")
-    if module not in registry.MODULES or module not in sys.modules:
-        raise CorruptSnapshotError(f"snapshot refers to {ref!r} outside the compiled modules")
-    obj: Any = sys.modules[module]
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-    return obj
+    def fill(self, name: str, obj: object, head: object, body: object) -> None:
+        objects.fill(name, obj, head, body)
 
 
 _HOOKS = _Hooks()
-
-
-class _DecodeHooks:
-    resolve_class = _HOOKS.resolve_class
-
-    def custom(self, tag: str, payload: object) -> object:
-        return _HOOKS.custom_decode(tag, payload)
 
 
 def _meta_of(gen: Any) -> FunctionMeta:
@@ -309,7 +260,7 @@ def restore(data: bytes) -> types.GeneratorType:
             f"snapshot format {envelope[1]} is newer than this runtime supports ({FORMAT}); upgrade the runtime")
     if envelope[1] != FORMAT:
         raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected {FORMAT})")
-    decoder = Decoder(_DecodeHooks())
+    decoder = Decoder(_HOOKS)
     frames: list[_support.PendingFrame] = []
     for raw in envelope[2:]:
         frames.append(_decode_frame(decoder, raw))

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from runtime.codec import Decoder, Encoder
+from runtime.kinds import NO_BODY
 from runtime.errors import CorruptSnapshotError, IncompatibleCodeError, SnapshotError, UnserializableValueError
 
 # ---------------------------------------------------------------------------------------------
@@ -72,10 +73,10 @@ class EncHooks:
     def class_ref(self, cls: type) -> str | None:
         return ALLOWED.get(cls)
 
-    def custom(self, obj: object) -> tuple[str, object] | None:
+    def custom(self, obj: object) -> tuple[str, object, object] | None:
         self.custom_calls += 1
         if type(obj) is Box:
-            return "box", obj.value
+            return "box", obj.value, NO_BODY
         return None
 
 
@@ -90,10 +91,13 @@ class DecHooks:
                 return cls
         raise CorruptSnapshotError(f"unknown class {ref!r}")
 
-    def custom(self, tag: str, payload: object) -> object:
-        if tag != "box":
-            raise CorruptSnapshotError(f"unknown custom tag {tag!r}")
-        return Box(payload)
+    def create(self, name: str, head: object) -> object:
+        if name != "box":
+            raise CorruptSnapshotError(f"unknown custom value name {name!r}")
+        return Box(head)
+
+    def fill(self, name: str, obj: object, head: object, body: object) -> None:
+        raise CorruptSnapshotError("boxes have no body")
 
 
 def pack_all(*values: object) -> list[Any]:
@@ -310,12 +314,15 @@ def test_custom_objects_keep_identity_and_share_payload_parts() -> None:
     assert out_again[0] is out_box and out_again[1] is out_box
 
 
-def test_custom_object_payload_referring_to_itself_is_corrupt_on_decode() -> None:
+def test_one_phase_custom_object_referring_to_itself_is_refused() -> None:
     box = Box()
     box.value = [box]
-    (packed,) = pack_all(box)
+    with pytest.raises(UnserializableValueError, match="cannot hold a cycle") as info:
+        pack_all(box)
+    assert info.value.path == ["local 0", ".value", "[0]"]
+    # the same cycle crafted by hand is refused on decode
     with pytest.raises(CorruptSnapshotError, match="still being decoded"):
-        Decoder(DecHooks()).decode(packed)
+        Decoder(DecHooks()).decode([9, "box", [1, [0, 0]]])
 
 
 def test_custom_object_referred_from_a_cycle_outside_its_payload() -> None:
@@ -722,7 +729,7 @@ def _fn() -> None:
         (zip([1], [_fn], strict=False), ["<zipped iterator #1>", "<iterated sequence>", "[0]"], "function"),
         (iter({"k": _fn}.values()), ["<remaining items>", "[0]"], "function"),
         (ValueError(1, _fn), [".args", "[1]"], "function"),
-        (Box([[_fn]]), ["<box>", "[0]", "[0]"], "function"),
+        (Box([[_fn]]), [".value", "[0]", "[0]"], "function"),
         (MyList(), [], f"{MyList.__module__}.MyList"),
         ([1, 2, [3, (4, {5: (6, [7, [sys]])})]], ["[2]", "[1]", "[1]", "[5]", "[1]", "[1]", "[0]"], "module"),
     ],

@@ -1,0 +1,139 @@
+"""The allow-list: which classes, functions and modules a snapshot may name, and how names resolve.
+
+A snapshot refers to classes and functions as ``module:qualname``. Restore resolves such a
+name only when it is allowed:
+
+* the module declared durable functions (it was compiled: the import hook, the CLI or the build
+  step), and is imported;
+* the class was registered with ``@serializable`` (or ``register_codec``);
+* the module matches a prefix given to ``allow_modules`` (``"myapp"`` covers ``myapp`` and
+  ``myapp.sub``); only such modules are imported by restore when they are not imported yet.
+
+The object found must really be what the name says (its ``__module__`` and ``__qualname__``), so
+a name cannot reach, through an allowed module, something that module merely imported.
+"""
+from __future__ import annotations
+
+import builtins
+import importlib
+import sys
+from typing import Any, TypeVar
+
+from . import registry
+from .errors import IncompatibleCodeError, NotAllowedError
+
+T = TypeVar("T", bound=type)
+
+SERIALIZABLE: dict[str, type] = {}
+"""Classes registered with ``@serializable``, by ``module:qualname``."""
+
+_PREFIXES: set[str] = set()
+
+SAFE_BUILTINS: frozenset[str] = frozenset({
+    # functions: no access to code, files, the interpreter or other objects' attributes
+    "abs", "all", "any", "ascii", "bin", "callable", "chr", "divmod", "format", "hash", "hex", "id",
+    "isinstance", "issubclass", "iter", "len", "max", "min", "next", "oct", "ord", "pow", "print",
+    "repr", "round", "sorted", "sum", "aiter", "anext",
+    # types
+    "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list", "object",
+    "range", "set", "slice", "str", "tuple", "enumerate", "filter", "map", "reversed", "zip",
+})
+"""Builtins a snapshot may refer to (``eval``, ``exec``, ``open``, ``__import__``, ``getattr``, … are not)."""
+
+
+def serializable(cls: T) -> T:
+    """Class decorator: snapshots may carry instances of ``cls`` (and restore may rebuild them)."""
+    if not isinstance(cls, type):
+        raise TypeError(f"@serializable needs a class, not {type(cls).__name__!r}")
+    if "<locals>" in cls.__qualname__:
+        raise TypeError(f"@serializable needs a class defined at module level, not {cls.__qualname__!r}")
+    SERIALIZABLE[f"{cls.__module__}:{cls.__qualname__}"] = cls
+    return cls
+
+
+def allow_modules(*prefixes: str) -> None:
+    """Let snapshots name classes and functions of these modules (and their submodules)."""
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not prefix or prefix.startswith(".") or prefix.endswith("."):
+            raise ValueError(f"allow_modules() needs module names such as 'myapp.models', not {prefix!r}")
+        _PREFIXES.add(prefix)
+
+
+def disallow_modules(*prefixes: str) -> None:
+    """Undo ``allow_modules`` for these prefixes."""
+    for prefix in prefixes:
+        _PREFIXES.discard(prefix)
+
+
+def module_allowed(module: str) -> bool:
+    """True if restore may import ``module`` and resolve names in it."""
+    if module in registry.MODULES:
+        return True
+    return any(module == p or module.startswith(p + ".") for p in _PREFIXES)
+
+
+def ref_of(obj: Any) -> str | None:
+    """``module:qualname`` of a module-level class or function a snapshot may name, else None."""
+    module = getattr(obj, "__module__", None)
+    qualname = getattr(obj, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str) or "<locals>" in qualname:
+        return None
+    ref = f"{module}:{qualname}"
+    if SERIALIZABLE.get(ref) is obj:
+        return ref
+    if module_allowed(module) and _find(module, qualname) is obj:
+        return ref
+    return None
+
+
+def resolve(ref: str, kind: str = "class or function") -> Any:
+    """The class or function named ``module:qualname``; NotAllowedError unless the allow-list permits it."""
+    found = SERIALIZABLE.get(ref)
+    if found is not None:
+        return found
+    module, sep, qualname = ref.partition(":")
+    if not sep or not module or not qualname or "<locals>" in qualname:
+        raise NotAllowedError(f"snapshot names {kind} {ref!r}, which is not a module-level name")
+    if not module_allowed(module):
+        raise NotAllowedError(
+            f"snapshot names {kind} {ref!r}, but module {module!r} is not allowed: restore only resolves names "
+            f"in compiled modules, @serializable classes and modules given to runtime.allow_modules()")
+    if module not in sys.modules:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise NotAllowedError(f"snapshot names {kind} {ref!r}, but module {module!r} cannot be imported: {exc}") \
+                from None
+    obj = _find(module, qualname)
+    if obj is None:
+        raise IncompatibleCodeError(f"snapshot names {kind} {ref!r}, which no longer exists (or is not defined there)")
+    return obj
+
+
+def _find(module: str, qualname: str) -> Any:
+    """The object at ``qualname`` in an imported module, if it is defined there under that name."""
+    obj: Any = sys.modules.get(module)
+    if obj is None:
+        return None
+    for part in qualname.split("."):
+        obj = getattr(obj, part, None)
+        if obj is None:
+            return None
+    if getattr(obj, "__module__", None) != module or getattr(obj, "__qualname__", None) != qualname:
+        return None
+    return obj
+
+
+def safe_builtin(obj: Any) -> str | None:
+    """The name of an allowed builtin function or type, else None."""
+    name = getattr(obj, "__name__", None)
+    if isinstance(name, str) and name in SAFE_BUILTINS and getattr(builtins, name, None) is obj:
+        return name
+    return None
+
+
+def builtin(name: str) -> Any:
+    """The allowed builtin called ``name``; NotAllowedError for any other name."""
+    if name not in SAFE_BUILTINS:
+        raise NotAllowedError(f"snapshot names builtin {name!r}, which restore does not allow")
+    return getattr(builtins, name)

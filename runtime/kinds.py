@@ -1,0 +1,69 @@
+"""Value kinds beyond the codec's built-in nodes: how each is split into parts and rebuilt.
+
+A kind turns an object into ``(head, body)``. Both parts are ordinary values that the codec
+encodes in turn (so they may hold anything a snapshot can carry, shared references included),
+under the kind's wire ``name``:
+
+* one-phase kinds (``fill`` is None) rebuild the object from the head alone: ``create(head)``.
+  A reference cycle through the head back to the object cannot be rebuilt, so the encoder
+  refuses it with the unserializable-value error;
+* two-phase kinds (mutable objects that may contain themselves) rebuild an empty object with
+  ``create(head)``, then ``fill(obj, head, body)`` once the body is decoded; the body may refer
+  back to the object.
+
+Kinds are looked up by the object's exact type (subclasses are not covered by their base's
+kind). ``register_codec`` is the public way to add one for a user type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+NO_BODY: Any = object()
+"""The body of an object of a one-phase kind."""
+
+
+@dataclass(frozen=True)
+class Kind:
+    """How one kind of value travels: ``encode(obj) -> (head, body)``, ``create(head)``, ``fill(obj, head, body)``."""
+
+    name: str
+    encode: Callable[[Any], tuple[Any, Any]]
+    create: Callable[[Any], Any]
+    fill: Callable[[Any, Any, Any], None] | None = None
+
+
+BY_TYPE: dict[type, Kind] = {}
+BY_NAME: dict[str, Kind] = {}
+
+
+def add(kind: Kind, *types: type) -> Kind:
+    """Register ``kind`` under its wire name, for objects whose exact type is one of ``types``."""
+    existing = BY_NAME.get(kind.name)
+    if existing is not None and existing is not kind:
+        raise ValueError(f"a value kind named {kind.name!r} is already registered")
+    BY_NAME[kind.name] = kind
+    for tp in types:
+        BY_TYPE[tp] = kind
+    return kind
+
+
+def register_codec(cls: type, encode: Callable[[Any], Any], decode: Callable[[Any], Any], *,
+                   name: str | None = None) -> None:
+    """Let snapshots carry instances of ``cls`` (exactly that class, not its subclasses).
+
+    ``encode(obj)`` returns any value a snapshot can carry (ints, strs, lists, dicts, other
+    registered types, ...); ``decode(value)`` gets that value back, decoded, and returns the
+    object. ``name`` is the name written into snapshots (default ``module:qualname`` of ``cls``):
+    keep it stable, since restore looks the codec up by it. Registering the same class again
+    replaces its codec.
+    """
+    if not isinstance(cls, type):
+        raise TypeError(f"register_codec() needs a class, not {type(cls).__name__!r}")
+    if not (callable(encode) and callable(decode)):
+        raise TypeError("register_codec() needs callable encode and decode functions")
+    wire = name if name is not None else f"user:{cls.__module__}:{cls.__qualname__}"
+    previous = BY_TYPE.get(cls)
+    if previous is not None and previous.name == wire:
+        del BY_NAME[wire]
+    add(Kind(wire, lambda obj: (encode(obj), NO_BODY), decode), cls)

@@ -1,0 +1,234 @@
+"""Kinds for user code: classes and functions by name, instances of allowed classes, bound methods.
+
+Instances travel without running their code: an instance with ``__dict__`` and/or ``__slots__``
+(plain classes, dataclasses, frozen or slotted ones) is rebuilt with ``object.__new__`` and its
+attributes are set directly; a class defining ``__setstate__`` gets its ``__getstate__()`` value
+back through ``__setstate__``. Only classes the allow-list permits (``runtime.allow``) are
+carried; anything else is an unserializable value.
+"""
+from __future__ import annotations
+
+import types
+from typing import Any, Callable
+
+from . import allow, kinds
+from .errors import CorruptSnapshotError
+from .kinds import NO_BODY, Kind
+
+Fallback = Callable[[Any], "tuple[str, Any, Any] | None"]
+
+FALLBACKS: list[Fallback] = []
+"""Classifiers tried in order for objects whose exact type has no kind (enum members, namedtuples, ...)."""
+
+
+def classify(obj: Any) -> tuple[str, Any, Any] | None:
+    """``(kind name, head, body)`` for an object a snapshot may carry, or None."""
+    kind = kinds.BY_TYPE.get(type(obj))
+    if kind is not None:
+        head, body = kind.encode(obj)
+        return kind.name, head, body
+    for fallback in FALLBACKS:
+        found = fallback(obj)
+        if found is not None:
+            return found
+    return _classify_code_or_instance(obj)
+
+
+def create(name: str, head: Any) -> Any:
+    kind = kinds.BY_NAME.get(name)
+    if kind is None:
+        raise CorruptSnapshotError(f"snapshot holds a value of unknown kind {name!r} (a codec registered "
+                                   "when it was taken is not registered now?)")
+    return kind.create(head)
+
+
+def fill(name: str, obj: Any, head: Any, body: Any) -> None:
+    kind = kinds.BY_NAME[name]
+    if kind.fill is None:
+        raise CorruptSnapshotError(f"value of kind {name!r} has a body it does not take")
+    kind.fill(obj, head, body)
+
+
+# -- classes and functions by name ------------------------------------------------------------
+
+def _classify_code_or_instance(obj: Any) -> tuple[str, Any, Any] | None:
+    tp = type(obj)
+    if tp is types.BuiltinFunctionType or tp is type:
+        name = allow.safe_builtin(obj)
+        if name is not None:
+            return "builtin", name, NO_BODY
+    if tp is types.FunctionType or isinstance(obj, type):
+        ref = allow.ref_of(obj)
+        return ("ref", ref, NO_BODY) if ref is not None else None
+    if tp is types.MethodType:
+        return _method(obj)
+    return _instance(obj)
+
+
+def _create_builtin(name: Any) -> Any:
+    if type(name) is not str:
+        raise CorruptSnapshotError("malformed builtin reference")
+    return allow.builtin(name)
+
+
+def _create_ref(ref: Any) -> Any:
+    if type(ref) is not str:
+        raise CorruptSnapshotError("malformed class or function reference")
+    obj = allow.resolve(ref)
+    if not isinstance(obj, (type, types.FunctionType)):
+        raise CorruptSnapshotError(f"{ref!r} is not a class or function")
+    return obj
+
+
+kinds.add(Kind("builtin", lambda obj: (obj.__name__, NO_BODY), _create_builtin))
+kinds.add(Kind("ref", lambda obj: (allow.ref_of(obj), NO_BODY), _create_ref))
+
+
+# -- bound methods ----------------------------------------------------------------------------
+
+def _method(method: types.MethodType) -> tuple[str, Any, Any] | None:
+    func = method.__func__
+    name = getattr(func, "__name__", None)
+    owner = method.__self__
+    klass = owner if isinstance(owner, type) else type(owner)
+    if not isinstance(name, str) or _lookup_function(klass, name) is not func:
+        return None
+    return "method", [owner, name], NO_BODY
+
+
+def _lookup_function(klass: type, name: str) -> Any:
+    """The plain function ``name`` defined in ``klass`` or a base (unwrapping classmethod), without getattr."""
+    for base in klass.__mro__:
+        if name in base.__dict__:
+            found = base.__dict__[name]
+            found = getattr(found, "__func__", found) if isinstance(found, classmethod) else found
+            return found if type(found) is types.FunctionType else None
+    return None
+
+
+def _create_method(head: Any) -> Any:
+    if type(head) is not list or len(head) != 2 or type(head[1]) is not str:
+        raise CorruptSnapshotError("malformed bound method")
+    owner, name = head
+    klass = owner if isinstance(owner, type) else type(owner)
+    if allow.ref_of(klass) is None:
+        raise CorruptSnapshotError(f"bound method {name!r} of a class restore does not allow")
+    func = _lookup_function(klass, name)
+    if func is None:
+        raise CorruptSnapshotError(f"bound method {name!r} does not exist on {klass.__qualname__}")
+    return types.MethodType(func, owner)
+
+
+kinds.add(Kind("method", lambda m: (_method(m)[1], NO_BODY), _create_method))  # type: ignore[index]
+
+
+# -- instances of allowed classes -------------------------------------------------------------
+
+_layouts: dict[Any, Any] = {}  # one layout object per (class, __dict__ names, slot names): shared by the memo
+_NOT_PLAIN = ("<not plain>",)
+_slot_names: dict[type, tuple[str, ...]] = {}
+
+
+def _slots_of(cls: type) -> tuple[str, ...] | None:
+    """Names of the ``__slots__`` of ``cls`` and its bases; None if the instance layout is not plain."""
+    names = _slot_names.get(cls)
+    if names is None:
+        found: list[str] = []
+        for klass in cls.__mro__[:-1]:  # all but object
+            if klass.__module__ == "builtins":
+                found = list(_NOT_PLAIN)  # a builtin base (dict, int, ...) holds state we cannot see
+                break
+            declared = klass.__dict__.get("__slots__", ())
+            for name in (declared,) if isinstance(declared, str) else declared:
+                name = _mangle(klass, name)
+                if name not in ("__dict__", "__weakref__") and name not in found:
+                    found.append(name)
+        names = _slot_names[cls] = tuple(found)
+    return None if names == _NOT_PLAIN else names
+
+
+def _mangle(klass: type, name: str) -> str:
+    if name.startswith("__") and not name.endswith("__"):
+        return f"_{klass.__name__.lstrip('_')}{name}"
+    return name
+
+
+def _instance(obj: Any) -> tuple[str, Any, Any] | None:
+    cls = type(obj)
+    if allow.ref_of(cls) is None:
+        return None
+    slots = _slots_of(cls)
+    if slots is None:
+        return None
+    if getattr(cls, "__setstate__", None) is not None:
+        getstate = getattr(cls, "__getstate__", None)
+        state = obj.__getstate__() if getstate is not None else _default_state(obj, slots)
+        return "state", cls, state
+    attrs = getattr(obj, "__dict__", None)
+    dict_names = tuple(attrs) if attrs else ()
+    slot_names = tuple(n for n in slots if hasattr(obj, n)) if slots else ()
+    key = (cls, dict_names, slot_names)
+    layout = _layouts.get(key)
+    if layout is None:
+        layout = _layouts[key] = key
+    values = list(attrs.values()) if attrs else []
+    if slot_names:
+        values.extend(getattr(obj, n) for n in slot_names)
+    return "obj", layout, values
+
+
+def _default_state(obj: Any, slots: tuple[str, ...]) -> Any:
+    """What ``object.__getstate__`` returns on 3.11+, also on 3.10."""
+    attrs = getattr(obj, "__dict__", None)
+    slot_values = {n: getattr(obj, n) for n in slots if hasattr(obj, n)}
+    if slot_values:
+        return (attrs or None, slot_values)
+    return attrs or None
+
+
+def _encode_instance(obj: Any) -> tuple[Any, Any]:
+    found = _instance(obj)
+    if found is None:
+        raise TypeError(f"{type(obj).__qualname__} instances are not carried")
+    return found[1], found[2]
+
+
+def _allowed_class(cls: Any) -> type:
+    if not isinstance(cls, type) or allow.ref_of(cls) is None:
+        raise CorruptSnapshotError("snapshot holds an instance of a class restore does not allow")
+    if _slots_of(cls) is None:
+        raise CorruptSnapshotError(f"cannot rebuild an instance of {cls.__qualname__}")
+    return cls
+
+
+def _create_instance(layout: Any) -> Any:
+    if type(layout) is not tuple or len(layout) != 3 or type(layout[1]) is not tuple or type(layout[2]) is not tuple \
+            or not all(type(n) is str for n in layout[1] + layout[2]):
+        raise CorruptSnapshotError("malformed object layout")
+    return object.__new__(_allowed_class(layout[0]))
+
+
+def _fill_instance(obj: Any, layout: Any, values: Any) -> None:
+    _, dict_names, slot_names = layout
+    if type(values) is not list or len(values) != len(dict_names) + len(slot_names):
+        raise CorruptSnapshotError("object attributes do not match its layout")
+    if dict_names:
+        attrs = getattr(obj, "__dict__", None)
+        if attrs is None:
+            raise CorruptSnapshotError("object layout names attributes its class has no room for")
+        attrs.update(zip(dict_names, values))
+    setter = object.__setattr__  # frozen dataclasses too
+    for name, value in zip(slot_names, values[len(dict_names):]):
+        setter(obj, name, value)
+
+
+def _create_stateful(cls: Any) -> Any:
+    return object.__new__(_allowed_class(cls))
+
+
+def _fill_stateful(obj: Any, cls: Any, state: Any) -> None:
+    obj.__setstate__(state)
+
+
+kinds.add(Kind("obj", _encode_instance, _create_instance, _fill_instance))
+kinds.add(Kind("state", _encode_instance, _create_stateful, _fill_stateful))
