@@ -1,13 +1,20 @@
 """Durable generators runtime: snapshot, restore and detach compiled generators (depends on msgpack only)."""
 from __future__ import annotations
 
+from . import objects  # noqa: F401  (registers the kinds for user classes and functions)
+from .allow import allow_modules, disallow_modules, serializable
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
-                     NotDurableError, SnapshotError, UnserializableValueError)
+                     NotAllowedError, NotDurableError, SignatureError, SnapshotError, UnserializableValueError)
+from .inspection import SnapshotInfo, inspect_snapshot
+from .kinds import register_codec
+from .settings import Settings, configure, restore_settings
 from .snapshot import detach, restore, snapshot
 
 __all__ = [
-    "durable", "snapshot", "restore", "detach",
+    "durable", "snapshot", "restore", "detach", "inspect_snapshot", "SnapshotInfo",
+    "register_codec", "serializable", "allow_modules", "disallow_modules",
+    "configure", "restore_settings", "Settings",
     "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
-    "IncompatibleCodeError", "CorruptSnapshotError", "DurableCompileError",
+    "IncompatibleCodeError", "CorruptSnapshotError", "NotAllowedError", "SignatureError", "DurableCompileError",
 ]

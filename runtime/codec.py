@@ -655,10 +655,12 @@ class Decoder:
     Any malformed input raises CorruptSnapshotError (SnapshotErrors raised by the hooks pass through).
     """
 
-    __slots__ = ("_hooks", "_memo", "_pending")
+    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth")
 
-    def __init__(self, hooks: DecodeHooks) -> None:
+    def __init__(self, hooks: DecodeHooks, *, max_depth: int = 1000) -> None:
         self._hooks = hooks
+        self._depth = 0
+        self._max_depth = max_depth
         self._memo: list[object] = []
         # iterators over a list that was still being filled: (iterator, index) to apply at the end
         self._pending: list[tuple[Any, int]] = []
@@ -675,9 +677,15 @@ class Decoder:
             values = [x if type(x) in scalars else node(x) for x in packed]
         except SnapshotError:
             self._pending.clear()
+            self._depth = 0
             raise
+        except RecursionError:
+            self._pending.clear()
+            self._depth = 0
+            raise CorruptSnapshotError("malformed snapshot value: nested too deeply to decode") from None
         except Exception as exc:
             self._pending.clear()
+            self._depth = 0
             raise CorruptSnapshotError(f"malformed snapshot value: {type(exc).__name__}: {exc}") from exc
         if self._pending:
             for it, index in self._pending:
@@ -698,7 +706,12 @@ class Decoder:
         fn = _DECODERS.get(tag)
         if fn is None:
             raise _corrupt(f"unknown tag {tag!r}")
-        return fn(self, p)
+        depth = self._depth = self._depth + 1
+        if depth > self._max_depth:
+            raise _corrupt(f"values nested deeper than the limit of {self._max_depth} (runtime.configure(max_depth=...))")
+        out = fn(self, p)
+        self._depth = depth - 1
+        return out
 
     def _one(self, x: Any) -> Any:
         return x if type(x) in _SCALARS else self._node(x)

@@ -1,10 +1,12 @@
 """snapshot, restore and detach: suspended durable generators to bytes and back.
 
 Wire format (msgpack): ``[b"DG", FORMAT, frame, frame, ...]`` from the outermost generator to the
-innermost one it delegates to. A frame is ``[ident, fingerprint, state, mask, values, frees]``:
-``ident`` is ``module:qualname``, ``mask`` says which of the state's live locals (a static list
-the compiler emitted) are bound, ``values`` holds those in order, ``frees`` the values of the
-closure variables (or nil). Values are encoded by ``codec`` with one memo for the whole snapshot.
+innermost one it delegates to. A frame is ``[ident, fingerprint, state, line, names, values, frees]``:
+``ident`` is ``module:qualname``, ``line`` the source line of the suspension (informational),
+``names`` the bound live locals (a subset of the state's live locals, a static list the compiler
+emitted), ``values`` their values in the same order, ``frees`` the values of the closure
+variables (or nil). Values are encoded by ``codec`` with one memo for the whole snapshot, so
+``snapshot.inspect`` can render every frame without importing anything.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from . import _support, allow, objects, registry
+from . import _support, allow, objects, registry, settings, signing
 from .codec import Decoder, Encoder
 from .kinds import NO_BODY
 from .errors import (CorruptSnapshotError, GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
@@ -110,12 +112,14 @@ def snapshot(gen: Any) -> bytes:
         tools = Encoder(_HOOKS, exact=False), msgpack.Packer(use_bin_type=True)
     encoder, packer = tools
     try:
-        return packer.pack(_envelope(gen, encoder))  # type: ignore[no-any-return]
+        data: bytes = packer.pack(_envelope(gen, encoder))
     except (OverflowError, UnicodeEncodeError):  # an int beyond 64 bits or a str msgpack cannot carry
-        return packer.pack(_envelope(gen, Encoder(_HOOKS)))  # type: ignore[no-any-return]
+        data = packer.pack(_envelope(gen, Encoder(_HOOKS)))
     finally:
         encoder.reset()
         _TOOLS.append(tools)
+    key = settings.current.signing_key
+    return data if key is None else signing.sign(data, key)
 
 
 def _envelope(gen: types.GeneratorType, encoder: Encoder) -> list[Any]:
@@ -136,7 +140,8 @@ _GeneratorType = types.GeneratorType
 class _Plan:
     """How to read the live locals of one state of a durable function."""
 
-    __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "all_bound", "free_names")
+    __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "free_names", "line", "name_list",
+                 "name_set")
 
     def __init__(self, meta: FunctionMeta, state: int, code: types.CodeType) -> None:
         names = meta.states[state] if state else meta.params
@@ -154,8 +159,10 @@ class _Plan:
             self.fetch = lambda f_locals: (f_locals[name],)
         else:
             self.fetch = lambda f_locals: ()
-        self.all_bound = (1 << len(names)) - 1
         self.free_names = tuple(n for n in code.co_freevars if n != "__class__")
+        self.line = meta.line_of(state)
+        self.name_list = list(names)  # what a snapshot's names decode to when all are bound
+        self.name_set = frozenset(names)
 
 
 def _plan(meta: FunctionMeta, state: int, code: types.CodeType) -> _Plan:
@@ -167,7 +174,7 @@ def _plan(meta: FunctionMeta, state: int, code: types.CodeType) -> _Plan:
 
 def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool = True
                   ) -> tuple[list[Any], types.GeneratorType | None]:
-    """One frame: ``[ident, fingerprint, state, mask, values, frees]`` and the durable generator it
+    """One frame: ``[ident, fingerprint, state, line, names, values, frees]`` and the durable generator it
     delegates to, if any (``chain``: the delegate becomes the next frame instead of a value).
 
     ``values`` are the bound live locals, ``frees`` is ``[names, values]`` of the closure variables
@@ -181,10 +188,10 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     plan = meta.plans.get(state) or _plan(meta, state, code)
     try:
         values = list(plan.fetch(frame_locals))
-        mask = plan.all_bound
+        names = plan.names
         labels = plan.labels
     except KeyError:
-        values, labels, mask = _bound_locals(plan, frame_locals)
+        values, labels, names = _bound_locals(plan, frame_locals)
     sub: types.GeneratorType | None = None
     delegation = plan.delegation_label
     if delegation is not None and delegation in labels:
@@ -207,26 +214,28 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
                     encoder.encode_all(free_values, [f"closure variable {n!r}" for n in free_names])
                 frees = [free_names, free_values]
     except UnserializableValueError as exc:
-        where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})"
+        where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})\nhint: {_HINT}"
         raise UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name) from None
-    return [meta.ident, meta.fingerprint, state, mask, values, frees], sub
+    return [meta.ident, meta.fingerprint, state, plan.line, names, values, frees], sub
 
 
-def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str], int]:
-    """The bound live values, their labels and the bit mask saying which live locals they are."""
+def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str], list[str]]:
+    """The bound live values, their labels and their names."""
     values: list[Any] = []
     labels: list[str] = []
-    mask = 0
-    for bit, (name, label) in enumerate(zip(plan.names, plan.labels)):
+    names: list[str] = []
+    for name, label in zip(plan.names, plan.labels):
         value = frame_locals.get(name, _UNBOUND)
         if value is not _UNBOUND:
-            mask |= 1 << bit
             values.append(value)
             labels.append(label)
-    return values, labels, mask
+            names.append(name)
+    return values, labels, names
 
 
 _UNBOUND = object()
+_HINT = ("register a codec for the type (runtime.register_codec), mark your class @runtime.serializable, "
+         "close or drop the value before the yield, or keep it out of the generator's locals")
 
 
 def _delegate(meta: FunctionMeta, state: int, name: str, value: types.GeneratorType) -> types.GeneratorType:
@@ -247,20 +256,8 @@ def restore(data: bytes) -> types.GeneratorType:
     """Rebuild a generator from ``snapshot`` bytes, suspended where the snapshot was taken."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"restore() needs bytes, not {type(data).__name__!r}")
-    try:
-        envelope = msgpack.unpackb(bytes(data), raw=False, strict_map_key=False, use_list=True)
-    except Exception as exc:  # msgpack raises several unrelated types for malformed input
-        raise _corrupt(f"{type(exc).__name__}: {exc}") from None
-    if not isinstance(envelope, list) or len(envelope) < 3 or envelope[0] != MAGIC:
-        raise _corrupt("missing the DG header (foreign or damaged data)")
-    if not isinstance(envelope[1], int) or isinstance(envelope[1], bool):
-        raise _corrupt("bad format version")
-    if envelope[1] > FORMAT:
-        raise CorruptSnapshotError(
-            f"snapshot format {envelope[1]} is newer than this runtime supports ({FORMAT}); upgrade the runtime")
-    if envelope[1] != FORMAT:
-        raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected {FORMAT})")
-    decoder = Decoder(_HOOKS)
+    envelope, _ = _open(bytes(data))
+    decoder = Decoder(_HOOKS, max_depth=settings.current.max_depth)
     frames: list[_support.PendingFrame] = []
     for raw in envelope[2:]:
         frames.append(_decode_frame(decoder, raw))
@@ -288,52 +285,73 @@ def restore(data: bytes) -> types.GeneratorType:
     return gen
 
 
-def _check_record(raw: Any) -> tuple[FunctionMeta, tuple[str, ...]]:
-    if not isinstance(raw, list) or len(raw) != 6:
+def _open(data: bytes) -> tuple[Any, signing.Status]:
+    """The unpacked envelope of a snapshot (signature checked, limits applied) and its signature status."""
+    limits = settings.current
+    if len(data) > limits.max_bytes:
+        raise CorruptSnapshotError(f"snapshot is {len(data)} bytes, more than the limit of {limits.max_bytes} "
+                                   "(runtime.configure(max_bytes=...))")
+    payload, status = signing.unwrap(data, limits.verify_keys)
+    n = limits.max_length
+    try:
+        envelope = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True, max_str_len=n,
+                                   max_bin_len=n, max_array_len=n, max_map_len=n)
+    except Exception as exc:  # msgpack raises several unrelated types for malformed input
+        raise _corrupt(f"{type(exc).__name__}: {exc}") from None
+    if not isinstance(envelope, list) or len(envelope) < 3 or envelope[0] != MAGIC:
+        raise _corrupt("missing the DG header (foreign or damaged data)")
+    if not isinstance(envelope[1], int) or isinstance(envelope[1], bool):
+        raise _corrupt("bad format version")
+    if envelope[1] > FORMAT:
+        raise CorruptSnapshotError(
+            f"snapshot format {envelope[1]} is newer than this runtime supports ({FORMAT}); upgrade the runtime")
+    if envelope[1] != FORMAT:
+        raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected {FORMAT})")
+    return envelope, status
+
+
+def _check_record(raw: Any) -> FunctionMeta:
+    """Check a frame record's shape and find its function (imported only if allowed)."""
+    if not isinstance(raw, list) or len(raw) != 7:
         raise _corrupt("malformed frame record")
-    ident, fingerprint, state, mask, values, frees = raw
+    ident, fingerprint, state, line, names, values, frees = raw
     if not (isinstance(ident, str) and ":" in ident and isinstance(fingerprint, bytes) and type(state) is int
-            and type(mask) is int and mask >= 0 and (frees is None or isinstance(frees, list))):
+            and (line is None or type(line) is int) and type(names) is list and type(values) is list
+            and len(names) == len(values) and (frees is None or isinstance(frees, list))):
         raise _corrupt("malformed frame record")
     meta = registry.resolve(ident, fingerprint)
-    if state == 0:
-        names = meta.params
-    elif state in meta.states:
-        names = meta.states[state]
-    else:
+    if state and state not in meta.states:
         raise IncompatibleCodeError(f"snapshot of {ident!r} names state {state}, which the current code does not have")
-    if mask >> len(names):
+    plan = meta.plans.get(state) or _plan(meta, state, registry.code_for(meta))
+    if names != plan.name_list and not (plan.name_set.issuperset(names) and len(set(names)) == len(names)):
         raise _corrupt("frame locals do not match the function's state table")
     if frees is not None and (len(frees) != 2 or not isinstance(frees[0], list)
                               or not all(isinstance(n, str) for n in frees[0])):
         raise _corrupt("malformed closure values")
-    return meta, names
+    return meta
 
 
 def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
-    checked = _check_record(raw)  # resolves (and imports) the function before its values
-    ident, fingerprint, state, mask, values, frees = raw
-    if not isinstance(values, list) or (frees and not isinstance(frees[1], list)):
+    meta = _check_record(raw)  # resolves the function before its values
+    ident, fingerprint, state, line, names, values, frees = raw
+    if frees and not isinstance(frees[1], list):
         raise _corrupt("malformed frame record")
     free_values = [frees[0], decoder.decode_all(frees[1])] if frees else None
-    return _pending_frame([ident, fingerprint, state, mask, decoder.decode_all(values), free_values], checked)
+    return _pending_frame([ident, fingerprint, state, line, names, decoder.decode_all(values), free_values], meta)
 
 
-def _pending_frame(payload: Any, checked: tuple[FunctionMeta, tuple[str, ...]] | None = None
-                   ) -> _support.PendingFrame:
+def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.PendingFrame:
     """A frame record whose values are decoded already (by ``_decode_frame``, or by the codec for
     a durable generator held in a local)."""
-    meta, names = checked or _check_record(payload)
-    _, _, state, mask, values, frees = payload
-    bound = names if mask == (1 << len(names)) - 1 else [name for bit, name in enumerate(names) if mask & (1 << bit)]
-    if not isinstance(values, list) or len(values) != len(bound):
-        raise _corrupt("frame locals do not match the function's state table")
+    if meta is None:
+        meta = _check_record(payload)
+    _, _, state, _, names, values, frees = payload
     free_values: dict[str, Any] = {}
     if frees:
         if not isinstance(frees[1], list) or len(frees[1]) != len(frees[0]):
             raise _corrupt("malformed closure values")
         free_values = dict(zip(frees[0], frees[1]))
-    return _support.PendingFrame(meta, state, dict(zip(bound, values)), free_values)
+    return _support.PendingFrame(meta, state, dict(zip(names, values)), free_values)
 
 
 def _finished() -> types.GeneratorType:

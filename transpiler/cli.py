@@ -1,6 +1,8 @@
-"""The ``durable`` command line: compile modules ahead of time and check them for problems."""
+"""The ``durable`` command line: compile modules ahead of time, check them, and inspect snapshots."""
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -86,6 +88,38 @@ def check_command(paths: tuple[str, ...], all_generators: bool) -> None:
     failed = sum(_compile(file, all_generators) is None for file, _ in _sources(paths))
     click.echo(f"checked files: {failed} with errors", err=True)
     sys.exit(EXIT_USER_CODE if failed else EXIT_OK)
+
+
+@main.command("inspect")
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
+def inspect_command(file: str, as_json: bool) -> None:
+    """Describe the snapshot in FILE ('-' for standard input) without importing any module it names.
+
+    The signature is verified when the environment variable DURABLE_SIGNING_KEY holds the key.
+    """
+    import runtime
+    from runtime.errors import SnapshotError
+
+    try:
+        data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
+    except OSError as exc:
+        click.echo(f"{file}: error: cannot read the file: {exc.strerror or exc}", err=True)
+        sys.exit(EXIT_USER_CODE)
+    key = os.environ.get("DURABLE_SIGNING_KEY")
+    previous = runtime.configure(signing_key=key) if key else None
+    try:
+        info = runtime.inspect_snapshot(data)
+    except SnapshotError as exc:
+        click.echo(f"{file}: error: {type(exc).__name__}: {exc}", err=True)
+        sys.exit(EXIT_USER_CODE)
+    except ValueError as exc:  # a signing key that is too short
+        click.echo(f"durable inspect: error: DURABLE_SIGNING_KEY: {exc}", err=True)
+        sys.exit(EXIT_USAGE)
+    finally:
+        if previous is not None:
+            runtime.restore_settings(previous)
+    click.echo(json.dumps(info.to_dict(), indent=2) if as_json else str(info))
 
 
 def run() -> None:  # pragma: no cover - exercised through the console script

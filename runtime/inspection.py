@@ -1,0 +1,186 @@
+"""``inspect_snapshot``: what a snapshot holds, rendered readably, without importing or running user code."""
+from __future__ import annotations
+
+import re
+import reprlib
+import types
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import settings
+from .codec import Decoder
+from .errors import SnapshotError
+
+# What the compiler's own locals are (``_dg_<kind><n>``), for readers of a snapshot.
+_INTERNAL = {
+    "it": "for-loop iterator", "yf": "yield from target", "t": "temporary", "y": "sent value",
+    "u": "unpacked value", "v": "value", "we": "with flag", "wm": "with manager", "wx": "with __exit__",
+    "wv": "with value", "wok": "with flag", "fk": "finally: how the try was left", "fx": "finally: exception",
+    "fv": "finally: value", "g": "exception group", "x": "raised exception", "e": "caught exception",
+    "mc": "match case",
+}
+_INTERNAL_NAME = re.compile(r"_dg_([a-z]+)\d*")
+
+
+@dataclass
+class FrameInfo:
+    """One suspended frame of a snapshot."""
+
+    function: str
+    fingerprint: str
+    state: int
+    line: int | None
+    locals: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)  # what compiler-made locals are
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"function": self.function, "fingerprint": self.fingerprint, "state": self.state, "line": self.line,
+                "locals": dict(self.locals), "notes": dict(self.notes)}
+
+
+@dataclass
+class SnapshotInfo:
+    """What ``inspect_snapshot`` found: format, size, signature status and the frames, outermost first."""
+
+    format: int
+    size: int
+    signature: str
+    frames: list[FrameInfo]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": self.format, "size": self.size, "signature": self.signature,
+                "frames": [f.to_dict() for f in self.frames]}
+
+    def __str__(self) -> str:
+        lines = [f"durable snapshot, format {self.format}, {self.size} bytes, signature: {self.signature}"]
+        for depth, frame in enumerate(self.frames):
+            where = f"line {frame.line}" if frame.line is not None else "not started"
+            lines.append(f"{'  ' * depth}frame {depth}: {frame.function}, state {frame.state}, suspended at {where}")
+            for name, text in frame.locals.items():
+                note = f"  ({frame.notes[name]})" if name in frame.notes else ""
+                lines.append(f"{'  ' * depth}  {name} = {text}{note}")
+        return "\n".join(lines)
+
+
+def inspect_snapshot(data: bytes) -> SnapshotInfo:
+    """Describe a snapshot without importing any module it names or calling anything it holds.
+
+    Raises the same SnapshotError subclasses as ``restore`` for data that is not a snapshot (and
+    SignatureError when a signing key is configured and the signature does not match).
+    """
+    from .snapshot import _open  # the same checks as restore: size, signature, header, format
+
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"inspect_snapshot() needs bytes, not {type(data).__name__!r}")
+    raw = bytes(data)
+    envelope, status = _open(raw)
+    decoder = Decoder(_Shown(), max_depth=settings.current.max_depth)
+    frames = [_frame(decoder, record) for record in envelope[2:]]
+    return SnapshotInfo(envelope[1], len(raw), status, frames)
+
+
+def _frame(decoder: Decoder, record: Any) -> FrameInfo:
+    if not (type(record) is list and len(record) == 7 and type(record[0]) is str and type(record[1]) is bytes
+            and type(record[4]) is list and type(record[5]) is list and len(record[4]) == len(record[5])):
+        raise SnapshotError("not a valid durable snapshot: malformed frame record")
+    ident, fingerprint, state, line, names, values, frees = record
+    info = FrameInfo(ident, fingerprint.hex(), state, line)
+    decoded = decoder.decode_all(values)
+    for name, value in zip(names, decoded):
+        info.locals[str(name)] = render(value)
+        match = _INTERNAL_NAME.fullmatch(str(name))
+        if match and match.group(1) in _INTERNAL:
+            info.notes[str(name)] = _INTERNAL[match.group(1)]
+    if frees and type(frees) is list and len(frees) == 2 and type(frees[1]) is list:
+        for name, value in zip(frees[0], decoder.decode_all(frees[1])):
+            info.locals[str(name)] = render(value)
+            info.notes[str(name)] = "closure variable"
+    return info
+
+
+class Placeholder:
+    """A value a snapshot names but inspection does not rebuild (user objects, functions, frames)."""
+
+    def __init__(self, kind: str, head: Any) -> None:
+        self.kind = kind
+        self.head = head
+        self.body: Any = None
+
+
+class _Shown:
+    """Decode hooks that rebuild nothing from user code: every named thing becomes a placeholder."""
+
+    _classes: dict[str, type] = {}
+
+    def class_ref(self, cls: type) -> str | None:  # pragma: no cover - decoding only
+        return None
+
+    def custom(self, obj: object) -> None:  # pragma: no cover - decoding only
+        return None
+
+    def resolve_class(self, ref: str) -> type:
+        cls = self._classes.get(ref)
+        if cls is None:  # a stand-in exception class that only carries the name
+            cls = self._classes[ref] = types.new_class(ref, (Exception,))
+        return cls
+
+    def create(self, name: str, head: object) -> object:
+        return Placeholder(name, head)
+
+    def fill(self, name: str, obj: object, head: object, body: object) -> None:
+        obj.body = body  # type: ignore[attr-defined]
+
+
+class _Renderer(reprlib.Repr):
+    """``repr`` with size limits, cycle marks and placeholders shown by class name."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 4
+        self.maxlist = self.maxtuple = self.maxset = self.maxfrozenset = self.maxdict = 8
+        self.maxstring = self.maxother = 80
+        self._active: set[int] = set()
+
+    def repr1(self, x: Any, level: int) -> str:
+        if id(x) in self._active:
+            return "<...>"  # a cycle back to a container being shown
+        self._active.add(id(x))
+        try:
+            if isinstance(x, Placeholder):
+                return self._placeholder(x, level)
+            if isinstance(x, BaseException):
+                return f"{type(x).__name__}({', '.join(self.repr1(a, level - 1) for a in x.args)})"
+            text = super().repr1(x, level)
+            return re.sub(r" object at 0x[0-9a-f]+", "", text)
+        finally:
+            self._active.discard(id(x))
+
+    def _placeholder(self, p: Placeholder, level: int) -> str:
+        head, body = p.head, p.body
+        if p.kind in ("ref", "builtin") and isinstance(head, str):
+            return f"<{head}>"
+        if p.kind == "obj" and isinstance(head, tuple) and len(head) == 3 and isinstance(body, list):
+            names = [*head[1], *head[2]]
+            fields = ", ".join(f"{n}={self.repr1(v, level - 1)}" for n, v in zip(names, body))
+            return f"{self._class_name(head[0])}({fields})"
+        if p.kind == "state":
+            return f"{self._class_name(head)}(state={self.repr1(body, level - 1)})"
+        if p.kind == "gen" and isinstance(head, list) and head and isinstance(head[0], str):
+            return f"<durable generator {head[0]} at line {head[3] if len(head) > 3 else '?'}>"
+        if p.kind == "gen-done":
+            return "<finished durable generator>"
+        inner = self.repr1(head, level - 1)
+        if body is not None:
+            inner += f", {self.repr1(body, level - 1)}"
+        return f"{p.kind}({inner})"
+
+    @staticmethod
+    def _class_name(cls: Any) -> str:
+        if isinstance(cls, Placeholder) and isinstance(cls.head, str):
+            return cls.head.partition(":")[2] or cls.head
+        return "object"
+
+
+def render(value: Any) -> str:
+    """A short readable text for a decoded snapshot value."""
+    return _Renderer().repr(value)
