@@ -75,7 +75,12 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
     raw = bytes(data)
     envelope, status = _open(raw)
     decoder = Decoder(_Shown(), max_depth=settings.current.max_depth)
-    frames = [_frame(decoder, record) for record in envelope[2:]]
+    records = envelope[2:]
+    frames = [_frame(decoder, record) for record in records]
+    for depth, frame in enumerate(frames[:-1]):  # the delegation local stands for the next frame
+        for name, note in frame.notes.items():
+            if note == "yield from target" and frame.locals[name] == "None":
+                frame.locals[name] = f"<frame {depth + 1}>"
     return SnapshotInfo(envelope[1], len(raw), status, frames)
 
 
