@@ -188,7 +188,7 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     plan = meta.plans.get(state) or _plan(meta, state, code)
     try:
         values = list(plan.fetch(frame_locals))
-        names = plan.names
+        names = plan.name_list
         labels = plan.labels
     except KeyError:
         values, labels, names = _bound_locals(plan, frame_locals)
