@@ -5,6 +5,7 @@ from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
                      NotDurableError, SnapshotError, UnserializableValueError)
 from .snapshot import detach, restore, snapshot
+from . import stdlib_kinds  # noqa: F401  (registers kinds)
 
 __all__ = [
     "durable", "snapshot", "restore", "detach",
