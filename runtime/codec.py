@@ -256,7 +256,7 @@ def _attributes(obj: object) -> list[tuple[str, object]]:
             if type(member) in _C_MEMBERS and not name.startswith("__"):
                 try:
                     found.append((name, getattr(obj, name)))
-                except Exception:  # noqa: BLE001 - an unset or unreadable member names nothing
+                except Exception:  # noqa: BLE001, S110 - an unset or unreadable member names nothing
                     pass
     return found
 

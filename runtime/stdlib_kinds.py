@@ -7,9 +7,11 @@ import decimal
 import enum
 import fractions
 import pathlib
+import re
 import uuid
 import zoneinfo
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from . import allow, kinds, objects
 from .errors import CorruptSnapshotError
@@ -101,8 +103,11 @@ def _create_timezone(head: Any) -> datetime.timezone:
     return _build("timezone", datetime.timezone, offset, name)
 
 
+_ZONE_KEY = re.compile(r"[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+)*")
+
+
 def _create_zoneinfo(key: Any) -> zoneinfo.ZoneInfo:
-    if type(key) is not str or not key or len(key) > 255 or "\0" in key:
+    if type(key) is not str or len(key) > 255 or not _ZONE_KEY.fullmatch(key):
         raise _corrupt("zoneinfo", "bad zone key")
     try:
         return zoneinfo.ZoneInfo(key)  # a key is data: zoneinfo rejects paths that leave the tz database

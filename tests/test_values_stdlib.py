@@ -16,8 +16,8 @@ import uuid
 from typing import Any
 
 import pytest
-
 from harness import load_compiled, load_native, run_python
+
 import runtime
 from runtime import objects
 from runtime.errors import CorruptSnapshotError, UnserializableValueError
