@@ -10,6 +10,7 @@ from .inspection import SnapshotInfo, inspect_snapshot
 from .kinds import register_codec
 from .settings import Settings, configure, restore_settings
 from .snapshot import detach, restore, snapshot
+from . import stdlib_kinds  # noqa: F401  (registers kinds)
 
 __all__ = [
     "durable", "snapshot", "restore", "detach", "inspect_snapshot", "SnapshotInfo",

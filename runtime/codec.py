@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import collections
 import types
 from typing import Any, Protocol
 from collections.abc import Callable, Sequence
@@ -224,7 +225,7 @@ class _Fail(Exception):
 
 def _locate(parent: object, child: object) -> str:
     """The path step leading from a container to one of its items (searched by identity)."""
-    if isinstance(parent, (list, tuple)):
+    if isinstance(parent, (list, tuple, collections.deque)):
         for i, item in enumerate(parent):
             if item is child:
                 return f"[{i}]"
@@ -244,13 +245,23 @@ def _locate(parent: object, child: object) -> str:
 
 
 def _attributes(obj: object) -> list[tuple[str, object]]:
-    """An object's instance attributes, from ``__dict__`` and ``__slots__``."""
+    """An object's instance attributes, from ``__dict__``, ``__slots__`` and the C-level members of
+    builtin and standard-library types (``default_factory``, ``start``, ``tzinfo``, ...)."""
     found = list(getattr(obj, "__dict__", {}).items())
     for klass in type(obj).__mro__:
         for name in getattr(klass, "__slots__", ()):
             if isinstance(name, str) and name not in ("__dict__", "__weakref__") and hasattr(obj, name):
                 found.append((name, getattr(obj, name)))
+        for name, member in vars(klass).items():
+            if type(member) in _C_MEMBERS and not name.startswith("__"):
+                try:
+                    found.append((name, getattr(obj, name)))
+                except Exception:  # noqa: BLE001, S110 - an unset or unreadable member names nothing
+                    pass
     return found
+
+
+_C_MEMBERS = (types.MemberDescriptorType, types.GetSetDescriptorType)
 
 
 class Encoder:
