@@ -1,6 +1,7 @@
 """Durable generators runtime: snapshot, restore and detach compiled generators (depends on msgpack only)."""
 from __future__ import annotations
 
+from . import iterator_kinds  # noqa: F401  (registers the map/filter/itertools value kinds)
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
                      NotDurableError, SnapshotError, UnserializableValueError)
