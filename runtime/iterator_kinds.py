@@ -58,6 +58,8 @@ def _encode_map(it: Any) -> tuple[Any, Any]:
 
 def _create_map(head: Any) -> Any:
     head = _head_list("map", head, minimum=2)
+    if not callable(head[0]):
+        raise CorruptSnapshotError("malformed map in snapshot: its function is not callable")
     return _build("map", lambda: map(*head))
 
 
@@ -67,6 +69,8 @@ def _encode_filter(it: Any) -> tuple[Any, Any]:
 
 def _create_filter(head: Any) -> Any:
     head = _head_list("filter", head, (2,))
+    if head[0] is not None and not callable(head[0]):
+        raise CorruptSnapshotError("malformed filter in snapshot: its function is not callable")
     return _build("filter", lambda: filter(*head))
 
 
