@@ -334,3 +334,24 @@ def test_iterator_kinds_registered_per_version() -> None:
             kinds.BY_TYPE[itertools.cycle].encode(itertools.cycle("ab"))
     else:
         assert list(itertools.islice(kinds.BY_NAME["itertools.cycle"].create([("ab",)]), 3)) == ["a", "b", "a"]
+
+
+def test_kind_refusal_reason_reaches_the_error() -> None:
+    """codec: a kind's encode raising kinds.Unsupported(reason) becomes the unserializable error with that reason."""
+    from runtime.codec import Encoder
+    from runtime.snapshot import _Hooks
+
+    class Opaque:
+        pass
+
+    def refuse(obj: object) -> tuple[object, object]:
+        raise kinds.Unsupported("is not supported: it keeps its state to itself")
+
+    kinds.add(kinds.Kind("test:opaque", refuse, lambda head: Opaque()), Opaque)
+    try:
+        with pytest.raises(UnserializableValueError) as info:
+            Encoder(_Hooks()).encode({"k": [1, Opaque()]}, "local 'x'")
+    finally:
+        del kinds.BY_TYPE[Opaque], kinds.BY_NAME["test:opaque"]
+    assert info.value.path == ["local 'x'", "['k']", "[1]"]
+    assert str(info.value).endswith("is not supported: it keeps its state to itself")
