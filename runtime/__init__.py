@@ -1,7 +1,8 @@
 """Durable generators runtime: snapshot, restore and detach compiled generators (depends on msgpack only)."""
 from __future__ import annotations
 
-from . import objects  # noqa: F401  (registers the kinds for user classes and functions)
+# imported for their side effect: they register the value kinds snapshots carry
+from . import iterator_kinds, objects, stdlib_kinds  # noqa: F401
 from .allow import allow_modules, disallow_modules, serializable
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
@@ -10,7 +11,6 @@ from .inspection import SnapshotInfo, inspect_snapshot
 from .kinds import register_codec
 from .settings import Settings, configure, restore_settings
 from .snapshot import detach, restore, snapshot
-from . import stdlib_kinds  # noqa: F401  (registers kinds)
 
 __all__ = [
     "durable", "snapshot", "restore", "detach", "inspect_snapshot", "SnapshotInfo",

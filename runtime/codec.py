@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from collections.abc import Callable, Sequence
 
 from .errors import CorruptSnapshotError, SnapshotError, UnserializableValueError
-from .kinds import NO_BODY
+from .kinds import NO_BODY, Unsupported
 
 __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 
@@ -558,7 +558,10 @@ class Encoder:
             out = self._exception(x)
             if out is not None:
                 return out
-        handled = self._hooks.custom(x)
+        try:
+            handled = self._hooks.custom(x)
+        except Unsupported as exc:  # a kind that knows why it cannot carry x
+            raise _Fail(x, exc.reason) from None
         if handled is None:
             raise _Fail(x)
         name, head, body = handled

@@ -33,6 +33,15 @@ class Kind:
     fill: Callable[[Any, Any, Any], None] | None = None
 
 
+class Unsupported(Exception):
+    """Raised by a kind's ``encode`` for a value it cannot carry; the snapshot then fails with the
+    unserializable-value error, whose message ends with ``reason`` (e.g. ``"is not supported: ..."``)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 BY_TYPE: dict[type, Kind] = {}
 BY_NAME: dict[str, Kind] = {}
 
