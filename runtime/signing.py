@@ -31,7 +31,7 @@ def sign(payload: bytes, key: bytes) -> bytes:
 
 
 def is_signed(data: bytes) -> bool:
-    return data[:6] == _PREFIX
+    return data.startswith(_PREFIX)
 
 
 def unwrap(data: bytes, keys: tuple[bytes, ...]) -> tuple[bytes, Status]:

@@ -291,7 +291,10 @@ def _open(data: bytes) -> tuple[Any, signing.Status]:
     if len(data) > limits.max_bytes:
         raise CorruptSnapshotError(f"snapshot is {len(data)} bytes, more than the limit of {limits.max_bytes} "
                                    "(runtime.configure(max_bytes=...))")
-    payload, status = signing.unwrap(data, limits.verify_keys)
+    if limits.signing_key is not None or signing.is_signed(data):
+        payload, status = signing.unwrap(data, limits.verify_keys)
+    else:
+        payload, status = data, "unsigned"
     n = limits.max_length
     try:
         envelope = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True, max_str_len=n,
