@@ -19,7 +19,7 @@ import importlib
 import sys
 from typing import Any, TypeVar
 
-from . import registry
+from . import kinds, registry
 from .errors import IncompatibleCodeError, NotAllowedError
 
 T = TypeVar("T", bound=type)
@@ -48,6 +48,7 @@ def serializable(cls: T) -> T:
     if "<locals>" in cls.__qualname__:
         raise TypeError(f"@serializable needs a class defined at module level, not {cls.__qualname__!r}")
     SERIALIZABLE[f"{cls.__module__}:{cls.__qualname__}"] = cls
+    kinds.changed()
     return cls
 
 
@@ -57,12 +58,14 @@ def allow_modules(*prefixes: str) -> None:
         if not isinstance(prefix, str) or not prefix or prefix.startswith(".") or prefix.endswith("."):
             raise ValueError(f"allow_modules() needs module names such as 'myapp.models', not {prefix!r}")
         _PREFIXES.add(prefix)
+    kinds.changed()
 
 
 def disallow_modules(*prefixes: str) -> None:
     """Undo ``allow_modules`` for these prefixes."""
     for prefix in prefixes:
         _PREFIXES.discard(prefix)
+    kinds.changed()
 
 
 def module_allowed(module: str) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from collections.abc import Callable, Sequence
 
 from .errors import CorruptSnapshotError, SnapshotError, UnserializableValueError
-from .kinds import NO_BODY, Unsupported
+from .kinds import INSTANCE, NO_BODY, Unsupported
 
 __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 
@@ -47,6 +47,8 @@ __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 #   [17, tuple, index]             tuple_iterator     [18, text, index]      str iterator
 #   [19, rest]                     bytes_iterator     [20, inner, count]     enumerate
 #   [21, strict, *iterators]       zip                [22, seq, index]       reversed (tuple/str/bytes)
+#   [23, layout, *values]          an instance of an allowed class: the custom value of kind
+#                                  ``kinds.INSTANCE`` (``layout`` is its head, ``values`` its body)
 #
 # In exception nodes ``members`` and ``dict`` are flat untagged arrays [name, value, ...] of the
 # C-level member attributes (errno, value, code, __suppress_context__, ...) and of ``__dict__``
@@ -76,6 +78,7 @@ _BYTES_IT = 19
 _ENUMERATE = 20
 _ZIP = 21
 _REVERSED = 22
+_OBJECT = 23
 
 _NoneType = type(None)
 # Types that msgpack carries unchanged, needing no check at all.
@@ -567,6 +570,17 @@ class Encoder:
         name, head, body = handled
         self._keep.append(handled)
         self._register(x)  # before its parts: the body may refer back to x
+        if name is INSTANCE:  # the common case gets a compact node: [OBJECT, layout, *values]
+            out = [_OBJECT, self._component(x, head)]
+            if self._plain.issuperset(map(type, body)):
+                out += body
+            else:
+                try:
+                    out += [self._enc(v) for v in body]
+                except _Fail as fail:
+                    fail.chain.append((x, None))
+                    raise
+            return out
         if body is NO_BODY:
             self._open.add(id(x))
             out = [_CUSTOM, name, self._component(x, head)]
@@ -935,6 +949,21 @@ class Decoder:
             self._hooks.fill(name, obj, head, self._one(p[3]))
         return obj
 
+    def _object(self, p: list[Any]) -> Any:
+        if len(p) < 2:
+            raise _corrupt("bad object node")
+        memo = self._memo
+        slot = len(memo)
+        memo.append(_PENDING)
+        head = self._one(p[1])
+        memo[slot] = obj = self._hooks.create(INSTANCE, head)
+        values = p[2:]
+        if not _SCALARS.issuperset(map(type, values)):
+            node = self._node
+            values = [x if type(x) in _SCALARS else node(x) for x in values]
+        self._hooks.fill(INSTANCE, obj, head, values)
+        return obj
+
     def _exc_class(self, p: list[Any], group: bool) -> type:
         spec = p[1]
         if type(spec) is not str:
@@ -1033,4 +1062,5 @@ _DECODERS: dict[int, Callable[[Decoder, list[Any]], Any]] = {
     _ENUMERATE: Decoder._enumerate,
     _ZIP: Decoder._zip,
     _REVERSED: Decoder._reversed,
+    _OBJECT: Decoder._object,
 }

@@ -10,6 +10,7 @@ from typing import Any
 from . import settings
 from .codec import Decoder
 from .errors import SnapshotError
+from .kinds import INSTANCE
 
 # What the compiler's own locals are (``_dg_<kind><n>``), for readers of a snapshot.
 _INTERNAL = {
@@ -164,10 +165,11 @@ class _Renderer(reprlib.Repr):
         head, body = p.head, p.body
         if p.kind in ("ref", "builtin") and isinstance(head, str):
             return f"<{head}>"
-        if p.kind == "obj" and isinstance(head, tuple) and len(head) == 3 and isinstance(body, list):
-            names = [*head[1], *head[2]]
-            fields = ", ".join(f"{n}={self.repr1(v, level - 1)}" for n, v in zip(names, body))
-            return f"{self._class_name(head[0])}({fields})"
+        if p.kind == INSTANCE and isinstance(head, Placeholder) and isinstance(head.head, list) \
+                and len(head.head) == 3 and isinstance(body, list):
+            cls, dict_names, slot_names = head.head
+            fields = ", ".join(f"{n}={self.repr1(v, level - 1)}" for n, v in zip([*dict_names, *slot_names], body))
+            return f"{self._class_name(cls)}({fields})"
         if p.kind == "state":
             return f"{self._class_name(head)}(state={self.repr1(body, level - 1)})"
         if p.kind == "gen" and isinstance(head, list) and head and isinstance(head[0], str):

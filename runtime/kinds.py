@@ -22,6 +22,18 @@ from typing import Any, Callable
 NO_BODY: Any = object()
 """The body of an object of a one-phase kind."""
 
+INSTANCE = "obj"
+"""The kind of instances of allowed classes (head: their layout, body: attribute values); the codec
+writes it as a compact node of its own."""
+
+generation = 0
+"""Bumped whenever kinds or the allow-list change, so caches of per-type decisions start afresh."""
+
+
+def changed() -> None:
+    global generation
+    generation += 1
+
 
 @dataclass(frozen=True)
 class Kind:
@@ -54,6 +66,7 @@ def add(kind: Kind, *types: type) -> Kind:
     BY_NAME[kind.name] = kind
     for tp in types:
         BY_TYPE[tp] = kind
+    changed()
     return kind
 
 

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 from . import allow, kinds
 from .errors import CorruptSnapshotError
-from .kinds import NO_BODY, Kind
+from .kinds import INSTANCE, NO_BODY, Kind
 
 Fallback = Callable[[Any], "tuple[str, Any, Any] | None"]
 
@@ -23,6 +23,12 @@ FALLBACKS: list[Fallback] = []
 
 def classify(obj: Any) -> tuple[str, Any, Any] | None:
     """``(kind name, head, body)`` for an object a snapshot may carry, or None."""
+    if _HANDLERS_GENERATION[0] != kinds.generation:
+        _HANDLERS.clear()
+        _HANDLERS_GENERATION[0] = kinds.generation
+    handler = _HANDLERS.get(type(obj))
+    if handler is not None:
+        return handler(obj)
     kind = kinds.BY_TYPE.get(type(obj))
     if kind is not None:
         head, body = kind.encode(obj)
@@ -31,7 +37,16 @@ def classify(obj: Any) -> tuple[str, Any, Any] | None:
         found = fallback(obj)
         if found is not None:
             return found
-    return _classify_code_or_instance(obj)
+    found = _classify_code_or_instance(obj)
+    if found is not None and found[0] in (INSTANCE, "state"):
+        # decided by the class alone (allowed, plain layout, no fallback claimed it): remember
+        _HANDLERS[type(obj)] = _instance_handler(type(obj))  # type: ignore[assignment]
+    return found
+
+
+Handler = Callable[[Any], "tuple[str, Any, Any]"]
+_HANDLERS: dict[type, Handler] = {}
+_HANDLERS_GENERATION = [-1]
 
 
 def create(name: str, head: Any) -> Any:
@@ -62,7 +77,8 @@ def _classify_code_or_instance(obj: Any) -> tuple[str, Any, Any] | None:
         return ("ref", ref, NO_BODY) if ref is not None else None
     if tp is types.MethodType:
         return _method(obj)
-    return _instance(obj)
+    handler = _instance_handler(tp)
+    return handler(obj) if handler is not None else None
 
 
 def _create_builtin(name: Any) -> Any:
@@ -124,7 +140,19 @@ kinds.add(Kind("method", lambda m: (_method(m)[1], NO_BODY), _create_method))  #
 
 # -- instances of allowed classes -------------------------------------------------------------
 
-_layouts: dict[Any, Any] = {}  # one layout object per (class, __dict__ names, slot names): shared by the memo
+class Layout:
+    """Which attributes the instances of one class carry, in order: travels once per snapshot."""
+
+    __slots__ = ("cls", "dict_names", "slot_names", "size")
+
+    def __init__(self, cls: type, dict_names: tuple[str, ...], slot_names: tuple[str, ...]) -> None:
+        self.cls = cls
+        self.dict_names = dict_names
+        self.slot_names = slot_names
+        self.size = len(dict_names) + len(slot_names)
+
+
+_layouts: dict[tuple[type, tuple[str, ...], tuple[str, ...]], Layout] = {}
 _NOT_PLAIN = ("<not plain>",)
 _slot_names: dict[type, tuple[str, ...]] = {}
 
@@ -153,28 +181,41 @@ def _mangle(klass: type, name: str) -> str:
     return name
 
 
-def _instance(obj: Any) -> tuple[str, Any, Any] | None:
-    cls = type(obj)
+def _instance_handler(cls: type) -> Handler | None:
+    """How instances of ``cls`` travel, if it is an allowed class with a plain layout."""
     if allow.ref_of(cls) is None:
         return None
     slots = _slots_of(cls)
     if slots is None:
         return None
     if getattr(cls, "__setstate__", None) is not None:
-        getstate = getattr(cls, "__getstate__", None)
-        state = obj.__getstate__() if getstate is not None else _default_state(obj, slots)
-        return "state", cls, state
-    attrs = getattr(obj, "__dict__", None)
-    dict_names = tuple(attrs) if attrs else ()
-    slot_names = tuple(n for n in slots if hasattr(obj, n)) if slots else ()
-    key = (cls, dict_names, slot_names)
+        if getattr(cls, "__getstate__", None) is not None:
+            return lambda obj: ("state", cls, obj.__getstate__())
+        return lambda obj: ("state", cls, _default_state(obj, slots))
+    if not slots:
+        return _plain_instance
+    return lambda obj: _slotted_instance(obj, slots)
+
+
+def _plain_instance(obj: Any) -> tuple[str, Any, Any]:
+    attrs = obj.__dict__
+    key = (type(obj), tuple(attrs), ())
     layout = _layouts.get(key)
     if layout is None:
-        layout = _layouts[key] = key
+        layout = _layouts[key] = Layout(*key)
+    return INSTANCE, layout, list(attrs.values())
+
+
+def _slotted_instance(obj: Any, slots: tuple[str, ...]) -> tuple[str, Any, Any]:
+    attrs = getattr(obj, "__dict__", None)
+    slot_names = tuple(n for n in slots if hasattr(obj, n))
+    key = (type(obj), tuple(attrs) if attrs else (), slot_names)
+    layout = _layouts.get(key)
+    if layout is None:
+        layout = _layouts[key] = Layout(*key)
     values = list(attrs.values()) if attrs else []
-    if slot_names:
-        values.extend(getattr(obj, n) for n in slot_names)
-    return "obj", layout, values
+    values.extend(getattr(obj, n) for n in slot_names)
+    return INSTANCE, layout, values
 
 
 def _default_state(obj: Any, slots: tuple[str, ...]) -> Any:
@@ -186,13 +227,6 @@ def _default_state(obj: Any, slots: tuple[str, ...]) -> Any:
     return attrs or None
 
 
-def _encode_instance(obj: Any) -> tuple[Any, Any]:
-    found = _instance(obj)
-    if found is None:
-        raise TypeError(f"{type(obj).__qualname__} instances are not carried")
-    return found[1], found[2]
-
-
 def _allowed_class(cls: Any) -> type:
     if not isinstance(cls, type) or allow.ref_of(cls) is None:
         raise CorruptSnapshotError("snapshot holds an instance of a class restore does not allow")
@@ -201,25 +235,36 @@ def _allowed_class(cls: Any) -> type:
     return cls
 
 
-def _create_instance(layout: Any) -> Any:
-    if type(layout) is not tuple or len(layout) != 3 or type(layout[1]) is not tuple or type(layout[2]) is not tuple \
-            or not all(type(n) is str for n in layout[1] + layout[2]):
+def _encode_layout(layout: Layout) -> tuple[Any, Any]:
+    return [layout.cls, list(layout.dict_names), list(layout.slot_names)], NO_BODY
+
+
+def _create_layout(head: Any) -> Layout:
+    if not (type(head) is list and len(head) == 3 and type(head[1]) is list and type(head[2]) is list
+            and all(type(n) is str for n in head[1]) and all(type(n) is str for n in head[2])):
         raise CorruptSnapshotError("malformed object layout")
-    return object.__new__(_allowed_class(layout[0]))
+    cls = _allowed_class(head[0])
+    if head[1] and getattr(cls, "__dictoffset__", 0) == 0:
+        raise CorruptSnapshotError(f"object layout names attributes {cls.__qualname__} has no room for")
+    return Layout(cls, tuple(head[1]), tuple(head[2]))
 
 
-def _fill_instance(obj: Any, layout: Any, values: Any) -> None:
-    _, dict_names, slot_names = layout
-    if type(values) is not list or len(values) != len(dict_names) + len(slot_names):
+def _create_instance(layout: Any) -> Any:
+    if type(layout) is not Layout:
+        raise CorruptSnapshotError("malformed object: no layout")
+    return object.__new__(layout.cls)
+
+
+def _fill_instance(obj: Any, layout: Layout, values: Any) -> None:
+    if len(values) != layout.size:
         raise CorruptSnapshotError("object attributes do not match its layout")
-    if dict_names:
-        attrs = getattr(obj, "__dict__", None)
-        if attrs is None:
-            raise CorruptSnapshotError("object layout names attributes its class has no room for")
-        attrs.update(zip(dict_names, values))
-    setter = object.__setattr__  # frozen dataclasses too
-    for name, value in zip(slot_names, values[len(dict_names):]):
-        setter(obj, name, value)
+    if layout.slot_names:
+        setter = object.__setattr__  # frozen dataclasses too
+        for name, value in zip(layout.slot_names, values[len(layout.dict_names):]):
+            setter(obj, name, value)
+        values = values[:len(layout.dict_names)]
+    if values:
+        obj.__dict__.update(zip(layout.dict_names, values))
 
 
 def _create_stateful(cls: Any) -> Any:
@@ -230,5 +275,10 @@ def _fill_stateful(obj: Any, cls: Any, state: Any) -> None:
     obj.__setstate__(state)
 
 
-kinds.add(Kind("obj", _encode_instance, _create_instance, _fill_instance))
-kinds.add(Kind("state", _encode_instance, _create_stateful, _fill_stateful))
+def _not_here(obj: Any) -> tuple[Any, Any]:  # instances are classified by type, never by this kind's encode
+    raise TypeError(f"{type(obj).__qualname__} instances are classified by objects.classify")
+
+
+kinds.add(Kind("layout", _encode_layout, _create_layout), Layout)
+kinds.add(Kind(INSTANCE, _not_here, _create_instance, _fill_instance))
+kinds.add(Kind("state", _not_here, _create_stateful, _fill_stateful))
