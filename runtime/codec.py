@@ -177,6 +177,11 @@ class EncodeHooks(Protocol):
         """``"module:qualname"`` if instances of ``cls`` may be carried (a compiled module's class), else None."""
         ...
 
+    def plain_instances(self, cls: type) -> bool:
+        """True if every instance of ``cls`` is of kind ``INSTANCE`` with its ``__dict__`` as its state
+        (head: a layout depending only on the class and the attribute names, body: the values)."""
+        ...
+
     def custom(self, obj: object) -> tuple[str, object, object] | None:
         """``(name, head, body)`` for an object the codec does not know, or None (see ``runtime.kinds``).
 
@@ -198,6 +203,11 @@ class DecodeHooks(Protocol):
 
     def fill(self, name: str, obj: object, head: object, body: object) -> None:
         """Give a two-phase custom object (made by ``create`` from ``head``) its decoded body."""
+        ...
+
+    def plain_layout(self, layout: object) -> tuple[type, tuple[str, ...]] | None:
+        """For an ``INSTANCE`` head whose objects are a class and ``__dict__`` values: the class and the
+        attribute names (the decoder then rebuilds such objects itself), else None."""
         ...
 
 
@@ -278,7 +288,7 @@ class Encoder:
     is unreliable: discard the encoder.
     """
 
-    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open")
+    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open", "_layouts")
 
     def __init__(self, hooks: EncodeHooks, *, exact: bool = True) -> None:
         self._hooks = hooks
@@ -293,12 +303,16 @@ class Encoder:
         # ids of one-phase custom objects whose head is being encoded (a ref to one is a cycle
         # that restore could not rebuild)
         self._open: set[int] = set()
+        # plain-instance classes -> {attribute names: memo slot of their layout}: the fast path of
+        # instances whose state is their __dict__ (see _other)
+        self._layouts: dict[type, dict[tuple[str, ...], int]] = {}
 
     def reset(self) -> None:
         """Forget every object encoded so far: the encoder starts afresh (and holds nothing)."""
         self._memo.clear()
         self._keep.clear()
         self._open.clear()
+        self._layouts.clear()
 
     def encode(self, value: object, label: str) -> object:
         """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
@@ -552,11 +566,26 @@ class Encoder:
     # -- exceptions and custom objects --------------------------------------------------------
 
     def _other(self, x: Any) -> Any:
-        slot = self._memo.get(id(x))
+        memo = self._memo
+        slot = memo.get(id(x))
         if slot is not None:
             if self._open and id(x) in self._open:
                 raise _Fail(x, "refers back to itself through a value that cannot hold a cycle")
             return [_REF, slot]
+        layouts = self._layouts.get(type(x))
+        if layouts is not None:  # a plain instance whose class was seen in this snapshot already
+            attrs = x.__dict__
+            layout_slot = layouts.get(tuple(attrs))
+            if layout_slot is not None:
+                memo[id(x)] = len(memo)
+                values = list(attrs.values())
+                if not self._plain.issuperset(map(type, values)):
+                    try:
+                        values = [self._enc(v) for v in values]
+                    except _Fail as fail:
+                        fail.chain.append((x, None))
+                        raise
+                return [_OBJECT, [_REF, layout_slot], *values]
         if isinstance(x, BaseException):
             out = self._exception(x)
             if out is not None:
@@ -572,6 +601,8 @@ class Encoder:
         self._register(x)  # before its parts: the body may refer back to x
         if name is INSTANCE:  # the common case gets a compact node: [OBJECT, layout, *values]
             out = [_OBJECT, self._component(x, head)]
+            if self._hooks.plain_instances(type(x)):
+                self._layouts.setdefault(type(x), {})[tuple(x.__dict__)] = self._memo[id(head)]
             if self._plain.issuperset(map(type, body)):
                 out += body
             else:
@@ -683,12 +714,13 @@ class Decoder:
     Any malformed input raises CorruptSnapshotError (SnapshotErrors raised by the hooks pass through).
     """
 
-    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth")
+    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth", "_layouts")
 
     def __init__(self, hooks: DecodeHooks, *, max_depth: int = 1000) -> None:
         self._hooks = hooks
         self._depth = 0
         self._max_depth = max_depth
+        self._layouts: dict[int, tuple[type, tuple[str, ...]]] = {}  # id(layout) -> plain_layout(layout)
         self._memo: list[object] = []
         # iterators over a list that was still being filled: (iterator, index) to apply at the end
         self._pending: list[tuple[Any, int]] = []
@@ -956,8 +988,23 @@ class Decoder:
         slot = len(memo)
         memo.append(_PENDING)
         head = self._one(p[1])
-        memo[slot] = obj = self._hooks.create(INSTANCE, head)
+        plain = self._layouts.get(id(head))
+        if plain is None:
+            plain = self._hooks.plain_layout(head)
+            if plain is not None:
+                self._layouts[id(head)] = plain
         values = p[2:]
+        if plain is not None:  # a class allowed when its layout was decoded, and __dict__ values
+            cls, names = plain
+            memo[slot] = obj = object.__new__(cls)
+            if not _SCALARS.issuperset(map(type, values)):
+                node = self._node
+                values = [x if type(x) in _SCALARS else node(x) for x in values]
+            if len(values) != len(names):
+                raise _corrupt("object attributes do not match its layout")
+            obj.__dict__.update(zip(names, values))
+            return obj
+        memo[slot] = obj = self._hooks.create(INSTANCE, head)
         if not _SCALARS.issuperset(map(type, values)):
             node = self._node
             values = [x if type(x) in _SCALARS else node(x) for x in values]

@@ -206,6 +206,18 @@ def _plain_instance(obj: Any) -> tuple[str, Any, Any]:
     return INSTANCE, layout, list(attrs.values())
 
 
+def plain_instances(cls: type) -> bool:
+    """True once instances of ``cls`` were classified as plain ``__dict__`` instances (see the codec's fast path)."""
+    return _HANDLERS.get(cls) is _plain_instance and _HANDLERS_GENERATION[0] == kinds.generation
+
+
+def plain_layout(layout: object) -> tuple[type, tuple[str, ...]] | None:
+    """The class and attribute names of a decoded layout whose instances hold only ``__dict__`` values."""
+    if type(layout) is Layout and not layout.slot_names and layout.dict_names:
+        return layout.cls, layout.dict_names
+    return None
+
+
 def _slotted_instance(obj: Any, slots: tuple[str, ...]) -> tuple[str, Any, Any]:
     attrs = getattr(obj, "__dict__", None)
     slot_names = tuple(n for n in slots if hasattr(obj, n))

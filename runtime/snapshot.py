@@ -50,6 +50,12 @@ class _Hooks:
             return None
         return objects.classify(obj)
 
+    def plain_instances(self, cls: type) -> bool:
+        return objects.plain_instances(cls)
+
+    def plain_layout(self, layout: object) -> tuple[type, tuple[str, ...]] | None:
+        return objects.plain_layout(layout)
+
     def resolve_class(self, ref: str) -> type:
         obj = allow.resolve(ref, "class")
         if not isinstance(obj, type):
