@@ -205,7 +205,11 @@ def _create_instance(layout: Any) -> Any:
     if type(layout) is not tuple or len(layout) != 3 or type(layout[1]) is not tuple or type(layout[2]) is not tuple \
             or not all(type(n) is str for n in layout[1] + layout[2]):
         raise CorruptSnapshotError("malformed object layout")
-    return object.__new__(_allowed_class(layout[0]))
+    cls = _allowed_class(layout[0])
+    if layout[2] and not set(layout[2]).issubset(_slots_of(cls)):  # type: ignore[arg-type]
+        # setting any other name would run a descriptor (a property setter, say) of the class
+        raise CorruptSnapshotError(f"object layout names slots {cls.__qualname__} does not have")
+    return object.__new__(cls)
 
 
 def _fill_instance(obj: Any, layout: Any, values: Any) -> None:
