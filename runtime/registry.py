@@ -83,6 +83,10 @@ def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
                 raise IncompatibleCodeError(
                     f"snapshot names durable function {ident!r}, but module {module!r} cannot be imported: {exc}"
                 ) from None
+            except Exception as exc:  # the (allowed) module itself fails while it is imported
+                raise IncompatibleCodeError(
+                    f"snapshot names durable function {ident!r}, but importing module {module!r} failed: "
+                    f"{type(exc).__name__}: {exc}") from exc
         meta = BY_NAME.get(ident)
         if meta is None:
             raise IncompatibleCodeError(

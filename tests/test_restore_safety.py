@@ -441,3 +441,18 @@ def test_an_instance_layout_cannot_run_a_property_setter(mod, guard):
     guard.assert_clean()
     value, _ = g.send(None)
     assert type(value) is mod.Guarded and value.value == 5
+
+
+def test_an_allowed_module_failing_at_import_is_a_snapshot_error(mod):
+    """Regression: a frame naming an allowed module whose import raised let that exception out of restore."""
+    name = unique_module_name("boom")
+    (tmp_module_dir() / f"{name}.py").write_text("raise RuntimeError('boom at import')\n")
+    runtime.allow_modules(name)
+    try:
+        for data in (with_ident(mod, f"{name}:gen"), _as_ref(mod, f"{name}:f"),
+                     _as_held_generator(mod, f"{name}:gen")):
+            with pytest.raises(SnapshotError, match="boom at import"):
+                restore(data)
+            assert name not in sys.modules
+    finally:
+        runtime.disallow_modules(name)
