@@ -735,6 +735,10 @@ class Decoder:
         node = self._node
         try:
             values = [x if type(x) in scalars else node(x) for x in packed]
+            if self._pending:  # (an index beyond the C range raises OverflowError: corrupt too)
+                for it, index in self._pending:
+                    it.__setstate__(index)
+                self._pending.clear()
         except SnapshotError:
             self._pending.clear()
             self._depth = 0
@@ -747,10 +751,6 @@ class Decoder:
             self._pending.clear()
             self._depth = 0
             raise CorruptSnapshotError(f"malformed snapshot value: {type(exc).__name__}: {exc}") from exc
-        if self._pending:
-            for it, index in self._pending:
-                it.__setstate__(index)
-            self._pending.clear()
         return values
 
     # -- generic ------------------------------------------------------------------------------

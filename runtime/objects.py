@@ -258,6 +258,9 @@ def _create_layout(head: Any) -> Layout:
     cls = _allowed_class(head[0])
     if head[1] and getattr(cls, "__dictoffset__", 0) == 0:
         raise CorruptSnapshotError(f"object layout names attributes {cls.__qualname__} has no room for")
+    if head[2] and not set(head[2]).issubset(_slots_of(cls)):  # type: ignore[arg-type]
+        # setting any other name would run a descriptor (a property setter, say) of the class
+        raise CorruptSnapshotError(f"object layout names slots {cls.__qualname__} does not have")
     return Layout(cls, tuple(head[1]), tuple(head[2]))
 
 

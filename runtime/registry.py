@@ -7,7 +7,7 @@ import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import IncompatibleCodeError
+from .errors import IncompatibleCodeError, NotAllowedError
 
 
 @dataclass(eq=False)
@@ -66,10 +66,16 @@ def _add_code(meta: FunctionMeta, code: types.CodeType) -> None:
 
 
 def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
-    """Find the durable function a snapshot names, importing its module if needed."""
+    """Find the durable function a snapshot names, importing its module only if the allow-list permits it."""
     meta = BY_NAME.get(ident)
     if meta is None:
         module, _, qualname = ident.partition(":")
+        from .allow import module_allowed  # allow imports this module
+        if not module_allowed(module):
+            raise NotAllowedError(
+                f"snapshot names durable function {ident!r}, but module {module!r} is not allowed: restore "
+                f"imports only allowed modules; import {module!r} before restore, or call "
+                f"runtime.allow_modules({module!r})")
         if module not in sys.modules:
             try:
                 importlib.import_module(module)
@@ -77,6 +83,10 @@ def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
                 raise IncompatibleCodeError(
                     f"snapshot names durable function {ident!r}, but module {module!r} cannot be imported: {exc}"
                 ) from None
+            except Exception as exc:  # the (allowed) module itself fails while it is imported
+                raise IncompatibleCodeError(
+                    f"snapshot names durable function {ident!r}, but importing module {module!r} failed: "
+                    f"{type(exc).__name__}: {exc}") from exc
         meta = BY_NAME.get(ident)
         if meta is None:
             raise IncompatibleCodeError(

@@ -654,7 +654,8 @@ def run_fresh_process(module: str, ops: list[dict], *, entry: str = "gen()",
 def _child_main(spec_path: str) -> None:
     spec = json.loads(Path(spec_path).read_text())
     if spec["snapshot_file"]:
-        from runtime import restore  # restore must find the module by itself
+        from runtime import allow_modules, restore
+        allow_modules(spec["module"])  # restore imports the module by itself, once it is allowed
         gen = restore(Path(spec["snapshot_file"]).read_bytes())
         assert inspect.isgenerator(gen), f"restore returned {type(gen)}"
         ns = importlib.import_module(spec["module"]).__dict__

@@ -146,6 +146,22 @@ def test_public_names():
 
     assert (C, G, I, N, S, U) == (CorruptSnapshotError, GeneratorStateError, IncompatibleCodeError,
                                   NotDurableError, SnapshotError, UnserializableValueError)
+    import runtime
+    from runtime import (  # noqa: F401 - the allow-list and its errors are public too
+        NotAllowedError, SignatureError, allow_modules, disallow_modules, serializable,
+    )
+    from runtime import allow, errors
+
+    assert (NotAllowedError, SignatureError) == (errors.NotAllowedError, errors.SignatureError)
+    assert (allow_modules, disallow_modules, serializable) == (
+        allow.allow_modules, allow.disallow_modules, allow.serializable)
+    assert sorted(runtime.__all__) == sorted({
+        "durable", "snapshot", "restore", "detach", "serializable", "allow_modules", "disallow_modules",
+        "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
+        "IncompatibleCodeError", "NotAllowedError", "SignatureError", "CorruptSnapshotError",
+        "DurableCompileError",
+    })
+    assert all(hasattr(runtime, name) for name in runtime.__all__)
 
 
 def test_runtime_does_not_import_compiler():
@@ -160,8 +176,9 @@ def test_runtime_does_not_import_compiler():
 
 
 def test_error_hierarchy():
+    from runtime import NotAllowedError, SignatureError
     for cls in (UnserializableValueError, IncompatibleCodeError, CorruptSnapshotError,
-                NotDurableError, GeneratorStateError):
+                NotDurableError, GeneratorStateError, NotAllowedError, SignatureError):
         assert issubclass(cls, SnapshotError)
 
 
@@ -294,7 +311,8 @@ def _restore_in_child(data: bytes, name: str, source: str) -> dict:
     snap.write_bytes(data)
     proc = run_python(f"""
         import json
-        from runtime import restore
+        from runtime import allow_modules, restore
+        allow_modules({name!r})  # restore imports only allowed modules
         try:
             g = restore(open({str(snap)!r}, "rb").read())
             out = {{"ok": list(g)}}

@@ -129,6 +129,7 @@ DRIVE_AND_SNAPSHOT = """
 RESTORE_FRESH = """
     import sys
     import runtime
+    runtime.allow_modules("{module}")  # restore imports only allowed modules
     later = runtime.restore(open("snap.bin", "rb").read())
     assert later.send(5) == (2, 15)
     try:
@@ -145,7 +146,7 @@ def check_compiled_module_works(directory: Path, module: str) -> None:
     the same and in another fresh interpreter."""
     first = python(DRIVE_AND_SNAPSHOT.format(module=module), directory, cwd=directory)
     assert first.returncode == 0 and first.stdout.strip() == "OK", first.stderr
-    second = python(RESTORE_FRESH, directory, cwd=directory)
+    second = python(RESTORE_FRESH.format(module=module), directory, cwd=directory)
     assert second.returncode == 0 and second.stdout.strip() == "OK", second.stderr
 
 
