@@ -332,7 +332,8 @@ def _check_record(raw: Any) -> FunctionMeta:
     if state and state not in meta.states:
         raise IncompatibleCodeError(f"snapshot of {ident!r} names state {state}, which the current code does not have")
     plan = meta.plans.get(state) or _plan(meta, state, registry.code_for(meta))
-    if names != plan.name_list and not (plan.name_set.issuperset(names) and len(set(names)) == len(names)):
+    if names != plan.name_list and not (all(type(n) is str for n in names) and plan.name_set.issuperset(names)
+                                        and len(set(names)) == len(names)):
         raise _corrupt("frame locals do not match the function's state table")
     if frees is not None and (len(frees) != 2 or not isinstance(frees[0], list)
                               or not all(isinstance(n, str) for n in frees[0])):

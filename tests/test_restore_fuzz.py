@@ -228,7 +228,8 @@ NAMES = st.sampled_from(["ValueError", "KeyError", "OSError", "StopIteration", "
                          "BaseExceptionGroup", "eval", "len", "object", ""])
 MEMBERS = st.sampled_from(["errno", "strerror", "filename", "filename2", "code", "value", "name", "path", "msg",
                            "lineno", "offset", "text", "obj", "__suppress_context__", "characters_written", "x"])
-KINDS = st.sampled_from(["ref", "obj", "state", "method", "builtin", "gen", "gen-done", "nope"])
+KINDS = st.sampled_from(["ref", "obj", "layout", "state", "method", "builtin", "gen", "gen-done", "deque",
+                         "datetime", "map", "nope"])
 
 
 def _nodes(children: st.SearchStrategy) -> st.SearchStrategy:
@@ -251,6 +252,7 @@ def _nodes(children: st.SearchStrategy) -> st.SearchStrategy:
         st.tuples(st.sampled_from([15, 16, 17, 18, 20, 22]), sequences, INTS).map(list),
         st.tuples(st.just(19), st.binary(max_size=6)).map(list),
         st.tuples(st.just(21), st.booleans(), items).map(lambda t: [21, t[1], *t[2]]),
+        st.tuples(st.just(23), children, items).map(lambda t: [23, t[1], *t[2]]),
         st.dictionaries(SCALARS.filter(lambda k: not isinstance(k, float)), children, max_size=3),
     )
 
@@ -264,7 +266,7 @@ def test_plausible_value_nodes_in_real_frames(snapshots, data):
     """A real snapshot whose frame values are replaced by random but well-shaped value nodes."""
     tree = _unpack(data.draw(st.sampled_from(snapshots), label="seed"))
     frame = data.draw(st.sampled_from(tree[2:]), label="frame")
-    values = frame[4]
+    values = frame[data.draw(st.sampled_from([4, 5]), label="names or values")]
     for _ in range(data.draw(st.integers(1, 2))):
         if values:
             values[data.draw(st.integers(0, len(values) - 1))] = data.draw(NODES, label="node")
@@ -430,6 +432,6 @@ def test_every_truncation(snapshots):
 def test_iterator_index_beyond_the_c_range_is_corrupt(snapshots, node):
     """Regression: the deferred ``__setstate__`` of a list iterator raised OverflowError out of restore."""
     tree = _unpack(snapshots[0])
-    tree[2][4][0] = node
+    tree[2][5][0] = node
     with pytest.raises(runtime.CorruptSnapshotError):
         restore(msgpack.packb(tree, use_bin_type=True))

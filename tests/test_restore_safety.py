@@ -87,14 +87,14 @@ def _template(mod) -> list[Any]:
     data = snapshot(g)
     runtime.detach(g)
     envelope = _unpack(data)
-    assert envelope[2][4] == [[9, "ref", f"{mod.__name__}:helper"]]  # the wire format this file relies on
+    assert envelope[2][5] == [[9, "ref", f"{mod.__name__}:helper"]]  # the wire format this file relies on
     return envelope
 
 
 def with_value(mod, node: Any) -> bytes:
     """The template snapshot with the local ``x`` replaced by the packed value ``node``."""
     envelope = _template(mod)
-    envelope[2][4] = [node]
+    envelope[2][5] = [node]
     return _pack(envelope)
 
 
@@ -124,7 +124,7 @@ def _as_exception_group(mod, name):
 
 
 def _as_instance(mod, name):
-    return with_value(mod, [9, "obj", [2, [9, "ref", name], [2, "a"], [2]], [1, 1]])
+    return with_value(mod, [23, [9, "layout", [1, [9, "ref", name], [1, "a"], [1]]], 1])
 
 
 def _as_stateful_instance(mod, name):
@@ -140,12 +140,12 @@ def _as_frame(mod, name):
 
 
 def _as_held_generator(mod, name):
-    return with_value(mod, [9, "gen", [1, name, fingerprint(mod), 1, 1, [1, 5], None]])
+    return with_value(mod, [9, "gen", [1, name, fingerprint(mod), 1, None, [1], [1], None]])
 
 
 def _as_nested_frame(mod, name):
     envelope = _template(mod)
-    envelope.append([name, fingerprint(mod), 1, 1, [5], None])
+    envelope.append([name, fingerprint(mod), 1, None, ["x"], [5], None])
     return _pack(envelope)
 
 
@@ -433,11 +433,11 @@ def test_a_fresh_process_refuses_until_the_module_is_allowed_or_imported(mod):
 def test_an_instance_layout_cannot_run_a_property_setter(mod, guard):
     """Slot names in a crafted layout must be the class's slots, not arbitrary attributes."""
     guarded = [9, "ref", f"{mod.__name__}:Guarded"]
-    guard.refuses(with_value(mod, [9, "obj", [2, guarded, [2], [2, "hook"]], [1, "payload"]]))
-    guard.refuses(with_value(mod, [9, "obj", [2, guarded, [2], [2, "value", "hook"]], [1, 1, "payload"]]))
+    guard.refuses(with_value(mod, [23, [9, "layout", [1, guarded, [1], [1, "hook"]]], "payload"]))
+    guard.refuses(with_value(mod, [23, [9, "layout", [1, guarded, [1], [1, "value", "hook"]]], 1, "payload"]))
     assert mod.CALLS == []
     # the real layout restores
-    g = guard.restore(with_value(mod, [9, "obj", [2, guarded, [2], [2, "value"]], [1, 5]]))
+    g = guard.restore(with_value(mod, [23, [9, "layout", [1, guarded, [1], [1, "value"]]], 5]))
     guard.assert_clean()
     value, _ = g.send(None)
     assert type(value) is mod.Guarded and value.value == 5
