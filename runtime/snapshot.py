@@ -3,8 +3,8 @@
 Wire format (msgpack): ``[b"DG", FORMAT, frame, frame, ...]`` from the outermost generator to the
 innermost one it delegates to. A frame is ``[ident, fingerprint, state, mask, values, frees]``:
 ``ident`` is ``module:qualname``, ``mask`` says which of the state's live locals (a static list
-the compiler emitted) are bound, ``values`` holds those in order, ``frees`` the values of the
-closure variables (or nil). Values are encoded by ``codec`` with one memo for the whole snapshot.
+the compiler emitted) are bound, ``values`` holds those in order, ``frees`` is ``[names, cells]``
+of the frame's closure cells (or nil; variables in cells are not also among the values). Values are encoded by ``codec`` with one memo for the whole snapshot.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from . import _support, allow, objects, registry
+from . import _support, allow, closures, objects, registry
 from .codec import Decoder, Encoder
 from .kinds import NO_BODY
 from .errors import (CorruptSnapshotError, GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
@@ -136,7 +136,7 @@ _GeneratorType = types.GeneratorType
 class _Plan:
     """How to read the live locals of one state of a durable function."""
 
-    __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "all_bound", "free_names")
+    __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "all_bound", "free_names", "cells")
 
     def __init__(self, meta: FunctionMeta, state: int, code: types.CodeType) -> None:
         names = meta.states[state] if state else meta.params
@@ -156,6 +156,7 @@ class _Plan:
             self.fetch = lambda f_locals: ()
         self.all_bound = (1 << len(names)) - 1
         self.free_names = tuple(n for n in code.co_freevars if n != "__class__")
+        self.cells = closures.CELLS in code.co_varnames  # captured variables travel as cells
 
 
 def _plan(meta: FunctionMeta, state: int, code: types.CodeType) -> _Plan:
@@ -170,8 +171,8 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     """One frame: ``[ident, fingerprint, state, mask, values, frees]`` and the durable generator it
     delegates to, if any (``chain``: the delegate becomes the next frame instead of a value).
 
-    ``values`` are the bound live locals, ``frees`` is ``[names, values]`` of the closure variables
-    (or nil). ``encoder`` turns the values into their packed form; None leaves them as they are
+    ``values`` are the bound live locals, ``frees`` is ``[names, cells]`` of the frame's closure
+    cells (``runtime.closures``; encoded before the values), or nil. ``encoder`` turns the values into their packed form; None leaves them as they are
     (for a generator held in a local, whose record the encoder then encodes as a whole).
     """
     code = gen.gi_code
@@ -197,15 +198,13 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
                 values[i] = inner
     frees = None
     try:
+        if plan.free_names or plan.cells:
+            # the frame's closure cells, before the values: a value (a nested function) may share them
+            frees = closures.frame_cells(frame_locals, plan.free_names)
+            if frees is not None and encoder is not None:
+                encoder.encode_all(frees[1], [f"closure variable {n!r}" for n in frees[0]])
         if encoder is not None:
             encoder.encode_all(values, labels)
-        if plan.free_names:
-            free_names = [n for n in plan.free_names if n in frame_locals]
-            if free_names:
-                free_values = [frame_locals[n] for n in free_names]
-                if encoder is not None:
-                    encoder.encode_all(free_values, [f"closure variable {n!r}" for n in free_names])
-                frees = [free_names, free_values]
     except UnserializableValueError as exc:
         where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})"
         raise UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name) from None
@@ -315,8 +314,8 @@ def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
     ident, fingerprint, state, mask, values, frees = raw
     if not isinstance(values, list) or (frees and not isinstance(frees[1], list)):
         raise _corrupt("malformed frame record")
-    free_values = [frees[0], decoder.decode_all(frees[1])] if frees else None
-    return _pending_frame([ident, fingerprint, state, mask, decoder.decode_all(values), free_values], checked)
+    cells = [frees[0], decoder.decode_all(frees[1])] if frees else None  # decoded first, as encoded
+    return _pending_frame([ident, fingerprint, state, mask, decoder.decode_all(values), cells], checked)
 
 
 def _pending_frame(payload: Any, checked: tuple[FunctionMeta, tuple[str, ...]] | None = None
@@ -328,12 +327,7 @@ def _pending_frame(payload: Any, checked: tuple[FunctionMeta, tuple[str, ...]] |
     bound = names if mask == (1 << len(names)) - 1 else [name for bit, name in enumerate(names) if mask & (1 << bit)]
     if not isinstance(values, list) or len(values) != len(bound):
         raise _corrupt("frame locals do not match the function's state table")
-    free_values: dict[str, Any] = {}
-    if frees:
-        if not isinstance(frees[1], list) or len(frees[1]) != len(frees[0]):
-            raise _corrupt("malformed closure values")
-        free_values = dict(zip(frees[0], frees[1]))
-    return _support.PendingFrame(meta, state, dict(zip(bound, values)), free_values)
+    return _support.PendingFrame(meta, state, dict(zip(bound, values)), closures.cells_by_name(frees))
 
 
 def _finished() -> types.GeneratorType:
