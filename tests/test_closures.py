@@ -302,3 +302,27 @@ def test_no_cells_store_without_captured_variables():
     from transpiler import compile_source
     out = compile_source("from runtime import durable\n@durable\ndef gen(n):\n    for i in range(n):\n        yield i\n")
     assert "_dg_cells" not in out and "_dg_cellular" not in out
+
+
+def test_comprehensions_and_lambdas_made_in_them():
+    src = """
+    def gen(n, xs):
+        ys = [n + x for x in xs]
+        yield ys
+        n += 1
+        fs = [lambda i=i: i + n for i in range(3)]
+        gs = {k: (lambda: k * n) for k in "ab"}
+        yield [f() for f in fs], gs["a"]()
+        n += 1
+        yield [f() for f in fs], [g() for g in gs.values()]
+    """
+    differential(src, nexts(4), entry="gen(1, [1, 2])")
+
+
+def test_compiled_code_is_the_same_on_every_version():
+    # 3.12+ inlines comprehensions; the captured variables must not depend on that
+    from transpiler import compile_source
+    out = compile_source("from runtime import durable\n@durable\ndef gen(n, xs):\n"
+                         "    fs = [lambda: i for i in range(3)]\n    ys = [n + x for x in xs]\n"
+                         "    yield fs, ys\n")
+    assert "_dg_cells = lambda: (n,)" in out

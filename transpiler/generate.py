@@ -233,24 +233,42 @@ def captured_names(state: ModuleState, original: cst.FunctionDef) -> tuple[list[
     table = state.table_of(original.name.value, header.start.line) if header is not None else None
     if table is None:
         return [], []
-    local = {s.get_name() for s in table.get_symbols() if s.is_local() and not s.is_global()}
+    tree = ast.parse(textwrap.dedent(code_of(original.with_changes(decorators=[], leading_lines=[]))))
+    func = tree.body[0]
+    comprehensions: list[ast.AST] = []
+    comp_targets: set[str] = set()
+    bound: set[str] = set()  # bound in the function itself, outside comprehension targets
+    todo: list[ast.AST] = list(ast.iter_child_nodes(func))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            todo.extend([*node.decorator_list, *getattr(node, "bases", ())])
+            continue  # their own tables are looked at below
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            comprehensions.append(node)
+            comp_targets.update(n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name))
+            bound.update(n.target.id for n in ast.walk(node) if isinstance(n, ast.NamedExpr))
+            todo.append(node.generators[0].iter)  # evaluated in the function's own scope
+            continue
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    # 3.12+ inlines comprehensions: their targets show up as the function's locals
+    local = {s.get_name() for s in table.get_symbols() if s.is_local() and not s.is_global()
+             and (s.get_name() in bound or s.is_parameter() or s.is_imported() or s.get_name() not in comp_targets)}
     frees = {s.get_name() for s in table.get_symbols() if s.is_free()}
     cells: set[str] = set()
     for child in table.get_children():
         cells.update(s.get_name() for s in child.get_symbols() if s.is_free() and s.get_name() in local)
-    tree = ast.parse(textwrap.dedent(code_of(original.with_changes(decorators=[], leading_lines=[]))))
-    func = tree.body[0]
-    todo: list[ast.AST] = list(ast.iter_child_nodes(func))
-    while todo:
-        node = todo.pop()
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
-            continue  # their own tables were looked at above
-        if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
-            targets = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
-            cells.update(n.id for n in ast.walk(node) if isinstance(n, ast.Name) and n.id in local
-                         and n.id not in targets)
-            continue
-        todo.extend(ast.iter_child_nodes(node))
+    for node in comprehensions:  # names a comprehension's own scope reads (on 3.10/3.11: cells)
+        targets = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        parts = [*node.generators[0].ifs, *node.generators[1:],
+                 *([node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt])]
+        cells.update(n.id for part in parts for n in ast.walk(part)
+                     if isinstance(n, ast.Name) and n.id in local and n.id not in targets)
     cells.discard("__class__")
     frees.discard("__class__")
     return sorted(cells), sorted(frees - cells)
