@@ -8,7 +8,8 @@ import threading
 import types
 from typing import Any, Callable, Iterator
 
-from . import registry
+from . import closures, registry
+from .closures import cellular  # noqa: F401  (called by compiled modules)
 from .registry import FunctionMeta
 
 MARKER = object()
@@ -49,7 +50,8 @@ def detaching(exc: BaseException) -> bool:
 
 
 class PendingFrame:
-    """A decoded frame waiting to become a generator: function, state and saved locals."""
+    """A decoded frame waiting to become a generator: function, state, saved locals and closure
+    cells by name."""
 
     __slots__ = ("meta", "state", "values", "frees", "live")
 
@@ -122,26 +124,20 @@ def abandon() -> None:
 
 
 def function_for(frame: PendingFrame) -> Callable[..., Any]:
+    """The function whose call restores ``frame``: the compiled function, or a copy of its code
+    (the cellular variant past state 0) closed over the snapshot's cells."""
     meta = frame.meta
     fn = meta.function
-    code = registry.code_for(meta)
+    variant = meta.variant
+    code = variant if variant is not None and frame.state else registry.code_for(meta)
     frees = code.co_freevars
-    if fn is not None and (not frees or frees == ("__class__",)):
+    if fn is not None and code is fn.__code__ and (not frees or frees == ("__class__",)):
         return fn
     module = sys.modules[meta.module]
     closure = closure_overrides().get(code)
-    if closure is not None:
-        return _named(types.FunctionType(code, module.__dict__, code.co_name, None, closure), meta)
-    cells = []
-    existing = dict(zip(fn.__code__.co_freevars, fn.__closure__ or ())) if fn is not None else {}
-    for name in frees:
-        if name in frame.frees:
-            cells.append(types.CellType(frame.frees[name]))
-        elif name == "__class__" and name in existing:
-            cells.append(existing[name])
-        else:
-            cells.append(types.CellType())
-    return _named(types.FunctionType(code, module.__dict__, code.co_name, None, tuple(cells)), meta)
+    if closure is None:
+        closure = closures.closure_for(code, frame.frees, fn)
+    return _named(types.FunctionType(code, module.__dict__, code.co_name, None, closure), meta)
 
 
 def _named(fn: types.FunctionType, meta: FunctionMeta) -> types.FunctionType:
@@ -160,6 +156,13 @@ def start(frame: PendingFrame) -> types.GeneratorType:
         # by the delegating frame itself (it must yield the marker through the ``yield from``).
         if type(value) is PendingFrame and not (frame.state in meta.yield_from and name.startswith("_dg_yf")):
             frame.values[name] = value.resumed()
+    for cell in frame.frees.values():
+        try:
+            held = cell.cell_contents
+        except ValueError:
+            continue
+        if type(held) is PendingFrame:
+            cell.cell_contents = held.resumed()
     if frame.state == 0:
         args, kwargs = call_arguments(code, frame.values)
         return fn(*args, **kwargs)

@@ -7,7 +7,7 @@ import sys
 import types
 from typing import Any, Callable, Generator
 
-from . import _support
+from . import _support, closures
 from .errors import UnserializableValueError
 
 STATS = {"round_trips": 0, "unserializable": 0}
@@ -18,20 +18,16 @@ _WRAPPER_CODES: set[types.CodeType] = set()
 def _round_trip(current: types.GeneratorType, closure: tuple[Any, ...] | None) -> types.GeneratorType:
     from .snapshot import detach, restore, snapshot
 
-    try:
-        data = snapshot(current)
-    except UnserializableValueError:
-        STATS["unserializable"] += 1
-        return current
-    # In one process the restored frame keeps the live closure cells, so writes through
-    # ``nonlocal`` still reach the enclosing function (a fresh process gets copies).
-    overrides = _support.closure_overrides()
-    if closure is not None:
-        overrides[current.gi_code] = closure
-    try:
+    # In one process the restored frame keeps the live closure cells (the snapshot's cells are
+    # matched back to them), so writes through ``nonlocal`` still reach the enclosing function and
+    # closures held elsewhere (a fresh process gets copies shared among the snapshot's values).
+    with closures.live_cells():
+        try:
+            data = snapshot(current)
+        except UnserializableValueError:
+            STATS["unserializable"] += 1
+            return current
         fresh = restore(data)
-    finally:
-        overrides.pop(current.gi_code, None)
     detach(current)
     STATS["round_trips"] += 1
     return fresh

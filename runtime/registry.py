@@ -25,6 +25,7 @@ class FunctionMeta:
     code: types.CodeType | None = None
     plans: dict[int, Any] = field(default_factory=dict)  # per-state snapshot plan (runtime.snapshot)
     placeholders: tuple[tuple[None, ...], dict[str, None]] | None = None  # restore call arguments
+    variant: types.CodeType | None = None  # the cellular variant (runtime.closures), restores use it
     ident: str = field(init=False)  # ``module:qualname``, the name snapshots use
 
     def __post_init__(self) -> None:
@@ -60,6 +61,13 @@ def attach(meta: FunctionMeta, fn: Callable[..., Any]) -> None:
 
 def _add_code(meta: FunctionMeta, code: types.CodeType) -> None:
     meta.code = code
+    if id(code) not in BY_CODE:
+        _CODES.append(code)
+    BY_CODE[id(code)] = meta
+
+
+def add_alias(meta: FunctionMeta, code: types.CodeType) -> None:
+    """Another code object of the same durable function (its cellular variant)."""
     if id(code) not in BY_CODE:
         _CODES.append(code)
     BY_CODE[id(code)] = meta

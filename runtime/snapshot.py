@@ -4,8 +4,8 @@ Wire format (msgpack): ``[b"DG", FORMAT, frame, frame, ...]`` from the outermost
 innermost one it delegates to. A frame is ``[ident, fingerprint, state, line, names, values, frees]``:
 ``ident`` is ``module:qualname``, ``line`` the source line of the suspension (informational),
 ``names`` the bound live locals (a subset of the state's live locals, a static list the compiler
-emitted), ``values`` their values in the same order, ``frees`` the values of the closure
-variables (or nil). Values are encoded by ``codec`` with one memo for the whole snapshot, so
+emitted), ``values`` their values in the same order, ``frees`` is ``[names, cells]`` of the
+frame's closure cells (or nil; variables in cells are not also among the values). Values are encoded by ``codec`` with one memo for the whole snapshot, so
 ``snapshot.inspect`` can render every frame without importing anything.
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from . import _support, allow, objects, registry, settings, signing
+from . import _support, allow, closures, objects, registry, settings, signing
 from .codec import Decoder, Encoder
 from .kinds import NO_BODY
 from .errors import (CorruptSnapshotError, GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
@@ -147,7 +147,7 @@ class _Plan:
     """How to read the live locals of one state of a durable function."""
 
     __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "free_names", "line", "name_list",
-                 "name_set")
+                 "name_set", "cells")
 
     def __init__(self, meta: FunctionMeta, state: int, code: types.CodeType) -> None:
         names = meta.states[state] if state else meta.params
@@ -169,6 +169,7 @@ class _Plan:
         self.line = meta.line_of(state)
         self.name_list = list(names)  # what a snapshot's names decode to when all are bound
         self.name_set = frozenset(names)
+        self.cells = closures.CELLS in code.co_varnames  # captured variables travel as cells
 
 
 def _plan(meta: FunctionMeta, state: int, code: types.CodeType) -> _Plan:
@@ -183,9 +184,10 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     """One frame: ``[ident, fingerprint, state, line, names, values, frees]`` and the durable generator it
     delegates to, if any (``chain``: the delegate becomes the next frame instead of a value).
 
-    ``values`` are the bound live locals, ``frees`` is ``[names, values]`` of the closure variables
-    (or nil). ``encoder`` turns the values into their packed form; None leaves them as they are
-    (for a generator held in a local, whose record the encoder then encodes as a whole).
+    ``values`` are the bound live locals, ``frees`` is ``[names, cells]`` of the frame's closure
+    cells (``runtime.closures``; encoded before the values), or nil. ``encoder`` turns the values
+    into their packed form; None leaves them as they are (for a generator held in a local, whose
+    record the encoder then encodes as a whole).
     """
     code = gen.gi_code
     meta = _BY_CODE[id(code)]
@@ -210,15 +212,13 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
                 values[i] = inner
     frees = None
     try:
+        if plan.free_names or plan.cells:
+            # the frame's closure cells, before the values: a value (a nested function) may share them
+            frees = closures.frame_cells(frame_locals, plan.free_names)
+            if frees is not None and encoder is not None:
+                encoder.encode_all(frees[1], [f"closure variable {n!r}" for n in frees[0]])
         if encoder is not None:
             encoder.encode_all(values, labels)
-        if plan.free_names:
-            free_names = [n for n in plan.free_names if n in frame_locals]
-            if free_names:
-                free_values = [frame_locals[n] for n in free_names]
-                if encoder is not None:
-                    encoder.encode_all(free_values, [f"closure variable {n!r}" for n in free_names])
-                frees = [free_names, free_values]
     except UnserializableValueError as exc:
         where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})\nhint: {_HINT}"
         raise UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name) from None
@@ -346,8 +346,8 @@ def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
     ident, fingerprint, state, line, names, values, frees = raw
     if frees and not isinstance(frees[1], list):
         raise _corrupt("malformed frame record")
-    free_values = [frees[0], decoder.decode_all(frees[1])] if frees else None
-    return _pending_frame([ident, fingerprint, state, line, names, decoder.decode_all(values), free_values], meta)
+    cells = [frees[0], decoder.decode_all(frees[1])] if frees else None  # decoded first, as encoded
+    return _pending_frame([ident, fingerprint, state, line, names, decoder.decode_all(values), cells], meta)
 
 
 def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.PendingFrame:
@@ -356,12 +356,7 @@ def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.P
     if meta is None:
         meta = _check_record(payload)
     _, _, state, _, names, values, frees = payload
-    free_values: dict[str, Any] = {}
-    if frees:
-        if not isinstance(frees[1], list) or len(frees[1]) != len(frees[0]):
-            raise _corrupt("malformed closure values")
-        free_values = dict(zip(frees[0], frees[1]))
-    return _support.PendingFrame(meta, state, dict(zip(names, values)), free_values)
+    return _support.PendingFrame(meta, state, dict(zip(names, values)), closures.cells_by_name(frees))
 
 
 def _finished() -> types.GeneratorType:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import symtable
 import textwrap
 from dataclasses import dataclass, field
 
@@ -23,12 +24,17 @@ MARK = "# dg@"
 
 _NOT_SAVED = (PREFIX + "wx", *RUNTIME_LOCALS)  # recomputed on restore or bound at start, never carried
 
+CELLS = PREFIX + "cells"
+"""Local holding a never-called lambda that closes over every captured variable of a durable
+function: its ``__closure__`` gives the snapshot the frame's cell objects."""
+
 
 @dataclass
 class FunctionPlan:
     qualname: str
     meta: str
     declaration: cst.BaseStatement
+    variant: list[cst.BaseStatement] = field(default_factory=list)
 
 
 @dataclass
@@ -41,6 +47,20 @@ class ModuleState:
     meta_prefix: str = ""
     scope: tuple[tuple[str, str], ...] = ()
     plans: list[FunctionPlan] = field(default_factory=list)
+    source: str = ""
+    _symtable: symtable.SymbolTable | None = None
+
+    def table_of(self, name: str, line: int) -> symtable.SymbolTable | None:
+        """The symbol table of the function ``name`` defined at ``line``."""
+        if self._symtable is None:
+            self._symtable = symtable.symtable(self.source, self.path, "exec")
+        todo = [self._symtable]
+        while todo:
+            t = todo.pop()
+            if t.get_type() == "function" and t.get_name() == name and t.get_lineno() == line:
+                return t
+            todo.extend(t.get_children())
+        return None
 
     def line_of(self, node: cst.CSTNode) -> int:
         pos = self.positions.get(node)
@@ -205,8 +225,88 @@ class _MarkingLowerer(StmtLowerer):
         return marked
 
 
+def captured_names(state: ModuleState, original: cst.FunctionDef) -> tuple[list[str], list[str]]:
+    """(cell variables, free variables) of a durable function: its locals that nested functions,
+    lambdas, classes or comprehensions capture, and the enclosing function's variables it uses.
+    Comprehensions count on every version (3.12+ inlines them), so the compiled code is the same."""
+    header = state.positions.get(original.name)
+    table = state.table_of(original.name.value, header.start.line) if header is not None else None
+    if table is None:
+        return [], []
+    tree = ast.parse(textwrap.dedent(code_of(original.with_changes(decorators=[], leading_lines=[]))))
+    func = tree.body[0]
+    comprehensions: list[ast.AST] = []
+    comp_targets: set[str] = set()
+    bound: set[str] = set()  # bound in the function itself, outside comprehension targets
+    todo: list[ast.AST] = list(ast.iter_child_nodes(func))
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.add(node.name)
+            todo.extend([*node.decorator_list, *getattr(node, "bases", ())])
+            continue  # their own tables are looked at below
+        if isinstance(node, ast.Lambda):
+            continue
+        if isinstance(node, (ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            comprehensions.append(node)
+            comp_targets.update(n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name))
+            bound.update(n.target.id for n in ast.walk(node) if isinstance(n, ast.NamedExpr))
+            todo.append(node.generators[0].iter)  # evaluated in the function's own scope
+            continue
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound.add(node.id)
+        todo.extend(ast.iter_child_nodes(node))
+    # 3.12+ inlines comprehensions: their targets show up as the function's locals
+    local = {s.get_name() for s in table.get_symbols() if s.is_local() and not s.is_global()
+             and (s.get_name() in bound or s.is_parameter() or s.is_imported() or s.get_name() not in comp_targets)}
+    frees = {s.get_name() for s in table.get_symbols() if s.is_free()}
+    cells: set[str] = set()
+    for child in table.get_children():
+        cells.update(s.get_name() for s in child.get_symbols() if s.is_free() and s.get_name() in local)
+    for node in comprehensions:  # names a comprehension's own scope reads (on 3.10/3.11: cells)
+        targets = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        parts = [*node.generators[0].ifs, *node.generators[1:],
+                 *([node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt])]
+        cells.update(n.id for part in parts for n in ast.walk(part)
+                     if isinstance(n, ast.Name) and n.id in local and n.id not in targets)
+    cells.discard("__class__")
+    frees.discard("__class__")
+    return sorted(cells), sorted(frees - cells)
+
+
+def _variant(updated: cst.FunctionDef, body: list[cst.BaseStatement], meta: str, cells: list[str],
+             frees: list[str], klass: str | None) -> list[cst.BaseStatement]:
+    """The cellular variant: the same compiled function nested in a factory that declares its
+    captured variables, so they are free variables a restore can supply cells for (CPython makes
+    a frame's own cell variables fresh). The factory is never called: ``_dg_rt.cellular`` takes
+    the variant's code object from the factory's constants."""
+    def strip(p: cst.Param) -> cst.Param:
+        name = p.name.value
+        return p.with_changes(name=cst.Name(PREFIX + "p_" + name) if name in cells else p.name,
+                              default=None, equal=cst.MaybeSentinel.DEFAULT, annotation=None)
+    ps = updated.params
+    star = ps.star_arg
+    params = ps.with_changes(
+        params=[strip(p) for p in ps.params], posonly_params=[strip(p) for p in ps.posonly_params],
+        kwonly_params=[strip(p) for p in ps.kwonly_params],
+        star_arg=strip(star) if isinstance(star, cst.Param) else star,
+        star_kwarg=strip(ps.star_kwarg) if ps.star_kwarg is not None else None)
+    declare = small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in cells]))
+    worker = updated.with_changes(decorators=[], params=params, returns=None, leading_lines=[],
+                                  body=block([declare, *body]))
+    names = [*cells, *frees]
+    inner: list[cst.BaseStatement] = [stmt(" = ".join(names) + " = None\n"), worker]
+    factory = PREFIX + "cellular" + meta[len(PREFIX + "meta"):]
+    if klass is not None:  # private names are mangled with the class name, and super() needs __class__
+        inner = [cst.ClassDef(name=cst.Name(klass), body=block([
+            cst.FunctionDef(name=cst.Name(PREFIX + "f"), params=cst.Parameters(), body=block(inner))]))]
+    return [cst.FunctionDef(name=cst.Name(factory), params=cst.Parameters(), body=block(inner)),
+            stmt(f"{RT}.cellular({meta}, {factory}.__code__, {updated.name.value!r})\n"),
+            stmt(f"del {factory}\n")]
+
+
 def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst.FunctionDef,
-                     qualname: str) -> cst.FunctionDef:
+                     qualname: str, klass: str | None = None) -> cst.FunctionDef:
     for node in _names(original.with_changes(decorators=[])):
         if node.value.startswith(PREFIX):
             state.report(dg.ReservedName, node, node.value)
@@ -224,17 +324,21 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     fast = emitter.fast()
     probe = updated.with_changes(decorators=[], body=block(fast or [small(cst.Pass())]), leading_lines=[])
     params, others, live = analyze(textwrap.dedent(code_of(probe)))
+    cells, frees = captured_names(state, original)
+    captured = set(cells) | set(frees)
     states: dict[int, tuple[str, ...]] = {}
     restore_body = emitter.restore()
     saved: set[str] = set()
     for k in sorted(emitter.state_of.values()):
         names = (live.get(k, set()) | emitter.needs.get(k, set()))
-        names = {n for n in names if not n.startswith(_NOT_SAVED)}
+        names = {n for n in names if not n.startswith(_NOT_SAVED) and n not in captured}
         ordered = tuple(sorted(names, key=lambda n: (n not in params, params.index(n) if n in params else 0, n)))
         states[k] = ordered
         saved.update(ordered)
     prologue: list[cst.BaseStatement] = [assign(PREFIX + "L", expr(f"{FRAME}.values"))]
     for p in params:
+        if p in captured:
+            continue  # carried by its cell
         prologue.append(stmt(f"if {p!r} in {PREFIX}L: {p} = {PREFIX}L[{p!r}]\nelse: del {p}\n"))
     for name in sorted(saved - set(params)):
         prologue.append(stmt(f"if {name!r} in {PREFIX}L: {name} = {PREFIX}L[{name!r}]\n"))
@@ -244,8 +348,13 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     meta = f"{PREFIX}meta{state.meta_prefix}{len(state.plans) + 1}"
     decls = [small(cst.Global(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) if isinstance(h, cst.Global)
              else small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) for h in hoist.found]
+    fast_body = emitter.fast_final() or [small(cst.Pass())]
+    if captured:
+        store = stmt(f"{CELLS} = lambda: ({', '.join(sorted(captured))},)\n")
+        prologue.insert(0, store)
+        fast_body.insert(0, store)
     entry = if_(expr(f"{RT}.PENDING and ({FRAME} := {RT}.take({meta})) is not None"),
-                prologue + restore_body, emitter.fast_final() or [small(cst.Pass())])
+                prologue + restore_body, fast_body)
     bindings: list[cst.BaseStatement] = []
     lowered_code = code_of(cst.Module(body=lowered))
     if DETACHED_CLASS in lowered_code or DETACHING in lowered_code:
@@ -260,7 +369,8 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     declaration = stmt(
         f"{meta} = {RT}.declare(__name__, {qualname!r}, {fingerprint(original)!r}, {states!r}, {lines!r}, "
         f"{tuple(yf)!r}, {tuple(params)!r})\n")
-    state.plans.append(FunctionPlan(qualname, meta, declaration))
+    variant = _variant(updated, new_body, meta, cells, frees, klass) if cells else []
+    state.plans.append(FunctionPlan(qualname, meta, declaration, variant))
     kept = [d for d in updated.decorators if not (isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET)]
     body = updated.body.with_changes(body=new_body) if isinstance(updated.body, cst.IndentedBlock) else block(new_body)
     return updated.with_changes(body=body, decorators=[*kept, decorator])
@@ -344,7 +454,9 @@ class ModuleCompiler(cst.CSTTransformer):
             return updated
         if not (marked or (self.state.all_generators and is_gen)):
             return updated
-        return compile_function(self.state, original, updated, self._qualname(original.name.value))
+        classes = [name for kind, name in [*self.state.scope, *self.scopes] if kind == "class"]
+        return compile_function(self.state, original, updated, self._qualname(original.name.value),
+                                classes[-1] if classes else None)
 
 
 def _insert_point(body: list[cst.BaseStatement]) -> int:
@@ -380,7 +492,7 @@ def compile_module(source: str, path: str = "<string>", *, all_generators: bool 
     module = module.visit(_MarkAll(first.resolve(PositionProvider)))
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
-    state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope)
+    state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope, source=source)
     new_module = wrapper.visit(ModuleCompiler(state))
     if state.diagnostics:
         raise dg.CompileError(state.diagnostics)
@@ -389,4 +501,5 @@ def compile_module(source: str, path: str = "<string>", *, all_generators: bool 
     body = list(new_module.body)
     at = _insert_point(body)
     header = [stmt(f"import runtime._support as {RT}\n")] + [p.declaration for p in state.plans]
+    header += [s for p in state.plans for s in p.variant]
     return new_module.with_changes(body=body[:at] + header + body[at:]).code
