@@ -100,7 +100,7 @@ def _frame(decoder: Decoder, record: Any) -> FrameInfo:
     if frees and type(frees) is list and len(frees) == 2 and type(frees[1]) is list:
         for name, value in zip(frees[0], decoder.decode_all(frees[1])):
             info.locals[str(name)] = render(value)
-            info.notes[str(name)] = "closure variable"
+            info.notes[str(name)] = "closure cell"
     return info
 
 
@@ -129,6 +129,12 @@ class _Shown:
         if cls is None:  # a stand-in exception class that only carries the name
             cls = self._classes[ref] = types.new_class(ref, (Exception,))
         return cls
+
+    def plain_instances(self, cls: type) -> bool:  # pragma: no cover - decoding only
+        return False
+
+    def plain_layout(self, layout: object) -> None:
+        return None
 
     def create(self, name: str, head: object) -> object:
         return Placeholder(name, head)
@@ -176,6 +182,10 @@ class _Renderer(reprlib.Repr):
             return f"<durable generator {head[0]} at line {head[3] if len(head) > 3 else '?'}>"
         if p.kind == "gen-done":
             return "<finished durable generator>"
+        if p.kind == "cell" and isinstance(body, list):
+            return self.repr1(body[0], level) if body else "<empty cell>"
+        if p.kind == "fn" and isinstance(head, list) and len(head) > 3 and isinstance(head[3], str):
+            return f"<function {head[3]}>"
         inner = self.repr1(head, level - 1)
         if body is not None:
             inner += f", {self.repr1(body, level - 1)}"

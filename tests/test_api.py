@@ -159,7 +159,8 @@ def test_public_names():
         "durable", "snapshot", "restore", "detach", "serializable", "allow_modules", "disallow_modules",
         "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
         "IncompatibleCodeError", "NotAllowedError", "SignatureError", "CorruptSnapshotError",
-        "DurableCompileError",
+        "DurableCompileError", "inspect_snapshot", "SnapshotInfo", "register_codec", "configure",
+        "restore_settings", "Settings",
     })
     assert all(hasattr(runtime, name) for name in runtime.__all__)
 

@@ -240,6 +240,7 @@ def test_restore_in_a_fresh_process():
     runtime.detach(g)
     proc = run_python(f"""
         import runtime
+        runtime.allow_modules({mod.__name__!r})  # restore imports only allowed modules
         g = runtime.restore({data!r})
         print(next(g), next(g))
     """)

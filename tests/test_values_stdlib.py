@@ -370,6 +370,7 @@ def make():
     expected = [repr((type(v).__qualname__, repr(v))) for v in load_native(source).gen()][1:]
     proc = run_python(f"""
         import json, runtime
+        runtime.allow_modules({compiled.__name__!r})  # restore imports only allowed modules
         gen = runtime.restore(bytes.fromhex({data.hex()!r}))
         print(json.dumps([repr((type(v).__qualname__, repr(v))) for v in gen]))
     """)
