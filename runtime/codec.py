@@ -49,6 +49,8 @@ __all__ = ["DecodeHooks", "Decoder", "EncodeHooks", "Encoder"]
 #   [21, strict, *iterators]       zip                [22, seq, index]       reversed (tuple/str/bytes)
 #   [23, layout, *values]          an instance of an allowed class: the custom value of kind
 #                                  ``kinds.INSTANCE`` (``layout`` is its head, ``values`` its body)
+#   [24, model, *values]           a dict with the same str keys (two or more, in the same order) as
+#                                  the dict at memo slot ``model``, written whole before: only values
 #
 # In exception nodes ``members`` and ``dict`` are flat untagged arrays [name, value, ...] of the
 # C-level member attributes (errno, value, code, __suppress_context__, ...) and of ``__dict__``
@@ -79,12 +81,14 @@ _ENUMERATE = 20
 _ZIP = 21
 _REVERSED = 22
 _OBJECT = 23
+_SHAPED = 24
 
 _NoneType = type(None)
 # Types that msgpack carries unchanged, needing no check at all.
 _PLAIN: frozenset[type] = frozenset({_NoneType, bool, float, bytes})
 # Types that msgpack hands back and that may stand for themselves in a packed value.
 _SCALARS: frozenset[type] = frozenset({_NoneType, bool, int, float, str, bytes})
+_STR_ONLY: frozenset[type] = frozenset({str})
 
 _range_iterator: type = type(iter(range(0)))
 _longrange_iterator: type = type(iter(range(1 << 100)))
@@ -288,7 +292,7 @@ class Encoder:
     is unreliable: discard the encoder.
     """
 
-    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open", "_layouts")
+    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open", "_layouts", "_shapes")
 
     def __init__(self, hooks: EncodeHooks, *, exact: bool = True) -> None:
         self._hooks = hooks
@@ -306,6 +310,8 @@ class Encoder:
         # plain-instance classes -> {attribute names: memo slot of their layout}: the fast path of
         # instances whose state is their __dict__ (see _other)
         self._layouts: dict[type, dict[tuple[str, ...], int]] = {}
+        # str keys of dicts written whole -> the memo slot of the first such dict (see _dict)
+        self._shapes: dict[tuple[str, ...], int] = {}
 
     def reset(self) -> None:
         """Forget every object encoded so far: the encoder starts afresh (and holds nothing)."""
@@ -313,6 +319,7 @@ class Encoder:
         self._keep.clear()
         self._open.clear()
         self._layouts.clear()
+        self._shapes.clear()
 
     def encode(self, value: object, label: str) -> object:
         """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
@@ -427,21 +434,36 @@ class Encoder:
         slot = memo.get(key)
         if slot is not None:
             return [_REF, slot]
-        memo[key] = len(memo)
+        own = memo[key] = len(memo)
         plain = self._plain
+        names = tuple(v) if len(v) > 1 and _STR_ONLY.issuperset(map(type, v)) else None
+        if names is not None:
+            model = self._shapes.get(names)
+            if model is not None:  # the same str keys as a dict written before: only the values
+                values = list(v.values())
+                if not plain.issuperset(map(type, values)):
+                    try:
+                        values = [x if type(x) in plain else self._enc(x) for x in values]
+                    except _Fail as fail:
+                        fail.chain.append((v, None))
+                        raise
+                return [_SHAPED, model, *values]
         if plain.issuperset(map(type, v)) and plain.issuperset(map(type, v.values())):
-            return v  # packed as a msgpack map
-        out: list[Any] = [_DICT]
-        ap = out.append
-        enc = self._enc
-        try:
-            for x in v:
-                ap(x if type(x) in plain else enc(x))
-            for x in v.values():
-                ap(x if type(x) in plain else enc(x))
-        except _Fail as fail:
-            fail.chain.append((v, None))
-            raise
+            out: Any = v  # packed as a msgpack map
+        else:
+            out = [_DICT]
+            ap = out.append
+            enc = self._enc
+            try:
+                for x in v:
+                    ap(x if type(x) in plain else enc(x))
+                for x in v.values():
+                    ap(x if type(x) in plain else enc(x))
+            except _Fail as fail:
+                fail.chain.append((v, None))
+                raise
+        if names is not None:
+            self._shapes.setdefault(names, own)  # once written whole, it is a model for later dicts
         return out
 
     # -- iterators ----------------------------------------------------------------------------
@@ -714,13 +736,14 @@ class Decoder:
     Any malformed input raises CorruptSnapshotError (SnapshotErrors raised by the hooks pass through).
     """
 
-    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth", "_layouts")
+    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth", "_layouts", "_shapes")
 
     def __init__(self, hooks: DecodeHooks, *, max_depth: int = 1000) -> None:
         self._hooks = hooks
         self._depth = 0
         self._max_depth = max_depth
         self._layouts: dict[int, tuple[type, tuple[str, ...]]] = {}  # id(layout) -> plain_layout(layout)
+        self._shapes: dict[int, list[Any]] = {}  # memo slot of a model dict -> its keys
         self._memo: list[object] = []
         # iterators over a list that was still being filled: (iterator, index) to apply at the end
         self._pending: list[tuple[Any, int]] = []
@@ -856,6 +879,27 @@ class Decoder:
         items = self._items(p)  # keys first, then values: the order the encoder wrote them
         half -= 1
         out.update(zip(items[:half], items[half:]))
+        return out
+
+    def _shaped(self, p: list[Any]) -> dict[Any, Any]:
+        if len(p) < 2:
+            raise _corrupt("bad shaped dict")
+        memo = self._memo
+        model = p[1]
+        keys = self._shapes.get(model)
+        if keys is None:
+            if type(model) is not int or not 0 <= model < len(memo) or type(memo[model]) is not dict:
+                raise _corrupt("shaped dict without a model dict")
+            keys = self._shapes[model] = list(memo[model])
+        values = p[2:]
+        if len(values) != len(keys) or len(keys) < 2:
+            raise _corrupt("shaped dict values do not match its model's keys")
+        out: dict[Any, Any] = {}
+        memo.append(out)
+        if not _SCALARS.issuperset(map(type, values)):
+            node = self._node
+            values = [x if type(x) in _SCALARS else node(x) for x in values]
+        out.update(zip(keys, values))
         return out
 
     def _tuple(self, p: list[Any]) -> tuple[Any, ...]:
@@ -1110,4 +1154,5 @@ _DECODERS: dict[int, Callable[[Decoder, list[Any]], Any]] = {
     _ZIP: Decoder._zip,
     _REVERSED: Decoder._reversed,
     _OBJECT: Decoder._object,
+    _SHAPED: Decoder._shaped,
 }

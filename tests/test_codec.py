@@ -224,6 +224,30 @@ def test_dict_insertion_order_kept() -> None:
     assert list(rt1(d).items()) == list(d.items())
 
 
+@pytest.mark.parametrize("exact", [True, False])
+def test_dicts_with_the_same_str_keys_share_their_keys(exact: bool) -> None:
+    rows = [{"id": i, "name": f"n{i}", "tags": [i] if i % 2 else None} for i in range(5)]
+    inner_first = {"a": 1, "b": {"a": 2, "b": 3}}   # the inner dict is written whole first
+    looped = {"a": 1, "b": None}
+    looped["b"] = looped
+    same_keys_other_order = {"name": "x", "id": 9, "tags": None}
+    bools = [{1: "a", 2: "b"}, {True: "a", 2: "b"}]  # not str keys: never shaped (1 == True)
+    values = [rows, inner_first, looped, same_keys_other_order, bools, rows[1]]
+    enc = Encoder(EncHooks(), exact=exact)
+    packed = [enc.encode(v, f"local {i}") for i, v in enumerate(values)]
+    assert sum(1 for row in packed[0][1:] if type(row) is list and row[0] == 24) == 4  # all but the first
+    data = msgpack.packb(packed, use_bin_type=True)
+    dec = Decoder(DecHooks())
+    out = [dec.decode(p) for p in msgpack.unpackb(data, raw=False, strict_map_key=False)]
+    assert [canon(out[i]) for i in (0, 1, 3, 4)] == [canon(values[i]) for i in (0, 1, 3, 4)]
+    assert out[5] is out[0][1]
+    assert out[2]["b"] is out[2]
+    assert list(out[3]) == ["name", "id", "tags"]
+    assert [type(k) for d in out[4] for k in d] == [int, int, bool, int]
+    # the stand-in for the whole snapshot: the shaped rows are smaller than maps repeating the keys
+    assert len(data) < len(msgpack.packb(values[0], use_bin_type=True)) + 120
+
+
 def test_builtin_subclasses_are_not_supported() -> None:
     with pytest.raises(UnserializableValueError) as info:
         Encoder(EncHooks()).encode(MyList([1]), "local 'xs'")
@@ -837,6 +861,10 @@ CORRUPT: list[object] = [
     [6, b"\x01", 1],
     [7, b"x", 1],
     [9, "box", 1, 2],
+    [24],
+    [24, 0, 1, 2],            # no model dict at slot 0
+    [1, [3, "a", "b", 1, 2], [24, 0, 5, 6]],   # the model is the list, not the dict
+    [1, [3, "a", "b", 1, 2], [24, 2, 5]],      # too few values
     [10, "KeyError", [2], None, None, [], [], 1],
     [14, 1, 2, 1, 1],
     [15, [1], 0, 0],
