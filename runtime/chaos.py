@@ -7,7 +7,7 @@ import sys
 import types
 from typing import Any, Callable, Generator
 
-from . import _support, closures
+from . import closures
 from .errors import UnserializableValueError
 
 STATS = {"round_trips": 0, "unserializable": 0}

@@ -21,6 +21,7 @@ _INTERNAL = {
     "mc": "match case",
 }
 _INTERNAL_NAME = re.compile(r"_dg_([a-z]+)\d*")
+_RANGE_ITERATOR = type(iter(range(0)))
 
 
 @dataclass
@@ -160,6 +161,10 @@ class _Renderer(reprlib.Repr):
         try:
             if isinstance(x, Placeholder):
                 return self._placeholder(x, level)
+            if type(x) is _RANGE_ITERATOR:
+                _, (rng,), index = x.__reduce__()  # 3.12+: the rest of the range, index None
+                rest = rng[index:] if index else rng
+                return f"<iterator over {rest!r}>"
             if isinstance(x, BaseException):
                 return f"{type(x).__name__}({', '.join(self.repr1(a, level - 1) for a in x.args)})"
             text = super().repr1(x, level)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import os
 import signal
-import sys
 import threading
 from contextlib import contextmanager
 from typing import Any, Iterator

@@ -14,7 +14,6 @@ import builtins
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 from typing import Any, Callable
 
