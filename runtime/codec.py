@@ -292,7 +292,7 @@ class Encoder:
     is unreliable: discard the encoder.
     """
 
-    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open", "_layouts", "_shapes")
+    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open", "_layouts", "_shapes", "_first_dict", "_shaping")
 
     def __init__(self, hooks: EncodeHooks, *, exact: bool = True) -> None:
         self._hooks = hooks
@@ -312,6 +312,9 @@ class Encoder:
         self._layouts: dict[type, dict[tuple[str, ...], int]] = {}
         # str keys of dicts written whole -> the memo slot of the first such dict (see _dict)
         self._shapes: dict[tuple[str, ...], int] = {}
+        # the first dict written whole: shapes are worked out only once a second dict comes
+        self._first_dict: tuple[dict[Any, Any], int] | None = None
+        self._shaping = False
 
     def reset(self) -> None:
         """Forget every object encoded so far: the encoder starts afresh (and holds nothing)."""
@@ -320,6 +323,8 @@ class Encoder:
         self._open.clear()
         self._layouts.clear()
         self._shapes.clear()
+        self._first_dict = None
+        self._shaping = False
 
     def encode(self, value: object, label: str) -> object:
         """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
@@ -436,7 +441,16 @@ class Encoder:
             return [_REF, slot]
         own = memo[key] = len(memo)
         plain = self._plain
-        names = tuple(v) if len(v) > 1 and _STR_ONLY.issuperset(map(type, v)) else None
+        names = None
+        if len(v) > 1:
+            if self._first_dict is not None:  # a second dict: shapes start paying off
+                first, slot = self._first_dict
+                self._first_dict = None
+                self._shaping = True
+                if _STR_ONLY.issuperset(map(type, first)):
+                    self._shapes.setdefault(tuple(first), slot)
+            if self._shaping and _STR_ONLY.issuperset(map(type, v)):
+                names = tuple(v)
         if names is not None:
             model = self._shapes.get(names)
             if model is not None:  # the same str keys as a dict written before: only the values
@@ -464,6 +478,8 @@ class Encoder:
                 raise
         if names is not None:
             self._shapes.setdefault(names, own)  # once written whole, it is a model for later dicts
+        elif len(v) > 1 and not self._shaping and self._first_dict is None:
+            self._first_dict = (v, own)  # becomes a model only if another dict follows
         return out
 
     # -- iterators ----------------------------------------------------------------------------

@@ -88,9 +88,12 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
 
 def _frame(decoder: Decoder, record: Any) -> FrameInfo:
     if not (type(record) is list and len(record) == 7 and type(record[0]) is str and type(record[1]) is bytes
-            and type(record[4]) is list and type(record[5]) is list and len(record[4]) == len(record[5])):
+            and type(record[4]) is str and type(record[5]) is list):
         raise SnapshotError("not a valid durable snapshot: malformed frame record")
-    ident, fingerprint, state, line, names, values, frees = record
+    ident, fingerprint, state, line, joined, values, frees = record
+    names = joined.split(",") if joined else []
+    if len(names) != len(values):
+        raise SnapshotError("not a valid durable snapshot: frame names do not match its values")
     info = FrameInfo(ident, fingerprint.hex(), state, line)
     decoded = decoder.decode_all(values)
     for name, value in zip(names, decoded):

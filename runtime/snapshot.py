@@ -3,8 +3,8 @@
 Wire format (msgpack): ``[b"DG", FORMAT, frame, frame, ...]`` from the outermost generator to the
 innermost one it delegates to. A frame is ``[ident, fingerprint, state, line, names, values, frees]``:
 ``ident`` is ``module:qualname``, ``line`` the source line of the suspension (informational),
-``names`` the bound live locals (a subset of the state's live locals, a static list the compiler
-emitted), ``values`` their values in the same order, ``frees`` is ``[names, cells]`` of the
+``names`` the bound live locals joined by commas (a subset of the state's live locals, a static
+list the compiler emitted), ``values`` their values in the same order, ``frees`` is ``[names, cells]`` of the
 frame's closure cells (or nil; variables in cells are not also among the values). Values are encoded by ``codec`` with one memo for the whole snapshot, so
 ``snapshot.inspect`` can render every frame without importing anything.
 """
@@ -146,7 +146,7 @@ _GeneratorType = types.GeneratorType
 class _Plan:
     """How to read the live locals of one state of a durable function."""
 
-    __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "free_names", "line", "name_list",
+    __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "free_names", "line", "joined",
                  "name_set", "cells")
 
     def __init__(self, meta: FunctionMeta, state: int, code: types.CodeType) -> None:
@@ -167,7 +167,7 @@ class _Plan:
             self.fetch = lambda f_locals: ()
         self.free_names = tuple(n for n in code.co_freevars if n != "__class__")
         self.line = meta.line_of(state)
-        self.name_list = list(names)  # what a snapshot's names decode to when all are bound
+        self.joined = ",".join(names)  # a snapshot's names when all are bound
         self.name_set = frozenset(names)
         self.cells = closures.CELLS in code.co_varnames  # captured variables travel as cells
 
@@ -196,7 +196,7 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     plan = meta.plans.get(state) or _plan(meta, state, code)
     try:
         values = list(plan.fetch(frame_locals))
-        names = plan.name_list
+        names = plan.joined
         labels = plan.labels
     except KeyError:
         values, labels, names = _bound_locals(plan, frame_locals)
@@ -225,8 +225,8 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     return [meta.ident, meta.fingerprint, state, plan.line, names, values, frees], sub
 
 
-def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str], list[str]]:
-    """The bound live values, their labels and their names."""
+def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str], str]:
+    """The bound live values, their labels and their names (joined by commas)."""
     values: list[Any] = []
     labels: list[str] = []
     names: list[str] = []
@@ -236,7 +236,7 @@ def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str],
             values.append(value)
             labels.append(label)
             names.append(name)
-    return values, labels, names
+    return values, labels, ",".join(names)
 
 
 _UNBOUND = object()
@@ -325,15 +325,18 @@ def _check_record(raw: Any) -> FunctionMeta:
         raise _corrupt("malformed frame record")
     ident, fingerprint, state, line, names, values, frees = raw
     if not (isinstance(ident, str) and ":" in ident and isinstance(fingerprint, bytes) and type(state) is int
-            and (line is None or type(line) is int) and type(names) is list and type(values) is list
-            and len(names) == len(values) and (frees is None or isinstance(frees, list))):
+            and (line is None or type(line) is int) and type(names) is str and type(values) is list
+            and (frees is None or isinstance(frees, list))):
         raise _corrupt("malformed frame record")
     meta = registry.resolve(ident, fingerprint)
     if state and state not in meta.states:
         raise IncompatibleCodeError(f"snapshot of {ident!r} names state {state}, which the current code does not have")
     plan = meta.plans.get(state) or _plan(meta, state, registry.code_for(meta))
-    if names != plan.name_list and not (all(type(n) is str for n in names) and plan.name_set.issuperset(names)
-                                        and len(set(names)) == len(names)):
+    if names != plan.joined:
+        bound = names.split(",") if names else []
+        if not (plan.name_set.issuperset(bound) and len(set(bound)) == len(bound) == len(values)):
+            raise _corrupt("frame locals do not match the function's state table")
+    elif len(values) != len(plan.names):
         raise _corrupt("frame locals do not match the function's state table")
     if frees is not None and (len(frees) != 2 or not isinstance(frees[0], list)
                               or not all(isinstance(n, str) for n in frees[0])):
@@ -356,7 +359,8 @@ def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.P
     if meta is None:
         meta = _check_record(payload)
     _, _, state, _, names, values, frees = payload
-    return _support.PendingFrame(meta, state, dict(zip(names, values)), closures.cells_by_name(frees))
+    bound = meta.plans[state].names if names == meta.plans[state].joined else names.split(",")
+    return _support.PendingFrame(meta, state, dict(zip(bound, values)), closures.cells_by_name(frees))
 
 
 def _finished() -> types.GeneratorType:

@@ -79,7 +79,7 @@ def test_inspect_shows_frames_lines_and_readable_locals():
 
 
 def test_inspect_never_imports_or_resolves_what_a_snapshot_names():
-    record = ["dg_not_a_module_xyz:flow", b"\0" * 8, 3, 12, ["x", "f"],
+    record = ["dg_not_a_module_xyz:flow", b"\0" * 8, 3, 12, "x,f",
               [[23, [9, "layout", [1, [9, "ref", "dg_not_a_module_xyz:Thing"], [1, "a"], [1]]], 5],
                [9, "ref", "os:system"]], None]
     data = msgpack.packb([b"DG", 1, record], use_bin_type=True)

@@ -265,7 +265,9 @@ def test_plausible_value_nodes_in_real_frames(snapshots, data):
     """A real snapshot whose frame values are replaced by random but well-shaped value nodes."""
     tree = _unpack(data.draw(st.sampled_from(snapshots), label="seed"))
     frame = data.draw(st.sampled_from(tree[2:]), label="frame")
-    values = frame[data.draw(st.sampled_from([4, 5]), label="names or values")]
+    if data.draw(st.booleans(), label="replace the names"):
+        frame[4] = data.draw(st.one_of(st.text(alphabet="abn_dgit1,", max_size=12), NODES), label="names")
+    values = frame[5]
     for _ in range(data.draw(st.integers(1, 2))):
         if values:
             values[data.draw(st.integers(0, len(values) - 1))] = data.draw(NODES, label="node")
@@ -291,8 +293,8 @@ def test_iterator_nodes_in_real_frames(snapshots, data):
     node = data.draw(ITERATORS, label="iterator")
     if data.draw(st.booleans(), label="inside its list"):  # [1, [it over ref 0]] : the list is still being filled
         node = [1, [node[0], [0, 0], *node[2:]]] if node[0] in (15, 16) else [1, node]
-    if frame[4]:
-        frame[4][0] = node
+    if frame[5]:
+        frame[5][0] = node
     check(msgpack.packb(tree, use_bin_type=True))
 
 

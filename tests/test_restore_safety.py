@@ -139,12 +139,12 @@ def _as_frame(mod, name):
 
 
 def _as_held_generator(mod, name):
-    return with_value(mod, [9, "gen", [1, name, fingerprint(mod), 1, None, [1], [1], None]])
+    return with_value(mod, [9, "gen", [1, name, fingerprint(mod), 1, None, "", [1], None]])
 
 
 def _as_nested_frame(mod, name):
     envelope = _template(mod)
-    envelope.append([name, fingerprint(mod), 1, None, ["x"], [5], None])
+    envelope.append([name, fingerprint(mod), 1, None, "x", [5], None])
     return _pack(envelope)
 
 

@@ -127,7 +127,7 @@ def test_deeply_nested_crafted_data_is_corrupt_not_a_crash():
     deep: list = [1, 7]
     for _ in range(5000):
         deep = [1, deep]
-    blob = msgpack.packb([b"DG", 1, ["m:f", b"x" * 8, 0, None, [], [], None]])
+    blob = msgpack.packb([b"DG", 1, ["m:f", b"x" * 8, 0, None, "", [], None]])
     with pytest.raises(runtime.SnapshotError):
         runtime.restore(blob)
     from runtime.codec import Decoder
