@@ -320,9 +320,10 @@ class Encoder:
         """Forget every object encoded so far: the encoder starts afresh (and holds nothing)."""
         self._memo.clear()
         self._keep.clear()
-        self._open.clear()
-        self._layouts.clear()
-        self._shapes.clear()
+        if self._layouts or self._shapes or self._open:
+            self._open.clear()
+            self._layouts.clear()
+            self._shapes.clear()
         self._first_dict = None
         self._shaping = False
 
@@ -1047,7 +1048,13 @@ class Decoder:
         memo = self._memo
         slot = len(memo)
         memo.append(_PENDING)
-        head = self._one(p[1])
+        ref = p[1]
+        if type(ref) is list and len(ref) == 2 and ref[0] == _REF and type(ref[1]) is int and 0 <= ref[1] < slot:
+            head = memo[ref[1]]  # the layout written for an earlier object: the common case, inlined
+            if head is _PENDING:
+                raise _corrupt("ref to a custom object whose payload is still being decoded")
+        else:
+            head = self._one(ref)
         plain = self._layouts.get(id(head))
         if plain is None:
             plain = self._hooks.plain_layout(head)
