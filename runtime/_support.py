@@ -106,14 +106,6 @@ def take(meta: FunctionMeta) -> PendingFrame | None:
     return frame
 
 
-def closure_overrides() -> dict[types.CodeType, tuple[Any, ...]]:
-    """Per-thread closures to use instead of fresh cells when restoring (chaos mode, same process)."""
-    table = getattr(_local, "closures", None)
-    if table is None:
-        table = _local.closures = {}
-    return table
-
-
 def abandon() -> None:
     """Forget a restore whose generator never started (so no later call can pick it up)."""
     if getattr(_local, "frame", None) is not None:
@@ -134,9 +126,7 @@ def function_for(frame: PendingFrame) -> Callable[..., Any]:
     if fn is not None and code is fn.__code__ and (not frees or frees == ("__class__",)):
         return fn
     module = sys.modules[meta.module]
-    closure = closure_overrides().get(code)
-    if closure is None:
-        closure = closures.closure_for(code, frame.frees, fn)
+    closure = closures.closure_for(code, frame.frees, fn)
     return _named(types.FunctionType(code, module.__dict__, code.co_name, None, closure), meta)
 
 
