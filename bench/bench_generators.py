@@ -23,14 +23,13 @@ preceded by a single line that defines ``durable``:
 from __future__ import annotations
 
 import argparse
-import gc
 import pickle
 import platform
-import statistics
 import sys
-import time
 import types
 from typing import Any, Callable
+
+from timing import Collector, format_ns, load_module, measure, median, paired_ratio, print_measured
 
 PROGRAM = '''
 # (a) a tight loop yielding ints
@@ -105,18 +104,10 @@ WORKER_STEPS = 3     # the worker is suspended after this many yields
 
 
 # -- loading the program ------------------------------------------------------------------------
-def _module(name: str, filename: str, code: types.CodeType) -> types.ModuleType:
-    module = types.ModuleType(name)
-    module.__file__ = filename
-    sys.modules[name] = module  # registered before exec: compiled code declares ``module:qualname``
-    exec(code, module.__dict__)
-    return module
-
-
 def load_native() -> types.ModuleType:
     source = HEADERS["native"] + PROGRAM
     filename = "<bench program: native>"
-    return _module("bench_program_native", filename, compile(source, filename, "exec", dont_inherit=True))
+    return load_module("bench_program_native", filename, compile(source, filename, "exec", dont_inherit=True))
 
 
 def load_compiled() -> types.ModuleType:
@@ -129,7 +120,7 @@ def load_compiled() -> types.ModuleType:
         code = compile_mapped(generated, filename)
     except ImportError:
         code = compile(generated, filename, "exec", dont_inherit=True)
-    module = _module("bench_program_compiled", filename, code)
+    module = load_module("bench_program_compiled", filename, code)
     module.__generated__ = generated
     return module
 
@@ -143,74 +134,7 @@ def load_peer() -> types.ModuleType | None:
         return None
     source = HEADERS["peer"] + PROGRAM
     filename = "<bench program: peer>"
-    return _module("bench_program_peer", filename, compile(source, filename, "exec", dont_inherit=True))
-
-
-# -- timing -------------------------------------------------------------------------------------
-def _sample(fn: Callable[[], Any], number: int) -> int:
-    """Nanoseconds for ``number`` calls of ``fn`` with the GC disabled (as timeit does)."""
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        for _ in range(number):
-            fn()
-        return time.perf_counter_ns() - start
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-
-
-def _calibrate(fn: Callable[[], Any], target_ns: int) -> int:
-    number = 1
-    while True:
-        elapsed = _sample(fn, number)
-        if elapsed >= target_ns or number >= 1 << 20:
-            return number
-        number = max(number * 2, int(number * target_ns / max(elapsed, 1) * 1.1))
-
-
-def measure(variants: dict[str, Callable[[], Any]], rounds: int, target_ns: int,
-            setup: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """Nanoseconds per call of each variant, one sample per variant per round; the samples of a
-    round are taken back to back (order rotated every round) so they see the same machine load."""
-    numbers = {name: _calibrate(fn, target_ns) for name, fn in variants.items()}
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            if setup is not None:
-                setup()
-            samples[name].append(_sample(variants[name], numbers[name]) / numbers[name])
-    return samples
-
-
-def median(samples: list[float]) -> float:
-    return statistics.median(samples)
-
-
-def paired_ratio(num: list[float], den: list[float]) -> float:
-    """Median over rounds of num/den: each ratio compares two samples taken moments apart."""
-    return statistics.median(a / b for a, b in zip(num, den))
-
-
-class Collector:
-    """Calls ``fn`` and keeps the results alive, so freeing them is not part of the timing."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
-        self.kept: list[Any] = []
-
-    def __call__(self) -> None:
-        self.kept.append(self.fn())
-
-    def reset(self) -> None:
-        kept, self.kept = self.kept, []
-        for obj in kept:
-            close = getattr(obj, "close", None)
-            if close is not None:
-                close()
+    return load_module("bench_program_peer", filename, compile(source, filename, "exec", dont_inherit=True))
 
 
 # -- the benchmark ------------------------------------------------------------------------------
@@ -311,14 +235,6 @@ def run(quick: bool, include_peer: bool) -> str:
 
 
 # -- output -------------------------------------------------------------------------------------
-def _ns(value: float) -> str:
-    if value >= 1_000_000:
-        return f"{value / 1_000_000:.2f} ms"
-    if value >= 1_000:
-        return f"{value / 1_000:.2f} µs"
-    return f"{value:.0f} ns"
-
-
 def render(results: dict[str, dict[str, list[float]]], sizes: dict[str, int], have_peer: bool, include_peer: bool,
            quick: bool, rounds: int, snap_rounds: int) -> str:
     peer_off = PEER_MISSING if include_peer else "skipped (--no-peer)"
@@ -331,7 +247,7 @@ def render(results: dict[str, dict[str, list[float]]], sizes: dict[str, int], ha
         samples = results[key]
         r = {name: median(values) for name, values in samples.items()}
         ratio = paired_ratio(samples["compiled"], samples["native"])
-        per = lambda v: f"{_ns(v)} ({v / items:.1f} ns/item)"  # noqa: E731
+        per = lambda v: f"{format_ns(v)} ({v / items:.1f} ns/item)"  # noqa: E731
         status = "PASS" if ratio <= limit else "MISS"
         if have_peer:
             peer_cells = f"{per(r['peer'])} | {paired_ratio(samples['peer'], samples['native']):.2f}×"
@@ -378,16 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples (finishes in under 20 seconds)")
     parser.add_argument("--no-peer", action="store_true", help=f"do not measure {PEER_NAME} even if installed")
     args = parser.parse_args(argv)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    table = run(args.quick, not args.no_peer)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    print(table)
-    print(f"Measured in {wall:.1f} s; this process had the CPU {cpu / wall:.0%} of that time.")
-    if cpu / wall < 0.9:
-        print("Warning: other processes competed for the CPU during the run; times are noisy "
-              "(ratios less so). Rerun on an idle machine for reliable numbers.")
-    return 0
-
+    return print_measured(lambda: run(args.quick, not args.no_peer))
 
 if __name__ == "__main__":
     sys.exit(main())

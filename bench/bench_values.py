@@ -35,11 +35,11 @@ import argparse
 import gc
 import pickle
 import platform
-import statistics
 import sys
-import time
 import types
-from typing import Any, Callable
+from typing import Any
+
+from timing import Collector, format_ns, load_module, measure, median, paired_ratio, print_measured
 
 # 50 locals of mixed types for state 3: cycles through these kinds of values
 _MIXED = [
@@ -121,80 +121,7 @@ def load_compiled() -> types.ModuleType:
     source = "from runtime import durable\n" + PROGRAM
     filename = "<bench values program: compiled>"
     generated = compile_source(source, filename)
-    module = types.ModuleType(MODULE)
-    module.__file__ = filename
-    sys.modules[MODULE] = module  # registered before exec: compiled code declares ``module:qualname``
-    exec(compile(generated, filename, "exec", dont_inherit=True), module.__dict__)
-    return module
-
-
-# -- timing (as in bench_generators.py) ---------------------------------------------------------
-def _sample(fn: Callable[[], Any], number: int) -> int:
-    """Nanoseconds for ``number`` calls of ``fn`` with the GC disabled (as timeit does)."""
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        start = time.perf_counter_ns()
-        for _ in range(number):
-            fn()
-        return time.perf_counter_ns() - start
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-
-
-def _calibrate(fn: Callable[[], Any], target_ns: int, setup: Callable[[], None] | None) -> int:
-    number = 1
-    while True:
-        if setup is not None:
-            setup()
-        elapsed = _sample(fn, number)
-        if elapsed >= target_ns or number >= 1 << 20:
-            return number
-        number = max(number * 2, int(number * target_ns / max(elapsed, 1) * 1.1))
-
-
-def measure(variants: dict[str, Callable[[], Any]], rounds: int, target_ns: int,
-            setup: Callable[[], None] | None = None) -> dict[str, list[float]]:
-    """Nanoseconds per call of each variant, one sample per variant per round, back to back
-    (order rotated every round) so they see the same machine load."""
-    numbers = {name: _calibrate(fn, target_ns, setup) for name, fn in variants.items()}
-    samples: dict[str, list[float]] = {name: [] for name in variants}
-    names = list(variants)
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for name in order:
-            if setup is not None:
-                setup()
-            samples[name].append(_sample(variants[name], numbers[name]) / numbers[name])
-    return samples
-
-
-def median(samples: list[float]) -> float:
-    return statistics.median(samples)
-
-
-def paired_ratio(num: list[float], den: list[float]) -> float:
-    """Median over rounds of num/den: each ratio compares two samples taken moments apart."""
-    return statistics.median(a / b for a, b in zip(num, den))
-
-
-class Collector:
-    """Calls ``fn`` and keeps the results alive, so freeing them is not part of the timing."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        self.fn = fn
-        self.kept: list[Any] = []
-
-    def __call__(self) -> None:
-        self.kept.append(self.fn())
-
-    def reset(self) -> None:
-        kept, self.kept = self.kept, []
-        for obj in kept:
-            close = getattr(obj, "close", None)
-            if close is not None:
-                close()
+    return load_module(MODULE, filename, compile(generated, filename, "exec", dont_inherit=True))
 
 
 def _reset(collectors: dict[str, Collector]) -> None:
@@ -267,14 +194,6 @@ def run(quick: bool) -> str:
 
 
 # -- output -------------------------------------------------------------------------------------
-def _ns(value: float) -> str:
-    if value >= 1_000_000:
-        return f"{value / 1_000_000:.2f} ms"
-    if value >= 1_000:
-        return f"{value / 1_000:.2f} µs"
-    return f"{value:.0f} ns"
-
-
 def _bytes(n: int) -> str:
     return f"{n:,} B"
 
@@ -289,7 +208,7 @@ def render(results: list[Any], quick: bool, rounds_small: int, rounds_large: int
             ratio = paired_ratio(samples["durable"], samples["pickle"])
             status = "PASS" if ratio <= TIME_LIMIT else "MISS"
             misses += status == "MISS"
-            out.append(f"| {first} | {what} | {_ns(median(samples['durable']))} | {_ns(median(samples['pickle']))} "
+            out.append(f"| {first} | {what} | {format_ns(median(samples['durable']))} | {format_ns(median(samples['pickle']))} "
                        f"| {ratio:.2f}× | ≤ {TIME_LIMIT:.1f}× | {status} |")
             first = ""
         ratio = size / psize
@@ -316,16 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples (finishes in under 30 seconds)")
     args = parser.parse_args(argv)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    table = run(args.quick)
-    wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    print(table)
-    print(f"Measured in {wall:.1f} s; this process had the CPU {cpu / wall:.0%} of that time.")
-    if cpu / wall < 0.9:
-        print("Warning: other processes competed for the CPU during the run; times are noisy "
-              "(ratios less so). Rerun on an idle machine for reliable numbers.")
-    return 0
-
+    return print_measured(lambda: run(args.quick))
 
 if __name__ == "__main__":
     sys.exit(main())
