@@ -97,20 +97,30 @@ def resolve(ref: str, kind: str = "class or function") -> Any:
     module, sep, qualname = ref.partition(":")
     if not sep or not module or not qualname or "<locals>" in qualname:
         raise NotAllowedError(f"snapshot names {kind} {ref!r}, which is not a module-level name")
-    if not module_allowed(module):
-        raise NotAllowedError(
-            f"snapshot names {kind} {ref!r}, but module {module!r} is not allowed: restore only resolves names "
-            f"in compiled modules, @serializable classes and modules given to runtime.allow_modules()")
-    if module not in sys.modules:
-        try:
-            importlib.import_module(module)
-        except ImportError as exc:
-            raise NotAllowedError(f"snapshot names {kind} {ref!r}, but module {module!r} cannot be imported: {exc}") \
-                from None
+    import_allowed(module, f"snapshot names {kind} {ref!r}")
     obj = _find(module, qualname)
     if obj is None:
         raise IncompatibleCodeError(f"snapshot names {kind} {ref!r}, which no longer exists (or is not defined there)")
     return obj
+
+
+def import_allowed(module: str, what: str) -> None:
+    """Make sure ``module`` is imported, importing it only if the allow-list permits it.
+
+    ``what`` starts the error messages (``"snapshot names class 'm:C'"``): NotAllowedError for a
+    module that is not allowed, IncompatibleCodeError for an allowed one that fails to import.
+    """
+    if not module_allowed(module):
+        raise NotAllowedError(
+            f"{what}, but module {module!r} is not allowed: restore imports and resolves names only in compiled "
+            f"modules, @serializable classes and modules given to runtime.allow_modules(); import {module!r} "
+            f"before restore, or call runtime.allow_modules({module!r})")
+    if module not in sys.modules:
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # ImportError, or the allowed module itself failing while it runs
+            raise IncompatibleCodeError(
+                f"{what}, but module {module!r} cannot be imported: {type(exc).__name__}: {exc}") from None
 
 
 def _find(module: str, qualname: str) -> Any:

@@ -1,13 +1,12 @@
 """The registry of durable functions: compile-time metadata by name and by code object."""
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .errors import IncompatibleCodeError, NotAllowedError
+from .errors import IncompatibleCodeError
 
 
 @dataclass(eq=False)
@@ -78,23 +77,8 @@ def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
     meta = BY_NAME.get(ident)
     if meta is None:
         module, _, qualname = ident.partition(":")
-        from .allow import module_allowed  # allow imports this module
-        if not module_allowed(module):
-            raise NotAllowedError(
-                f"snapshot names durable function {ident!r}, but module {module!r} is not allowed: restore "
-                f"imports only allowed modules; import {module!r} before restore, or call "
-                f"runtime.allow_modules({module!r})")
-        if module not in sys.modules:
-            try:
-                importlib.import_module(module)
-            except ImportError as exc:
-                raise IncompatibleCodeError(
-                    f"snapshot names durable function {ident!r}, but module {module!r} cannot be imported: {exc}"
-                ) from None
-            except Exception as exc:  # the (allowed) module itself fails while it is imported
-                raise IncompatibleCodeError(
-                    f"snapshot names durable function {ident!r}, but importing module {module!r} failed: "
-                    f"{type(exc).__name__}: {exc}") from exc
+        from .allow import import_allowed  # allow imports this module
+        import_allowed(module, f"snapshot names durable function {ident!r}")
         meta = BY_NAME.get(ident)
         if meta is None:
             raise IncompatibleCodeError(
