@@ -59,46 +59,48 @@ def test_values_beyond_msgpack_scalars_take_the_exact_path(value):
     assert _future(restored, "sent") == _future(reference, "sent")
 
 
+class _NoHooks:
+    """Codec hooks for plain data only: no class, custom value or instance is known."""
+
+    def class_ref(self, cls):
+        return None
+
+    def custom(self, obj):
+        return None
+
+    def plain_instances(self, cls):
+        return False
+
+    def plain_layout(self, layout):
+        return None
+
+
 def test_optimistic_encoder_leaves_the_checks_to_msgpack():
-    class Hooks:
-        def class_ref(self, cls):
-            return None
-
-        def custom(self, obj):
-            return None
-
-    fast = codec.Encoder(Hooks(), exact=False)
+    fast = codec.Encoder(_NoHooks(), exact=False)
     packed = fast.encode([2**70], "local 'x'")
     with pytest.raises(OverflowError):
         msgpack.packb(packed, use_bin_type=True)
     packed = fast.encode({"\ud800": 1}, "local 'y'")
     with pytest.raises(UnicodeEncodeError):
         msgpack.packb(packed, use_bin_type=True)
-    exact = codec.Encoder(Hooks())
+    exact = codec.Encoder(_NoHooks())
     for value in ([2**70], {"\ud800": 1}):
         data = msgpack.packb(exact.encode(value, "local 'v'"), use_bin_type=True)
-        decoded = codec.Decoder(Hooks()).decode(msgpack.unpackb(data, raw=False, strict_map_key=False))
+        decoded = codec.Decoder(_NoHooks()).decode(msgpack.unpackb(data, raw=False, strict_map_key=False))
         assert decoded == value
 
 
 def test_scalar_dicts_travel_as_maps_and_others_as_tagged_arrays():
-    class Hooks:
-        def class_ref(self, cls):
-            return None
-
-        def custom(self, obj):
-            return None
-
     scalars = {"a": 1, 2: "b", None: 1.5, b"k": True}
     nested = {"a": [1]}
-    fast = codec.Encoder(Hooks(), exact=False)
+    fast = codec.Encoder(_NoHooks(), exact=False)
     assert fast.encode(scalars, "local 'd'") is scalars
     assert fast.encode(nested, "local 'n'")[0] == 3
-    assert codec.Encoder(Hooks()).encode(scalars, "local 'd'")[0] == 3  # exact mode checks each item instead
+    assert codec.Encoder(_NoHooks()).encode(scalars, "local 'd'")[0] == 3  # exact mode checks each item instead
     for exact in (True, False):
-        enc = codec.Encoder(Hooks(), exact=exact)
+        enc = codec.Encoder(_NoHooks(), exact=exact)
         data = msgpack.packb([enc.encode(scalars, "d"), enc.encode(nested, "n")], use_bin_type=True)
-        dec = codec.Decoder(Hooks())
+        dec = codec.Decoder(_NoHooks())
         assert [dec.decode(p) for p in msgpack.unpackb(data, raw=False, strict_map_key=False)] == [scalars, nested]
 
 
