@@ -37,11 +37,7 @@ def classify(obj: Any) -> tuple[str, Any, Any] | None:
         found = fallback(obj)
         if found is not None:
             return found
-    found = _classify_code_or_instance(obj)
-    if found is not None and found[0] in (INSTANCE, "state"):
-        # decided by the class alone (allowed, plain layout, no fallback claimed it): remember
-        _HANDLERS[type(obj)] = _instance_handler(type(obj))  # type: ignore[assignment]
-    return found
+    return _classify_code_or_instance(obj)
 
 
 Handler = Callable[[Any], "tuple[str, Any, Any]"]
@@ -64,6 +60,11 @@ def fill(name: str, obj: Any, head: Any, body: Any) -> None:
     kind.fill(obj, head, body)
 
 
+def _classified_elsewhere(obj: Any) -> tuple[Any, Any]:
+    """The encode of the kinds below, which ``classify`` works out itself (they have no exact type)."""
+    raise TypeError(f"{type(obj).__qualname__} values are encoded through objects.classify")
+
+
 # -- classes and functions by name ------------------------------------------------------------
 
 def _classify_code_or_instance(obj: Any) -> tuple[str, Any, Any] | None:
@@ -78,7 +79,11 @@ def _classify_code_or_instance(obj: Any) -> tuple[str, Any, Any] | None:
     if tp is types.MethodType:
         return _method(obj)
     handler = _instance_handler(tp)
-    return handler(obj) if handler is not None else None
+    if handler is None:
+        return None
+    # decided by the class alone (allowed, plain layout, no fallback claimed it): remember
+    _HANDLERS[tp] = handler
+    return handler(obj)
 
 
 def _create_builtin(name: Any) -> Any:
@@ -96,8 +101,8 @@ def _create_ref(ref: Any) -> Any:
     return obj
 
 
-kinds.add(Kind("builtin", lambda obj: (obj.__name__, NO_BODY), _create_builtin))
-kinds.add(Kind("ref", lambda obj: (allow.ref_of(obj), NO_BODY), _create_ref))
+kinds.add(Kind("builtin", _classified_elsewhere, _create_builtin))
+kinds.add(Kind("ref", _classified_elsewhere, _create_ref))
 
 
 # -- bound methods ----------------------------------------------------------------------------
@@ -135,7 +140,7 @@ def _create_method(head: Any) -> Any:
     return types.MethodType(func, owner)
 
 
-kinds.add(Kind("method", lambda m: (_method(m)[1], NO_BODY), _create_method))  # type: ignore[index]
+kinds.add(Kind("method", _classified_elsewhere, _create_method))
 
 
 # -- instances of allowed classes -------------------------------------------------------------
@@ -290,10 +295,6 @@ def _fill_stateful(obj: Any, cls: Any, state: Any) -> None:
     obj.__setstate__(state)
 
 
-def _not_here(obj: Any) -> tuple[Any, Any]:  # instances are classified by type, never by this kind's encode
-    raise TypeError(f"{type(obj).__qualname__} instances are classified by objects.classify")
-
-
 kinds.add(Kind("layout", _encode_layout, _create_layout), Layout)
-kinds.add(Kind(INSTANCE, _not_here, _create_instance, _fill_instance))
-kinds.add(Kind("state", _not_here, _create_stateful, _fill_stateful))
+kinds.add(Kind(INSTANCE, _classified_elsewhere, _create_instance, _fill_instance))
+kinds.add(Kind("state", _classified_elsewhere, _create_stateful, _fill_stateful))
