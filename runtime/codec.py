@@ -455,14 +455,7 @@ class Encoder:
         if names is not None:
             model = self._shapes.get(names)
             if model is not None:  # the same str keys as a dict written before: only the values
-                values = list(v.values())
-                if not plain.issuperset(map(type, values)):
-                    try:
-                        values = [x if type(x) in plain else self._enc(x) for x in values]
-                    except _Fail as fail:
-                        fail.chain.append((v, None))
-                        raise
-                return [_SHAPED, model, *values]
+                return [_SHAPED, model, *self._values(v, list(v.values()))]
         if plain.issuperset(map(type, v)) and plain.issuperset(map(type, v.values())):
             out: Any = v  # packed as a msgpack map
         else:
@@ -617,14 +610,7 @@ class Encoder:
             layout_slot = layouts.get(tuple(attrs))
             if layout_slot is not None:
                 memo[id(x)] = len(memo)
-                values = list(attrs.values())
-                if not self._plain.issuperset(map(type, values)):
-                    try:
-                        values = [self._enc(v) for v in values]
-                    except _Fail as fail:
-                        fail.chain.append((x, None))
-                        raise
-                return [_OBJECT, [_REF, layout_slot], *values]
+                return [_OBJECT, [_REF, layout_slot], *self._values(x, list(attrs.values()))]
         if isinstance(x, BaseException):
             out = self._exception(x)
             if out is not None:
@@ -642,14 +628,7 @@ class Encoder:
             out = [_OBJECT, self._component(x, head)]
             if self._hooks.plain_instances(type(x)):
                 self._layouts.setdefault(type(x), {})[tuple(x.__dict__)] = self._memo[id(head)]
-            if self._plain.issuperset(map(type, body)):
-                out += body
-            else:
-                try:
-                    out += [self._enc(v) for v in body]
-                except _Fail as fail:
-                    fail.chain.append((x, None))
-                    raise
+            out += self._values(x, body)
             return out
         if body is NO_BODY:
             self._open.add(id(x))
@@ -657,6 +636,17 @@ class Encoder:
             self._open.discard(id(x))
             return out
         return [_CUSTOM, name, self._component(x, head), self._component(x, body)]
+
+    def _values(self, owner: object, values: list[Any]) -> list[Any]:
+        """``values`` (of ``owner``'s attributes or items) encoded; as they are when all are plain."""
+        plain = self._plain
+        if plain.issuperset(map(type, values)):
+            return values
+        try:
+            return [v if type(v) in plain else self._enc(v) for v in values]
+        except _Fail as fail:
+            fail.chain.append((owner, None))
+            raise
 
     def _component(self, x: object, part: Any) -> Any:
         """Encode the head or body of custom object ``x``; a failure's path steps into ``x`` itself."""
@@ -816,11 +806,16 @@ class Decoder:
     def _one(self, x: Any) -> Any:
         return x if type(x) in _SCALARS else self._node(x)
 
+    def _values(self, values: list[Any]) -> list[Any]:
+        """``values`` decoded; the list itself when all are scalars."""
+        if _SCALARS.issuperset(map(type, values)):
+            return values
+        node = self._node
+        return [x if type(x) in _SCALARS else node(x) for x in values]
+
     def _items(self, p: list[Any]) -> list[Any]:
         """The decoded items of ``p`` after its tag."""
-        scalars = _SCALARS
-        node = self._node
-        return [x if type(x) in scalars else node(x) for x in p[1:]]
+        return self._values(p[1:])
 
     @staticmethod
     def _arity(p: list[Any], n: int) -> None:
@@ -913,9 +908,7 @@ class Decoder:
             raise _corrupt("shaped dict values do not match its model's keys")
         out: dict[Any, Any] = {}
         memo.append(out)
-        if not _SCALARS.issuperset(map(type, values)):
-            node = self._node
-            values = [x if type(x) in _SCALARS else node(x) for x in values]
+        values = self._values(values)
         out.update(zip(keys, values))
         return out
 
@@ -1064,17 +1057,13 @@ class Decoder:
         if plain is not None:  # a class allowed when its layout was decoded, and __dict__ values
             cls, names = plain
             memo[slot] = obj = object.__new__(cls)
-            if not _SCALARS.issuperset(map(type, values)):
-                node = self._node
-                values = [x if type(x) in _SCALARS else node(x) for x in values]
+            values = self._values(values)
             if len(values) != len(names):
                 raise _corrupt("object attributes do not match its layout")
             obj.__dict__.update(zip(names, values))
             return obj
         memo[slot] = obj = self._hooks.create(INSTANCE, head)
-        if not _SCALARS.issuperset(map(type, values)):
-            node = self._node
-            values = [x if type(x) in _SCALARS else node(x) for x in values]
+        values = self._values(values)
         self._hooks.fill(INSTANCE, obj, head, values)
         return obj
 
