@@ -271,7 +271,7 @@ def restore(data: bytes) -> types.GeneratorType:
         meta = outer.meta
         if outer.state not in meta.yield_from:
             raise _corrupt("a nested frame follows a frame that is not delegating")
-        slot = next((n for n in meta.states[outer.state] if n.startswith("_dg_yf")), None)
+        slot = meta.plans[outer.state].delegation  # the plan _check_record made for this state
         if slot is None:
             raise _corrupt("delegating frame without its delegation local")
         outer.values[slot] = inner
