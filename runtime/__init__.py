@@ -1,13 +1,11 @@
 """Durable generators runtime: snapshot, restore and detach compiled generators (depends on msgpack only)."""
 from __future__ import annotations
 
-# imported for their side effect: they register the value kinds snapshots carry
-from . import iterator_kinds, objects, stdlib_kinds  # noqa: F401
+from . import objects  # noqa: F401  (registers the kinds for user classes; the standard ones load on first use)
 from .allow import allow_modules, disallow_modules, serializable
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
                      NotAllowedError, NotDurableError, SignatureError, SnapshotError, UnserializableValueError)
-from .inspection import SnapshotInfo, inspect_snapshot
 from .kinds import register_codec
 from .settings import Settings, configure, restore_settings
 from .snapshot import detach, restore, snapshot
@@ -19,3 +17,11 @@ __all__ = [
     "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
     "IncompatibleCodeError", "CorruptSnapshotError", "NotAllowedError", "SignatureError", "DurableCompileError",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # the inspector is only needed by tools: load it when it is first asked for
+    if name in ("inspect_snapshot", "SnapshotInfo"):
+        from . import inspection
+        return getattr(inspection, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,6 +16,7 @@ kind). ``register_codec`` is the public way to add one for a user type.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -56,6 +57,19 @@ class Unsupported(Exception):
 
 BY_TYPE: dict[type, Kind] = {}
 BY_NAME: dict[str, Kind] = {}
+
+_STANDARD = (".stdlib_kinds", ".iterator_kinds")
+_standard_loaded = False
+
+
+def load_standard() -> None:
+    """Register the kinds of standard-library values and iterators (done at the first snapshot or
+    restore, so that importing the runtime does not import datetime, decimal, uuid, zoneinfo, ...)."""
+    global _standard_loaded
+    if not _standard_loaded:
+        _standard_loaded = True
+        for module in _STANDARD:
+            importlib.import_module(module, __package__)
 
 
 def add(kind: Kind, *types: type) -> Kind:

@@ -23,7 +23,8 @@ FALLBACKS: list[Fallback] = []
 
 def classify(obj: Any) -> tuple[str, Any, Any] | None:
     """``(kind name, head, body)`` for an object a snapshot may carry, or None."""
-    if _HANDLERS_GENERATION[0] != kinds.generation:
+    if _HANDLERS_GENERATION[0] != kinds.generation:  # the first call, or kinds/the allow-list changed
+        kinds.load_standard()
         _HANDLERS.clear()
         _HANDLERS_GENERATION[0] = kinds.generation
     handler = _HANDLERS.get(type(obj))
@@ -48,6 +49,9 @@ _HANDLERS_GENERATION = [-1]
 def create(name: str, head: Any) -> Any:
     kind = kinds.BY_NAME.get(name)
     if kind is None:
+        kinds.load_standard()
+        kind = kinds.BY_NAME.get(name)
+    if kind is None:
         raise CorruptSnapshotError(f"snapshot holds a value of unknown kind {name!r} (a codec registered "
                                    "when it was taken is not registered now?)")
     return kind.create(head)
@@ -60,8 +64,8 @@ def fill(name: str, obj: Any, head: Any, body: Any) -> None:
     kind.fill(obj, head, body)
 
 
-def _classified_elsewhere(obj: Any) -> tuple[Any, Any]:
-    """The encode of the kinds below, which ``classify`` works out itself (they have no exact type)."""
+def classified_elsewhere(obj: Any) -> tuple[Any, Any]:
+    """The encode of kinds that ``classify`` (or a fallback) works out itself: they have no exact type."""
     raise TypeError(f"{type(obj).__qualname__} values are encoded through objects.classify")
 
 
@@ -101,8 +105,8 @@ def _create_ref(ref: Any) -> Any:
     return obj
 
 
-kinds.add(Kind("builtin", _classified_elsewhere, _create_builtin))
-kinds.add(Kind("ref", _classified_elsewhere, _create_ref))
+kinds.add(Kind("builtin", classified_elsewhere, _create_builtin))
+kinds.add(Kind("ref", classified_elsewhere, _create_ref))
 
 
 # -- bound methods ----------------------------------------------------------------------------
@@ -140,7 +144,7 @@ def _create_method(head: Any) -> Any:
     return types.MethodType(func, owner)
 
 
-kinds.add(Kind("method", _classified_elsewhere, _create_method))
+kinds.add(Kind("method", classified_elsewhere, _create_method))
 
 
 # -- instances of allowed classes -------------------------------------------------------------
@@ -296,5 +300,5 @@ def _fill_stateful(obj: Any, cls: Any, state: Any) -> None:
 
 
 kinds.add(Kind("layout", _encode_layout, _create_layout), Layout)
-kinds.add(Kind(INSTANCE, _classified_elsewhere, _create_instance, _fill_instance))
-kinds.add(Kind("state", _classified_elsewhere, _create_stateful, _fill_stateful))
+kinds.add(Kind(INSTANCE, classified_elsewhere, _create_instance, _fill_instance))
+kinds.add(Kind("state", classified_elsewhere, _create_stateful, _fill_stateful))

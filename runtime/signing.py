@@ -5,8 +5,6 @@ unsigned snapshot's bytes and ``mac`` is HMAC-SHA256 over a domain prefix and th
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 from typing import Literal
 
 import msgpack
@@ -23,6 +21,9 @@ Status = Literal["unsigned", "verified", "signed, not verified (no key configure
 
 
 def mac(key: bytes, payload: bytes) -> bytes:
+    import hashlib
+    import hmac  # imported when signing is used, not with the runtime
+
     return hmac.new(key, _DOMAIN + payload, hashlib.sha256).digest()
 
 
@@ -57,6 +58,8 @@ def unwrap(data: bytes, keys: tuple[bytes, ...]) -> tuple[bytes, Status]:
     signature, payload = outer[2], outer[3]
     if not keys:
         return payload, "signed, not verified (no key configured)"
+    import hmac
+
     if any(hmac.compare_digest(signature, mac(key, payload)) for key in keys):
         return payload, "verified"
     raise SignatureError("snapshot signature does not match: the snapshot was changed, or signed with a key "

@@ -130,7 +130,7 @@ _one_phase("time", datetime.time,
            lambda t: [t.hour, t.minute, t.second, t.microsecond, t.tzinfo, t.fold], _create_time)
 _one_phase("timedelta", datetime.timedelta, lambda t: [t.days, t.seconds, t.microseconds], _create_timedelta)
 _one_phase("timezone", datetime.timezone, _encode_timezone, _create_timezone)
-kinds.add(Kind("zoneinfo", lambda z: (z.key, NO_BODY), _create_zoneinfo))  # classified by _classify_zoneinfo
+kinds.add(Kind("zoneinfo", objects.classified_elsewhere, _create_zoneinfo))  # see _classify_zoneinfo
 
 
 # -- numbers, ids, paths ----------------------------------------------------------------------
@@ -231,7 +231,7 @@ def _create_ellipsis(head: Any) -> Any:
 
 
 _one_phase("bytearray", bytearray, bytes, _create_bytearray)
-kinds.add(Kind("memoryview", lambda m: (m.tobytes(), NO_BODY), _create_memoryview))  # see _classify_memoryview
+kinds.add(Kind("memoryview", objects.classified_elsewhere, _create_memoryview))  # see _classify_memoryview
 _one_phase("range", range, lambda r: [r.start, r.stop, r.step], _create_range)
 _one_phase("slice", slice, lambda s: [s.start, s.stop, s.step], _create_slice)
 _one_phase("ellipsis", type(Ellipsis), lambda e: None, _create_ellipsis)
@@ -368,7 +368,6 @@ def _create_named_tuple(head: Any) -> tuple[Any, ...]:
     return tuple.__new__(cls, values)  # no user __new__/__init__ runs
 
 
-kinds.add(Kind("enum", lambda m: (_classify_enum_member(m)[1], NO_BODY), _create_enum_member))  # type: ignore[index]
-kinds.add(Kind("namedtuple", lambda t: (_classify_named_tuple(t)[1], NO_BODY),  # type: ignore[index]
-               _create_named_tuple))
+kinds.add(Kind("enum", objects.classified_elsewhere, _create_enum_member))
+kinds.add(Kind("namedtuple", objects.classified_elsewhere, _create_named_tuple))
 objects.FALLBACKS.extend([_classify_zoneinfo, _classify_memoryview, _classify_enum_member, _classify_named_tuple])

@@ -176,6 +176,22 @@ def test_runtime_does_not_import_compiler():
     assert "BAD []" in proc.stdout, proc.stdout
 
 
+def test_runtime_loads_the_standard_value_kinds_on_first_use():
+    proc = run_python("""
+        import sys
+        import runtime
+        heavy = ("runtime.stdlib_kinds", "runtime.iterator_kinds", "runtime.inspection", "zoneinfo", "uuid",
+                 "hmac")
+        print("AT IMPORT", [m for m in heavy if m in sys.modules])
+        from runtime import objects
+        print("MADE", type(objects.create("uuid", [b"\\x01" * 16, None])).__name__)
+        print("AFTER", [m for m in heavy[:2] if m not in sys.modules])
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert "AT IMPORT []" in proc.stdout, proc.stdout
+    assert "MADE UUID" in proc.stdout and "AFTER []" in proc.stdout, proc.stdout
+
+
 def test_error_hierarchy():
     from runtime import NotAllowedError, SignatureError
     for cls in (UnserializableValueError, IncompatibleCodeError, CorruptSnapshotError,

@@ -310,6 +310,7 @@ _BAD_HEADS = [None, 1, "x", [], [None], [1, 2, 3, 4], [(1,), "state"], [("a",), 
 
 
 def _iterator_kind_names() -> list[str]:
+    kinds.load_standard()  # the standard kinds register at the first snapshot or restore
     return sorted(name for name in kinds.BY_NAME if name in ("map", "filter") or name.startswith("itertools."))
 
 
