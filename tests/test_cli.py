@@ -10,6 +10,7 @@ interpreter running ``from transpiler.cli import run; run()``.
 """
 from __future__ import annotations
 
+import ast
 import os
 import re
 import subprocess
@@ -493,9 +494,20 @@ def _simple_statements(source: str) -> dict[str, int]:
     return result
 
 
+def _durable_spans(source: str) -> list[range]:
+    """Line ranges of the @durable functions of ``source`` (found with ast, independently of the compiler)."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.FunctionDef) and any(
+                isinstance(d, ast.Name) and d.id == "durable" for d in node.decorator_list):
+            spans.append(range(node.decorator_list[0].lineno, node.end_lineno + 1))
+    return spans
+
+
 def test_markers_name_the_original_line_of_each_statement(tmp_path: Path):
     compiled = _compiled_marked(tmp_path)
-    wanted = _simple_statements(MARKED)
+    spans = _durable_spans(MARKED)
+    wanted = {t: n for t, n in _simple_statements(MARKED).items() if any(n in span for span in spans)}
     seen: dict[str, list[int]] = {}
     for text in compiled.splitlines():
         m = MARK.match(text)
@@ -507,10 +519,27 @@ def test_markers_name_the_original_line_of_each_statement(tmp_path: Path):
                 seen.setdefault(part, []).append(int(m["n"]))
     wrong = {code: marks for code, marks in seen.items() if any(n != wanted[code] for n in marks)}
     assert not wrong, f"markers naming the wrong line: {wrong} (want {({c: wanted[c] for c in wrong})})"
-    # every simple (non-compound) statement of the module is found with its marker
+    # every simple (non-compound) statement of a durable function is found with its marker
     simple = {t: n for t, n in wanted.items() if not t.endswith(":")}
     missing = sorted(set(simple) - set(seen), key=simple.get)
     assert not missing, f"statements without a dg@ marker: {missing}"
+
+
+def test_code_outside_durable_functions_is_copied_unchanged(tmp_path: Path):
+    """Statements outside durable functions keep their text (no marker): the traceback line of an
+    error there shows the source line itself."""
+    compiled = _compiled_marked(tmp_path).splitlines()
+    durable_lines = {n for span in _durable_spans(MARKED) for n in span}
+    spans = [range(min([s.lineno, *(d.lineno for d in getattr(s, "decorator_list", []))]), s.end_lineno + 1)
+             for s in ast.parse(MARKED).body]  # top-level statements holding a durable function
+    spans = [span for span in spans if durable_lines & set(span)]
+    original = MARKED.splitlines()
+    outside = [original[n - 1] for n in range(1, len(original) + 1)
+               if original[n - 1].strip() and not any(n in span for span in spans)]
+    position = 0
+    for line in outside:  # in order, each exactly as written
+        position = compiled.index(line, position) + 1
+    assert not any(MARK.match(line) for line in outside)
 
 
 def test_markers_point_at_code_lines(tmp_path: Path):
@@ -525,10 +554,11 @@ def test_markers_point_at_code_lines(tmp_path: Path):
 
 
 def test_def_statements_carry_their_own_line(tmp_path: Path):
-    """A ``def`` is a statement too: its marker names the original ``def`` line."""
+    """A ``def`` is a statement too: a durable function's marker names its original ``def`` line."""
     compiled = _compiled_marked(tmp_path)
+    spans = _durable_spans(MARKED)
     defs = {name: n for n, text in enumerate(MARKED.splitlines(), 1)
-            for name in re.findall(r"^\s*def (\w+)\(", text)}
+            for name in re.findall(r"^\s*def (\w+)\(", text) if any(n in span for span in spans)}
     found = {}
     for text in compiled.splitlines():
         d = re.match(r"^\s*def (\w+)\(", text)

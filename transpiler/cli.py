@@ -3,44 +3,83 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import click
 
-from . import __version__
-from .diagnostics import CompileError
-from .generate import compile_module
+from . import __version__, batch
 
-EXIT_OK, EXIT_USAGE, EXIT_USER_CODE, EXIT_INTERNAL = 0, 2, 3, 123
+if TYPE_CHECKING:
+    from .config import Config
 
+ERROR_LINE = re.compile(r"^.+?:\d+:\d+: error: ", re.M)
 
-def _sources(paths: tuple[str, ...]) -> Iterator[tuple[Path, Path]]:
-    """(file, path relative to the argument it came from) for every .py file named or inside a package."""
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for file in sorted(path.rglob("*.py")):
-                yield file, Path(path.name) / file.relative_to(path)
-        elif path.is_file():
-            yield path, Path(path.name)
-        else:
-            raise click.UsageError(f"no such file or directory: {raw}")
+EXIT_OK, EXIT_WORK, EXIT_USAGE, EXIT_USER_CODE, EXIT_INTERNAL = 0, 1, 2, 3, 123
+PROGRESS_FROM = 10
+"""Show a progress bar (on a terminal) when this many files or more are compiled."""
+REPORT = "durable: internal error while compiling {path}: {error}\nplease report this at the project's issue tracker with the file that triggered it"
 
 
-def _compile(file: Path, all_generators: bool) -> str | None:
+def _need_compiler() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("libcst") is None:
+        raise click.UsageError("the compiler is not installed: pip install 'durable-generators[compiler]'")
+
+
+def _config(config_file: str | None) -> Config:
+    from .config import Config, ConfigError, find_pyproject, load
+
+    _need_compiler()
+
     try:
-        source = file.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        click.echo(f"{file}:1:1: error: DG000 cannot read the file: {exc}", err=True)
-        return None
+        pyproject = Path(config_file) if config_file else find_pyproject(Path.cwd())
+        if pyproject is None:
+            return Config(root=Path.cwd().resolve(), source_roots=(Path.cwd().resolve(),))
+        return load(pyproject)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _sources(paths: tuple[str, ...], config: Config) -> list[batch.Source]:
+    from .config import ConfigError
+
     try:
-        return compile_module(source, str(file), all_generators=all_generators)
-    except CompileError as exc:
-        for diagnostic in exc.diagnostics:
-            click.echo(diagnostic.text(), err=True)
-        return None
+        if paths:
+            return list(batch.sources_of(paths))
+        if not config.modules:
+            raise click.UsageError("no PATHS given and no modules in [tool.durable] of pyproject.toml")
+        return list(batch.sources_of_modules(config.module_paths()))
+    except (batch.UsageProblem, ConfigError) as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _progress(items: list[batch.Source], label: str, enabled: bool) -> Iterator[batch.Source]:
+    if not enabled or len(items) < PROGRESS_FROM or not sys.stderr.isatty():
+        yield from items
+        return
+    with click.progressbar(items, label=label, file=sys.stderr) as bar:
+        yield from bar
+
+
+def _run_all(sources: list[batch.Source], mode: batch.Mode, outdir: Path | None, *, all_generators: bool,
+             force: bool, label: str) -> tuple[list[batch.Result], bool]:
+    """Process every source; returns the results and whether an internal error happened."""
+    results: list[batch.Result] = []
+    for source in _progress(sources, label, enabled=mode is not batch.Mode.STDOUT):
+        try:
+            results.append(batch.process(source, mode, outdir, all_generators=all_generators, force=force))
+        except Exception as exc:  # a bug in the compiler: say so, keep going, exit 123 at the end
+            click.echo(REPORT.format(path=source.path, error=f"{type(exc).__name__}: {exc}"), err=True)
+            return results, True
+    return results, False
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 @click.group()
@@ -50,43 +89,88 @@ def main() -> None:
 
 
 @main.command("compile")
-@click.argument("paths", nargs=-1, required=True)
+@click.argument("paths", nargs=-1)
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), help="Write compiled files under this directory.")
 @click.option("--in-place", is_flag=True, help="Overwrite the source files with their compiled form.")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Print the compiled code to standard output.")
-@click.option("--all-generators", is_flag=True, help="Compile every generator function, not only @durable ones.")
-def compile_command(paths: tuple[str, ...], outdir: str | None, in_place: bool, to_stdout: bool,
-                    all_generators: bool) -> None:
-    """Compile Python files and packages (PATHS) so their durable generators can be snapshotted."""
-    if sum([outdir is not None, in_place, to_stdout]) != 1:
-        raise click.UsageError("choose exactly one of -o OUTDIR, --in-place or --stdout")
-    failed = 0
-    count = 0
-    for file, relative in _sources(paths):
-        compiled = _compile(file, all_generators)
-        if compiled is None:
-            failed += 1
-            continue
-        count += 1
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 when an output is missing or stale.")
+@click.option("--diff", "show_diff", is_flag=True, help="Write nothing; print a unified diff of what would change.")
+@click.option("--all-generators", is_flag=True, default=None,
+              help="Compile every generator function, not only @durable ones.")
+@click.option("--force", is_flag=True, help="Compile even files whose output is up to date.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="The pyproject.toml to read [tool.durable] from (default: the nearest one).")
+def compile_command(paths: tuple[str, ...], outdir: str | None, in_place: bool, to_stdout: bool, check: bool,
+                    show_diff: bool, all_generators: bool | None, force: bool, config_file: str | None) -> None:
+    """Compile Python files and packages (PATHS, or the modules of [tool.durable]) so their durable
+    generators can be snapshotted.
+
+    Each output starts with a header naming the compiler version, the options and the source's
+    SHA-256; outputs whose header matches are up to date and are not compiled again."""
+    config = _config(config_file)
+    chosen = sum([outdir is not None, in_place, to_stdout])
+    if chosen > 1:
+        raise click.UsageError("choose one of -o OUTDIR, --in-place or --stdout")
+    if chosen == 0:
+        if config.output_dir is None:
+            raise click.UsageError("choose one of -o OUTDIR, --in-place or --stdout "
+                                   "(or set output-dir in [tool.durable])")
+        outdir = str(config.output_dir)
+    if to_stdout and (check or show_diff):
+        raise click.UsageError("--check and --diff compare with files on disk: use them with -o or --in-place")
+    mode = batch.Mode.STDOUT if to_stdout else batch.Mode.IN_PLACE if in_place else batch.Mode.OUTDIR
+    generators = config.all_generators if all_generators is None else all_generators
+    sources = _sources(paths, config)
+    results, internal = _run_all(sources, mode, Path(outdir) if outdir else None, all_generators=generators,
+                                 force=force or to_stdout, label="compiling")
+    changed = [r for r in results if r.status is batch.Status.CHANGED]
+    failed = [r for r in results if r.status is batch.Status.FAILED]
+    for result in failed:
+        click.echo(result.text, err=True)
+    for result in changed:
         if to_stdout:
-            click.echo(compiled, nl=False)
-        elif in_place:
-            file.write_text(compiled, encoding="utf-8")
-        else:
-            target = Path(outdir) / relative  # type: ignore[arg-type]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(compiled, encoding="utf-8")
-    click.echo(f"compiled {count} file(s), {failed} with errors", err=True)
-    sys.exit(EXIT_USER_CODE if failed else EXIT_OK)
+            click.echo(result.text, nl=False)
+        elif show_diff:
+            click.echo(result.diff(), nl=False)
+        elif not check:
+            batch.write(result)
+    current = len(results) - len(changed) - len(failed)
+    if check or show_diff:
+        verb = "would compile"
+        for result in changed:
+            click.echo(f"{verb} {result.source.path} -> {result.target}", err=True)
+        click.echo(f"{_plural(len(changed), 'file')} {verb}, {current} up to date, {len(failed)} with errors", err=True)
+    else:
+        click.echo(f"compiled {_plural(len(changed), 'file')}, {current} up to date, {len(failed)} with errors",
+                   err=True)
+    if internal:
+        sys.exit(EXIT_INTERNAL)
+    if failed:
+        sys.exit(EXIT_USER_CODE)
+    sys.exit(EXIT_WORK if check and changed else EXIT_OK)
 
 
 @main.command("check")
-@click.argument("paths", nargs=-1, required=True)
-@click.option("--all-generators", is_flag=True, help="Check every generator function, not only @durable ones.")
-def check_command(paths: tuple[str, ...], all_generators: bool) -> None:
-    """Report problems in PATHS without writing anything."""
-    failed = sum(_compile(file, all_generators) is None for file, _ in _sources(paths))
-    click.echo(f"checked files: {failed} with errors", err=True)
+@click.argument("paths", nargs=-1)
+@click.option("--all-generators", is_flag=True, default=None,
+              help="Check every generator function, not only @durable ones.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
+              help="The pyproject.toml to read [tool.durable] from (default: the nearest one).")
+def check_command(paths: tuple[str, ...], all_generators: bool | None, config_file: str | None) -> None:
+    """Report problems in PATHS (or the modules of [tool.durable]) without writing anything."""
+    config = _config(config_file)
+    generators = config.all_generators if all_generators is None else all_generators
+    sources = _sources(paths, config)
+    results, internal = _run_all(sources, batch.Mode.STDOUT, None, all_generators=generators, force=True,
+                                 label="checking")
+    failed = [r for r in results if r.status is batch.Status.FAILED]
+    problems = sum(len(ERROR_LINE.findall(r.text)) for r in failed)
+    for result in failed:
+        click.echo(result.text, err=True)
+    click.echo(f"checked {_plural(len(results), 'file')}: {_plural(problems, 'problem')} in "
+               f"{_plural(len(failed), 'file')}", err=True)
+    if internal:
+        sys.exit(EXIT_INTERNAL)
     sys.exit(EXIT_USER_CODE if failed else EXIT_OK)
 
 

@@ -13,11 +13,11 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from . import diagnostics as dg
 from .cstutil import FRAME, PREFIX, RESTORE, RT, assign, block, body_of, code_of, expr, has_yield, if_, small, stmt
 from .emit import Emitter
+from .linemap import line_table
 from .liveness import analyze
+from . import FORMAT_VERSION, regions
 from .lower_stmt import DETACHED_CLASS, DETACHING, RUNTIME_LOCALS, StmtLowerer, Unsupported
 
-FORMAT_VERSION = 1
-"""Bumped whenever the compiled form or the snapshot layout changes incompatibly."""
 
 MARK = "# dg@"
 """Trailing comment that records the original line of a generated statement."""
@@ -72,8 +72,7 @@ class ModuleState:
         self.diagnostics.append(cls(self.path, line, col, detail))
 
 
-TARGET = PREFIX + "target"
-"""Synthetic decorator the on-the-fly compiler puts on the one function it compiles (removed)."""
+TARGET = regions.TARGET
 
 
 def _is_durable_decorator(d: cst.Decorator) -> bool:
@@ -459,47 +458,92 @@ class ModuleCompiler(cst.CSTTransformer):
                                 classes[-1] if classes else None)
 
 
-def _insert_point(body: list[cst.BaseStatement]) -> int:
-    i = 0
-    if body and _docstring(body)[0]:
-        i = 1
-    while i < len(body):
-        s = body[i]
-        if isinstance(s, cst.SimpleStatementLine) and all(
-                isinstance(p, cst.ImportFrom) and isinstance(p.module, cst.Name) and p.module.value == "__future__"
-                for p in s.body):
-            i += 1
-            continue
-        break
-    return i
+@dataclass(frozen=True)
+class CompiledModule:
+    """A compiled module's source and, for each of its lines, the original line it came from."""
+
+    code: str
+    lines: list[int]
+    """``lines[n]`` is the source line of generated line ``n`` (1-based; index 0 unused)."""
+    changed: bool
 
 
 def compile_module(source: str, path: str = "<string>", *, all_generators: bool = False, meta_prefix: str = "",
                    scope: tuple[tuple[str, str], ...] = ()) -> str:
     """Compile a module's durable functions. ``meta_prefix`` and ``scope`` serve the on-the-fly
     compiler: unique names for its declarations and the qualname of the enclosing scope."""
+    return compile_module_mapped(source, path, all_generators=all_generators, meta_prefix=meta_prefix,
+                                 scope=scope).code
+
+
+def compile_module_mapped(source: str, path: str = "<string>", *, all_generators: bool = False,
+                          meta_prefix: str = "", scope: tuple[tuple[str, str], ...] = ()) -> CompiledModule:
+    """``compile_module`` with the line table that maps the result back onto ``source``.
+
+    Only the top-level statements that hold durable functions go through libcst (the rest of the
+    module is blanked out for it, keeping line numbers); everything else is copied unchanged."""
     try:
         # CPython's own compiler gives the exact position, and also rejects what only its later
         # stages catch (a yield inside a comprehension, a nonlocal without a binding, ...).
-        compile(source, path, "exec", dont_inherit=True)
+        tree = compile(source, path, "exec", ast.PyCF_ONLY_AST, dont_inherit=True)
+        compile(tree, path, "exec", dont_inherit=True)
     except SyntaxError as exc:
         raise dg.CompileError([dg.SyntaxProblem(path, exc.lineno or 1, exc.offset or 1, exc.msg)]) from None
+    lines = regions.split_lines(source)
+    found = regions.durable_regions(tree, lines, all_generators)
+    if not found:
+        return CompiledModule(source, list(range(len(lines) + 1)), False)
+    masked = regions.masked_source(lines, found)
     try:
-        module = cst.parse_module(source)
+        module = cst.parse_module(masked)
     except cst.ParserSyntaxError as exc:
         raise dg.CompileError([dg.SyntaxProblem(path, exc.editor_line, exc.editor_column, exc.message)]) from None
     first = MetadataWrapper(module, unsafe_skip_copy=True)
     module = module.visit(_MarkAll(first.resolve(PositionProvider)))
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
-    state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope, source=source)
+    state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope, source=masked)
     new_module = wrapper.visit(ModuleCompiler(state))
     if state.diagnostics:
         raise dg.CompileError(state.diagnostics)
     if not state.plans:
-        return source
-    body = list(new_module.body)
-    at = _insert_point(body)
+        return CompiledModule(source, list(range(len(lines) + 1)), False)
+    assert len(new_module.body) == len(found), "one compiled statement per region"
+    compiled = [new_module.code_for_node(s.with_changes(leading_lines=())) for s in new_module.body]
     header = [stmt(f"import runtime._support as {RT}\n")] + [p.declaration for p in state.plans]
     header += [s for p in state.plans for s in p.variant]
-    return new_module.with_changes(body=body[:at] + header + body[at:]).code
+    header_code = new_module.with_changes(body=header, header=(), footer=()).code
+    return _splice(lines, found, compiled, header_code, regions.header_line(tree))
+
+
+def _splice(lines: list[str], found: list[tuple[int, int]], compiled: list[str], header_code: str,
+            after: int) -> CompiledModule:
+    """The original lines with each region replaced by its compiled code and the compiler's
+    declarations inserted after line ``after``, plus the line table of the result."""
+    out: list[str] = []
+    table = [0]
+    starts = {first: (last, code) for (first, last), code in zip(found, compiled)}
+
+    def block(code: str, fallback: int) -> None:
+        if not code.endswith(("\n", "\r")):
+            code += "\n"
+        out.append(code)
+        marks = line_table(code)
+        table.extend(mark or fallback for mark in marks[1:len(regions.split_lines(code)) + 1])
+
+    if after == 0:
+        block(header_code, found[0][0])
+    n = 1
+    while n <= len(lines):
+        if n in starts:
+            last, code = starts[n]
+            block(code, n)
+            n = last + 1
+            continue
+        line = lines[n - 1]
+        out.append(line if line.endswith(("\n", "\r")) else line + "\n")
+        table.append(n)
+        if n == after:
+            block(header_code, found[0][0])
+        n += 1
+    return CompiledModule("".join(out), table, True)

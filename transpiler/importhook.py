@@ -1,28 +1,30 @@
-"""The import hook: compiles the named modules and packages as they are imported."""
+"""The import hook: compiles the named modules and packages as they are imported, with a bytecode cache."""
 from __future__ import annotations
 
-import importlib.abc
 import importlib.machinery
 import importlib.util
 import sys
 import types
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING
 
+if TYPE_CHECKING:
+    from typing import Iterable, Sequence
+
+from . import artifact, cache
 from .linemap import compile_mapped
 
 
+class DurableImportWarning(UserWarning):
+    """A module the import hook should compile was imported before the hook was installed."""
+
+
 class _Loader(importlib.machinery.SourceFileLoader):
+    """Loads a module compiled for durability; files already compiled by ``durable compile`` or the
+    build step load as plain source (with the ordinary bytecode cache)."""
+
     def __init__(self, fullname: str, path: str, hook: "ImportHook") -> None:
         super().__init__(fullname, path)
         self.hook = hook
-
-    def source_to_code(self, data, path, *, _optimize=-1):  # type: ignore[override]
-        from .generate import compile_module
-        source = importlib.util.decode_source(data)
-        compiled = compile_module(source, path, all_generators=self.hook.all_generators)
-        if compiled is source:
-            return compile(source, path, "exec", dont_inherit=True, optimize=_optimize)
-        return compile_mapped(compiled, path)
 
     def exec_module(self, module: types.ModuleType) -> None:
         if self.hook.chaos:
@@ -30,13 +32,31 @@ class _Loader(importlib.machinery.SourceFileLoader):
             _support.CHAOS_MODULES.add(module.__name__)
         super().exec_module(module)
 
-    def get_code(self, fullname):  # type: ignore[override]
-        # Never use or write the normal bytecode cache: it would hold the uncompiled module.
-        source = self.get_data(self.path)
-        return self.source_to_code(source, self.path)
+    def get_code(self, fullname: str) -> types.CodeType:  # type: ignore[override]
+        data = self.get_data(self.path)
+        if artifact.is_compiled(data):
+            return super().get_code(fullname)
+        options = artifact.options_tag(self.hook.all_generators)
+        where = cache.cache_path(self.path, options)
+        key = cache.cache_key(data, options)
+        code = cache.load(where, key) if where else None
+        if code is None:
+            code = self._compile(data)
+            if where:
+                cache.store(where, key, code)
+        return code
+
+    def _compile(self, data: bytes) -> types.CodeType:
+        from .generate import compile_module_mapped  # libcst loads only on a cache miss
+
+        source = importlib.util.decode_source(data)
+        compiled = compile_module_mapped(source, self.path, all_generators=self.hook.all_generators)
+        if not compiled.changed:
+            return compile(source, self.path, "exec", dont_inherit=True)
+        return compile_mapped(compiled.code, self.path, compiled.lines)
 
 
-class ImportHook(importlib.abc.MetaPathFinder):
+class ImportHook:
     """Finds modules named in ``modules`` (or inside those packages) and compiles them on import."""
 
     def __init__(self, modules: Sequence[str], all_generators: bool, chaos: bool) -> None:
@@ -44,19 +64,19 @@ class ImportHook(importlib.abc.MetaPathFinder):
         self.all_generators = all_generators
         self.chaos = chaos
 
-    def _wanted(self, fullname: str) -> bool:
+    def wants(self, fullname: str) -> bool:
         return any(fullname == m or fullname.startswith(m + ".") for m in self.modules)
 
     def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
-        if not self._wanted(fullname):
+        if not self.wants(fullname):
             return None
         for finder in sys.meta_path:
-            if finder is self or not hasattr(finder, "find_spec"):
+            if finder is self or isinstance(finder, ImportHook) or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is None:
                 continue
-            if isinstance(spec.loader, importlib.machinery.SourceFileLoader) and spec.origin:
+            if type(spec.loader) is importlib.machinery.SourceFileLoader and spec.origin:
                 spec.loader = _Loader(fullname, spec.origin, self)
             return spec
         return None
@@ -72,10 +92,28 @@ class ImportHook(importlib.abc.MetaPathFinder):
         self.uninstall()
 
 
+def _warn_already_imported(hook: ImportHook, caller: str | None) -> None:
+    for name in sorted(n for n in list(sys.modules) if hook.wants(n)):
+        if name == caller or sys.modules.get(name) is None:
+            continue  # a package installing the hook for itself from its __init__
+        import warnings
+
+        warnings.warn(
+            f"module {name!r} was imported before the durable import hook was installed, so its generators "
+            "are not durable; install the hook before importing it (for example at the top of your entry "
+            "point or in the package's __init__)", DurableImportWarning, stacklevel=3)
+
+
 def install_import_hook(modules: Iterable[str] | str, *, all_generators: bool = False,
                         chaos: bool = False) -> ImportHook:
-    """Compile ``modules`` (names of modules or packages) when they are imported from now on."""
+    """Compile ``modules`` (names of modules or packages) when they are imported from now on.
+
+    Compiled code is cached in ``__pycache__``; a package may call ``install_import_hook(__name__)``
+    from its ``__init__`` to compile its own submodules. Warns (``DurableImportWarning``) about a named
+    module that was already imported."""
     names = [modules] if isinstance(modules, str) else list(modules)
     hook = ImportHook(names, all_generators, chaos)
+    caller = sys._getframe(1).f_globals.get("__name__")
+    _warn_already_imported(hook, caller)
     sys.meta_path.insert(0, hook)
     return hook

@@ -8,14 +8,14 @@ import types
 _MARK = re.compile(r"#\s*dg@(\d+)\s*$")
 
 
-def line_table(generated: str, offset: int = 0) -> list[int]:
+def line_table(generated: str) -> list[int]:
     """Original line for each generated line (1-based; index 0 unused)."""
     lines = generated.splitlines()
     marks = [0] * (len(lines) + 2)
     for i, text in enumerate(lines, 1):
         m = _MARK.search(text)
         if m:
-            marks[i] = int(m.group(1)) + offset
+            marks[i] = int(m.group(1))
     # Unmarked lines belong to the next marked statement (hoisted parts come before it).
     following = 0
     for i in range(len(lines), 0, -1):
@@ -33,6 +33,7 @@ def line_table(generated: str, offset: int = 0) -> list[int]:
 
 
 def remap(tree: ast.AST, table: list[int]) -> None:
+    """Rewrite every node's line numbers through ``table``."""
     for node in ast.walk(tree):
         if "lineno" in node._attributes and getattr(node, "lineno", None) is not None:
             start = table[node.lineno] if node.lineno < len(table) and table[node.lineno] else node.lineno
@@ -45,7 +46,9 @@ def remap(tree: ast.AST, table: list[int]) -> None:
                     node.end_col_offset = node.col_offset
 
 
-def compile_mapped(generated: str, filename: str, offset: int = 0) -> types.CodeType:
+def compile_mapped(generated: str, filename: str, table: list[int] | None = None) -> types.CodeType:
+    """Compile generated code so its positions name ``filename``'s lines: ``table`` (from the compiler)
+    maps each generated line to its original line; without one, the ``# dg@N`` marks are read."""
     tree = ast.parse(generated, filename)
-    remap(tree, line_table(generated, offset))
+    remap(tree, table if table is not None else line_table(generated))
     return compile(tree, filename, "exec", dont_inherit=True)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 from runtime.errors import DurableCompileError
 
 from .diagnostics import CompileError
-from .generate import TARGET, compile_module
+from .generate import TARGET, compile_module_mapped
 from .linemap import compile_mapped
 
 _counter = itertools.count(1)
@@ -62,11 +62,11 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     text_lines = ["\n"] * max(first - 1 - (1 if wrapped else 0), 0) + text_lines
     source = "".join(text_lines)
     try:
-        compiled = compile_module(source, path, meta_prefix=tag, scope=_scope_of(fn.__qualname__))
+        compiled = compile_module_mapped(source, path, meta_prefix=tag, scope=_scope_of(fn.__qualname__))
     except CompileError as exc:
         raise DurableCompileError(str(exc)) from None
     namespace = fn.__globals__
-    exec(compile_mapped(compiled, path), namespace)
+    exec(compile_mapped(compiled.code, path, compiled.lines), namespace)
     if wrapped:
         maker = namespace.pop(factory)
         made = maker(*([None] * len(frees)))
