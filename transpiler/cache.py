@@ -5,18 +5,37 @@ import hashlib
 import importlib.util
 import marshal
 import os
+import struct
 import sys
 import types
+from functools import lru_cache
+from typing import NamedTuple
 
 from . import FORMAT_VERSION, __version__
 
-MAGIC = b"DGC\x01"
-_KEY_SIZE = 32
+MAGIC = b"DGC\x02"
+# magic, compiler+options digest (16), source sha256 (32), source mtime in ns and size (the fast check)
+_HEAD = struct.Struct("<4s16s32sQQ")
 
 
+class Entry(NamedTuple):
+    compiler: bytes
+    digest: bytes
+    stamp: tuple[int, int]
+    payload: memoryview
+
+    def code(self) -> types.CodeType | None:
+        try:
+            code = marshal.loads(self.payload)
+        except (EOFError, ValueError, TypeError):
+            return None
+        return code if isinstance(code, types.CodeType) else None
+
+
+@lru_cache(maxsize=4096)
 def cache_path(source_path: str, options: str) -> str | None:
     """Where the compiled code of ``source_path`` is cached (honours ``sys.pycache_prefix``), or None
-    when this interpreter has no bytecode cache tag."""
+    when this interpreter has no bytecode cache tag. Memoized: ``sys.pycache_prefix`` is read once per path."""
     try:
         plain = importlib.util.cache_from_source(source_path)
     except (NotImplementedError, ValueError):
@@ -24,30 +43,38 @@ def cache_path(source_path: str, options: str) -> str | None:
     return f"{plain[:-len('.pyc')]}.durable-{__version__}-{options}.pyc"
 
 
-def cache_key(data: bytes, options: str) -> bytes:
-    """What a cache entry must match: the source bytes, this compiler and the options."""
-    digest = hashlib.sha256(data)
-    digest.update(f"\0{__version__}\0{FORMAT_VERSION}\0{options}\0{sys.version_info[:2]}".encode())
-    return digest.digest()
+@lru_cache(maxsize=None)
+def compiler_id(options: str) -> bytes:
+    """Identifies what compiled an entry: this compiler's version and format, the options, the
+    interpreter's bytecode version."""
+    text = f"{__version__}\0{FORMAT_VERSION}\0{options}\0{sys.implementation.cache_tag}"
+    return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
 
-def load(path: str, key: bytes) -> types.CodeType | None:
-    """The cached code at ``path`` if it was written for ``key``; None when absent, stale or damaged."""
+def source_digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def stamp_of(path: str) -> tuple[int, int]:
+    """(mtime in ns, size) of the source: equal stamps let an entry be used without hashing the source."""
+    info = os.stat(path)
+    return info.st_mtime_ns, info.st_size
+
+
+def read(path: str) -> Entry | None:
+    """The entry at ``path``; None when absent or not an entry."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
     except OSError:
         return None
-    if data[:len(MAGIC)] != MAGIC or data[len(MAGIC):len(MAGIC) + _KEY_SIZE] != key:
+    if len(data) < _HEAD.size or data[:4] != MAGIC:
         return None
-    try:
-        code = marshal.loads(memoryview(data)[len(MAGIC) + _KEY_SIZE:])
-    except (EOFError, ValueError, TypeError):
-        return None
-    return code if isinstance(code, types.CodeType) else None
+    _, compiler, digest, mtime, size = _HEAD.unpack_from(data)
+    return Entry(compiler, digest, (mtime, size), memoryview(data)[_HEAD.size:])
 
 
-def store(path: str, key: bytes, code: types.CodeType) -> None:
+def store(path: str, compiler: bytes, digest: bytes, stamp: tuple[int, int], code: types.CodeType) -> None:
     """Write the entry atomically (temporary file, then rename); any failure is ignored: a cache that
     cannot be written never breaks an import."""
     if sys.dont_write_bytecode:
@@ -56,7 +83,7 @@ def store(path: str, key: bytes, code: types.CodeType) -> None:
     try:
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(temporary, "wb") as fh:
-            fh.write(MAGIC + key + marshal.dumps(code))
+            fh.write(_HEAD.pack(MAGIC, compiler, digest, *stamp) + marshal.dumps(code))
         os.replace(temporary, path)
     except OSError:
         try:

@@ -508,8 +508,9 @@ def compile_module_mapped(source: str, path: str = "<string>", *, all_generators
         raise dg.CompileError(state.diagnostics)
     if not state.plans:
         return CompiledModule(source, list(range(len(lines) + 1)), False)
-    assert len(new_module.body) == len(found), "one compiled statement per region"
-    compiled = [new_module.code_for_node(s.with_changes(leading_lines=())) for s in new_module.body]
+    statements = [s for s in new_module.body if not isinstance(s, cst.SimpleStatementLine)]  # not fillers
+    assert len(statements) == len(found), "one compiled statement per region"
+    compiled = [new_module.code_for_node(s.with_changes(leading_lines=())) for s in statements]
     header = [stmt(f"import runtime._support as {RT}\n")] + [p.declaration for p in state.plans]
     header += [s for p in state.plans for s in p.variant]
     header_code = new_module.with_changes(body=header, header=(), footer=()).code

@@ -33,17 +33,24 @@ class _Loader(importlib.machinery.SourceFileLoader):
         super().exec_module(module)
 
     def get_code(self, fullname: str) -> types.CodeType:  # type: ignore[override]
+        options = artifact.options_tag(self.hook.all_generators)
+        compiler = cache.compiler_id(options)
+        where = cache.cache_path(self.path, options)  # memoized
+        stamp = cache.stamp_of(self.path)
+        entry = cache.read(where) if where else None
+        if entry is not None and entry.compiler == compiler and entry.stamp == stamp:
+            code = entry.code()  # the source is as it was when the entry was written
+            if code is not None:
+                return code
         data = self.get_data(self.path)
         if artifact.is_compiled(data):
             return super().get_code(fullname)
-        options = artifact.options_tag(self.hook.all_generators)
-        where = cache.cache_path(self.path, options)
-        key = cache.cache_key(data, options)
-        code = cache.load(where, key) if where else None
+        digest = cache.source_digest(data)
+        code = entry.code() if entry is not None and entry.compiler == compiler and entry.digest == digest else None
         if code is None:
             code = self._compile(data)
-            if where:
-                cache.store(where, key, code)
+        if where:  # a new entry, or the same one with the source's new stamp
+            cache.store(where, compiler, digest, stamp, code)
         return code
 
     def _compile(self, data: bytes) -> types.CodeType:
@@ -54,6 +61,10 @@ class _Loader(importlib.machinery.SourceFileLoader):
         if not compiled.changed:
             return compile(source, self.path, "exec", dont_inherit=True)
         return compile_mapped(compiled.code, self.path, compiled.lines)
+
+
+_NEVER_SOURCE = (importlib.machinery.BuiltinImporter, importlib.machinery.FrozenImporter)
+"""Finders that never find a source file: skipped for speed (frozen modules are the standard library's)."""
 
 
 class ImportHook:
@@ -68,10 +79,11 @@ class ImportHook:
         return any(fullname == m or fullname.startswith(m + ".") for m in self.modules)
 
     def find_spec(self, fullname, path=None, target=None):  # type: ignore[no-untyped-def]
-        if not self.wants(fullname):
+        if not self.wants(fullname) or fullname in sys.builtin_module_names:
             return None
         for finder in sys.meta_path:
-            if finder is self or isinstance(finder, ImportHook) or not hasattr(finder, "find_spec"):
+            if finder is self or isinstance(finder, ImportHook) or finder in _NEVER_SOURCE \
+                    or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is None:

@@ -80,10 +80,19 @@ _SIMPLE = (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Import, ast.I
 
 
 def masked_source(lines: list[str], regions: list[tuple[int, int]]) -> str:
-    """The source with every line outside ``regions`` blanked: line numbers stay, libcst parses less."""
-    out = ["\n"] * len(lines)
-    for first, last in regions:
-        out[first - 1:last] = lines[first - 1:last]
+    """The source with everything outside ``regions`` blanked, keeping line numbers: a run of several
+    blank lines becomes one multi-line string statement, which libcst parses as a single node.
+    Every top-level simple statement of the result is such a filler."""
+    out: list[str] = []
+    line = 1
+    for first, last in [*regions, (len(lines) + 1, len(lines))]:
+        gap = first - line
+        if gap == 1:
+            out.append("\n")
+        elif gap > 1:
+            out.append('"""' + "\n" * (gap - 1) + '"""\n')
+        out.extend(lines[first - 1:last])
+        line = last + 1
     return "".join(out)
 
 
