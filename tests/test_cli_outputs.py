@@ -277,3 +277,11 @@ def test_compile_without_libcst_says_how_to_install_it(proj: Path):
     assert proc.returncode == 2, proc.stderr
     assert "pip install 'durable-generators[compiler]'" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_an_undecodable_file_is_reported_as_dg000(tmp_path: Path):
+    (tmp_path / "latin.py").write_bytes(b"NAME = 'caf\xe9'\n")  # not UTF-8, no coding declaration
+    result = invoke("check", "latin.py", cwd=tmp_path)
+    assert result.exit_code == 3
+    assert re.match(r"latin\.py:1:1: error: DG000 cannot read the file: cannot decode it: ", result.stderr)
+    assert "hint:" in result.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import artifact
-from .diagnostics import CompileError
+from .diagnostics import CompileError, UnreadableFile
 
 
 class Mode(enum.Enum):
@@ -91,8 +91,7 @@ def process(source: Source, mode: Mode, outdir: Path | None, *, all_generators: 
     try:
         data = source.path.read_bytes()
     except OSError as exc:
-        return Result(source, Status.FAILED, f"{source.path}:1:1: error: DG000 cannot read the file: "
-                                             f"{exc.strerror or exc}")
+        return Result(source, Status.FAILED, UnreadableFile(str(source.path), 1, 1, exc.strerror or str(exc)).text())
     options = artifact.options_tag(all_generators)
     target: Path | None = None
     previous: str | None = None
@@ -113,7 +112,7 @@ def process(source: Source, mode: Mode, outdir: Path | None, *, all_generators: 
     except CompileError as exc:
         return Result(source, Status.FAILED, "\n".join(d.text() for d in exc.diagnostics), target)
     except (UnicodeDecodeError, SyntaxError) as exc:  # undecodable bytes or a bad coding declaration
-        return Result(source, Status.FAILED, f"{source.path}:1:1: error: DG000 cannot decode the file: {exc}")
+        return Result(source, Status.FAILED, UnreadableFile(str(source.path), 1, 1, f"cannot decode it: {exc}").text())
     if mode is Mode.IN_PLACE:
         original = importlib.util.decode_source(data)
         if artifact.strip_header(text) == original:

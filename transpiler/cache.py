@@ -45,10 +45,21 @@ def cache_path(source_path: str, options: str) -> str | None:
 
 @lru_cache(maxsize=None)
 def compiler_id(options: str) -> bytes:
-    """Identifies what compiled an entry: this compiler's version and format, the options, the
-    interpreter's bytecode version."""
-    text = f"{__version__}\0{FORMAT_VERSION}\0{options}\0{sys.implementation.cache_tag}"
+    """Identifies what compiled an entry: this compiler's version and format, the stamps of its own
+    source files (so a compiler changed in place, as in development, never reuses old entries), the
+    options, and the interpreter's bytecode version."""
+    text = f"{__version__}\0{FORMAT_VERSION}\0{options}\0{sys.implementation.cache_tag}\0{_compiler_stamps()}"
     return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+
+def _compiler_stamps() -> str:
+    folder = os.path.dirname(os.path.abspath(__file__))
+    stamps = []
+    for name in sorted(os.listdir(folder)):
+        if name.endswith(".py"):
+            info = os.stat(os.path.join(folder, name))
+            stamps.append(f"{name}:{info.st_mtime_ns}:{info.st_size}")
+    return ",".join(stamps)
 
 
 def source_digest(data: bytes) -> bytes:

@@ -26,6 +26,12 @@ class Diagnostic:
         return out
 
 
+class UnreadableFile(Diagnostic):
+    code = "DG000"
+    message = "cannot read the file: {detail}"
+    hint = "check the path and its permissions; source must be UTF-8 or declare its encoding"
+
+
 class SyntaxProblem(Diagnostic):
     code = "DG001"
     message = "invalid Python syntax: {detail}"
