@@ -45,8 +45,7 @@ class DurableBuildHook(BuildHookInterface):  # type: ignore[type-arg]
             compiled = compile_for_build(config)
         except (ConfigError, BuildError) as exc:
             raise DurableBuildError(str(exc)) from None
-        self._staging = tempfile.TemporaryDirectory(prefix="durable-build-")
-        staging = Path(self._staging.name)
+        staging = self._make_staging()
         for source, text in compiled:
             relative = self._project_relative(source, config)
             target = staging / relative
@@ -63,6 +62,16 @@ class DurableBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         self._staging.cleanup()
         self._staging = None
         _check_single_copies(artifact_path)
+
+    def _make_staging(self) -> Path:
+        self._staging = tempfile.TemporaryDirectory(prefix="durable-build-")
+        staging = Path(self._staging.name).resolve()
+        # Hatchling leaves a source out of the wheel for a force-included file only when that file
+        # lies outside the project; inside it, the wheel would get both.
+        if staging.is_relative_to(Path(self.root).resolve()):
+            raise DurableBuildError(f"the temporary directory {staging} is inside the project; "
+                                    "set TMPDIR to a directory outside it")
+        return staging
 
     def _config(self) -> Config:
         config = load(Path(self.root) / "pyproject.toml")
