@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -18,7 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from transpiler.artifact import compile_file_text, is_compiled, read_header
+from transpiler.artifact import BuildError, compile_file_text, compile_for_build, is_compiled, read_header
+from transpiler.build_hatch import DurableBuildError, _check_single_copies
+from transpiler.config import load
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECTS = Path(__file__).resolve().parent / "projects"
@@ -372,9 +375,16 @@ def test_configuration_error_fails_the_build(tmp_path: Path, build_env: dict[str
     assert "Traceback" not in done.stderr, done.stderr
 
 
-def test_hatch_hook_refuses_a_wheel_with_two_copies(tmp_path: Path) -> None:
-    from transpiler.build_hatch import DurableBuildError, _check_single_copies
+def test_build_without_libcst_says_which_extra_to_require(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    project = copy_project("hatch_sample", tmp_path / "project")
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *args: None if name == "libcst" else real_find_spec(name, *args))
+    with pytest.raises(BuildError, match=r"durable-generators\[compiler\]"):
+        compile_for_build(load(project / "pyproject.toml"))
 
+
+def test_hatch_hook_refuses_a_wheel_with_two_copies(tmp_path: Path) -> None:
     wheel = tmp_path / "twice-0.1-py3-none-any.whl"
     with pytest.warns(UserWarning, match="Duplicate name"), zipfile.ZipFile(wheel, "w") as archive:
         archive.writestr("pkg/flows.py", "source")
@@ -388,3 +398,4 @@ def test_sample_sources_are_not_compiled() -> None:
     """The samples must stay plain source, or the tests above would prove nothing."""
     for path in PROJECTS.rglob("*.py"):
         assert not is_compiled(path.read_text(encoding="utf-8")), path
+

@@ -109,14 +109,17 @@ class BuildError(Exception):
 def compile_for_build(config: "Config") -> list[tuple[Path, str]]:
     """(source file, compiled text) for every ``.py`` file of the modules ``config`` names (a package
     covers its submodules), leaving out files that are compiled already. Raises ``BuildError``."""
+    from .batch import sources_of_modules  # the same files ``durable compile`` takes from the config
     from .config import ConfigError
     from .diagnostics import CompileError
 
     if not config.modules:
         raise BuildError(f"{config.root / 'pyproject.toml'}: [tool.durable] modules is empty: nothing to compile")
+    if importlib.util.find_spec("libcst") is None:
+        raise BuildError("the compiler needs libcst: list 'durable-generators[compiler]' in the project's "
+                         "[build-system] requires")
     try:
-        files = dict.fromkeys(f for path, _ in config.module_paths()
-                              for f in (sorted(path.rglob("*.py")) if path.is_dir() else [path]))
+        files = dict.fromkeys(source.path for source in sources_of_modules(config.module_paths()))
     except ConfigError as exc:
         raise BuildError(str(exc)) from None
     compiled, problems = [], []
@@ -138,6 +141,6 @@ def compile_for_build(config: "Config") -> list[tuple[Path, str]]:
 
 def _build_text(file: Path, shown: str, all_generators: bool) -> str | None:
     data = file.read_bytes()
-    if is_compiled(importlib.util.decode_source(data)):
+    if is_compiled(data):
         return None
     return compile_file_text(data, shown, all_generators=all_generators)
