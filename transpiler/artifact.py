@@ -106,7 +106,7 @@ class BuildError(Exception):
     """A build step cannot compile the configured modules; the message lists every problem, one per line."""
 
 
-def compile_for_build(config: "Config") -> list[tuple[Path, str]]:
+def compile_for_build(config: Config) -> list[tuple[Path, str]]:
     """(source file, compiled text) for every ``.py`` file of the modules ``config`` names (a package
     covers its submodules), leaving out files that are compiled already. Raises ``BuildError``."""
     from .batch import sources_of_modules  # the same files ``durable compile`` takes from the config

@@ -48,12 +48,7 @@ class DurableBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         staging = self._make_staging()
         for source, text in compiled:
             relative = self._project_relative(source, config)
-            target = staging / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text, encoding="utf-8")
-            # The target is the source's own path in the project, so hatchling maps it like the
-            # source (``sources`` rewrites apply) and leaves the source out of the wheel.
-            build_data["force_include"][str(target)] = relative.as_posix()
+            build_data["force_include"][str(_write(staging / relative, text))] = relative.as_posix()
         self.app.display_info(f"durable: compiled {len(compiled)} file(s) for the wheel")
 
     def finalize(self, version: str, build_data: dict[str, Any], artifact_path: str) -> None:
@@ -88,11 +83,19 @@ class DurableBuildHook(BuildHookInterface):  # type: ignore[type-arg]
         return config
 
     def _project_relative(self, source: Path, config: Config) -> Path:
+        """The force-include target: the source's own path in the project, so hatchling maps the
+        compiled file like the source (``packages``, ``sources``) and leaves the source out."""
         try:
             return source.relative_to(config.root)
         except ValueError:
             raise DurableBuildError(f"{source}: a configured module lies outside the project "
                                     f"{config.root}; hatchling cannot ship it") from None
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    return path
 
 
 def _check_single_copies(wheel: str) -> None:

@@ -19,7 +19,7 @@ class DurableBuildError(BaseError):  # type: ignore[misc, valid-type]
         super().__init__(f"durable-generators: cannot build the wheel:\n{message}")
 
 
-class build_py(_build_py):  # noqa: N801 - named like the command it replaces
+class build_py(_build_py):
     """``build_py`` that writes the compiled form of each configured module into the build tree.
     Editable installs are left to the import hook."""
 
