@@ -356,21 +356,26 @@ def test_compile_error_fails_the_build_with_the_diagnostic(work: Path, build_env
     assert "Traceback" not in output, output
 
 
-@pytest.mark.parametrize("backend, edit, message", [
-    pytest.param("hatch", (HOOK_TABLE, f'{HOOK_TABLE}\nmodules = ["hatch_sample.nowhere"]'),
+@pytest.mark.parametrize("backend, edits, message", [
+    pytest.param("hatch", [(HOOK_TABLE, f'{HOOK_TABLE}\nmodules = ["hatch_sample.nowhere"]')],
                  "cannot find module 'hatch_sample.nowhere'", id="hatch-hook-modules"),
-    pytest.param("hatch", ("all-generators = true", 'all-generators = "yes"'),
+    pytest.param("hatch", [("all-generators = true", 'all-generators = "yes"')],
                  f"{HOOK_TABLE} all-generators must be true or false", id="hatch-hook-all-generators"),
-    pytest.param("setuptools", ('modules = ["st_sample"]', 'modules = ["st_sample", "st_missing"]'),
+    pytest.param("setuptools", [('modules = ["st_sample"]', 'modules = ["st_sample", "st_missing"]')],
                  "cannot find module 'st_missing'", id="setuptools-modules"),
+    pytest.param("setuptools", [('modules = ["st_sample"]', 'modules = ["st_plain"]'),
+                                ('py-modules = ["st_plain"]', "py-modules = []")],
+                 "st_plain.py: configured in [tool.durable] but not part of the wheel", id="setuptools-not-built"),
 ])
 def test_configuration_error_fails_the_build(tmp_path: Path, build_env: dict[str, str], backend: str,
-                                             edit: tuple[str, str], message: str) -> None:
+                                             edits: list[tuple[str, str]], message: str) -> None:
     project = copy_project(SAMPLE[backend], tmp_path / "project")
     pyproject = project / "pyproject.toml"
     text = pyproject.read_text(encoding="utf-8")
-    assert edit[0] in text
-    pyproject.write_text(text.replace(edit[0], edit[1], 1), encoding="utf-8")
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new, 1)
+    pyproject.write_text(text, encoding="utf-8")
     code = f"import sys, {BACKENDS[backend]} as b; b.build_wheel(sys.argv[1])"
     done = run([sys.executable, "-c", code, tmp_path / "out"], cwd=project, env=build_env, check=False)
     assert done.returncode != 0
