@@ -392,6 +392,19 @@ def test_build_without_libcst_says_which_extra_to_require(tmp_path: Path, monkey
         compile_for_build(load(project / "pyproject.toml"))
 
 
+
+def test_build_reports_every_problem_of_every_file(tmp_path: Path) -> None:
+    project = copy_project("setuptools_sample", tmp_path / "project")
+    with open(project / "st_sample" / "flows.py", "a", encoding="utf-8") as fh:
+        fh.write(NOT_A_GENERATOR)
+    (project / "st_sample" / "steps" / "collect.py").write_bytes(b"x = '\xff'\n")
+    with pytest.raises(BuildError) as failure:
+        compile_for_build(load(project / "pyproject.toml"))
+    lines = str(failure.value).splitlines()
+    assert any(line.startswith("st_sample/flows.py:") and "DG004" in line for line in lines), lines
+    assert any(line.startswith("st_sample/steps/collect.py:1:1: error: DG000 cannot read the file: cannot decode")
+               for line in lines), lines
+
 def test_hatch_hook_refuses_a_wheel_with_two_copies(tmp_path: Path) -> None:
     wheel = tmp_path / "twice-0.1-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as archive:

@@ -111,7 +111,7 @@ def compile_for_build(config: Config) -> list[tuple[Path, str]]:
     covers its submodules), leaving out files that are compiled already. Raises ``BuildError``."""
     from .batch import sources_of_modules  # the same files ``durable compile`` takes from the config
     from .config import ConfigError
-    from .diagnostics import CompileError
+    from .diagnostics import CompileError, UnreadableFile
 
     if not config.modules:
         raise BuildError(f"{config.root / 'pyproject.toml'}: [tool.durable] modules is empty: nothing to compile")
@@ -129,8 +129,10 @@ def compile_for_build(config: Config) -> list[tuple[Path, str]]:
             text = _build_text(file, shown, config.all_generators)
         except CompileError as exc:
             problems += [d.text() for d in exc.diagnostics]
-        except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-            problems.append(f"{shown}:1:1: error: DG000 cannot read the file: {exc}")
+        except OSError as exc:
+            problems.append(UnreadableFile(shown, 1, 1, exc.strerror or str(exc)).text())
+        except (SyntaxError, UnicodeDecodeError) as exc:  # undecodable bytes or a bad coding declaration
+            problems.append(UnreadableFile(shown, 1, 1, f"cannot decode it: {exc}").text())
         else:
             if text is not None:
                 compiled.append((file, text))
