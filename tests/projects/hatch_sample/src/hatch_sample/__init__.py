@@ -1,0 +1,1 @@
+"""Sample package built with hatchling: ``flows`` is compiled in the wheel, ``helpers`` is not."""

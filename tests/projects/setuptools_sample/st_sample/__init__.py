@@ -1,0 +1,1 @@
+"""Sample package built with setuptools: every module in it, subpackages included, is compiled."""

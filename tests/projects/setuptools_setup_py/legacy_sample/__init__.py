@@ -1,0 +1,1 @@
+"""Sample package whose setup.py installs the durable build_py command."""
