@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from transpiler.artifact import BuildError, compile_file_text, compile_for_build, is_compiled, read_header
+from transpiler.artifact import compile_file_text, is_compiled, read_header
+from transpiler.batch import BuildError, compile_for_build
 from transpiler.build_hatch import DurableBuildError, _check_single_copies
 from transpiler.config import load
 

@@ -2,17 +2,10 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import FORMAT_VERSION, __version__
-
-if TYPE_CHECKING:
-    from .config import Config
 
 TOOL = "durable-generators"
 _HEADER = re.compile(
@@ -100,49 +93,3 @@ def compile_file_text(data: bytes, path: str, *, all_generators: bool = False) -
     source = importlib.util.decode_source(data)
     compiled = compile_module(source, path, all_generators=all_generators)
     return with_header(compiled, os.path.basename(path), source_digest(data), options_tag(all_generators))
-
-
-class BuildError(Exception):
-    """A build step cannot compile the configured modules; the message lists every problem, one per line."""
-
-
-def compile_for_build(config: Config) -> list[tuple[Path, str]]:
-    """(source file, compiled text) for every ``.py`` file of the modules ``config`` names (a package
-    covers its submodules), leaving out files that are compiled already. Raises ``BuildError``."""
-    from .batch import sources_of_modules  # the same files ``durable compile`` takes from the config
-    from .config import ConfigError
-    from .diagnostics import CompileError, UnreadableFile
-
-    if not config.modules:
-        raise BuildError(f"{config.root / 'pyproject.toml'}: [tool.durable] modules is empty: nothing to compile")
-    if importlib.util.find_spec("libcst") is None:
-        raise BuildError("the compiler needs libcst: list 'durable-generators[compiler]' in the project's "
-                         "[build-system] requires")
-    try:
-        files = dict.fromkeys(source.path for source in sources_of_modules(config.module_paths()))
-    except ConfigError as exc:
-        raise BuildError(str(exc)) from None
-    compiled, problems = [], []
-    for file in files:
-        shown = os.path.relpath(file, config.root) if file.is_relative_to(config.root) else str(file)
-        try:
-            text = _build_text(file, shown, config.all_generators)
-        except CompileError as exc:
-            problems += [d.text() for d in exc.diagnostics]
-        except OSError as exc:
-            problems.append(UnreadableFile(shown, 1, 1, exc.strerror or str(exc)).text())
-        except (SyntaxError, UnicodeDecodeError) as exc:  # undecodable bytes or a bad coding declaration
-            problems.append(UnreadableFile(shown, 1, 1, f"cannot decode it: {exc}").text())
-        else:
-            if text is not None:
-                compiled.append((file, text))
-    if problems:
-        raise BuildError("\n".join(problems))
-    return compiled
-
-
-def _build_text(file: Path, shown: str, all_generators: bool) -> str | None:
-    data = file.read_bytes()
-    if is_compiled(data):
-        return None
-    return compile_file_text(data, shown, all_generators=all_generators)

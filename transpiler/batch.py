@@ -4,11 +4,13 @@ from __future__ import annotations
 import difflib
 import enum
 import importlib.util
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
 from . import artifact
+from .config import Config, ConfigError
 from .diagnostics import CompileError, UnreadableFile
 
 
@@ -130,3 +132,46 @@ def write(result: Result) -> None:
     temporary = result.target.with_name(result.target.name + ".durable-tmp")
     temporary.write_text(result.text, encoding="utf-8")
     temporary.replace(result.target)
+
+
+class BuildError(Exception):
+    """A build step cannot compile the configured modules; the message lists every problem, one per line."""
+
+
+def compile_for_build(config: Config) -> list[tuple[Path, str]]:
+    """(source file, compiled text) for every ``.py`` file of the modules ``config`` names (a package
+    covers its submodules), leaving out files that are compiled already. Raises ``BuildError``."""
+    if not config.modules:
+        raise BuildError(f"{config.root / 'pyproject.toml'}: [tool.durable] modules is empty: nothing to compile")
+    if importlib.util.find_spec("libcst") is None:
+        raise BuildError("the compiler needs libcst: list 'durable-generators[compiler]' in the project's "
+                         "[build-system] requires")
+    try:
+        # the same files `durable compile` takes from the configuration
+        files = dict.fromkeys(source.path for source in sources_of_modules(config.module_paths()))
+    except ConfigError as exc:
+        raise BuildError(str(exc)) from None
+    compiled, problems = [], []
+    for file in files:
+        shown = os.path.relpath(file, config.root) if file.is_relative_to(config.root) else str(file)
+        try:
+            text = _build_text(file, shown, config.all_generators)
+        except CompileError as exc:
+            problems += [d.text() for d in exc.diagnostics]
+        except OSError as exc:
+            problems.append(UnreadableFile(shown, 1, 1, exc.strerror or str(exc)).text())
+        except (SyntaxError, UnicodeDecodeError) as exc:  # undecodable bytes or a bad coding declaration
+            problems.append(UnreadableFile(shown, 1, 1, f"cannot decode it: {exc}").text())
+        else:
+            if text is not None:
+                compiled.append((file, text))
+    if problems:
+        raise BuildError("\n".join(problems))
+    return compiled
+
+
+def _build_text(file: Path, shown: str, all_generators: bool) -> str | None:
+    data = file.read_bytes()
+    if artifact.is_compiled(data):
+        return None
+    return artifact.compile_file_text(data, shown, all_generators=all_generators)

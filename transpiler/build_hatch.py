@@ -12,7 +12,7 @@ from typing import Any
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 from hatchling.plugin import hookimpl
 
-from .artifact import BuildError, compile_for_build
+from .batch import BuildError, compile_for_build
 from .config import Config, ConfigError, load
 
 HOOK_TABLE = "[tool.hatch.build.targets.wheel.hooks.durable]"

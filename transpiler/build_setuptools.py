@@ -8,7 +8,7 @@ from typing import Any
 from setuptools.command.build_py import build_py as _build_py
 from setuptools.errors import BaseError
 
-from .artifact import BuildError, compile_for_build
+from .batch import BuildError, compile_for_build
 from .config import ConfigError, load
 
 

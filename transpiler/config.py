@@ -6,11 +6,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on 3.10 only
-    import tomli as tomllib
-
 KEYS = ("modules", "all-generators", "output-dir", "source-roots")
 
 
@@ -66,6 +61,10 @@ def _expect(value: Any, kind: type | tuple[type, ...], key: str, path: Path, wha
 
 def load(pyproject: Path) -> Config:
     """Read ``[tool.durable]`` from ``pyproject`` (an absent table gives the defaults)."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.10 only; tomli comes with the `compiler` extra
+        import tomli as tomllib
     try:
         with open(pyproject, "rb") as fh:
             data = tomllib.load(fh)
