@@ -125,6 +125,7 @@ def install_import_hook(modules: Iterable[str] | str, *, all_generators: bool = 
     module that was already imported."""
     names = [modules] if isinstance(modules, str) else list(modules)
     hook = ImportHook(names, all_generators, chaos)
+    cache.compiler_id(artifact.options_tag(all_generators))  # worked out once, here rather than in an import
     caller = sys._getframe(1).f_globals.get("__name__")
     _warn_already_imported(hook, caller)
     sys.meta_path.insert(0, hook)
