@@ -66,13 +66,13 @@ def _progress(items: list[batch.Source], label: str, enabled: bool) -> Iterator[
 
 
 def _run_all(sources: list[batch.Source], mode: batch.Mode, outdir: Path | None, *, all_generators: bool,
-             force: bool, label: str) -> tuple[list[batch.Result], bool]:
+             force: bool, label: str, progress: bool = True) -> tuple[list[batch.Result], bool]:
     """Process every source; returns the results and whether an internal error happened."""
     results: list[batch.Result] = []
-    for source in _progress(sources, label, enabled=mode is not batch.Mode.STDOUT):
+    for source in _progress(sources, label, enabled=progress):
         try:
             results.append(batch.process(source, mode, outdir, all_generators=all_generators, force=force))
-        except Exception as exc:  # a bug in the compiler: say so, keep going, exit 123 at the end
+        except Exception as exc:  # a bug in the compiler: say so, stop, exit 123 after the report
             click.echo(REPORT.format(path=source.path, error=f"{type(exc).__name__}: {exc}"), err=True)
             return results, True
     return results, False
@@ -122,7 +122,7 @@ def compile_command(paths: tuple[str, ...], outdir: str | None, in_place: bool, 
     generators = config.all_generators if all_generators is None else all_generators
     sources = _sources(paths, config)
     results, internal = _run_all(sources, mode, Path(outdir) if outdir else None, all_generators=generators,
-                                 force=force or to_stdout, label="compiling")
+                                 force=force or to_stdout, label="compiling", progress=not to_stdout)
     changed = [r for r in results if r.status is batch.Status.CHANGED]
     failed = [r for r in results if r.status is batch.Status.FAILED]
     for result in failed:
@@ -161,6 +161,7 @@ def check_command(paths: tuple[str, ...], all_generators: bool | None, config_fi
     config = _config(config_file)
     generators = config.all_generators if all_generators is None else all_generators
     sources = _sources(paths, config)
+    # STDOUT mode: compile every file, compare with no output on disk
     results, internal = _run_all(sources, batch.Mode.STDOUT, None, all_generators=generators, force=True,
                                  label="checking")
     failed = [r for r in results if r.status is batch.Status.FAILED]

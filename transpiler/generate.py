@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
+from . import FORMAT_VERSION, regions
 from . import diagnostics as dg
 from .cstutil import FRAME, PREFIX, RESTORE, RT, assign, block, body_of, code_of, expr, has_yield, if_, small, stmt
 from .emit import Emitter
 from .linemap import line_table
 from .liveness import analyze
-from . import FORMAT_VERSION, regions
 from .lower_stmt import DETACHED_CLASS, DETACHING, RUNTIME_LOCALS, StmtLowerer, Unsupported
 
 
@@ -73,6 +73,7 @@ class ModuleState:
 
 
 TARGET = regions.TARGET
+"""Synthetic decorator the on-the-fly compiler puts on the one function it compiles (removed)."""
 
 
 def _is_durable_decorator(d: cst.Decorator) -> bool:
