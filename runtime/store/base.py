@@ -1,0 +1,169 @@
+"""The store interface: what the runner needs from a database of executions (SQLite now, PostgreSQL next)."""
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+# Execution statuses. RUNNABLE ones are picked up by workers when due.
+PENDING = "pending"      # ready to run now (new, after a checkpoint or a recorded step, or a step to run)
+SLEEPING = "sleeping"    # runnable at wake_at (a sleep, or a step's retry backoff)
+WAITING = "waiting"      # runnable when a signal named waiting_for arrives, or at wake_at (timeout) if set
+FINISHED = "finished"
+FAILED = "failed"
+CANCELLED = "cancelled"
+STATUSES = (PENDING, SLEEPING, WAITING, FINISHED, FAILED, CANCELLED)
+TERMINAL = (FINISHED, FAILED, CANCELLED)
+
+
+class StoreError(Exception):
+    """Base of the store's errors; the message says what to do."""
+
+
+class SchemaTooNewError(StoreError):
+    """The store was written by a newer version (its schema number is higher than this code knows)."""
+
+
+class NotFoundError(StoreError):
+    """No execution with that id."""
+
+
+class ConflictError(StoreError):
+    """The execution changed under us (another worker advanced it, or our lease lapsed): the
+    compare-and-swap on its version failed and nothing was written."""
+
+
+class InvalidStateError(StoreError):
+    """The operation does not fit the execution's status (a signal for a finished execution, ...)."""
+
+
+@dataclass
+class Execution:
+    """One row of ``executions``: a durable program's current state."""
+
+    id: str
+    function: str                 # "module:qualname" of the durable function started
+    args: Any                     # JSON-compatible list of positional arguments, as given
+    status: str
+    version: int                  # incremented on every write; writes name the version they read
+    created_at: float
+    updated_at: float
+    snapshot: bytes | None = None  # None until the program first suspends
+    request: dict[str, Any] | None = None  # JSON: what the program is suspended on (see runtime.requests)
+    wake_at: float | None = None   # a timer: when SLEEPING/WAITING becomes runnable
+    waiting_for: str | None = None  # the signal name a WAITING execution waits for
+    steps_started: int = 0         # how many steps the program has asked for (the next step's index)
+    progress: Any = None           # JSON: the last value the program yielded as progress
+    result: bytes | None = None    # the return value (runtime value encoding) when FINISHED
+    error: str | None = None       # a readable error when FAILED, or the reason when CANCELLED
+    error_value: bytes | None = None  # the exception itself (value encoding) when it could be encoded
+    cancel_requested: bool = False
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+
+@dataclass
+class StepRecord:
+    """One row of ``steps``: a step the program asked for, identified by (execution, index)."""
+
+    execution_id: str
+    index: int
+    function: str                 # "module:qualname" of the ordinary function the step runs
+    call: bytes                   # (args, kwargs) in the runtime value encoding
+    policy: dict[str, Any]        # JSON: the retry policy (attempts, backoff, max_backoff, factor)
+    status: str                   # "pending", "done" or "failed" (retries exhausted)
+    attempts: int = 0             # attempts started so far
+    result: bytes | None = None   # value encoding of the return value when done
+    error: str | None = None      # readable last error
+    error_value: bytes | None = None  # value encoding of the last exception, when it could be encoded
+    started_at: float | None = None
+    finished_at: float | None = None
+
+
+@dataclass
+class Signal:
+    id: int
+    execution_id: str
+    name: str
+    payload: Any                  # JSON
+    created_at: float
+    consumed: bool = False
+
+
+@dataclass
+class Change:
+    """Everything one transition writes, applied in one transaction, only if the execution's version
+    is still ``expected_version`` (and, when ``owner`` is set, its lease is still ours)."""
+
+    execution_id: str
+    expected_version: int
+    owner: str | None = None
+    fields: dict[str, Any] = field(default_factory=dict)  # Execution attributes to set
+    new_step: StepRecord | None = None                     # insert
+    step_update: tuple[int, dict[str, Any]] | None = None  # (index, StepRecord attributes to set)
+    consume_signal: int | None = None                      # mark this signal consumed
+    release: bool = False                                  # clear the lease
+
+
+class Store(abc.ABC):
+    """A durable store of executions. Every method is one transaction. Implementations must make
+    ``commit`` a compare-and-swap on ``Execution.version``, so two workers never both advance an
+    execution; ``claim`` gives one worker a time-limited lease on a runnable execution."""
+
+    url: str
+
+    @abc.abstractmethod
+    def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None
+               ) -> Execution:
+        """A new PENDING execution."""
+
+    @abc.abstractmethod
+    def get(self, execution_id: str) -> Execution:
+        """Raises NotFoundError."""
+
+    @abc.abstractmethod
+    def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
+        """Executions, oldest first (snapshots and results left out: ``snapshot``/``result`` None)."""
+
+    @abc.abstractmethod
+    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
+        """Lease one runnable execution to ``owner`` (the given one, or the most overdue one): runnable
+        means PENDING; SLEEPING with wake_at <= now; WAITING with an unconsumed signal named
+        ``waiting_for`` or wake_at <= now; or any non-terminal one with cancel_requested. Only
+        executions with no lease or a lapsed one (lease_until <= now) are claimed. Increments the
+        version. Returns None when there is nothing to claim."""
+
+    @abc.abstractmethod
+    def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
+        """Extend our leases; returns the ids whose lease we no longer hold."""
+
+    @abc.abstractmethod
+    def commit(self, change: Change, *, now: float) -> Execution:
+        """Apply ``change`` atomically; raises ConflictError (nothing written) when the version moved
+        or the lease is not ``change.owner``'s. Returns the execution as written."""
+
+    @abc.abstractmethod
+    def steps(self, execution_id: str) -> list[StepRecord]:
+        """The execution's steps by index."""
+
+    @abc.abstractmethod
+    def step(self, execution_id: str, index: int) -> StepRecord | None: ...
+
+    @abc.abstractmethod
+    def send_signal(self, execution_id: str, name: str, payload: Any, *, now: float) -> Signal:
+        """Queue a signal. Raises NotFoundError, or InvalidStateError when the execution is terminal."""
+
+    @abc.abstractmethod
+    def next_signal(self, execution_id: str, name: str) -> Signal | None:
+        """The oldest unconsumed signal of that name."""
+
+    @abc.abstractmethod
+    def signals(self, execution_id: str) -> list[Signal]: ...
+
+    @abc.abstractmethod
+    def request_cancel(self, execution_id: str, *, now: float) -> Execution:
+        """Set cancel_requested (a worker, or ``durable cancel``, then closes the program). Raises
+        NotFoundError or InvalidStateError (terminal)."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
