@@ -1,0 +1,70 @@
+"""Durable stores of executions: the interface, and ``open_store(url)`` to open one by URL.
+
+Store URLs:
+
+- ``sqlite:///relative/path.db``: three slashes, a path relative to the current directory
+- ``sqlite:////absolute/path.db``: four slashes, an absolute path
+- ``/absolute/path.db``, ``relative/path.db``, ``~/path.db``: a plain filesystem path (SQLite)
+- ``postgresql://...`` / ``postgres://...``: reserved for the PostgreSQL store (not available yet)
+
+``open_store()`` with no URL uses the environment variable ``DURABLE_STORE`` when it is set and not
+empty, else ``sqlite:///.durable/durable.db`` (creating the ``.durable`` folder in the current
+directory). ``:memory:`` is refused: every thread has its own connection, so each would see its own
+empty database.
+"""
+from __future__ import annotations
+
+import os
+import re
+
+from .base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change,
+                   ConflictError, Execution, InvalidStateError, NotFoundError, SchemaTooNewError, Signal,
+                   StepRecord, Store, StoreError)
+from .sqlite import SQLiteStore
+
+__all__ = [
+    "open_store", "Store", "SQLiteStore", "Execution", "StepRecord", "Signal", "Change",
+    "StoreError", "SchemaTooNewError", "NotFoundError", "ConflictError", "InvalidStateError",
+    "PENDING", "SLEEPING", "WAITING", "FINISHED", "FAILED", "CANCELLED", "STATUSES", "TERMINAL",
+    "DEFAULT_URL", "ENV_VAR",
+]
+
+ENV_VAR = "DURABLE_STORE"
+DEFAULT_URL = "sqlite:///.durable/durable.db"
+_FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or a plain file path"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def open_store(url: str | None = None) -> Store:
+    """Open the store at ``url`` (see the module docstring for the forms and the default)."""
+    if url is None:
+        url = os.environ.get(ENV_VAR) or DEFAULT_URL
+        if url == DEFAULT_URL:
+            os.makedirs(".durable", exist_ok=True)
+    return SQLiteStore(sqlite_path(url))
+
+
+def sqlite_path(url: str) -> str:
+    """The file path a SQLite store URL names; StoreError for anything else."""
+    if not url:
+        raise StoreError(f"empty store URL: use {_FORMS}")
+    match = _SCHEME.match(url)
+    if match is None:
+        path = os.path.expanduser(url)
+    else:
+        path = _scheme_path(match.group(1).lower(), url[match.end():], url)
+    if path == ":memory:":
+        raise StoreError("in-memory SQLite stores are not supported (each thread's connection would see its own "
+                         f"database): use {_FORMS}")
+    return path
+
+
+def _scheme_path(scheme: str, rest: str, url: str) -> str:
+    if scheme in ("postgresql", "postgres"):
+        raise StoreError(f"PostgreSQL stores are not available yet (store URL {url!r}); use sqlite:///path")
+    if scheme != "sqlite":
+        raise StoreError(f"unknown store URL {url!r}: use {_FORMS}")
+    # The part after "sqlite://" is "/" (an empty host) then the path: "/rel.db" or "//abs.db".
+    if not rest.startswith("/") or len(rest) == 1:
+        raise StoreError(f"store URL {url!r} names no file (SQLite URLs have no host): use {_FORMS}")
+    return rest[1:]

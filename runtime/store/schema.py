@@ -1,0 +1,126 @@
+"""The SQLite store's schema, versioned: ordered migrations recorded in the ``meta`` table."""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+
+from .base import SchemaTooNewError, StoreError
+from .faults import point
+
+
+@dataclass(frozen=True)
+class Migration:
+    """Statements that take a store from ``version - 1`` to ``version``."""
+
+    version: int
+    summary: str
+    statements: tuple[str, ...]
+
+
+_INITIAL = (
+    """CREATE TABLE executions (
+        id TEXT PRIMARY KEY,
+        function TEXT NOT NULL,
+        args TEXT NOT NULL,
+        status TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        snapshot BLOB,
+        request TEXT,
+        wake_at REAL,
+        waiting_for TEXT,
+        steps_started INTEGER NOT NULL DEFAULT 0,
+        progress TEXT,
+        result BLOB,
+        error TEXT,
+        error_value BLOB,
+        cancel_requested INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_until REAL
+    )""",
+    "CREATE INDEX executions_claim ON executions (status, wake_at)",
+    "CREATE INDEX executions_created ON executions (created_at)",
+    """CREATE TABLE steps (
+        execution_id TEXT NOT NULL REFERENCES executions (id),
+        "index" INTEGER NOT NULL,
+        function TEXT NOT NULL,
+        call BLOB NOT NULL,
+        policy TEXT NOT NULL,
+        status TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        result BLOB,
+        error TEXT,
+        error_value BLOB,
+        started_at REAL,
+        finished_at REAL,
+        PRIMARY KEY (execution_id, "index")
+    )""",
+    """CREATE TABLE signals (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        execution_id TEXT NOT NULL REFERENCES executions (id),
+        name TEXT NOT NULL,
+        payload TEXT,
+        created_at REAL NOT NULL,
+        consumed INTEGER NOT NULL DEFAULT 0
+    )""",
+    "CREATE INDEX signals_pending ON signals (execution_id, name, consumed)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial schema: executions, steps, signals", _INITIAL),
+)
+LATEST = MIGRATIONS[-1].version
+
+_META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)"
+
+
+def read_version(conn: sqlite3.Connection, path: str) -> int:
+    """The store's schema version: 0 for an empty database. Refuses databases that are not stores."""
+    tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "meta" not in tables:
+        if tables - {"sqlite_sequence"}:
+            raise StoreError(f"{path} is a SQLite database but not a durable-generators store "
+                             f"(it has tables {sorted(tables)} and no meta table): use another path")
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    try:
+        return int(row[0])
+    except (TypeError, ValueError):
+        raise StoreError(f"store {path} has no valid schema_version in its meta table "
+                         f"({row[0] if row else 'missing'!r}): the file is damaged") from None
+
+
+def check_supported(version: int, path: str) -> None:
+    """Raise SchemaTooNewError when a newer durable-generators wrote the store."""
+    if version > LATEST:
+        raise SchemaTooNewError(f"store {path} has schema version {version}, newer than this "
+                                f"durable-generators supports ({LATEST}): upgrade durable-generators")
+
+
+def pending(version: int) -> list[Migration]:
+    """The migrations a store at ``version`` still needs, in order."""
+    return [m for m in MIGRATIONS if m.version > version]
+
+
+def migrate(conn: sqlite3.Connection, path: str) -> int:
+    """Apply pending migrations in one transaction (the caller's connection is in autocommit
+    mode); returns the version the store is at. Several processes may race here: the write lock
+    taken by BEGIN IMMEDIATE makes the second one see the first one's work."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = read_version(conn, path)
+        check_supported(version, path)
+        for migration in pending(version):
+            for statement in migration.statements:
+                conn.execute(statement)
+        if version < LATEST:
+            conn.execute(_META)
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema_version', ?)", (str(LATEST),))
+            point("migrate.applied")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return LATEST

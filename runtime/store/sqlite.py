@@ -1,0 +1,494 @@
+"""The SQLite store: executions, steps and signals in one WAL-mode file shared by threads and processes."""
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+import uuid
+import weakref
+from contextlib import contextmanager
+from dataclasses import fields as dataclass_fields
+from typing import Any, Iterator, Sequence
+
+from . import schema
+from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, ConflictError, Execution,
+                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError)
+from .faults import point
+
+_EXECUTION_COLUMNS = tuple(f.name for f in dataclass_fields(Execution))
+_STEP_COLUMNS = tuple(f.name for f in dataclass_fields(StepRecord))
+_SIGNAL_COLUMNS = tuple(f.name for f in dataclass_fields(Signal))
+_JSON_COLUMNS = frozenset({"args", "request", "progress", "policy", "payload"})
+_BOOL_COLUMNS = frozenset({"cancel_requested", "consumed"})
+_BLOB_COLUMNS = frozenset({"snapshot", "result", "error_value"})  # left out by list()
+# Set by create/claim/renew/commit themselves, never through Change.fields.
+_FIXED_EXECUTION = frozenset({"id", "version", "created_at", "updated_at", "lease_owner", "lease_until"})
+_FIXED_STEP = frozenset({"execution_id", "index"})
+_LIVE = tuple(s for s in STATUSES if s not in TERMINAL)
+
+
+class _Connection(sqlite3.Connection):
+    """A connection the store can reference weakly (plain sqlite3 connections cannot be)."""
+
+
+def _columns(names: Sequence[str], leave_out: frozenset[str] = frozenset()) -> str:
+    return ", ".join("NULL" if name in leave_out else f'"{name}"' for name in names)
+
+
+def _encode(column: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if column in _JSON_COLUMNS:
+        try:
+            return json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{column} must be JSON-compatible (dict, list, str, int, float, bool, None): {e}"
+                            ) from None
+    if column in _BOOL_COLUMNS:
+        return int(bool(value))
+    return value
+
+
+def _decode(column: str, value: Any) -> Any:
+    if column in _BOOL_COLUMNS:
+        return bool(value)
+    if value is None or column not in _JSON_COLUMNS:
+        return value
+    return json.loads(value)
+
+
+def _record(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    return {name: _decode(name, value) for name, value in zip(names, row)}
+
+
+def _check_field(kind: str, name: str, allowed: Sequence[str], fixed: frozenset[str]) -> None:
+    if name not in allowed or name in fixed:
+        settable = sorted(set(allowed) - fixed)
+        raise ValueError(f"{kind} field {name!r} cannot be set by commit; settable: {', '.join(settable)}")
+
+
+def _execution_update(change: Change, now: float) -> tuple[str, list[Any]]:
+    """The compare-and-swap UPDATE of a commit."""
+    assignments: list[str] = []
+    params: list[Any] = []
+    for name, value in change.fields.items():
+        _check_field("Execution", name, _EXECUTION_COLUMNS, _FIXED_EXECUTION)
+        if name == "status" and value not in STATUSES:
+            raise ValueError(f"status {value!r} is not one of {', '.join(STATUSES)}")
+        assignments.append(f'"{name}" = ?')
+        params.append(_encode(name, value))
+    if change.release:
+        assignments += ["lease_owner = NULL", "lease_until = NULL"]
+    assignments += ["version = version + 1", "updated_at = ?"]
+    params.append(now)
+    sql = f"UPDATE executions SET {', '.join(assignments)} WHERE id = ? AND version = ?"
+    params += [change.execution_id, change.expected_version]
+    if change.owner is not None:
+        sql += " AND lease_owner = ? AND lease_until > ?"
+        params += [change.owner, now]
+    return sql, params
+
+
+def _step_insert(step: StepRecord) -> tuple[str, list[Any]]:
+    params = [_encode(name, getattr(step, name)) for name in _STEP_COLUMNS]
+    marks = ", ".join("?" for _ in _STEP_COLUMNS)
+    return f"INSERT INTO steps ({_columns(_STEP_COLUMNS)}) VALUES ({marks})", params
+
+
+def _step_update(execution_id: str, index: int, values: dict[str, Any]) -> tuple[str, list[Any]]:
+    for name in values:
+        _check_field("StepRecord", name, _STEP_COLUMNS, _FIXED_STEP)
+    assignments = ", ".join(f'"{name}" = ?' for name in values)
+    params = [_encode(name, value) for name, value in values.items()]
+    return (f'UPDATE steps SET {assignments} WHERE execution_id = ? AND "index" = ?',
+            params + [execution_id, index])
+
+
+# Runnable: see Store.claim. Ordered by how long it has been runnable: a due timer since wake_at,
+# anything else since its last transition.
+_CLAIM = """
+SELECT id FROM executions
+WHERE status IN ({live})
+  AND (lease_until IS NULL OR lease_until <= :now)
+  AND (status = :pending
+       OR cancel_requested
+       OR (status IN (:sleeping, :waiting) AND wake_at <= :now)
+       OR (status = :waiting AND EXISTS (
+             SELECT 1 FROM signals
+             WHERE signals.execution_id = executions.id AND signals.name = executions.waiting_for
+               AND NOT signals.consumed)))
+  {only}
+ORDER BY CASE WHEN wake_at <= :now THEN wake_at ELSE updated_at END, created_at, rowid
+LIMIT 1
+"""
+
+
+def _claim_query(execution_id: str | None, now: float) -> tuple[str, dict[str, Any]]:
+    params: dict[str, Any] = {f"live{i}": status for i, status in enumerate(_LIVE)}
+    params.update(now=now, pending=PENDING, sleeping=SLEEPING, waiting=WAITING, id=execution_id)
+    live = ", ".join(f":live{i}" for i in range(len(_LIVE)))
+    return _CLAIM.format(live=live, only="" if execution_id is None else "AND id = :id"), params
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite file. Each thread gets its own connection; processes coordinate
+    through SQLite's locks (every write is a ``BEGIN IMMEDIATE`` transaction)."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+        self.path = os.path.abspath(os.fspath(path))
+        self.url = "sqlite:///" + self.path
+        self.timeout = timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
+        self._inherited: list[sqlite3.Connection] = []
+        self._closed = False
+        self._open()
+
+    def __repr__(self) -> str:
+        return f"SQLiteStore({self.path!r})"
+
+    def __enter__(self) -> SQLiteStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- connections and transactions
+
+    def _open(self) -> None:
+        """Check the file, configure it and bring its schema up to date (first connection only)."""
+        conn = self._connect()
+        try:
+            with self._errors(opening=True):
+                conn.execute("BEGIN")  # read the version consistently, before changing anything
+                try:
+                    version = schema.read_version(conn, self.path)
+                finally:
+                    self._rollback(conn)
+                schema.check_supported(version, self.path)
+                self._configure(conn)
+                if version < schema.LATEST:
+                    schema.migrate(conn, self.path)
+        except BaseException:
+            conn.close()
+            raise
+        self._adopt(conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        with self._errors(opening=True):
+            return sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+                                   check_same_thread=False, factory=_Connection)
+
+    def _configure(self, conn: sqlite3.Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"store {self.path}: SQLite could not switch it to WAL journal mode "
+                             f"(it stays {mode!r}); put the store on a local filesystem")
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA foreign_keys = ON")
+
+    def _adopt(self, conn: sqlite3.Connection) -> None:
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        with self._lock:
+            self._connections.add(conn)
+
+    def _conn(self) -> sqlite3.Connection:
+        """This thread's connection (a new one in a new thread, or in a forked child)."""
+        if self._closed:
+            raise StoreError(f"store {self.path} is closed")
+        local = self._local
+        conn = getattr(local, "conn", None)
+        if conn is not None and local.pid == os.getpid():
+            return conn
+        if conn is not None:
+            # Inherited across fork: SQLite forbids using it, and closing it could disturb the
+            # parent's locks, so keep it alive and unused.
+            self._inherited.append(conn)
+        conn = self._connect()
+        try:
+            with self._errors():
+                self._configure(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._adopt(conn)
+        return conn
+
+    @contextmanager
+    def _errors(self, opening: bool = False) -> Iterator[None]:
+        """Turn sqlite3 exceptions into StoreErrors that say what happened to which store."""
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise StoreError(self._describe(e, opening)) from e
+
+    def _describe(self, error: sqlite3.Error, opening: bool) -> str:
+        text = str(error)
+        if "not a database" in text:
+            return f"{self.path} is not a SQLite database ({text}): point the store at another file"
+        if "locked" in text or "busy" in text:
+            return (f"store {self.path}: {text} (another connection held the write lock for more than "
+                    f"{self.timeout:g} s)")
+        if opening:
+            return f"cannot open store {self.path}: {text} (does its directory exist and is it writable?)"
+        return f"store {self.path}: {text}"
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; BEGIN IMMEDIATE takes the write lock before the first read, so
+        a read-modify-write never interleaves with another process's."""
+        conn = self._conn()
+        with self._errors():
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                self._rollback(conn)
+                raise
+
+    @staticmethod
+    def _rollback(conn: sqlite3.Connection) -> None:
+        if conn.in_transaction:
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass  # keep the original exception; SQLite rolls back on its own when it must
+
+    def _rows(self, sql: str, params: Sequence[Any] | dict[str, Any] = ()) -> list[tuple[Any, ...]]:
+        """A read: one statement, atomic on its own in autocommit mode."""
+        conn = self._conn()
+        with self._errors():
+            return conn.execute(sql, params).fetchall()
+
+    # -- reading rows
+
+    def _fetch(self, conn: sqlite3.Connection, execution_id: str) -> Execution:
+        row = conn.execute(f"SELECT {_columns(_EXECUTION_COLUMNS)} FROM executions WHERE id = ?",
+                           (execution_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
+        return Execution(**_record(_EXECUTION_COLUMNS, row))
+
+    def _status(self, conn: sqlite3.Connection, execution_id: str) -> str:
+        row = conn.execute("SELECT status FROM executions WHERE id = ?", (execution_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
+        return str(row[0])
+
+    def _exists(self, conn: sqlite3.Connection, execution_id: str) -> bool:
+        return conn.execute("SELECT 1 FROM executions WHERE id = ?", (execution_id,)).fetchone() is not None
+
+    # -- executions
+
+    def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None
+               ) -> Execution:
+        if isinstance(args, (str, bytes)):
+            raise TypeError(f"args must be a sequence of arguments, not {type(args).__name__}")
+        encoded_args = _encode("args", list(args))
+        with self._write() as conn:
+            new_id = self._new_id(conn, execution_id)
+            conn.execute("INSERT INTO executions (id, function, args, status, version, created_at, updated_at)"
+                         " VALUES (?, ?, ?, ?, 1, ?, ?)", (new_id, function, encoded_args, PENDING, now, now))
+            point("create.inserted")
+            return self._fetch(conn, new_id)
+
+    def _new_id(self, conn: sqlite3.Connection, given: str | None) -> str:
+        if given is not None:
+            if not isinstance(given, str) or not given:
+                raise ValueError(f"execution_id must be a non-empty string, not {given!r}")
+            if self._exists(conn, given):
+                raise ConflictError(f"execution {given!r} already exists in store {self.path}")
+            return given
+        while True:  # 48 random bits: a collision is rare, but cheap to rule out
+            candidate = uuid.uuid4().hex[:12]
+            if not self._exists(conn, candidate):
+                return candidate
+
+    def get(self, execution_id: str) -> Execution:
+        rows = self._rows(f"SELECT {_columns(_EXECUTION_COLUMNS)} FROM executions WHERE id = ?", (execution_id,))
+        if not rows:
+            raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
+        return Execution(**_record(_EXECUTION_COLUMNS, rows[0]))
+
+    def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
+        if status is not None and status not in STATUSES:
+            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
+        sql = f"SELECT {_columns(_EXECUTION_COLUMNS, _BLOB_COLUMNS)} FROM executions"
+        params: list[Any] = []
+        if status is not None:
+            sql += " WHERE status = ?"
+            params.append(status)
+        sql += " ORDER BY created_at, rowid"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(max(0, int(limit)))
+        return [Execution(**_record(_EXECUTION_COLUMNS, row)) for row in self._rows(sql, params)]
+
+    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
+        """See Store.claim; also raises NotFoundError when the ``execution_id`` asked for does not exist."""
+        if not owner:
+            raise ValueError("owner must be a non-empty string")
+        if lease <= 0:
+            raise ValueError(f"lease must be positive, not {lease!r}")
+        sql, params = _claim_query(execution_id, now)
+        with self._write() as conn:
+            row = conn.execute(sql, params).fetchone()
+            if row is None:
+                if execution_id is not None and not self._exists(conn, execution_id):
+                    raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
+                return None
+            point("claim.selected")
+            conn.execute("UPDATE executions SET lease_owner = ?, lease_until = ?, version = version + 1"
+                         " WHERE id = ?", (owner, now + lease, row[0]))
+            point("claim.updated")
+            return self._fetch(conn, row[0])
+
+    def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
+        """See Store.renew. A lease that lapsed but that nobody else claimed is still ours (the
+        version has not moved, so our next commit is still valid): it is extended too."""
+        if not execution_ids:
+            return []
+        lost: list[str] = []
+        with self._write() as conn:
+            for execution_id in execution_ids:
+                cursor = conn.execute("UPDATE executions SET lease_until = ? WHERE id = ? AND lease_owner = ?",
+                                      (until, execution_id, owner))
+                if cursor.rowcount != 1:
+                    lost.append(execution_id)
+            point("renew.updated")
+        return lost
+
+    def commit(self, change: Change, *, now: float) -> Execution:
+        update_sql, update_params = _execution_update(change, now)
+        step_sql = self._step_statement(change)
+        with self._write() as conn:
+            if conn.execute(update_sql, update_params).rowcount != 1:
+                raise ConflictError(self._conflict_reason(conn, change, now))
+            point("commit.updated")
+            if step_sql is not None:
+                self._write_step(conn, change.execution_id, *step_sql)
+                point("commit.step_written")
+            if change.consume_signal is not None:
+                self._consume(conn, change.execution_id, change.consume_signal)
+                point("commit.signal_consumed")
+            execution = self._fetch(conn, change.execution_id)
+            point("commit.before_commit")
+        point("commit.after_commit")
+        return execution
+
+    @staticmethod
+    def _step_statement(change: Change) -> tuple[int, str, list[Any]] | None:
+        """(step index, SQL, parameters) of the step the change inserts or updates, if any."""
+        if change.new_step is not None and change.step_update is not None:
+            raise ValueError("a Change may insert a step or update one, not both")
+        if change.new_step is not None:
+            if change.new_step.execution_id != change.execution_id:
+                raise ValueError(f"new_step belongs to execution {change.new_step.execution_id!r}, "
+                                 f"not {change.execution_id!r}")
+            return (change.new_step.index, *_step_insert(change.new_step))
+        if change.step_update is not None:
+            index, values = change.step_update
+            return (index, *_step_update(change.execution_id, index, values))
+        return None
+
+    @staticmethod
+    def _write_step(conn: sqlite3.Connection, execution_id: str, index: int, sql: str, params: list[Any]) -> None:
+        try:
+            count = conn.execute(sql, params).rowcount
+        except sqlite3.IntegrityError as e:
+            raise StoreError(f"commit: step {index} of execution {execution_id!r} cannot be inserted ({e}); "
+                             "nothing was written") from e
+        if count != 1:
+            raise StoreError(f"commit: execution {execution_id!r} has no step {index}; nothing was written")
+
+    def _consume(self, conn: sqlite3.Connection, execution_id: str, signal_id: int) -> None:
+        cursor = conn.execute("UPDATE signals SET consumed = 1 WHERE id = ? AND execution_id = ? AND NOT consumed",
+                              (signal_id, execution_id))
+        if cursor.rowcount != 1:
+            raise ConflictError(f"signal {signal_id} of execution {execution_id!r} is already consumed or "
+                                f"does not exist; nothing was written")
+
+    def _conflict_reason(self, conn: sqlite3.Connection, change: Change, now: float) -> str:
+        row = conn.execute("SELECT version, lease_owner, lease_until FROM executions WHERE id = ?",
+                           (change.execution_id,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no execution {change.execution_id!r} in store {self.path}")
+        version, owner, until = row
+        where = f"execution {change.execution_id!r}"
+        if version != change.expected_version:
+            return (f"{where} is at version {version}, not {change.expected_version}: "
+                    f"it changed since it was read; nothing was written")
+        if owner != change.owner:
+            holder = "nobody" if owner is None else repr(owner)
+            return f"{where} is leased to {holder}, not {change.owner!r}; nothing was written"
+        return f"the lease of {owner!r} on {where} lapsed at {until} (now {now}); nothing was written"
+
+    # -- steps
+
+    def steps(self, execution_id: str) -> list[StepRecord]:
+        rows = self._rows(f'SELECT {_columns(_STEP_COLUMNS)} FROM steps WHERE execution_id = ? ORDER BY "index"',
+                          (execution_id,))
+        return [StepRecord(**_record(_STEP_COLUMNS, row)) for row in rows]
+
+    def step(self, execution_id: str, index: int) -> StepRecord | None:
+        rows = self._rows(f'SELECT {_columns(_STEP_COLUMNS)} FROM steps WHERE execution_id = ? AND "index" = ?',
+                          (execution_id, index))
+        return StepRecord(**_record(_STEP_COLUMNS, rows[0])) if rows else None
+
+    # -- signals and cancellation
+
+    def send_signal(self, execution_id: str, name: str, payload: Any, *, now: float) -> Signal:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"a signal name must be a non-empty string, not {name!r}")
+        encoded = _encode("payload", payload)
+        with self._write() as conn:
+            self._check_live(conn, execution_id, f"send signal {name!r} to")
+            cursor = conn.execute("INSERT INTO signals (execution_id, name, payload, created_at) VALUES (?, ?, ?, ?)",
+                                  (execution_id, name, encoded, now))
+            signal_id = cursor.lastrowid
+            point("signal.inserted")
+        assert signal_id is not None
+        return Signal(id=signal_id, execution_id=execution_id, name=name, payload=_decode("payload", encoded),
+                      created_at=float(now))
+
+    def _check_live(self, conn: sqlite3.Connection, execution_id: str, action: str) -> None:
+        status = self._status(conn, execution_id)
+        if status in TERMINAL:
+            raise InvalidStateError(f"cannot {action} execution {execution_id!r}: it is already {status}")
+
+    def next_signal(self, execution_id: str, name: str) -> Signal | None:
+        rows = self._rows(f"SELECT {_columns(_SIGNAL_COLUMNS)} FROM signals"
+                          " WHERE execution_id = ? AND name = ? AND NOT consumed ORDER BY id LIMIT 1",
+                          (execution_id, name))
+        return Signal(**_record(_SIGNAL_COLUMNS, rows[0])) if rows else None
+
+    def signals(self, execution_id: str) -> list[Signal]:
+        rows = self._rows(f"SELECT {_columns(_SIGNAL_COLUMNS)} FROM signals WHERE execution_id = ? ORDER BY id",
+                          (execution_id,))
+        return [Signal(**_record(_SIGNAL_COLUMNS, row)) for row in rows]
+
+    def request_cancel(self, execution_id: str, *, now: float) -> Execution:
+        """See Store.request_cancel. Only sets the flag: the version stays, so a worker holding the
+        lease can still commit its transition (and sees cancel_requested in what commit returns)."""
+        with self._write() as conn:
+            self._check_live(conn, execution_id, "cancel")
+            conn.execute("UPDATE executions SET cancel_requested = 1 WHERE id = ?", (execution_id,))
+            point("cancel.updated")
+            return self._fetch(conn, execution_id)
+
+    def close(self) -> None:
+        """Close every thread's connection; call it when no other thread is using the store."""
+        with self._lock:
+            self._closed = True
+            connections = list(self._connections)
+            self._connections.clear()
+        for conn in connections:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                pass
+        self._local = threading.local()
