@@ -366,6 +366,8 @@ class Runner:
             raise _Stop
         self._commit(step_update=(record.index, {**update, "status": "failed", "finished_at": self.clock.now()}))
         self.on_event(record.execution_id, "step-failed", f"step {record.index} failed for good: {text}")
+        if update["error_value"] is None:  # what a resumed run would see too: the same exception type
+            return "throw", rq.StepFailed(record.function, type(exc).__name__, str(exc))
         return "throw", exc
 
     def _recorded_error(self, record: StepRecord) -> BaseException:
