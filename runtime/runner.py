@@ -339,11 +339,13 @@ class Runner:
         context = rq.StepContext(record.execution_id, record.index, attempt)
         token = rq._CURRENT.set(context)
         self.on_event(record.execution_id, "step", f"step {record.index} {record.function} attempt {attempt}")
+        keeper = self._keep_lease()
         try:
             result = fn(*args, **kwargs)
         except Exception as exc:
             return self._step_failed(record, attempt, exc)
         finally:
+            keeper.set()
             rq._CURRENT.reset(token)
         try:
             encoded = dump_value(result, f"the result of step {record.function}")
@@ -352,6 +354,24 @@ class Runner:
         self._commit(step_update=(record.index, {"status": "done", "attempts": attempt, "result": encoded,
                                                  "finished_at": self.clock.now()}))
         return "send", result
+
+    def _keep_lease(self) -> threading.Event:
+        """Renew our lease every third of its length while a step runs (a step may take longer than
+        the lease); set the returned event to stop."""
+        done = threading.Event()
+        execution_id, interval = self._execution.id, max(self.lease / 3, 0.05)
+
+        def renew() -> None:
+            while not done.wait(interval):
+                try:
+                    lost = self.store.renew(self.owner, [execution_id], until=self.clock.now() + self.lease)
+                except Exception:  # the next commit finds out
+                    return
+                if lost:
+                    return
+
+        threading.Thread(target=renew, name=f"{self.owner}-lease", daemon=True).start()
+        return done
 
     def _step_failed(self, record: StepRecord, attempt: int, exc: Exception, *, final: bool = False
                      ) -> tuple[str, Any]:

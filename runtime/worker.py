@@ -15,8 +15,8 @@ StoreFactory = Callable[[], Store]
 
 class Worker:
     """``concurrency`` threads, each with its own runner, claiming runnable executions from the store
-    (several worker processes may share one store). ``stop`` ends them after their current transition;
-    leases of executions in progress are renewed in the background while steps run."""
+    (several worker processes may share one store). ``stop`` ends them after their current transition.
+    Each runner renews its lease while a step runs."""
 
     def __init__(self, store: Store, *, concurrency: int = 1, clock: Clock = SYSTEM, lease: float = 30.0,
                  poll: float = 0.5, on_event: EventSink | None = None) -> None:
@@ -38,13 +38,10 @@ class Worker:
         """Work until ``stop`` is set."""
         threads = [threading.Thread(target=self._loop, args=(runner,), name=runner.owner, daemon=True)
                    for runner in self._runners]
-        keeper = threading.Thread(target=self._keep_leases, name=f"{self.name}-leases", daemon=True)
-        for thread in (*threads, keeper):
+        for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
-        self.stop.set()
-        keeper.join()
 
     def run_until_idle(self, max_transitions: int | None = None) -> int:
         """In this thread: advance executions until none is runnable and, with a virtual clock, move
@@ -80,14 +77,3 @@ class Worker:
             wake = self.next_timer()
             delay = self.poll if wake is None else min(self.poll, max(wake - self.clock.now(), 0.0))
             self.clock.sleep(delay if delay > 0 else 0.01, self.stop)
-
-    def _keep_leases(self) -> None:
-        interval = max(self.lease / 3, 0.05)
-        while not self.stop.wait(interval):
-            for runner in self._runners:
-                current = getattr(runner, "_execution", None)
-                if current is not None and current.lease_owner == runner.owner:
-                    try:
-                        self.store.renew(runner.owner, [current.id], until=self.clock.now() + self.lease)
-                    except Exception:  # the runner's next commit will find out
-                        pass

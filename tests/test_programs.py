@@ -160,6 +160,18 @@ def module_level(x):
     return x
 
 
+def slow(seconds):
+    import time
+    record("slow started")
+    time.sleep(seconds)
+    return "slept"
+
+
+@durable
+def long_step(seconds):
+    return (yield step(slow, seconds))
+
+
 @durable
 def bad_step():
     try:
@@ -421,3 +433,25 @@ def test_a_snapshot_whose_code_changed_is_left_alone(env, tmp_path):
     after = env.store.get(ex.id)
     assert after.status == before.status == SLEEPING and after.snapshot == before.snapshot
     assert any(kind == "error" and "IncompatibleCodeError" in text for _, kind, text in env.events)
+
+
+def test_a_step_longer_than_the_lease_keeps_it(env):
+    """The runner renews its lease while a step runs: another worker cannot take the execution over
+    (and run the step a second time) however long the step takes."""
+    import threading
+
+    from runtime.clock import SYSTEM
+    ex = env.runner.start(f"{env.name}:long_step", [1.0])
+    first = Runner(env.store, clock=SYSTEM, owner="first", lease=0.3)
+    second = Runner(env.store, clock=SYSTEM, owner="second", lease=0.3)
+    claimed = env.store.claim("first", now=SYSTEM.now(), lease=0.3, execution_id=ex.id)
+    thread = threading.Thread(target=first.advance, args=(claimed,))
+    thread.start()
+    stolen = []
+    while thread.is_alive():
+        got = second.claim_and_advance(ex.id)
+        if got is not None:
+            stolen.append(got)
+    thread.join()
+    assert stolen == [] and env.calls().count(["slow started"]) == 1
+    assert values.load_value(env.store.get(ex.id).result) == "slept"
