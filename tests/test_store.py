@@ -17,8 +17,7 @@ import pytest
 from runtime.store import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, WAITING, Change, ConflictError,
                            Execution, InvalidStateError, NotFoundError, SchemaTooNewError, SQLiteStore, StepRecord,
                            StoreError, open_store)
-from runtime.store import faults, schema
-from runtime.store.__init__ import sqlite_path
+from runtime.store import faults, schema, sqlite_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -415,12 +414,36 @@ while (e := store.claim(name, now=100.0, lease=1000.0)) is not None:
 
 def test_processes_claim_each_execution_once(store: SQLiteStore, tmp_path: Path) -> None:
     ids = {store.create("m:main", [], now=float(i)).id for i in range(40)}
-    go = tmp_path / "go"
+    results = start_together(CLAIM_LOOP, [[str(store.path), f"p{i}"] for i in range(4)], tmp_path / "go")
+    assert [rc for _, _, rc in results] == [0] * 4, [err for _, err, _ in results]
+    claimed = [line for out, _, _ in results for line in out.split()]
+    assert sorted(claimed) == sorted(ids)
+    finished = store.list(status=FINISHED)
+    assert len(finished) == 40
+    by_worker = {f"p{i}": out.split() for i, (out, _, _) in enumerate(results)}
+    assert all(e.id in by_worker[e.error or ""] for e in finished)
+
+
+OPEN_AND_CREATE = """
+import sys, time
+from pathlib import Path
+from runtime.store import SQLiteStore
+path, name, go = sys.argv[1:4]
+Path(go + "." + name).touch()
+while not Path(go).exists():
+    time.sleep(0.002)
+SQLiteStore(path).create("m:main", [name], now=1.0, execution_id=name)
+"""
+
+
+def start_together(code: str, args: list[list[str]], go: Path) -> list[tuple[str, str, int]]:
+    """Run one process per argument list, release them at once; (stdout, stderr, returncode) each."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    workers = [subprocess.Popen([sys.executable, "-c", CLAIM_LOOP, str(store.path), f"p{i}", str(go)], env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    names = [a[1] for a in args]
+    workers = [subprocess.Popen([sys.executable, "-c", code, *a, str(go)], env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for a in args]
     try:
-        while not all((tmp_path / f"go.p{i}").exists() for i in range(4)):
+        while not all(Path(f"{go}.{name}").exists() for name in names):
             assert all(w.poll() is None for w in workers), [w.communicate() for w in workers]
             threading.Event().wait(0.01)
         go.touch()
@@ -429,13 +452,30 @@ def test_processes_claim_each_execution_once(store: SQLiteStore, tmp_path: Path)
         for w in workers:
             if w.poll() is None:
                 w.kill()
-    assert [w.returncode for w in workers] == [0] * 4, [err for _, err in outputs]
-    claimed = [line for out, _ in outputs for line in out.split()]
-    assert sorted(claimed) == sorted(ids)
-    finished = store.list(status=FINISHED)
-    assert len(finished) == 40
-    by_worker = {f"p{i}": out.split() for i, (out, _) in enumerate(outputs)}
-    assert all(e.id in by_worker[e.error or ""] for e in finished)
+    return [(out, err, w.returncode) for (out, err), w in zip(outputs, workers)]
+
+
+def test_processes_create_a_new_store_together(db: Path, tmp_path: Path) -> None:
+    results = start_together(OPEN_AND_CREATE, [[str(db), f"p{i}"] for i in range(4)], tmp_path / "go")
+    assert [rc for _, _, rc in results] == [0] * 4, [err for _, err, _ in results]
+    with SQLiteStore(db) as s:
+        assert sorted(e.id for e in s.list()) == ["p0", "p1", "p2", "p3"]
+    assert rows(db, "SELECT value FROM meta") == [(str(schema.LATEST),)]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_opens_its_own_connection(store: SQLiteStore) -> None:
+    parent = store.create("m:main", [], now=1.0)
+    pid = os.fork()
+    if pid == 0:  # the child: report through the exit code only
+        try:
+            ok = store.get(parent.id) == parent and store.create("m:child", [], now=2.0).function == "m:child"
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert [e.function for e in store.list()] == ["m:main", "m:child"]
+    assert store.get(parent.id) == parent  # the parent's connection still works
 
 
 # -- signals and cancellation
@@ -636,7 +676,6 @@ def test_fault_spec_parsing() -> None:
     for bad in ("commit.updated", "commit.updated:0", ":1", "x:y"):
         with pytest.raises(ValueError, match="DURABLE_FAULTS"):
             faults.parse(bad)
-    assert faults._ENABLED is False  # the test process runs without faults
 
 
 CRASH = """
