@@ -470,6 +470,7 @@ def test_forked_child_opens_its_own_connection(store: SQLiteStore) -> None:
     if pid == 0:  # the child: report through the exit code only
         try:
             ok = store.get(parent.id) == parent and store.create("m:child", [], now=2.0).function == "m:child"
+            store.close()  # closes the child's connection, not the one inherited from the parent
         finally:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)

@@ -152,8 +152,9 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._inherited: list[sqlite3.Connection] = []
+        # every thread's connection, with the process that opened it (close() closes ours only)
+        self._connections: weakref.WeakKeyDictionary[_Connection, int] = weakref.WeakKeyDictionary()
+        self._inherited: list[_Connection] = []
         self._closed = False
         self._open()
 
@@ -183,7 +184,7 @@ class SQLiteStore(Store):
             raise
         self._adopt(conn)
 
-    def _read_version(self, conn: sqlite3.Connection) -> int:
+    def _read_version(self, conn: _Connection) -> int:
         conn.execute("BEGIN")  # one consistent read, before changing anything
         try:
             return schema.read_version(conn, self.path)
@@ -204,12 +205,12 @@ class SQLiteStore(Store):
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> _Connection:
         with self._errors():
             return sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False, factory=_Connection)
 
-    def _configure(self, conn: sqlite3.Connection) -> None:
+    def _configure(self, conn: _Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":  # once per file: WAL mode is persistent
             mode = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
@@ -219,13 +220,13 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
 
-    def _adopt(self, conn: sqlite3.Connection) -> None:
+    def _adopt(self, conn: _Connection) -> None:
         self._local.conn = conn
         self._local.pid = os.getpid()
         with self._lock:
-            self._connections.add(conn)
+            self._connections[conn] = os.getpid()
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> _Connection:
         """This thread's connection (a new one in a new thread, or in a forked child)."""
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
@@ -516,7 +517,7 @@ class SQLiteStore(Store):
         """Close every thread's connection; call it when no other thread is using the store."""
         with self._lock:
             self._closed = True
-            connections = list(self._connections)
+            connections = [conn for conn, pid in self._connections.items() if pid == os.getpid()]
             self._connections.clear()
         for conn in connections:
             try:
