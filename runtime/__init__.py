@@ -7,6 +7,8 @@ from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
                      NotAllowedError, NotDurableError, SignatureError, SnapshotError, UnserializableValueError)
 from .kinds import register_codec
+from .requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep, step,
+                       wait)
 from .settings import Settings, configure, restore_settings
 from .snapshot import detach, restore, snapshot
 
@@ -14,6 +16,8 @@ __all__ = [
     "durable", "snapshot", "restore", "detach", "inspect_snapshot", "SnapshotInfo",
     "register_codec", "serializable", "allow_modules", "disallow_modules",
     "configure", "restore_settings", "Settings",
+    "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
+    "StepFailed",
     "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
     "IncompatibleCodeError", "CorruptSnapshotError", "NotAllowedError", "SignatureError", "DurableCompileError",
 ]

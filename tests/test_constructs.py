@@ -39,6 +39,21 @@ def test_yield_in_call_arguments():
                        send("x"), send("y"), NEXT], allow_unserializable=True)
 
 
+def test_yield_in_arguments_of_container_and_string_methods():
+    """``out.append((yield x))`` holds the bound built-in method across the suspension: it is carried."""
+    src = """
+    def gen():
+        out = []
+        seen = {}
+        for i in range(2):
+            out.append((yield i))
+            seen.setdefault(i, (yield "d"))
+        joined = "-".join([(yield "j1"), (yield "j2")])
+        yield out, seen, joined
+    """
+    differential(src, [NEXT, send("a"), send("b"), send("c"), send("d"), send("x"), send("y"), NEXT])
+
+
 @pytest.mark.parametrize("div", [3, 0])
 def test_operators(div):
     src = """

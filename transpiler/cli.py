@@ -207,6 +207,9 @@ def inspect_command(file: str, as_json: bool) -> None:
     click.echo(json.dumps(info.to_dict(), indent=2) if as_json else str(info))
 
 
+from . import cli_programs  # noqa: E402,F401  (registers run, worker, ls, show, signal, cancel, result)
+
+
 def run() -> None:  # pragma: no cover - exercised through the console script
     try:
         main(standalone_mode=True)

@@ -39,9 +39,14 @@ def open_store(url: str | None = None) -> Store:
     """Open the store at ``url`` (see the module docstring for the forms and the default)."""
     if url is None:
         url = os.environ.get(ENV_VAR) or DEFAULT_URL
-        if url == DEFAULT_URL:
-            os.makedirs(".durable", exist_ok=True)
-    return SQLiteStore(sqlite_path(url))
+    path = sqlite_path(url)
+    folder = os.path.dirname(path)
+    if folder:
+        try:
+            os.makedirs(folder, exist_ok=True)  # the store's folder is created with it, like .durable/
+        except OSError as exc:
+            raise StoreError(f"cannot create the folder of store {url!r}: {exc.strerror or exc}") from None
+    return SQLiteStore(path)
 
 
 def sqlite_path(url: str) -> str:

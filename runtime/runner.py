@@ -1,0 +1,437 @@
+"""The runner: advances one durable program from request to request, committing each transition."""
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import os
+import sys
+import threading
+import traceback
+import types
+import uuid
+from typing import Any, Callable
+
+from . import requests as rq
+from .clock import SYSTEM, Clock
+from .errors import SnapshotError, UnserializableValueError
+from .snapshot import detach, restore, snapshot
+from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
+                         Execution, StepRecord, Store)
+from .values import dump_value, load_value
+
+EventSink = Callable[[str, str, str], None]
+"""``on_event(execution_id, kind, text)``: what the runner reports as it goes (``durable run`` prints it)."""
+
+
+class ProgramError(Exception):
+    """The program cannot be started or resumed: an unknown function, arguments that do not fit, a
+    module that cannot be imported, code that changed under a snapshot. Nothing was written."""
+
+
+class _Stop(Exception):
+    """Internal: the transition loop ends (the program suspended, finished, or we lost it)."""
+
+
+def import_program_module(module_name: str) -> types.ModuleType:
+    """Import a program's module as ``python -m`` would find it (the current directory first),
+    compiling it with the import hook when the compiler is installed and the module is not compiled."""
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        from transpiler import install_import_hook
+    except ImportError:  # runtime-only install: the module must be compiled ahead of time
+        pass
+    else:
+        _hooked(install_import_hook, module_name)
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ProgramError(f"cannot import module {module_name!r}: {exc}") from None
+
+
+_HOOKED: set[str] = set()
+_HOOK_LOCK = threading.Lock()
+
+
+def _hooked(install: Callable[..., Any], module_name: str) -> None:
+    top = module_name.split(".")[0]
+    with _HOOK_LOCK:
+        if top not in _HOOKED:
+            _HOOKED.add(top)
+            install([top])
+
+
+def load_function(ref: str) -> Callable[..., Any]:
+    """The durable generator function named ``module:qualname``; raises ProgramError."""
+    module_name, colon, qualname = ref.partition(":")
+    if not colon or not module_name or not qualname:
+        raise ProgramError(f"{ref!r}: name a function as MODULE:FUNCTION (for example flows:onboarding)")
+    obj: Any = import_program_module(module_name)
+    for part in qualname.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ProgramError(f"module {module_name!r} has no function {qualname!r}") from None
+    if not getattr(obj, "__durable__", None) or not inspect.isgeneratorfunction(obj):
+        raise ProgramError(f"{ref} is not a @durable generator function (mark it with @runtime.durable)")
+    return obj  # type: ignore[no-any-return]
+
+
+def function_ref(fn: Callable[..., Any]) -> str:
+    """``module:qualname`` of a module-level function, as steps are recorded; raises TypeError."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType)) or not module or "<" in qualname:
+        raise TypeError(f"step() needs a module-level function, not {fn!r} (lambdas and nested functions "
+                        "cannot be found again after a restart)")
+    return f"{module}:{qualname}"
+
+
+def resolve_step_function(ref: str) -> Callable[..., Any]:
+    module_name, _, qualname = ref.partition(":")
+    obj: Any = import_program_module(module_name)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj  # type: ignore[no-any-return]
+
+
+def to_json(value: Any) -> Any:
+    """``value`` if JSON can carry it, else its repr: how progress values and results are shown."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def _error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+def _dump_or_none(value: Any) -> bytes | None:
+    try:
+        return dump_value(value)
+    except (SnapshotError, RecursionError):
+        return None
+
+
+class Runner:
+    """Drives durable programs kept in ``store``. One runner per thread (the lease owner is the
+    runner's): ``start`` records a new execution, ``advance`` runs a claimed one until it suspends
+    (sleep, wait, step retry), finishes, fails or is cancelled — one committed transition per request."""
+
+    def __init__(self, store: Store, *, clock: Clock = SYSTEM, owner: str | None = None, lease: float = 30.0,
+                 on_event: EventSink | None = None, stop: threading.Event | None = None) -> None:
+        self.store = store
+        self.clock = clock
+        self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.lease = lease
+        self.on_event = on_event or (lambda execution_id, kind, text: None)
+        self.stop = stop or threading.Event()
+        self._consume: int | None = None  # a signal delivered to the program, consumed by the next commit
+
+    # ------------------------------------------------------------------ entry points
+
+    def start(self, ref: str, args: list[Any]) -> Execution:
+        """Record a new execution of ``ref`` (``module:qualname``) with JSON ``args``. Raises
+        ProgramError (nothing written) for an unknown function or arguments that do not fit."""
+        fn = load_function(ref)
+        if not isinstance(args, list):
+            raise ProgramError("the arguments must be a JSON list of positional arguments")
+        try:
+            inspect.signature(fn).bind(*args)
+        except TypeError as exc:
+            raise ProgramError(f"arguments {json.dumps(args)} do not fit {ref}{inspect.signature(fn)}: {exc}") from None
+        execution = self.store.create(ref, args, now=self.clock.now())
+        self.on_event(execution.id, "created", f"{ref}({', '.join(json.dumps(a) for a in args)})")
+        return execution
+
+    def claim_and_advance(self, execution_id: str | None = None) -> Execution | None:
+        """Claim a runnable execution (that one, or any) and advance it; None when there was none."""
+        execution = self.store.claim(self.owner, now=self.clock.now(), lease=self.lease, execution_id=execution_id)
+        if execution is None:
+            return None
+        return self.advance(execution)
+
+    def advance(self, execution: Execution) -> Execution:
+        """Run a claimed execution until it suspends, ends, or the runner is asked to stop."""
+        self._consume = None
+        self._execution = execution
+        gen: types.GeneratorType | None = None
+        try:
+            if execution.cancel_requested:
+                self._cancel(None)
+            gen, action = self._resume(execution)
+            while True:
+                request = self._drive(gen, action)
+                action = self._handle(gen, request)
+        except _Stop:
+            pass
+        except ConflictError as exc:
+            self.on_event(execution.id, "conflict", f"another worker advanced it: {exc}")
+        finally:
+            if gen is not None and gen.gi_frame is not None:
+                detach(gen)  # persisted (or lost to another worker): its finally blocks must not run here
+        return self._execution
+
+    # ------------------------------------------------------------------ resuming
+
+    def _resume(self, ex: Execution) -> tuple[types.GeneratorType, tuple[str, Any]]:
+        """The program's generator and what to do with it first: ("next", None), ("send", value) or
+        ("throw", exception)."""
+        function = self._load(ex)
+        if ex.snapshot is None:
+            try:
+                gen = function(*ex.args)
+            except TypeError as exc:
+                self._fail_text(f"cannot start {ex.function}: {exc}")
+            return gen, ("next", None)
+        try:
+            gen = restore(ex.snapshot)
+        except SnapshotError as exc:
+            # the code changed under the snapshot, or the snapshot is damaged: leave it for a fixed deploy
+            self.on_event(ex.id, "error", f"cannot restore: {type(exc).__name__}: {exc}")
+            self._commit(release=True)
+            raise _Stop from None
+        request = ex.request or {}
+        kind = request.get("kind")
+        if kind == "wait":
+            return gen, self._deliver_signal(gen, request, resumed=True)
+        if kind == "step":
+            record = self.store.step(ex.id, request["index"])
+            if record is None:
+                self._fail_text(f"step {request['index']} of {ex.id} is missing from the store")
+            return gen, self._step_outcome(gen, record)  # type: ignore[arg-type]
+        return gen, ("send", None)
+
+    def _load(self, ex: Execution) -> Callable[..., Any]:
+        try:
+            return load_function(ex.function)
+        except ProgramError as exc:
+            self.on_event(ex.id, "error", str(exc))
+            self._commit(release=True)
+            raise _Stop from None
+
+    # ------------------------------------------------------------------ driving
+
+    def _drive(self, gen: types.GeneratorType, action: tuple[str, Any]) -> Any:
+        """Run the program to its next request; a return or an exception ends the execution."""
+        if self.stop.is_set():
+            self._consume = None  # the program has not received it: it stays queued
+            self._commit(release=True)  # another worker continues from the last commit
+            raise _Stop
+        kind, value = action
+        try:
+            if kind == "next":
+                return next(gen)
+            if kind == "send":
+                return gen.send(value)
+            return gen.throw(value)
+        except StopIteration as stop:
+            self._finish(stop.value)
+        except Exception as exc:  # the program failed: record it
+            self._fail(exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _handle(self, gen: types.GeneratorType, request: Any) -> tuple[str, Any]:
+        """Persist the program at ``request`` and work out what it gets back."""
+        if isinstance(request, rq.Step):
+            return self._begin_step(gen, request)
+        if isinstance(request, rq.Wait):
+            return self._wait(gen, request)
+        if isinstance(request, rq.Sleep):
+            return self._sleep(gen, request)
+        if isinstance(request, rq.Checkpoint):
+            self._checkpoint(gen, {"kind": "checkpoint"})
+            return "send", None
+        progress = to_json(request)
+        self._checkpoint(gen, {"kind": "progress"}, progress=progress)
+        self.on_event(self._execution.id, "progress", json.dumps(progress))
+        return "send", None
+
+    def _snapshot(self, gen: types.GeneratorType) -> bytes:
+        try:
+            return snapshot(gen)
+        except UnserializableValueError as exc:
+            self._fail_text(f"cannot persist the program: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _checkpoint(self, gen: types.GeneratorType, request: dict[str, Any], **fields: Any) -> None:
+        self._commit(snapshot=self._snapshot(gen), request=request, status=PENDING, wake_at=None,
+                     waiting_for=None, **fields)
+
+    def _sleep(self, gen: types.GeneratorType, request: rq.Sleep) -> tuple[str, Any]:
+        now = self.clock.now()
+        wake_at = request.wake_at(now)
+        if wake_at <= now:
+            self._checkpoint(gen, {"kind": "sleep"})
+            return "send", None
+        self._commit(snapshot=self._snapshot(gen), request={"kind": "sleep"}, status=SLEEPING, wake_at=wake_at,
+                     waiting_for=None, release=True)
+        self.on_event(self._execution.id, "sleep", f"sleeping {wake_at - now:g} s")
+        raise _Stop
+
+    def _wait(self, gen: types.GeneratorType, request: rq.Wait) -> tuple[str, Any]:
+        now = self.clock.now()
+        timeout_at = None if request.timeout is None else now + request.timeout
+        spec = {"kind": "wait", "signal": request.signal, "timeout": request.timeout, "timeout_at": timeout_at}
+        data = self._snapshot(gen)
+        signal = self._next_signal(request.signal)
+        if signal is None and (timeout_at is None or timeout_at > now):
+            self._commit(snapshot=data, request=spec, status=WAITING, waiting_for=request.signal, wake_at=timeout_at,
+                         release=True)
+            self.on_event(self._execution.id, "wait", f"waiting for signal {request.signal!r}"
+                          + (f" (timeout {request.timeout:g} s)" if request.timeout is not None else ""))
+            raise _Stop
+        self._commit(snapshot=data, request=spec, status=PENDING, waiting_for=None, wake_at=None)
+        return self._deliver_signal(gen, spec, resumed=False)
+
+    def _next_signal(self, name: str) -> Any:
+        for signal in self.store.signals(self._execution.id):
+            if signal.name == name and not signal.consumed and signal.id != self._consume:
+                return signal
+        return None
+
+    def _deliver_signal(self, gen: types.GeneratorType, spec: dict[str, Any], *, resumed: bool) -> tuple[str, Any]:
+        signal = self._next_signal(spec["signal"])
+        if signal is not None:
+            self._consume = signal.id  # consumed by the next commit, when the program has moved on
+            self.on_event(self._execution.id, "signal", f"signal {signal.name!r} received")
+            return "send", signal.payload
+        if spec.get("timeout_at") is not None and spec["timeout_at"] <= self.clock.now():
+            self.on_event(self._execution.id, "timeout", f"no signal {spec['signal']!r} in time")
+            return "throw", rq.SignalTimeout(spec["signal"], spec.get("timeout"))
+        if resumed:  # claimed, yet nothing to deliver (the signal went to an earlier wait): wait again
+            self._commit(status=WAITING, waiting_for=spec["signal"], wake_at=spec.get("timeout_at"), release=True)
+            raise _Stop
+        raise AssertionError("a wait with neither signal nor timeout")  # pragma: no cover
+
+    # ------------------------------------------------------------------ steps
+
+    def _begin_step(self, gen: types.GeneratorType, request: rq.Step) -> tuple[str, Any]:
+        try:
+            ref = function_ref(request.fn)
+            call = dump_value((list(request.args), dict(request.kwargs)), "the step's arguments")
+        except (TypeError, SnapshotError) as exc:
+            return "throw", exc  # a mistake in the program: raised where it yielded the step
+        index = self._execution.steps_started
+        record = StepRecord(self._execution.id, index, ref, call, request.policy.to_json(), "pending",
+                            started_at=self.clock.now())
+        self._commit(snapshot=self._snapshot(gen), request={"kind": "step", "index": index, "function": ref},
+                     status=PENDING, wake_at=None, waiting_for=None, steps_started=index + 1, new_step=record)
+        return self._run_step(record, request.fn, request.args, request.kwargs)
+
+    def _step_outcome(self, gen: types.GeneratorType, record: StepRecord) -> tuple[str, Any]:
+        """On resuming at a step: its recorded result, its recorded failure, or run it (again)."""
+        if record.status == "done":
+            return "send", load_value(record.result) if record.result is not None else None
+        if record.status == "failed":
+            return "throw", self._recorded_error(record)
+        fn = resolve_step_function(record.function)
+        args, kwargs = load_value(record.call)
+        return self._run_step(record, fn, tuple(args), kwargs)
+
+    def _run_step(self, record: StepRecord, fn: Callable[..., Any], args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> tuple[str, Any]:
+        attempt = record.attempts + 1
+        context = rq.StepContext(record.execution_id, record.index, attempt)
+        token = rq._CURRENT.set(context)
+        self.on_event(record.execution_id, "step", f"step {record.index} {record.function} attempt {attempt}")
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            return self._step_failed(record, attempt, exc)
+        finally:
+            rq._CURRENT.reset(token)
+        try:
+            encoded = dump_value(result, f"the result of step {record.function}")
+        except SnapshotError as exc:
+            return self._step_failed(record, attempt, exc, final=True)
+        self._commit(step_update=(record.index, {"status": "done", "attempts": attempt, "result": encoded,
+                                                 "finished_at": self.clock.now()}))
+        return "send", result
+
+    def _step_failed(self, record: StepRecord, attempt: int, exc: Exception, *, final: bool = False
+                     ) -> tuple[str, Any]:
+        policy = rq.RetryPolicy.from_json(record.policy)
+        text = f"{type(exc).__name__}: {exc}"
+        update = {"attempts": attempt, "error": text, "error_value": _dump_or_none(exc)}
+        if not final and attempt < policy.attempts:
+            wake_at = self.clock.now() + policy.delay(attempt)
+            self._commit(step_update=(record.index, update), status=SLEEPING, wake_at=wake_at, release=True)
+            self.on_event(record.execution_id, "retry", f"step {record.index} failed ({text}); "
+                          f"attempt {attempt + 1} of {policy.attempts} in {policy.delay(attempt):g} s")
+            raise _Stop
+        self._commit(step_update=(record.index, {**update, "status": "failed", "finished_at": self.clock.now()}))
+        self.on_event(record.execution_id, "step-failed", f"step {record.index} failed for good: {text}")
+        if update["error_value"] is None:  # what a resumed run would see too: the same exception type
+            return "throw", rq.StepFailed(record.function, type(exc).__name__, str(exc))
+        return "throw", exc
+
+    def _recorded_error(self, record: StepRecord) -> BaseException:
+        if record.error_value is not None:
+            try:
+                error = load_value(record.error_value)
+                if isinstance(error, BaseException):
+                    return error
+            except SnapshotError:
+                pass
+        type_name, _, message = (record.error or "Exception: ").partition(": ")
+        return rq.StepFailed(record.function, type_name, message)
+
+    # ------------------------------------------------------------------ endings
+
+    def _finish(self, value: Any) -> None:
+        try:
+            encoded = dump_value(value, "the program's return value")
+        except SnapshotError as exc:
+            self._fail_text(f"the program returned a value that cannot be stored: {exc}")
+        self._commit(status=FINISHED, result=encoded, snapshot=None, request=None, wake_at=None, waiting_for=None,
+                     release=True)
+        self.on_event(self._execution.id, "finished", json.dumps(to_json(value)))
+        raise _Stop
+
+    def _fail(self, exc: BaseException) -> None:
+        self._commit(status=FAILED, error=_error_text(exc), error_value=_dump_or_none(exc), snapshot=None,
+                     request=None, wake_at=None, waiting_for=None, release=True)
+        self.on_event(self._execution.id, "failed", f"{type(exc).__name__}: {exc}")
+        raise _Stop
+
+    def _fail_text(self, text: str) -> None:
+        self._commit(status=FAILED, error=text, wake_at=None, waiting_for=None, release=True)
+        self.on_event(self._execution.id, "failed", text)
+        raise _Stop
+
+    def _cancel(self, gen: types.GeneratorType | None) -> None:
+        ex = self._execution
+        note = "cancelled"
+        if gen is None and ex.snapshot is not None:
+            try:
+                self._load(ex)
+                gen = restore(ex.snapshot)
+            except SnapshotError as exc:
+                note = f"cancelled (its finally blocks could not run: {type(exc).__name__}: {exc})"
+        if gen is not None:
+            try:
+                gen.close()  # runs the program's finally blocks and __exit__ methods
+            except Exception as exc:
+                note = f"cancelled; closing it raised {type(exc).__name__}: {exc}"
+        self._commit(status=CANCELLED, error=note, snapshot=None, request=None, wake_at=None, waiting_for=None,
+                     release=True)
+        self.on_event(ex.id, "cancelled", note)
+        raise _Stop
+
+    # ------------------------------------------------------------------ the one place that writes
+
+    def _commit(self, *, release: bool = False, new_step: StepRecord | None = None,
+                step_update: tuple[int, dict[str, Any]] | None = None, **fields: Any) -> Execution:
+        ex = self._execution
+        change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
+                        step_update=step_update, consume_signal=self._consume, release=release)
+        self._execution = self.store.commit(change, now=self.clock.now())
+        self._consume = None
+        if self._execution.cancel_requested and not release and self._execution.status not in TERMINAL:
+            self._cancel(None)
+        return self._execution

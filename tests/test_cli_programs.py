@@ -1,0 +1,271 @@
+"""The commands for durable programs (README: "Durable programs"): run, worker, ls, show, signal,
+cancel, result — each in a real interpreter on a real SQLite store, with its bad inputs.
+
+Exit codes: 0 success (``result``/``run``: finished), 2 bad input (nothing changed in the store),
+4 not finished yet, 5 failed or cancelled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+FLOWS = textwrap.dedent('''
+    from runtime import durable, sleep, step, wait, checkpoint
+
+
+    def shout(text):
+        return text.upper()
+
+
+    @durable
+    def greet(name, times=1):
+        out = []
+        for i in range(times):
+            out.append((yield step(shout, name)))
+            yield {"greeted": i + 1}
+        return out
+
+
+    @durable
+    def approval(user):
+        decision = yield wait("approve", timeout=600)
+        return {"user": user, "decision": decision}
+
+
+    @durable
+    def napper():
+        yield sleep(0.3)
+        return "awake"
+
+
+    @durable
+    def broken():
+        yield checkpoint()
+        raise RuntimeError("broken on purpose")
+
+
+    @durable
+    def guarded():
+        try:
+            yield wait("never")
+        finally:
+            with open("finally.txt", "w") as fh:
+                fh.write("closed")
+
+
+    def plain():
+        return 1
+''')
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    (tmp_path / "flows.py").write_text(FLOWS, encoding="utf-8")
+    return tmp_path
+
+
+def durable(*args: str, cwd: Path, timeout: float = 60, env: dict[str, str] | None = None
+            ) -> subprocess.CompletedProcess:
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+    environment.pop("DURABLE_STORE", None)
+    environment.update(env or {})
+    return subprocess.run([sys.executable, "-c", "from transpiler.cli import run; run()", *args], cwd=str(cwd),
+                          env=environment, capture_output=True, text=True, timeout=timeout)
+
+
+def no_traceback(proc: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in proc.stderr, proc.stderr
+
+
+def rows(work: Path) -> list[tuple]:
+    db = work / ".durable" / "durable.db"
+    if not db.exists():
+        return []
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT id, status, version FROM executions ORDER BY created_at").fetchall()
+
+
+# ============================================================================ run
+
+
+def test_run_runs_to_the_end_and_prints_the_result(work: Path):
+    proc = durable("run", "flows:greet", '["ada", 2]', cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == ["ADA", "ADA"]
+    assert "step 0 flows:shout" in proc.stderr and "progress" in proc.stderr
+    assert (work / ".durable" / "durable.db").exists()  # the embedded default store
+    [(_, status, _)] = rows(work)
+    assert status == "finished"
+
+
+def test_run_detach_prints_only_the_id_and_a_worker_runs_it(work: Path):
+    proc = durable("run", "flows:greet", '["bo"]', "--detach", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    execution_id = proc.stdout.strip()
+    assert execution_id and "\n" not in execution_id
+    assert durable("result", execution_id, cwd=work).returncode == 4  # not run yet
+    worker = subprocess.Popen([sys.executable, "-c", "from transpiler.cli import run; run()", "worker",
+                               "--poll", "0.05"], cwd=str(work), env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and durable("result", execution_id, cwd=work).returncode != 0:
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        out, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert "stopped after" in err and "Traceback" not in err
+    result = durable("result", execution_id, cwd=work)
+    assert result.returncode == 0 and json.loads(result.stdout) == ["BO"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["flows:nope"], "has no function 'nope'"),
+    (["flows:plain"], "is not a @durable generator function"),
+    (["nosuchmodule:f"], "cannot import module 'nosuchmodule'"),
+    (["flows"], "MODULE:FUNCTION"),
+    (["flows:greet", '["a", 1, 2]'], "do not fit"),
+    (["flows:greet", "not json"], "ARGS_JSON is not valid JSON"),
+    (["flows:greet", '{"name": "a"}'], "must be a JSON list"),
+])
+def test_run_bad_input_exits_2_and_changes_nothing(work: Path, args, message):
+    proc = durable("run", *args, cwd=work)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert message in proc.stderr
+    no_traceback(proc)
+    assert rows(work) == []
+
+
+def test_run_a_program_that_waits_exits_4_then_signal_and_result(work: Path):
+    proc = durable("run", "flows:approval", '["ada"]', cwd=work)
+    assert proc.returncode == 4, proc.stderr
+    assert "waiting for signal 'approve'" in proc.stderr
+    [(execution_id, status, _)] = rows(work)
+    assert status == "waiting"
+    result = durable("result", execution_id, cwd=work)
+    assert result.returncode == 4 and "waiting" in result.stderr
+    sent = durable("signal", execution_id, "approve", '{"ok": true}', cwd=work)
+    assert sent.returncode == 0, sent.stderr
+    # the signal makes it due: a worker continues it
+    proc = subprocess.Popen([sys.executable, "-c", "from transpiler.cli import run; run()", "worker", "--poll",
+                             "0.05", "--quiet"], cwd=str(work), env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and durable("result", execution_id, cwd=work).returncode != 0:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+    result = durable("result", execution_id, cwd=work)
+    assert result.returncode == 0 and json.loads(result.stdout) == {"user": "ada", "decision": {"ok": True}}
+
+
+def test_failed_program_exits_5(work: Path):
+    proc = durable("run", "flows:broken", cwd=work)
+    assert proc.returncode == 5
+    assert "RuntimeError: broken on purpose" in proc.stderr
+    [(execution_id, status, _)] = rows(work)
+    result = durable("result", execution_id, cwd=work)
+    assert result.returncode == 5 and "broken on purpose" in result.stderr
+
+
+# ============================================================================ ls, show
+
+
+def test_ls_and_show_human_and_json(work: Path):
+    durable("run", "flows:greet", '["ada"]', cwd=work)
+    durable("run", "flows:approval", '["bo"]', cwd=work)
+    listing = durable("ls", cwd=work)
+    assert listing.returncode == 0 and "finished" in listing.stdout and "waiting" in listing.stdout
+    only = json.loads(durable("ls", "--status", "waiting", "--json", cwd=work).stdout)
+    assert [e["function"] for e in only] == ["flows:approval"]
+    execution_id = only[0]["id"]
+    shown = durable("show", execution_id, cwd=work)
+    assert shown.returncode == 0, shown.stderr
+    line = [n for n, text in enumerate(FLOWS.splitlines(), 1) if 'decision = yield wait("approve"' in text][0]
+    assert f"suspended in flows:approval at line {line}" in shown.stdout, shown.stdout
+    assert "user = 'bo'" in shown.stdout
+    info = json.loads(durable("show", execution_id, "--json", cwd=work).stdout)
+    assert info["status"] == "waiting" and info["waiting_for"] == "approve"
+    assert info["suspended_at"][0]["line"] == line
+    finished = json.loads(durable("ls", "--status", "finished", "--json", cwd=work).stdout)[0]["id"]
+    info = json.loads(durable("show", finished, "--json", cwd=work).stdout)
+    assert info["result"] == ["ADA"] and [s["status"] for s in info["steps"]] == ["done"]
+
+
+def test_show_and_result_of_an_unknown_id_exit_2(work: Path):
+    for command in (["show", "nope"], ["result", "nope"], ["signal", "nope", "x"], ["cancel", "nope"]):
+        proc = durable(*command, cwd=work)
+        assert proc.returncode == 2 and "no execution 'nope'" in proc.stderr, (command, proc.stderr)
+        no_traceback(proc)
+
+
+# ============================================================================ signal, cancel
+
+
+def test_signal_bad_input(work: Path):
+    durable("run", "flows:greet", '["ada"]', cwd=work)
+    [(finished_id, _, version)] = rows(work)
+    proc = durable("signal", finished_id, "approve", cwd=work)
+    assert proc.returncode == 2 and "finished" in proc.stderr
+    durable("run", "flows:approval", '["bo"]', cwd=work)
+    waiting_id = rows(work)[1][0]
+    bad = durable("signal", waiting_id, "approve", "{not json", cwd=work)
+    assert bad.returncode == 2 and "not valid JSON" in bad.stderr
+    with sqlite3.connect(work / ".durable" / "durable.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM signals").fetchone()[0] == 0
+
+
+def test_cancel_runs_finally_blocks_and_records_cancelled(work: Path):
+    durable("run", "flows:guarded", cwd=work)
+    [(execution_id, status, _)] = rows(work)
+    assert status == "waiting"
+    proc = durable("cancel", execution_id, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "finally.txt").read_text() == "closed"
+    assert rows(work)[0][1] == "cancelled"
+    assert durable("result", execution_id, cwd=work).returncode == 5
+    again = durable("cancel", execution_id, cwd=work)
+    assert again.returncode == 2 and "cancelled" in again.stderr
+
+
+# ============================================================================ stores
+
+
+def test_store_url_option_and_environment(work: Path):
+    proc = durable("run", "flows:greet", '["x"]', "--store", "sqlite:///other/store.db", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert (work / "other" / "store.db").exists() and not (work / ".durable").exists()
+    listing = durable("ls", "--json", cwd=work, env={"DURABLE_STORE": "sqlite:///other/store.db"})
+    assert len(json.loads(listing.stdout)) == 1
+
+
+def test_postgres_urls_and_newer_schemas_are_refused(work: Path):
+    proc = durable("ls", "--store", "postgresql://localhost/db", cwd=work)
+    assert proc.returncode == 2 and "PostgreSQL" in proc.stderr
+    no_traceback(proc)
+    durable("run", "flows:greet", '["x"]', cwd=work)
+    db = work / ".durable" / "durable.db"
+    conn = sqlite3.connect(db)
+    with conn:
+        conn.execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # into the main file, so its bytes are final
+    conn.close()
+    before = db.read_bytes()
+    proc = durable("ls", cwd=work)
+    assert proc.returncode == 2 and "newer" in proc.stderr, proc.stderr
+    no_traceback(proc)
+    assert db.read_bytes() == before

@@ -1,0 +1,423 @@
+"""Durable programs (README: "Durable programs"): what a program yields and what it gets back, run by
+the runner on a real SQLite store with a virtual clock (no real sleeping).
+
+Each program's outcome is compared with what the same generator does when driven by hand natively
+(``drive_natively``): the runner may suspend, persist and restore it at every request, and the
+result must not change.
+"""
+from __future__ import annotations
+
+import importlib
+import itertools
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from runtime import requests as rq
+from runtime import values
+from runtime.clock import VirtualClock
+from runtime.requests import Checkpoint, Sleep, Step, Wait
+from runtime.runner import ProgramError, Runner
+from runtime.store import CANCELLED, FAILED, FINISHED, SLEEPING, WAITING
+from runtime.store.sqlite import SQLiteStore
+from runtime.worker import Worker
+
+_ids = itertools.count(1)
+
+PROGRAMS = '''
+import json, os
+from runtime import (durable, sleep, wait, step, checkpoint, current_step, SignalTimeout, StepFailed)
+
+CALLS = os.environ.get("DG_TEST_CALLS", "calls.log")
+
+
+def record(*what):
+    with open(CALLS, "a") as fh:
+        fh.write(json.dumps(what) + "\\n")
+
+
+def add(a, b):
+    record("add", a, b, current_step().idempotency_key)
+    return a + b
+
+
+FLAKY = {"left": 0}
+
+
+def flaky(value):
+    record("flaky", value, current_step().attempt)
+    if FLAKY["left"] > 0:
+        FLAKY["left"] -= 1
+        raise ConnectionError(f"try again ({FLAKY['left']} left)")
+    return value * 10
+
+
+def always_fails():
+    raise KeyError("missing")
+
+
+class Opaque(Exception):
+    def __init__(self, handle):
+        super().__init__("opaque")
+        self.handle = handle
+
+
+def fails_with_an_uncarriable_exception():
+    raise Opaque(lambda: None)
+
+
+@durable
+def adder(n):
+    total = 0
+    for i in range(n):
+        total = yield step(add, total, i)
+        yield {"done": i + 1}
+    return total
+
+
+@durable
+def sleeper(days):
+    yield sleep(days * 86400)
+    yield checkpoint()
+    return "rested"
+
+
+@durable
+def approval(timeout):
+    try:
+        decision = yield wait("approve", timeout=timeout)
+    except SignalTimeout as exc:
+        return ["timeout", exc.signal]
+    second = yield wait("approve")
+    return ["approved", decision, second]
+
+
+@durable
+def retrying(value, attempts):
+    try:
+        got = yield step(flaky, value).retry(attempts=attempts, backoff=10, factor=3, max_backoff=1000)
+    except ConnectionError as exc:
+        return ["gave up", str(exc)]
+    return ["ok", got]
+
+
+@durable
+def handles_failure():
+    try:
+        yield step(always_fails).retry(attempts=2, backoff=1)
+    except KeyError as exc:
+        return ["caught", exc.args[0]]
+
+
+@durable
+def uncarriable():
+    try:
+        yield step(fails_with_an_uncarriable_exception).retry(attempts=1)
+    except StepFailed as exc:
+        return ["step failed", exc.type_name]
+
+
+@durable
+def crashes():
+    yield checkpoint()
+    raise ValueError("program bug")
+
+
+@durable
+def child(k):
+    got = yield step(add, k, 100)
+    yield sleep(5)
+    return got
+
+
+@durable
+def parent():
+    a = yield from child(1)
+    b = yield from child(2)
+    return a + b
+
+
+@durable
+def cleanup():
+    try:
+        yield wait("never")
+    finally:
+        record("finally ran")
+
+
+@durable
+def holds_a_lock():
+    import threading
+    lock = threading.Lock()
+    yield checkpoint()
+    return lock.locked()
+
+
+def module_level(x):
+    return x
+
+
+@durable
+def bad_step():
+    try:
+        yield step(lambda: 1)
+    except TypeError as exc:
+        return str(exc)[:40]
+'''
+
+
+@pytest.fixture
+def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A programs module (unique name) on sys.path, a store, a virtual clock and a runner."""
+    name = f"dg_programs_{next(_ids)}"
+    (tmp_path / f"{name}.py").write_text(PROGRAMS, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DG_TEST_CALLS", str(tmp_path / "calls.log"))
+    importlib.invalidate_caches()
+    store = SQLiteStore(tmp_path / "store.db")
+    clock = VirtualClock()
+    events: list[tuple[str, str, str]] = []
+    runner = Runner(store, clock=clock, lease=30, on_event=lambda *e: events.append(e))
+
+    class Env:
+        pass
+
+    e = Env()
+    e.name, e.store, e.clock, e.runner, e.events, e.dir = name, store, clock, runner, events, tmp_path
+    e.module = lambda: importlib.import_module(name)
+    e.calls = lambda: [json.loads(line) for line in (tmp_path / "calls.log").read_text().splitlines()] \
+        if (tmp_path / "calls.log").exists() else []
+    e.worker = Worker(store, clock=clock, lease=30)
+    yield e
+    store.close()
+    sys.modules.pop(name, None)
+
+
+def start(env, function: str, *args):
+    return env.runner.start(f"{env.name}:{function}", list(args))
+
+
+def run_all(env) -> None:
+    env.worker.run_until_idle()
+
+
+def drive_natively(gen, responses):
+    """Drive a program by hand: ``responses(request)`` gives what the runner would send back."""
+    value, kind = None, "send"
+    while True:
+        try:
+            request = gen.send(value) if kind == "send" else gen.throw(value)
+        except StopIteration as stop:
+            return stop.value
+        kind, value = responses(request)
+
+
+def native_responses(request):
+    if isinstance(request, Step):
+        token = rq._CURRENT.set(rq.StepContext("native", 0, 1))
+        try:
+            return "send", request.fn(*request.args, **request.kwargs)
+        except Exception as exc:  # noqa: BLE001
+            return "throw", exc
+        finally:
+            rq._CURRENT.reset(token)
+    if isinstance(request, (Sleep, Checkpoint)):
+        return "send", None
+    return "send", None  # progress
+
+
+# ============================================================================ steps and progress
+
+
+def test_steps_are_recorded_and_their_results_sent_back(env):
+    ex = start(env, "adder", 4)
+    run_all(env)
+    final = env.store.get(ex.id)
+    assert final.status == FINISHED
+    expected = drive_natively(_native("adder", 4), native_responses)
+    assert values.load_value(final.result) == expected
+    steps = env.store.steps(ex.id)
+    assert [(s.index, s.status, s.attempts) for s in steps] == [(i, "done", 1) for i in range(4)]
+    assert final.progress == {"done": 4}
+    keys = [c[3] for c in env.calls() if c[0] == "add" and not c[3].startswith("native")]
+    assert keys == [f"{ex.id}:{i}:1" for i in range(4)]
+
+
+def _native(function: str, *args):
+    """The program's generator, run natively (the module's source exec'd with @durable a no-op)."""
+    namespace: dict = {}
+    source = PROGRAMS.replace("from runtime import (durable,", "from runtime import (")
+    exec(compile("durable = lambda f: f\n" + source, "native.py", "exec"), namespace)
+    return namespace[function](*args)
+
+
+def test_a_committed_step_is_not_run_again(env):
+    ex = start(env, "adder", 3)
+    claimed = env.store.claim("w1", now=env.clock.now(), lease=30)
+    runner = Runner(env.store, clock=env.clock, owner="w1", lease=30)
+    # stop the runner right after the first step's result is committed (before the next snapshot)
+    original = runner._run_step
+
+    def run_once(*args, **kwargs):
+        outcome = original(*args, **kwargs)
+        runner.stop.set()
+        return outcome
+
+    runner._run_step = run_once
+    runner.advance(claimed)
+    assert [s.status for s in env.store.steps(ex.id)] == ["done"]
+    assert len([c for c in env.calls() if c[0] == "add"]) == 1
+    run_all(env)  # another runner resumes: the recorded result is sent back, add() is not called again
+    assert len([c for c in env.calls() if c[0] == "add"]) == 3
+    assert env.store.get(ex.id).status == FINISHED
+
+
+# ============================================================================ timers and signals
+
+
+def test_sleep_uses_the_clock_and_persists(env):
+    ex = start(env, "sleeper", 7)
+    t0 = env.clock.now()
+    env.runner.claim_and_advance(ex.id)
+    sleeping = env.store.get(ex.id)
+    assert sleeping.status == SLEEPING and sleeping.wake_at == pytest.approx(t0 + 7 * 86400)
+    assert env.runner.claim_and_advance(ex.id) is None  # not due
+    run_all(env)  # the virtual clock jumps to the timer
+    assert env.store.get(ex.id).status == FINISHED
+    assert env.clock.now() >= t0 + 7 * 86400
+
+
+def test_wait_receives_signals_in_order_including_one_sent_early(env):
+    ex = start(env, "approval", 60)
+    env.store.send_signal(ex.id, "approve", {"by": "grace"}, now=env.clock.now())  # before the wait
+    env.runner.claim_and_advance(ex.id)
+    waiting = env.store.get(ex.id)
+    assert waiting.status == WAITING and waiting.waiting_for == "approve"  # the second wait
+    env.store.send_signal(ex.id, "approve", "second", now=env.clock.now())
+    env.runner.claim_and_advance(ex.id)
+    final = env.store.get(ex.id)
+    assert values.load_value(final.result) == ["approved", {"by": "grace"}, "second"]
+    assert [s.consumed for s in env.store.signals(ex.id)] == [True, True]
+
+
+def test_wait_timeout_raises_inside_the_program(env):
+    ex = start(env, "approval", 3600)
+    env.runner.claim_and_advance(ex.id)
+    assert env.store.get(ex.id).wake_at == pytest.approx(env.clock.now() + 3600)
+    run_all(env)
+    assert values.load_value(env.store.get(ex.id).result) == ["timeout", "approve"]
+
+
+# ============================================================================ retries and failures
+
+
+def test_a_flaky_step_is_retried_with_backoff(env):
+    env.module().FLAKY["left"] = 2
+    ex = start(env, "retrying", 7, 3)
+    t0 = env.clock.now()
+    env.runner.claim_and_advance(ex.id)
+    assert env.store.get(ex.id).status == SLEEPING
+    assert env.store.get(ex.id).wake_at == pytest.approx(t0 + 10)  # backoff * factor**0
+    env.clock.advance(10)
+    env.runner.claim_and_advance(ex.id)
+    assert env.store.get(ex.id).wake_at == pytest.approx(t0 + 10 + 30)  # backoff * factor**1
+    run_all(env)
+    assert values.load_value(env.store.get(ex.id).result) == ["ok", 70]
+    [record] = env.store.steps(ex.id)
+    assert (record.status, record.attempts) == ("done", 3)
+    assert [c[2] for c in env.calls() if c[0] == "flaky"] == [1, 2, 3]  # attempt numbers
+
+
+def test_exhausted_retries_raise_the_steps_exception_in_the_program(env):
+    env.module().FLAKY["left"] = 5
+    ex = start(env, "retrying", 1, 2)
+    run_all(env)
+    assert values.load_value(env.store.get(ex.id).result) == ["gave up", "try again (3 left)"]
+    assert env.store.steps(ex.id)[0].status == "failed"
+    ex2 = start(env, "handles_failure")
+    run_all(env)
+    assert values.load_value(env.store.get(ex2.id).result) == ["caught", "missing"]
+    ex3 = start(env, "uncarriable")
+    run_all(env)
+    assert values.load_value(env.store.get(ex3.id).result) == ["step failed", "Opaque"]
+
+
+def test_an_uncaught_exception_fails_the_execution(env):
+    ex = start(env, "crashes")
+    run_all(env)
+    failed = env.store.get(ex.id)
+    assert failed.status == FAILED
+    assert "ValueError: program bug" in failed.error and "Traceback" in failed.error
+    assert isinstance(values.load_value(failed.error_value), ValueError)
+
+
+def test_a_step_needs_a_module_level_function(env):
+    ex = start(env, "bad_step")
+    run_all(env)
+    assert values.load_value(env.store.get(ex.id).result).startswith("step() needs a module-level function")
+
+
+def test_an_unserializable_local_fails_with_its_name(env):
+    ex = start(env, "holds_a_lock")
+    run_all(env)
+    failed = env.store.get(ex.id)
+    assert failed.status == FAILED and "lock" in failed.error and "cannot persist" in failed.error
+
+
+# ============================================================================ composition, cancel
+
+
+def test_child_programs_compose_with_yield_from(env):
+    ex = start(env, "parent")
+    run_all(env)
+    assert values.load_value(env.store.get(ex.id).result) == 101 + 102
+    assert [s.index for s in env.store.steps(ex.id)] == [0, 1]
+
+
+def test_cancel_closes_the_generator_so_finally_runs(env):
+    ex = start(env, "cleanup")
+    env.runner.claim_and_advance(ex.id)
+    assert env.store.get(ex.id).status == WAITING
+    env.store.request_cancel(ex.id, now=env.clock.now())
+    env.runner.claim_and_advance(ex.id)
+    final = env.store.get(ex.id)
+    assert final.status == CANCELLED
+    assert env.calls() == [["finally ran"]]
+
+
+# ============================================================================ bad input, code changes
+
+
+def test_unknown_functions_and_bad_arguments_write_nothing(env):
+    with pytest.raises(ProgramError, match="has no function"):
+        env.runner.start(f"{env.name}:nope", [])
+    with pytest.raises(ProgramError, match="is not a @durable generator function"):
+        env.runner.start(f"{env.name}:module_level", [1])
+    with pytest.raises(ProgramError, match="do not fit"):
+        env.runner.start(f"{env.name}:adder", [1, 2, 3])
+    with pytest.raises(ProgramError, match="cannot import module"):
+        env.runner.start("no_such_module_anywhere:f", [])
+    with pytest.raises(ProgramError, match="MODULE:FUNCTION"):
+        env.runner.start("adder", [])
+    assert env.store.list() == []
+
+
+def test_a_snapshot_whose_code_changed_is_left_alone(env, tmp_path):
+    ex = start(env, "sleeper", 1)
+    env.runner.claim_and_advance(ex.id)
+    before = env.store.get(ex.id)
+    # a new deploy changes the function, in a fresh interpreter state
+    sys.modules.pop(env.name, None)
+    path = env.dir / f"{env.name}.py"
+    path.write_text(PROGRAMS.replace('return "rested"', 'return "changed"').replace(
+        "    yield checkpoint()\n    return \"changed\"", "    yield checkpoint()\n    yield checkpoint()\n    return \"changed\""),
+        encoding="utf-8")
+    importlib.invalidate_caches()
+    env.clock.advance(86400 + 1)
+    env.runner.claim_and_advance(ex.id)
+    after = env.store.get(ex.id)
+    assert after.status == before.status == SLEEPING and after.snapshot == before.snapshot
+    assert any(kind == "error" and "IncompatibleCodeError" in text for _, kind, text in env.events)

@@ -1,0 +1,299 @@
+"""The ``durable`` commands for durable programs: run, worker, ls, show, signal, cancel, result."""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import signal as signals
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from .cli import EXIT_OK, EXIT_USAGE, main
+
+EXIT_RUNNING, EXIT_FAILED = 4, 5
+"""``durable result`` (and ``durable run``): 4 while the execution is not finished, 5 when it failed
+or was cancelled."""
+
+STORE_HELP = "Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db (default: $DURABLE_STORE, " \
+             "else sqlite:///.durable/durable.db)."
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
+    click.echo(f"durable: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _open(url: str | None) -> Any:
+    from runtime.store import StoreError, open_store
+
+    try:
+        return open_store(url)
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+def _get(store: Any, execution_id: str) -> Any:
+    from runtime.store import NotFoundError
+
+    try:
+        return store.get(execution_id)
+    except NotFoundError:
+        _fail(f"no execution {execution_id!r} in {store.url}")
+
+
+def _print_event(execution_id: str, kind: str, text: str) -> None:
+    click.echo(f"[{execution_id}] {kind}: {text}", err=True)
+
+
+def _when(t: float | None) -> str:
+    if t is None:
+        return "-"
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _detail(ex: Any) -> str:
+    from runtime.store import SLEEPING, WAITING
+
+    if ex.status == WAITING:
+        return f"signal {ex.waiting_for!r}" + (f" until {_when(ex.wake_at)}" if ex.wake_at else "")
+    if ex.status == SLEEPING:
+        return f"until {_when(ex.wake_at)}"
+    if ex.cancel_requested:
+        return "cancel requested"
+    return ""
+
+
+def _exit_for(status: str) -> int:
+    from runtime.store import CANCELLED, FAILED, FINISHED
+
+    return EXIT_OK if status == FINISHED else EXIT_FAILED if status in (FAILED, CANCELLED) else EXIT_RUNNING
+
+
+def _result_json(ex: Any) -> Any:
+    from runtime.runner import to_json
+    from runtime.values import load_value
+
+    return to_json(load_value(ex.result)) if ex.result is not None else None
+
+
+@main.command("run")
+@click.argument("function")
+@click.argument("args_json", required=False, default="[]")
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--detach", is_flag=True, help="Only record the execution; print its id alone on stdout.")
+def run_command(function: str, args_json: str, store_url: str | None, detach: bool) -> None:
+    """Start MODULE:FUNCTION with ARGS_JSON (a JSON list of positional arguments) and run it until it
+    finishes or waits; with --detach a worker runs it. Modules are found from the current directory,
+    as with python -m."""
+    from runtime.runner import ProgramError, Runner
+
+    try:
+        args = json.loads(args_json)
+    except json.JSONDecodeError as exc:
+        _fail(f"ARGS_JSON is not valid JSON: {exc}")
+    if not isinstance(args, list):
+        _fail("ARGS_JSON must be a JSON list of positional arguments, e.g. '[\"ada@example.com\", 3]'")
+    store = _open(store_url)
+    runner = Runner(store, on_event=None if detach else _print_event)
+    try:
+        execution = runner.start(function, args)
+    except ProgramError as exc:
+        _fail(str(exc))
+    if detach:
+        click.echo(execution.id)
+        return
+    final = runner.claim_and_advance(execution.id) or store.get(execution.id)
+    _report_final(final)
+    sys.exit(_exit_for(final.status))
+
+
+def _report_final(ex: Any) -> None:
+    if ex.status == "finished":
+        click.echo(json.dumps(_result_json(ex)))
+    elif ex.status in ("failed", "cancelled"):
+        click.echo(f"execution {ex.id} {ex.status}: {_last_line(ex.error)}", err=True)
+    else:
+        click.echo(f"execution {ex.id} is {ex.status} ({_detail(ex) or 'runnable'}); `durable worker` continues it",
+                   err=True)
+
+
+def _last_line(text: str | None) -> str:
+    lines = (text or "").strip().splitlines()
+    return lines[-1] if lines else ""
+
+
+@main.command("worker")
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Executions advanced at the same time (threads).")
+@click.option("--lease", type=click.FloatRange(0.1), default=30.0, show_default=True,
+              help="Seconds an execution stays leased to this worker without news from it.")
+@click.option("--poll", type=click.FloatRange(0.01), default=0.5, show_default=True,
+              help="Seconds between looks at the store when nothing is due.")
+@click.option("--quiet", is_flag=True, help="Do not print what happens to each execution.")
+def worker_command(store_url: str | None, concurrency: int, lease: float, poll: float, quiet: bool) -> None:
+    """Run due executions (new ones, timers, signals) until stopped. Several workers may share a store;
+    SIGTERM or Ctrl-C finishes the current transitions and exits."""
+    from runtime.worker import Worker
+
+    store = _open(store_url)
+    worker = Worker(store, concurrency=concurrency, lease=lease, poll=poll,
+                    on_event=None if quiet else _print_event)
+
+    def stop(signum: int, frame: Any) -> None:
+        worker.stop.set()
+
+    signals.signal(signals.SIGTERM, stop)
+    signals.signal(signals.SIGINT, stop)
+    click.echo(f"durable worker {worker.name}: {store.url}, concurrency {concurrency}", err=True)
+    worker.run()
+    click.echo(f"durable worker {worker.name}: stopped after {worker.advanced} transitions", err=True)
+
+
+@main.command("ls")
+@click.option("--status", type=click.Choice(["pending", "sleeping", "waiting", "finished", "failed", "cancelled"]))
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None:
+    """List executions, oldest first."""
+    store = _open(store_url)
+    rows = store.list(status=status)
+    if as_json:
+        click.echo(json.dumps([{"id": e.id, "function": e.function, "status": e.status, "args": e.args,
+                                "created_at": e.created_at, "updated_at": e.updated_at, "wake_at": e.wake_at,
+                                "waiting_for": e.waiting_for, "progress": e.progress} for e in rows], indent=2))
+        return
+    click.echo(f"{'ID':14} {'STATUS':10} {'UPDATED':24} {'FUNCTION':32} DETAIL")
+    for e in rows:
+        click.echo(f"{e.id:14} {e.status:10} {_when(e.updated_at):24} {e.function:32} {_detail(e)}")
+
+
+def _describe(store: Any, ex: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "id": ex.id, "function": ex.function, "args": ex.args, "status": ex.status, "version": ex.version,
+        "created_at": ex.created_at, "updated_at": ex.updated_at, "request": ex.request, "wake_at": ex.wake_at,
+        "waiting_for": ex.waiting_for, "progress": ex.progress, "cancel_requested": ex.cancel_requested,
+        "error": ex.error, "suspended_at": None,
+    }
+    if ex.snapshot is not None:
+        import runtime
+
+        try:
+            frames = runtime.inspect_snapshot(ex.snapshot).to_dict()["frames"]
+            info["suspended_at"] = frames
+        except runtime.SnapshotError as exc:
+            info["suspended_at"] = f"unreadable snapshot: {exc}"
+    if ex.status == "finished":
+        info["result"] = _result_json(ex)
+    info["steps"] = [{"index": s.index, "function": s.function, "status": s.status, "attempts": s.attempts,
+                      "error": s.error, "started_at": s.started_at, "finished_at": s.finished_at}
+                     for s in store.steps(ex.id)]
+    info["signals"] = [{"name": s.name, "payload": s.payload, "consumed": s.consumed, "at": s.created_at}
+                       for s in store.signals(ex.id)]
+    return info
+
+
+@main.command("show")
+@click.argument("execution_id")
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+def show_command(execution_id: str, store_url: str | None, as_json: bool) -> None:
+    """Show an execution: status, where it is suspended (source line and live locals, read from the
+    snapshot without importing anything), its steps and signals."""
+    store = _open(store_url)
+    info = _describe(store, _get(store, execution_id))
+    if as_json:
+        click.echo(json.dumps(info, indent=2, default=repr))
+        return
+    click.echo(f"execution {info['id']}: {info['function']}({', '.join(json.dumps(a) for a in info['args'])})")
+    click.echo(f"  status    {info['status']}" + (f" ({_detail(store.get(execution_id))})"
+                                                   if _detail(store.get(execution_id)) else ""))
+    click.echo(f"  created   {_when(info['created_at'])}\n  updated   {_when(info['updated_at'])}")
+    if info["progress"] is not None:
+        click.echo(f"  progress  {json.dumps(info['progress'])}")
+    frames = info["suspended_at"]
+    if isinstance(frames, list):
+        for frame in frames:
+            click.echo(f"  suspended in {frame['function']} at line {frame['line']} (state {frame['state']})")
+            for name, value in frame["locals"].items():
+                click.echo(f"      {name} = {value}")
+    elif frames:
+        click.echo(f"  {frames}")
+    if "result" in info:
+        click.echo(f"  result    {json.dumps(info['result'])}")
+    if info["error"]:
+        click.echo("  error     " + info["error"].replace("\n", "\n            "))
+    for s in info["steps"]:
+        click.echo(f"  step {s['index']:<3} {s['function']:40} {s['status']:8} attempts {s['attempts']}"
+                   + (f"  last error: {s['error']}" if s["error"] else ""))
+    for s in info["signals"]:
+        click.echo(f"  signal {s['name']!r} {json.dumps(s['payload'])} {'consumed' if s['consumed'] else 'queued'}")
+
+
+@main.command("signal")
+@click.argument("execution_id")
+@click.argument("name")
+@click.argument("payload_json", required=False, default="null")
+@click.option("--store", "store_url", help=STORE_HELP)
+def signal_command(execution_id: str, name: str, payload_json: str, store_url: str | None) -> None:
+    """Send signal NAME with a JSON payload to an execution (queued until the program waits for it)."""
+    from runtime.store import InvalidStateError, NotFoundError
+
+    try:
+        payload = json.loads(payload_json)
+    except json.JSONDecodeError as exc:
+        _fail(f"the payload is not valid JSON: {exc}")
+    store = _open(store_url)
+    try:
+        store.send_signal(execution_id, name, payload, now=_now())
+    except NotFoundError:
+        _fail(f"no execution {execution_id!r} in {store.url}")
+    except InvalidStateError as exc:
+        _fail(str(exc))
+    click.echo(f"signal {name!r} sent to {execution_id}", err=True)
+
+
+def _now() -> float:
+    from runtime.clock import SYSTEM
+
+    return SYSTEM.now()
+
+
+@main.command("cancel")
+@click.argument("execution_id")
+@click.option("--store", "store_url", help=STORE_HELP)
+def cancel_command(execution_id: str, store_url: str | None) -> None:
+    """Cancel an execution: its generator is closed (its finally blocks run) and it is recorded cancelled.
+    If a worker holds it right now, that worker does it at its next transition."""
+    from runtime.runner import Runner
+    from runtime.store import InvalidStateError, NotFoundError
+
+    store = _open(store_url)
+    try:
+        store.request_cancel(execution_id, now=_now())
+    except NotFoundError:
+        _fail(f"no execution {execution_id!r} in {store.url}")
+    except InvalidStateError as exc:
+        _fail(str(exc))
+    final = Runner(store, on_event=_print_event).claim_and_advance(execution_id)
+    if final is None:
+        click.echo(f"cancellation of {execution_id} requested; the worker running it will close it", err=True)
+    else:
+        click.echo(f"execution {execution_id} {final.status}", err=True)
+
+
+@main.command("result")
+@click.argument("execution_id")
+@click.option("--store", "store_url", help=STORE_HELP)
+def result_command(execution_id: str, store_url: str | None) -> None:
+    """Print the result as JSON. Exit 0 when finished, 4 while still running, 5 if failed or cancelled."""
+    store = _open(store_url)
+    ex = _get(store, execution_id)
+    if ex.status == "finished":
+        click.echo(json.dumps(_result_json(ex)))
+    elif ex.status in ("failed", "cancelled"):
+        click.echo(f"execution {ex.id} {ex.status}: {_last_line(ex.error)}", err=True)
+    else:
+        click.echo(f"execution {ex.id} is {ex.status} {_detail(ex)}".rstrip(), err=True)
+    sys.exit(_exit_for(ex.status))
