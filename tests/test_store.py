@@ -635,6 +635,8 @@ def test_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert Path(s.path) == tmp_path / "b.db"
     with opened("c.db") as s:
         assert Path(s.path) == tmp_path / "c.db"
+    with opened("sqlite:///new/folder/d.db") as s:  # open_store creates the folder
+        assert Path(s.path) == tmp_path / "new" / "folder" / "d.db"
 
 
 @pytest.mark.parametrize("url, message", [
