@@ -8,9 +8,9 @@ Store URLs:
 - ``postgresql://...`` / ``postgres://...``: reserved for the PostgreSQL store (not available yet)
 
 ``open_store()`` with no URL uses the environment variable ``DURABLE_STORE`` when it is set and not
-empty, else ``sqlite:///.durable/durable.db`` (creating the ``.durable`` folder in the current
-directory). ``:memory:`` is refused: every thread has its own connection, so each would see its own
-empty database.
+empty, else ``sqlite:///.durable/durable.db`` in the current directory. The store file's folder is
+created when missing (``SQLiteStore`` itself creates none). ``:memory:`` is refused: every thread has
+its own connection, so each would see its own empty database.
 """
 from __future__ import annotations
 

@@ -5,11 +5,12 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 import weakref
 from contextlib import contextmanager
 from dataclasses import fields as dataclass_fields
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from . import schema
 from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, ConflictError, Execution,
@@ -26,6 +27,12 @@ _BLOB_COLUMNS = frozenset({"snapshot", "result", "error_value"})  # left out by 
 _FIXED_EXECUTION = frozenset({"id", "version", "created_at", "updated_at", "lease_owner", "lease_until"})
 _FIXED_STEP = frozenset({"execution_id", "index"})
 _LIVE = tuple(s for s in STATUSES if s not in TERMINAL)
+_T = TypeVar("_T")
+
+
+def _is_busy(error: sqlite3.Error) -> bool:
+    text = str(error)
+    return "locked" in text or "busy" in text
 
 
 class _Connection(sqlite3.Connection):
@@ -133,7 +140,11 @@ def _claim_query(execution_id: str | None, now: float) -> tuple[str, dict[str, A
 
 class SQLiteStore(Store):
     """A store in one SQLite file. Each thread gets its own connection; processes coordinate
-    through SQLite's locks (every write is a ``BEGIN IMMEDIATE`` transaction)."""
+    through SQLite's locks (every write is a ``BEGIN IMMEDIATE`` transaction).
+
+    ``version`` and ``updated_at`` mark transitions: create and commit set both, claim bumps the
+    version only. renew, send_signal and request_cancel leave both alone, so the lease holder's next
+    commit (which names the version it claimed) still applies."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
         self.path = os.path.abspath(os.fspath(path))
@@ -141,8 +152,9 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._connections: weakref.WeakSet[_Connection] = weakref.WeakSet()
-        self._inherited: list[sqlite3.Connection] = []
+        # every thread's connection, with the process that opened it (close() closes ours only)
+        self._connections: weakref.WeakKeyDictionary[_Connection, int] = weakref.WeakKeyDictionary()
+        self._inherited: list[_Connection] = []
         self._closed = False
         self._open()
 
@@ -161,12 +173,8 @@ class SQLiteStore(Store):
         """Check the file, configure it and bring its schema up to date (first connection only)."""
         conn = self._connect()
         try:
-            with self._errors(opening=True):
-                conn.execute("BEGIN")  # read the version consistently, before changing anything
-                try:
-                    version = schema.read_version(conn, self.path)
-                finally:
-                    self._rollback(conn)
+            with self._errors():
+                version = self._retry_busy(lambda: self._read_version(conn))
                 schema.check_supported(version, self.path)
                 self._configure(conn)
                 if version < schema.LATEST:
@@ -176,26 +184,49 @@ class SQLiteStore(Store):
             raise
         self._adopt(conn)
 
-    def _connect(self) -> sqlite3.Connection:
-        with self._errors(opening=True):
+    def _read_version(self, conn: _Connection) -> int:
+        conn.execute("BEGIN")  # one consistent read, before changing anything
+        try:
+            return schema.read_version(conn, self.path)
+        finally:
+            self._rollback(conn)
+
+    def _retry_busy(self, attempt: Callable[[], _T]) -> _T:
+        """Retry while SQLite says busy, up to the timeout: a process switching a new file to WAL
+        mode makes the others fail at once, without SQLite's busy handler waiting for it."""
+        deadline = time.monotonic() + self.timeout
+        delay = 0.001
+        while True:
+            try:
+                return attempt()
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def _connect(self) -> _Connection:
+        with self._errors():
             return sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False, factory=_Connection)
 
-    def _configure(self, conn: sqlite3.Connection) -> None:
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    def _configure(self, conn: _Connection) -> None:
+        mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+        if str(mode).lower() != "wal":  # once per file: WAL mode is persistent
+            mode = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
         if str(mode).lower() != "wal":
             raise StoreError(f"store {self.path}: SQLite could not switch it to WAL journal mode "
                              f"(it stays {mode!r}); put the store on a local filesystem")
         conn.execute("PRAGMA synchronous = FULL")
         conn.execute("PRAGMA foreign_keys = ON")
 
-    def _adopt(self, conn: sqlite3.Connection) -> None:
+    def _adopt(self, conn: _Connection) -> None:
         self._local.conn = conn
         self._local.pid = os.getpid()
         with self._lock:
-            self._connections.add(conn)
+            self._connections[conn] = os.getpid()
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> _Connection:
         """This thread's connection (a new one in a new thread, or in a forked child)."""
         if self._closed:
             raise StoreError(f"store {self.path} is closed")
@@ -218,22 +249,24 @@ class SQLiteStore(Store):
         return conn
 
     @contextmanager
-    def _errors(self, opening: bool = False) -> Iterator[None]:
+    def _errors(self) -> Iterator[None]:
         """Turn sqlite3 exceptions into StoreErrors that say what happened to which store."""
         try:
             yield
         except sqlite3.Error as e:
-            raise StoreError(self._describe(e, opening)) from e
+            raise StoreError(self._describe(e)) from e
 
-    def _describe(self, error: sqlite3.Error, opening: bool) -> str:
+    def _describe(self, error: sqlite3.Error) -> str:
         text = str(error)
         if "not a database" in text:
             return f"{self.path} is not a SQLite database ({text}): point the store at another file"
-        if "locked" in text or "busy" in text:
-            return (f"store {self.path}: {text} (another connection held the write lock for more than "
-                    f"{self.timeout:g} s)")
-        if opening:
-            return f"cannot open store {self.path}: {text} (does its directory exist and is it writable?)"
+        if _is_busy(error):
+            return (f"store {self.path}: {text} (another process or thread kept it locked; "
+                    f"the store waits up to {self.timeout:g} s)")
+        if "unable to open" in text:
+            return f"cannot open store {self.path}: {text} (does its directory exist, and may we write there?)"
+        if "readonly" in text:
+            return f"store {self.path} is read-only ({text}): it needs write access to the file and its directory"
         return f"store {self.path}: {text}"
 
     @contextmanager
@@ -484,7 +517,7 @@ class SQLiteStore(Store):
         """Close every thread's connection; call it when no other thread is using the store."""
         with self._lock:
             self._closed = True
-            connections = list(self._connections)
+            connections = [conn for conn, pid in self._connections.items() if pid == os.getpid()]
             self._connections.clear()
         for conn in connections:
             try:
