@@ -24,6 +24,10 @@ EventSink = Callable[[str, str, str], None]
 """``on_event(execution_id, kind, text)``: what the runner reports as it goes (``durable run`` prints it)."""
 
 
+SET_ASIDE = 60.0
+"""Seconds before a program that could not be resumed (code changed, module missing) is tried again."""
+
+
 class ProgramError(Exception):
     """The program cannot be started or resumed: an unknown function, arguments that do not fit, a
     module that cannot be imported, code that changed under a snapshot. Nothing was written."""
@@ -192,9 +196,7 @@ class Runner:
             gen = restore(ex.snapshot)
         except SnapshotError as exc:
             # the code changed under the snapshot, or the snapshot is damaged: leave it for a fixed deploy
-            self.on_event(ex.id, "error", f"cannot restore: {type(exc).__name__}: {exc}")
-            self._commit(release=True)
-            raise _Stop from None
+            self._set_aside(f"cannot restore: {type(exc).__name__}: {exc}")
         request = ex.request or {}
         kind = request.get("kind")
         if kind == "wait":
@@ -210,9 +212,20 @@ class Runner:
         try:
             return load_function(ex.function)
         except ProgramError as exc:
-            self.on_event(ex.id, "error", str(exc))
-            self._commit(release=True)
-            raise _Stop from None
+            self._set_aside(str(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _set_aside(self, problem: str) -> None:
+        """The program cannot be resumed here and now (its module is missing, its code changed under
+        the snapshot): keep everything, note the problem, and look again in ``SET_ASIDE`` seconds, so
+        that deploying a fix lets it continue and no worker spins on it meanwhile."""
+        ex = self._execution
+        wake_at = self.clock.now() + SET_ASIDE
+        status = ex.status if ex.status in (SLEEPING, WAITING) else SLEEPING
+        self.on_event(ex.id, "error", f"{problem}; trying again in {SET_ASIDE:g} s")
+        self._commit(status=status, wake_at=wake_at, error=f"{problem} (trying again every {SET_ASIDE:g} s)",
+                     release=True)
+        raise _Stop
 
     # ------------------------------------------------------------------ driving
 
@@ -429,9 +442,9 @@ class Runner:
         note = "cancelled"
         if gen is None and ex.snapshot is not None:
             try:
-                self._load(ex)
+                load_function(ex.function)
                 gen = restore(ex.snapshot)
-            except SnapshotError as exc:
+            except (ProgramError, SnapshotError) as exc:
                 note = f"cancelled (its finally blocks could not run: {type(exc).__name__}: {exc})"
         if gen is not None:
             try:
@@ -448,6 +461,8 @@ class Runner:
     def _commit(self, *, release: bool = False, new_step: StepRecord | None = None,
                 step_update: tuple[int, dict[str, Any]] | None = None, **fields: Any) -> Execution:
         ex = self._execution
+        if fields.get("snapshot") is not None and ex.error is not None:
+            fields.setdefault("error", None)  # resumed again: a note left by _set_aside is out of date
         change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
                         step_update=step_update, consume_signal=self._consume, release=release)
         self._execution = self.store.commit(change, now=self.clock.now())
