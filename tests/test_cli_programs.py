@@ -269,3 +269,17 @@ def test_postgres_urls_and_newer_schemas_are_refused(work: Path):
     assert proc.returncode == 2 and "newer" in proc.stderr, proc.stderr
     no_traceback(proc)
     assert db.read_bytes() == before
+
+
+def test_cancel_refuses_a_program_whose_code_changed_unless_forced(work: Path):
+    durable("run", "flows:guarded", cwd=work)
+    [(execution_id, _, version)] = rows(work)
+    (work / "flows.py").write_text(FLOWS.replace('yield wait("never")', 'yield wait("never", timeout=5)'),
+                                   encoding="utf-8")
+    proc = durable("cancel", execution_id, cwd=work)
+    assert proc.returncode == 2 and "IncompatibleCodeError" in proc.stderr and "--force" in proc.stderr
+    no_traceback(proc)
+    assert rows(work) == [(execution_id, "waiting", version)]  # nothing changed
+    forced = durable("cancel", execution_id, "--force", cwd=work)
+    assert forced.returncode == 0, forced.stderr
+    assert rows(work)[0][1] == "cancelled" and not (work / "finally.txt").exists()

@@ -260,16 +260,35 @@ def _now() -> float:
     return SYSTEM.now()
 
 
+def _check_closable(ex: Any) -> None:
+    """Refuse (exit 2, nothing changed) to cancel a program whose finally blocks could not run here."""
+    import runtime
+    from runtime.runner import ProgramError, load_function
+
+    if ex.snapshot is None or ex.status in ("finished", "failed", "cancelled"):
+        return
+    try:
+        load_function(ex.function)
+        runtime.detach(runtime.restore(ex.snapshot))
+    except (ProgramError, runtime.SnapshotError) as exc:
+        _fail(f"cannot cancel {ex.id} cleanly: its finally blocks could not run here ({type(exc).__name__}: {exc}); "
+              "deploy the code it was started with, or use --force to cancel it without running them")
+
+
 @main.command("cancel")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
-def cancel_command(execution_id: str, store_url: str | None) -> None:
+@click.option("--force", is_flag=True, help="Cancel even if the program's code changed and its finally blocks "
+                                              "cannot run.")
+def cancel_command(execution_id: str, store_url: str | None, force: bool) -> None:
     """Cancel an execution: its generator is closed (its finally blocks run) and it is recorded cancelled.
     If a worker holds it right now, that worker does it at its next transition."""
     from runtime.runner import Runner
     from runtime.store import InvalidStateError, NotFoundError
 
     store = _open(store_url)
+    if not force:
+        _check_closable(_get(store, execution_id))
     try:
         store.request_cancel(execution_id, now=_now())
     except NotFoundError:
