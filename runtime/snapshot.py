@@ -291,11 +291,12 @@ def restore(data: bytes) -> types.GeneratorType:
     return gen
 
 
-def _open(data: bytes) -> tuple[Any, signing.Status]:
-    """The unpacked envelope of a snapshot (signature checked, limits applied) and its signature status."""
+def unpack_checked(data: bytes, what: str = "snapshot") -> tuple[Any, signing.Status]:
+    """``data`` unpacked with the configured limits, after its signature is checked (a signing key
+    is configured, or the data is signed), and its signature status. Raises ``SnapshotError``s."""
     limits = settings.current
     if len(data) > limits.max_bytes:
-        raise CorruptSnapshotError(f"snapshot is {len(data)} bytes, more than the limit of {limits.max_bytes} "
+        raise CorruptSnapshotError(f"{what} is {len(data)} bytes, more than the limit of {limits.max_bytes} "
                                    "(runtime.configure(max_bytes=...))")
     if limits.signing_key is not None or signing.is_signed(data):
         payload, status = signing.unwrap(data, limits.verify_keys)
@@ -303,10 +304,16 @@ def _open(data: bytes) -> tuple[Any, signing.Status]:
         payload, status = data, "unsigned"
     n = limits.max_length
     try:
-        envelope = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True, max_str_len=n,
+        unpacked = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True, max_str_len=n,
                                    max_bin_len=n, max_array_len=n, max_map_len=n)
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
-        raise _corrupt(f"{type(exc).__name__}: {exc}") from None
+        raise CorruptSnapshotError(f"not a valid durable {what}: {type(exc).__name__}: {exc}") from None
+    return unpacked, status
+
+
+def _open(data: bytes) -> tuple[Any, signing.Status]:
+    """The unpacked envelope of a snapshot (signature checked, limits applied) and its signature status."""
+    envelope, status = unpack_checked(data)
     if not isinstance(envelope, list) or len(envelope) < 3 or envelope[0] != MAGIC:
         raise _corrupt("missing the DG header (foreign or damaged data)")
     if not isinstance(envelope[1], int) or isinstance(envelope[1], bool):

@@ -25,19 +25,9 @@ def dump_value(value: Any, label: str = "value") -> bytes:
 
 def load_value(data: bytes) -> Any:
     """The value ``dump_value`` wrote; raises a ``SnapshotError`` subclass for anything else."""
-    from .snapshot import _HOOKS
+    from .snapshot import _HOOKS, unpack_checked
 
-    limits = settings.current
-    if len(data) > limits.max_bytes:
-        raise CorruptSnapshotError(f"value is {len(data)} bytes, more than the limit of {limits.max_bytes}")
-    payload = signing.unwrap(data, limits.verify_keys)[0] if (
-        limits.signing_key is not None or signing.is_signed(data)) else data
-    n = limits.max_length
-    try:
-        envelope = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True, max_str_len=n,
-                                   max_bin_len=n, max_array_len=n, max_map_len=n)
-    except Exception as exc:  # msgpack raises several unrelated types for malformed input
-        raise CorruptSnapshotError(f"not a valid durable value: {type(exc).__name__}: {exc}") from None
+    envelope, _ = unpack_checked(data, "value")
     if not (isinstance(envelope, list) and len(envelope) == 3 and envelope[0] == MAGIC and envelope[1] == FORMAT):
         raise CorruptSnapshotError("not a valid durable value: missing the DV header or an unknown format")
-    return Decoder(_HOOKS, max_depth=limits.max_depth).decode(envelope[2])
+    return Decoder(_HOOKS, max_depth=settings.current.max_depth).decode(envelope[2])
