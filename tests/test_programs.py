@@ -11,7 +11,6 @@ import importlib
 import itertools
 import json
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from runtime import requests as rq
 from runtime import values
 from runtime.clock import VirtualClock
-from runtime.requests import Checkpoint, Sleep, Step, Wait
+from runtime.requests import Checkpoint, Sleep, Step
 from runtime.runner import ProgramError, Runner
 from runtime.store import CANCELLED, FAILED, FINISHED, SLEEPING, WAITING
 from runtime.store.sqlite import SQLiteStore
