@@ -302,10 +302,7 @@ class Runner:
         return self._deliver_signal(gen, spec, resumed=False)
 
     def _next_signal(self, name: str) -> Any:
-        for signal in self.store.signals(self._execution.id):
-            if signal.name == name and not signal.consumed and signal.id != self._consume:
-                return signal
-        return None
+        return self.store.next_signal(self._execution.id, name, exclude=self._consume)
 
     def _deliver_signal(self, gen: types.GeneratorType, spec: dict[str, Any], *, resumed: bool) -> tuple[str, Any]:
         signal = self._next_signal(spec["signal"])
@@ -464,7 +461,8 @@ class Runner:
         if fields.get("snapshot") is not None and ex.error is not None:
             fields.setdefault("error", None)  # resumed again: a note left by _set_aside is out of date
         change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
-                        step_update=step_update, consume_signal=self._consume, release=release)
+                        step_update=step_update, consume_signal=self._consume, release=release,
+                        lease_until=self.clock.now() + self.lease)
         self._execution = self.store.commit(change, now=self.clock.now())
         self._consume = None
         if self._execution.cancel_requested and not release and self._execution.status not in TERMINAL:

@@ -60,7 +60,8 @@ class Worker:
 
     def next_timer(self) -> float | None:
         """The earliest wake time of a sleeping or waiting (with timeout) execution."""
-        times = [e.wake_at for e in self.store.list() if e.status in (SLEEPING, WAITING) and e.wake_at is not None]
+        times = [e.wake_at for status in (SLEEPING, WAITING) for e in self.store.list(status=status)
+                 if e.wake_at is not None]
         return min(times) if times else None
 
     def _loop(self, runner: Runner) -> None:

@@ -462,3 +462,20 @@ def test_a_step_longer_than_the_lease_keeps_it(env):
     thread.join()
     assert stolen == [] and env.calls().count(["slow started"]) == 1
     assert values.load_value(env.store.get(ex.id).result) == "slept"
+
+
+class TickingClock(VirtualClock):
+    """Each look at the clock moves it 5 s: a long run of transitions outlives a 30 s lease."""
+
+    def now(self) -> float:
+        self.advance(5.0)
+        return super().now()
+
+
+def test_transitions_extend_the_lease_so_a_long_advance_keeps_it(env):
+    clock = TickingClock()
+    runner = Runner(env.store, clock=clock, lease=30, on_event=lambda *e: env.events.append(e))
+    ex = runner.start(f"{env.name}:adder", [25])  # 50 transitions, 10+ clock readings past any lease
+    final = runner.claim_and_advance(ex.id)
+    assert final.status == FINISHED, [e for e in env.events if e[1] == "conflict"]
+    assert values.load_value(final.result) == sum(range(25))

@@ -496,6 +496,20 @@ def test_signals_fifo_and_consumption(store: SQLiteStore) -> None:
     assert [(s.id, s.consumed) for s in store.signals(e.id)] == [(a1.id, True), (b1.id, False), (a2.id, False)]
     assert store.signals("nope") == [] and store.next_signal("nope", "a") is None
     assert store.get(e.id).version == 2  # sending signals does not touch the execution
+    assert store.next_signal(e.id, "a", exclude=a2.id) is None  # delivered, not yet consumed
+    a3 = store.send_signal(e.id, "a", 3, now=5.0)
+    assert store.next_signal(e.id, "a", exclude=a2.id) == a3
+
+
+def test_a_commit_by_the_lease_holder_extends_its_lease(store: SQLiteStore) -> None:
+    e = store.create("m:main", [], now=0.0)
+    claimed = store.claim("w", now=1.0, lease=10.0)
+    assert claimed is not None and claimed.lease_until == 11.0
+    after = store.commit(Change(e.id, claimed.version, owner="w", lease_until=15.0), now=5.0)
+    assert (after.lease_owner, after.lease_until) == ("w", 15.0)
+    assert store.claim("other", now=12.0, lease=10.0) is None  # still ours at 12
+    released = store.commit(Change(e.id, after.version, owner="w", release=True, lease_until=99.0), now=13.0)
+    assert (released.lease_owner, released.lease_until) == (None, None)  # release wins
 
 
 def test_send_signal_errors_write_nothing(store: SQLiteStore) -> None:

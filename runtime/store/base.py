@@ -103,6 +103,7 @@ class Change:
     step_update: tuple[int, dict[str, Any]] | None = None  # (index, StepRecord attributes to set)
     consume_signal: int | None = None                      # mark this signal consumed
     release: bool = False                                  # clear the lease
+    lease_until: float | None = None                       # else extend our lease to this time
 
 
 class Store(abc.ABC):
@@ -154,8 +155,9 @@ class Store(abc.ABC):
         """Queue a signal. Raises NotFoundError, or InvalidStateError when the execution is terminal."""
 
     @abc.abstractmethod
-    def next_signal(self, execution_id: str, name: str) -> Signal | None:
-        """The oldest unconsumed signal of that name."""
+    def next_signal(self, execution_id: str, name: str, exclude: int | None = None) -> Signal | None:
+        """The oldest unconsumed signal of that name, other than the signal ``exclude`` (one delivered
+        and not yet committed as consumed)."""
 
     @abc.abstractmethod
     def signals(self, execution_id: str) -> list[Signal]: ...

@@ -87,6 +87,9 @@ def _execution_update(change: Change, now: float) -> tuple[str, list[Any]]:
         params.append(_encode(name, value))
     if change.release:
         assignments += ["lease_owner = NULL", "lease_until = NULL"]
+    elif change.lease_until is not None and change.owner is not None:
+        assignments.append("lease_until = ?")  # a transition is news from the lease holder
+        params.append(change.lease_until)
     assignments += ["version = version + 1", "updated_at = ?"]
     params.append(now)
     sql = f"UPDATE executions SET {', '.join(assignments)} WHERE id = ? AND version = ?"
@@ -493,10 +496,10 @@ class SQLiteStore(Store):
         if status in TERMINAL:
             raise InvalidStateError(f"cannot {action} execution {execution_id!r}: it is already {status}")
 
-    def next_signal(self, execution_id: str, name: str) -> Signal | None:
+    def next_signal(self, execution_id: str, name: str, exclude: int | None = None) -> Signal | None:
         rows = self._rows(f"SELECT {_columns(_SIGNAL_COLUMNS)} FROM signals"
-                          " WHERE execution_id = ? AND name = ? AND NOT consumed ORDER BY id LIMIT 1",
-                          (execution_id, name))
+                          " WHERE execution_id = ? AND name = ? AND NOT consumed AND id IS NOT ?"
+                          " ORDER BY id LIMIT 1", (execution_id, name, exclude))
         return Signal(**_record(_SIGNAL_COLUMNS, rows[0])) if rows else None
 
     def signals(self, execution_id: str) -> list[Signal]:
