@@ -197,16 +197,23 @@ class Runner:
         except SnapshotError as exc:
             # the code changed under the snapshot, or the snapshot is damaged: leave it for a fixed deploy
             self._set_aside(f"cannot restore: {type(exc).__name__}: {exc}")
+        try:
+            return gen, self._first_action(gen, ex)
+        except BaseException:
+            detach(gen)  # suspended again before we return it (a retry, a wait): its finally blocks must not run
+            raise
+
+    def _first_action(self, gen: types.GeneratorType, ex: Execution) -> tuple[str, Any]:
         request = ex.request or {}
         kind = request.get("kind")
         if kind == "wait":
-            return gen, self._deliver_signal(gen, request, resumed=True)
+            return self._deliver_signal(gen, request, resumed=True)
         if kind == "step":
             record = self.store.step(ex.id, request["index"])
             if record is None:
                 self._fail_text(f"step {request['index']} of {ex.id} is missing from the store")
-            return gen, self._step_outcome(gen, record)  # type: ignore[arg-type]
-        return gen, ("send", None)
+            return self._step_outcome(gen, record)  # type: ignore[arg-type]
+        return "send", None
 
     def _load(self, ex: Execution) -> Callable[..., Any]:
         try:

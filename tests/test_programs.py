@@ -104,6 +104,14 @@ def retrying(value, attempts):
 
 
 @durable
+def retried_with_cleanup(value):
+    try:
+        return (yield step(flaky, value).retry(attempts=4, backoff=1))
+    finally:
+        record("cleanup")
+
+
+@durable
 def handles_failure():
     try:
         yield step(always_fails).retry(attempts=2, backoff=1)
@@ -479,3 +487,15 @@ def test_transitions_extend_the_lease_so_a_long_advance_keeps_it(env):
     final = runner.claim_and_advance(ex.id)
     assert final.status == FINISHED, [e for e in env.events if e[1] == "conflict"]
     assert values.load_value(final.result) == sum(range(25))
+
+
+def test_finally_blocks_run_once_however_often_the_program_is_resumed(env):
+    """A program restored and suspended again (a step retried after a resume, a wait resumed without
+    its signal) is detached, never garbage-collected with its finally blocks running."""
+    import gc
+    env.module().FLAKY["left"] = 3
+    ex = start(env, "retried_with_cleanup", 2)
+    run_all(env)  # fails, resumes and fails twice more, then succeeds
+    gc.collect()
+    assert values.load_value(env.store.get(ex.id).result) == 20
+    assert [c for c in env.calls() if c == ["cleanup"]] == [["cleanup"]]
