@@ -28,7 +28,7 @@ ROUNDS = int(os.environ.get("DG_CRASH_ROUNDS", "2"))
 
 CRASHFLOWS = textwrap.dedent('''
     import json, os, time
-    from runtime import checkpoint, current_step, durable, sleep, step
+    from runtime import checkpoint, current_step, durable, sleep, step, wait
 
     LOG = os.environ["CRASH_LOG"]
 
@@ -51,19 +51,23 @@ CRASHFLOWS = textwrap.dedent('''
             total += yield step(work, tag, i)
             if i % 3 == 2:
                 yield checkpoint()
+            if i == 4:
+                total += yield wait("go")  # sent before any worker starts: queued, consumed under crashes
         yield sleep(0.02)
         marker = yield step(finish, tag, total)
         return [tag, total, marker]
 ''')
 
 N_STEPS = 8
+GO_PAYLOAD = 1000
 
 
 def expected(tag: str) -> list:
     """The uninterrupted result, computed natively from the same source."""
     namespace: dict = {}
-    source = CRASHFLOWS.replace("from runtime import checkpoint, current_step, durable, sleep, step",
-                                "from runtime import checkpoint, current_step, sleep, step\ndurable = lambda f: f")
+    source = CRASHFLOWS.replace("from runtime import checkpoint, current_step, durable, sleep, step, wait",
+                                "from runtime import checkpoint, current_step, sleep, step, wait\n"
+                                "durable = lambda f: f")
     os.environ.setdefault("CRASH_LOG", os.devnull)
     exec(compile(source, "native_crashflows.py", "exec"), namespace)
     gen = namespace["job"](tag, N_STEPS)
@@ -74,7 +78,7 @@ def expected(tag: str) -> list:
             request = gen.send(value)
         except StopIteration as stop:
             return stop.value
-        value = None
+        value = GO_PAYLOAD if isinstance(request, rq.Wait) else None
         if isinstance(request, rq.Step):
             token = rq._CURRENT.set(rq.StepContext("native", 0, 1))
             try:
@@ -106,6 +110,10 @@ def start_executions(work: Path, tags: list[str]) -> list[str]:
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0, proc.stderr
         ids.append(proc.stdout.strip())
+        sent = subprocess.run([sys.executable, "-c", "from transpiler.cli import run; run()", "signal", ids[-1], "go",
+                               str(GO_PAYLOAD)], cwd=str(work), env=env_for(work), capture_output=True, text=True,
+                              timeout=60)
+        assert sent.returncode == 0, sent.stderr
     return ids
 
 
@@ -128,6 +136,7 @@ def check_invariants(work: Path, ids: list[str], tags: list[str]) -> dict[str, i
             # every committed step recorded exactly once; the finish marker step once: completed once
             assert [s.index for s in steps] == list(range(N_STEPS + 1))
             assert all(s.status == "done" for s in steps)
+            assert [(s.name, s.consumed) for s in store.signals(execution_id)] == [("go", True)]
     finally:
         store.close()
     effects = [tuple(json.loads(line)) for line in (work / "effects.log").read_text().splitlines()]
@@ -182,8 +191,8 @@ def test_sigkill_at_random_moments_with_concurrent_workers(work: Path, round_: i
     assert stats["re-runs"] <= chaos["kills"] + chaos["restarts"]  # at most one uncommitted step per crash
 
 
-FAULT_POINTS = ["claim.selected", "commit.updated", "commit.step_written", "commit.before_commit",
-                "commit.after_commit"]
+FAULT_POINTS = ["claim.selected", "commit.updated", "commit.step_written", "commit.signal_consumed",
+                "commit.before_commit", "commit.after_commit"]
 
 
 @pytest.mark.parametrize("round_", range(ROUNDS))
