@@ -85,7 +85,8 @@ def _plural(n: int, word: str) -> str:
 @click.group()
 @click.version_option(version=__version__, prog_name="durable")
 def main() -> None:
-    """Durable generators: compile generator functions into resumable state machines."""
+    """Durable generators: compile generator functions into resumable state machines, inspect their
+    snapshots, and run durable programs on a store (run, worker, ls, show, signal, cancel, result)."""
 
 
 @main.command("compile")
