@@ -451,24 +451,39 @@ def test_a_snapshot_whose_code_changed_is_left_alone(env, tmp_path):
 
 
 def test_a_step_longer_than_the_lease_keeps_it(env):
-    """The runner renews its lease while a step runs: another worker cannot take the execution over
-    (and run the step a second time) however long the step takes."""
+    """The runner renews its lease while a step runs: however long the step takes (here, virtual time
+    moves far past the lease while it runs), no other runner can take the execution over."""
     import threading
+    import time
 
-    from runtime.clock import SYSTEM
-    ex = env.runner.start(f"{env.name}:long_step", [1.0])
-    first = Runner(env.store, clock=SYSTEM, owner="first", lease=0.3)
-    second = Runner(env.store, clock=SYSTEM, owner="second", lease=0.3)
-    claimed = env.store.claim("first", now=SYSTEM.now(), lease=0.3, execution_id=ex.id)
+    ex = env.runner.start(f"{env.name}:long_step", [0.0])
+    gate = threading.Event()
+    module = env.module()
+
+    def slow(seconds):  # stands in for the module's `slow`: blocks until the test lets it finish
+        module.record("slow started")
+        gate.wait(60)
+        return "slept"
+
+    slow.__module__, slow.__qualname__ = module.__name__, "slow"
+    module.slow = slow
+    first = Runner(env.store, clock=env.clock, owner="first", lease=0.3)
+    second = Runner(env.store, clock=env.clock, owner="second", lease=0.3)
+    claimed = env.store.claim("first", now=env.clock.now(), lease=0.3, execution_id=ex.id)
     thread = threading.Thread(target=first.advance, args=(claimed,))
     thread.start()
-    stolen = []
-    while thread.is_alive():
-        got = second.claim_and_advance(ex.id)
-        if got is not None:
-            stolen.append(got)
-    thread.join()
-    assert stolen == [] and env.calls().count(["slow started"]) == 1
+    try:
+        for _ in range(10):  # 10 × 0.2 s of virtual time: far past a 0.3 s lease
+            env.clock.advance(0.2)
+            deadline = time.time() + 10
+            while env.store.get(ex.id).lease_until < env.clock.now() + 0.25:  # wait for the renewal
+                assert time.time() < deadline, "the lease was not renewed"
+                time.sleep(0.01)
+            assert second.claim_and_advance(ex.id) is None
+    finally:
+        gate.set()
+        thread.join()
+    assert env.calls().count(["slow started"]) == 1
     assert values.load_value(env.store.get(ex.id).result) == "slept"
 
 
