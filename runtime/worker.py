@@ -4,13 +4,10 @@ from __future__ import annotations
 import os
 import threading
 import uuid
-from typing import Callable
 
 from .clock import SYSTEM, Clock
 from .runner import EventSink, Runner
 from .store.base import SLEEPING, WAITING, Store
-
-StoreFactory = Callable[[], Store]
 
 
 class Worker:
