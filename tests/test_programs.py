@@ -514,3 +514,29 @@ def test_finally_blocks_run_once_however_often_the_program_is_resumed(env):
     gc.collect()
     assert values.load_value(env.store.get(ex.id).result) == 20
     assert [c for c in env.calls() if c == ["cleanup"]] == [["cleanup"]]
+
+
+def test_a_worker_with_several_threads_runs_each_execution_once(env):
+    """``durable worker --concurrency 4``: threads share one store; every execution finishes once."""
+    import threading
+    import time
+
+    from runtime.clock import SYSTEM
+    ids = [env.runner.start(f"{env.name}:adder", [5]).id for _ in range(8)]
+    worker = Worker(env.store, concurrency=4, clock=SYSTEM, lease=30, poll=0.01)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        deadline = time.time() + 60
+        while any(env.store.get(i).status != FINISHED for i in ids):
+            assert time.time() < deadline, [env.store.get(i).status for i in ids]
+            time.sleep(0.05)
+    finally:
+        worker.stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    for execution_id in ids:
+        assert values.load_value(env.store.get(execution_id).result) == 10
+        assert [(s.index, s.attempts) for s in env.store.steps(execution_id)] == [(i, 1) for i in range(5)]
+    adds = [c for c in env.calls() if c[0] == "add"]
+    assert len(adds) == 8 * 5 and len({c[3] for c in adds}) == 40  # each step ran once
