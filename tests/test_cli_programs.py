@@ -96,6 +96,22 @@ def rows(work: Path) -> list[tuple]:
         return conn.execute("SELECT id, status, version FROM executions ORDER BY created_at").fetchall()
 
 
+def work_until_finished(work: Path, execution_id: str) -> tuple[int, str]:
+    """Run `durable worker` until the execution has a result, then stop it with SIGTERM; returns the
+    worker's exit code and standard error."""
+    worker = subprocess.Popen([sys.executable, "-c", "from transpiler.cli import run; run()", "worker",
+                               "--poll", "0.05"], cwd=str(work), env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and durable("result", execution_id, cwd=work).returncode != 0:
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+    return worker.returncode, err
+
+
 # ============================================================================ run
 
 
@@ -115,17 +131,8 @@ def test_run_detach_prints_only_the_id_and_a_worker_runs_it(work: Path):
     execution_id = proc.stdout.strip()
     assert execution_id and "\n" not in execution_id
     assert durable("result", execution_id, cwd=work).returncode == 4  # not run yet
-    worker = subprocess.Popen([sys.executable, "-c", "from transpiler.cli import run; run()", "worker",
-                               "--poll", "0.05"], cwd=str(work), env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline and durable("result", execution_id, cwd=work).returncode != 0:
-            time.sleep(0.2)
-    finally:
-        worker.send_signal(signal.SIGTERM)
-        out, err = worker.communicate(timeout=30)
-    assert worker.returncode == 0, err
+    returncode, err = work_until_finished(work, execution_id)
+    assert returncode == 0, err
     assert "stopped after" in err and "Traceback" not in err
     result = durable("result", execution_id, cwd=work)
     assert result.returncode == 0 and json.loads(result.stdout) == ["BO"]
@@ -158,17 +165,7 @@ def test_run_a_program_that_waits_exits_4_then_signal_and_result(work: Path):
     assert result.returncode == 4 and "waiting" in result.stderr
     sent = durable("signal", execution_id, "approve", '{"ok": true}', cwd=work)
     assert sent.returncode == 0, sent.stderr
-    # the signal makes it due: a worker continues it
-    proc = subprocess.Popen([sys.executable, "-c", "from transpiler.cli import run; run()", "worker", "--poll",
-                             "0.05", "--quiet"], cwd=str(work), env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.time() + 30
-        while time.time() < deadline and durable("result", execution_id, cwd=work).returncode != 0:
-            time.sleep(0.2)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+    work_until_finished(work, execution_id)  # the signal makes it due: a worker continues it
     result = durable("result", execution_id, cwd=work)
     assert result.returncode == 0 and json.loads(result.stdout) == {"user": "ada", "decision": {"ok": True}}
 
