@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -24,8 +23,8 @@ ENV["PYTHONPATH"] = os.pathsep.join([str(HERE.parent), ENV.get("PYTHONPATH", "")
 
 
 def durable_command() -> list[str]:
-    found = shutil.which("durable")
-    return [found] if found else [sys.executable, "-c", "from transpiler.cli import run; run()"]
+    """The `durable` command of this interpreter (not whichever one PATH finds first)."""
+    return [sys.executable, "-c", "from transpiler.cli import run; run()"]
 
 
 def say(text: str) -> None:
