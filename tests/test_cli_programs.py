@@ -193,11 +193,13 @@ def test_ls_and_show_human_and_json(work: Path):
     shown = durable("show", execution_id, cwd=work)
     assert shown.returncode == 0, shown.stderr
     line = [n for n, text in enumerate(FLOWS.splitlines(), 1) if 'decision = yield wait("approve"' in text][0]
-    assert f"suspended in flows:approval at line {line}" in shown.stdout, shown.stdout
+    [where] = [text for text in shown.stdout.splitlines() if "suspended in flows:approval" in text]
+    assert f"at line {line} " in where and where.endswith(': decision = yield wait("approve", timeout=600)'), where
     assert "user = 'bo'" in shown.stdout
     info = json.loads(durable("show", execution_id, "--json", cwd=work).stdout)
     assert info["status"] == "waiting" and info["waiting_for"] == "approve"
     assert info["suspended_at"][0]["line"] == line
+    assert info["suspended_at"][0]["source"] == 'decision = yield wait("approve", timeout=600)'
     finished = json.loads(durable("ls", "--status", "finished", "--json", cwd=work).stdout)[0]["id"]
     info = json.loads(durable("show", finished, "--json", cwd=work).stdout)
     assert info["result"] == ["ADA"] and [s["status"] for s in info["steps"]] == ["done"]

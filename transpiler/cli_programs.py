@@ -169,6 +169,28 @@ def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None
         click.echo(f"{e.id:14} {e.status:10} {_when(e.updated_at):24} {e.function:32} {_detail(e)}")
 
 
+def _source_line(function: str, line: int | None) -> str | None:
+    """The text of ``line`` in the file of ``function``'s module (``module:qualname``), found on the
+    current directory and sys.path without importing anything; None when not found."""
+    import os
+
+    module = function.partition(":")[0]
+    if line is None or not module:
+        return None
+    relative = os.path.join(*module.split("."))
+    for base in [os.getcwd(), *sys.path]:
+        for candidate in (relative + ".py", os.path.join(relative, "__init__.py")):
+            path = os.path.join(base or os.getcwd(), candidate)
+            if os.path.isfile(path):
+                try:
+                    with open(path, encoding="utf-8") as fh:
+                        lines = fh.read().splitlines()
+                except (OSError, UnicodeDecodeError):
+                    return None
+                return lines[line - 1].strip() if 0 < line <= len(lines) else None
+    return None
+
+
 def _describe(store: Any, ex: Any) -> dict[str, Any]:
     info: dict[str, Any] = {
         "id": ex.id, "function": ex.function, "args": ex.args, "status": ex.status, "version": ex.version,
@@ -181,6 +203,8 @@ def _describe(store: Any, ex: Any) -> dict[str, Any]:
 
         try:
             frames = runtime.inspect_snapshot(ex.snapshot).to_dict()["frames"]
+            for frame in frames:
+                frame["source"] = _source_line(frame["function"], frame["line"])
             info["suspended_at"] = frames
         except runtime.SnapshotError as exc:
             info["suspended_at"] = f"unreadable snapshot: {exc}"
@@ -215,7 +239,8 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     frames = info["suspended_at"]
     if isinstance(frames, list):
         for frame in frames:
-            click.echo(f"  suspended in {frame['function']} at line {frame['line']} (state {frame['state']})")
+            click.echo(f"  suspended in {frame['function']} at line {frame['line']} (state {frame['state']})"
+                       + (f": {frame['source']}" if frame.get("source") else ""))
             for name, value in frame["locals"].items():
                 click.echo(f"      {name} = {value}")
     elif frames:
