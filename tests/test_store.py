@@ -463,7 +463,9 @@ def test_processes_create_a_new_store_together(db: Path, tmp_path: Path) -> None
     assert rows(db, "SELECT value FROM meta") == [(str(schema.LATEST),)]
 
 
-@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+@pytest.mark.skipif(not hasattr(os, "fork"),
+                    reason="os.fork does not exist on this platform (Windows): no child can inherit a connection, "
+                           "so the store's re-open-after-fork path cannot run")
 def test_forked_child_opens_its_own_connection(store: SQLiteStore) -> None:
     parent = store.create("m:main", [], now=1.0)
     pid = os.fork()
