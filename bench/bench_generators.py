@@ -31,6 +31,23 @@ from typing import Any, Callable
 
 from timing import Collector, format_ns, load_module, measure, median, paired_ratio, print_measured
 
+WORKER = '''
+# snapshot / restore: suspended with live locals n, total, i, data (8 ints), seen (5 entries)
+# and the range iterator of the for loop
+@durable
+def worker(n):
+    total = 0
+    data = [1, 2, 3, 4, 5, 6, 7, 8]
+    seen = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
+    for i in range(n):
+        x = yield i
+        total += x + i
+        data[i % 8] += n
+        seen["a"] += 1
+    return total, data, seen
+'''
+"""The snapshot/restore benchmark program, also row 1 of bench_values.py (the same frame)."""
+
 PROGRAM = '''
 # (a) a tight loop yielding ints
 @durable
@@ -73,20 +90,7 @@ def tally(lines):
     return revenue, counts
 
 
-# snapshot / restore: suspended with live locals n, total, i, data (8 ints), seen (5 entries)
-# and the range iterator of the for loop
-@durable
-def worker(n):
-    total = 0
-    data = [1, 2, 3, 4, 5, 6, 7, 8]
-    seen = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
-    for i in range(n):
-        x = yield i
-        total += x + i
-        data[i % 8] += n
-        seen["a"] += 1
-    return total, data, seen
-'''
+''' + WORKER
 
 HEADERS = {
     "native": "def durable(fn): return fn",

@@ -40,6 +40,7 @@ import types
 from typing import Any
 
 from timing import Collector, format_ns, load_module, measure, median, paired_ratio, print_measured
+from bench_generators import WORKER
 
 # 50 locals of mixed types for state 3: cycles through these kinds of values
 _MIXED = [
@@ -61,18 +62,7 @@ class Item:
     active: bool
 
 
-# 1. the foundation's worker: live locals n, total, i, data (8 ints), seen (5 entries) + range iterator
-@durable
-def worker(n):
-    total = 0
-    data = [1, 2, 3, 4, 5, 6, 7, 8]
-    seen = {"a": 1, "b": 2, "c": 3, "d": 4, "e": 5}
-    for i in range(n):
-        x = yield i
-        total += x + i
-        data[i % 8] += n
-        seen["a"] += 1
-    return total, data, seen
+# 1. the foundation's worker (bench_generators.WORKER), added below
 
 
 # 2. 1,000 dataclass instances
@@ -98,7 +88,7 @@ def table(n):
              "amount": k * 0.37 + 1.0, "paid": k % 5 != 0, "units": k % 17} for k in range(n)]
     x = yield len(rows)
     return rows, x
-'''
+''' + WORKER
 
 MODULE = "bench_values_compiled"
 
