@@ -60,7 +60,11 @@ def program(setup: str) -> str:
 
 def run_differential(setup: str) -> list[tuple[str, str]]:
     """Native outputs == outputs of the compiled generator restored at its first suspension."""
-    source = program(setup)
+    return differential_source(program(setup))
+
+
+def differential_source(source: str) -> list[tuple[str, str]]:
+    """``run_differential`` for a whole module source whose ``gen()`` is the program."""
     native = load_native(source)
     compiled = load_compiled(source)
     expected = [canon(v) for v in native.gen()]
@@ -308,14 +312,7 @@ def gen():
     yield groups
     yield groups["a"] is alias
 """
-    native = load_native(source)
-    compiled = load_compiled(source)
-    expected = [canon(v) for v in native.gen()]
-    g = compiled.gen()
-    head = [canon(next(g))]
-    data = runtime.snapshot(g)
-    runtime.detach(g)
-    assert head + [canon(v) for v in runtime.restore(data)] == expected
+    expected = differential_source(source)
     assert expected[-1] == ("bool", "True")
 
 
