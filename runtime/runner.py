@@ -73,12 +73,7 @@ def load_function(ref: str) -> Callable[..., Any]:
     module_name, colon, qualname = ref.partition(":")
     if not colon or not module_name or not qualname:
         raise ProgramError(f"{ref!r}: name a function as MODULE:FUNCTION (for example flows:onboarding)")
-    obj: Any = import_program_module(module_name)
-    for part in qualname.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ProgramError(f"module {module_name!r} has no function {qualname!r}") from None
+    obj = resolve_function(ref)
     if not getattr(obj, "__durable__", None) or not inspect.isgeneratorfunction(obj):
         raise ProgramError(f"{ref} is not a @durable generator function (mark it with @runtime.durable)")
     return obj  # type: ignore[no-any-return]
@@ -93,12 +88,16 @@ def function_ref(fn: Callable[..., Any]) -> str:
     return f"{module}:{qualname}"
 
 
-def resolve_step_function(ref: str) -> Callable[..., Any]:
+def resolve_function(ref: str) -> Any:
+    """The object ``module:qualname`` names (the module imported as a program's); raises ProgramError."""
     module_name, _, qualname = ref.partition(":")
     obj: Any = import_program_module(module_name)
     for part in qualname.split("."):
-        obj = getattr(obj, part)
-    return obj  # type: ignore[no-any-return]
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise ProgramError(f"module {module_name!r} has no function {qualname!r}") from None
+    return obj
 
 
 def to_json(value: Any) -> Any:
@@ -346,7 +345,7 @@ class Runner:
             return "send", load_value(record.result) if record.result is not None else None
         if record.status == "failed":
             return "throw", self._recorded_error(record)
-        fn = resolve_step_function(record.function)
+        fn = resolve_function(record.function)
         args, kwargs = load_value(record.call)
         return self._run_step(record, fn, tuple(args), kwargs)
 

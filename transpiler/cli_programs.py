@@ -226,13 +226,14 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     """Show an execution: status, where it is suspended (source line and live locals, read from the
     snapshot without importing anything), its steps and signals."""
     store = _open(store_url)
-    info = _describe(store, _get(store, execution_id))
+    ex = _get(store, execution_id)
+    info = _describe(store, ex)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=repr))
         return
     click.echo(f"execution {info['id']}: {info['function']}({', '.join(json.dumps(a) for a in info['args'])})")
-    click.echo(f"  status    {info['status']}" + (f" ({_detail(store.get(execution_id))})"
-                                                   if _detail(store.get(execution_id)) else ""))
+    detail = _detail(ex)
+    click.echo(f"  status    {info['status']}" + (f" ({detail})" if detail else ""))
     click.echo(f"  created   {_when(info['created_at'])}\n  updated   {_when(info['updated_at'])}")
     if info["progress"] is not None:
         click.echo(f"  progress  {json.dumps(info['progress'])}")

@@ -4,7 +4,8 @@ from __future__ import annotations
 import ast
 import re
 
-PREFIX = "_dg_"
+from .cstutil import PREFIX
+
 TARGET = PREFIX + "target"
 """Synthetic decorator the on-the-fly compiler puts on the one function it compiles (removed)."""
 
