@@ -90,10 +90,9 @@ def _read_text(path: Path) -> str | None:
 def process(source: Source, mode: Mode, outdir: Path | None, *, all_generators: bool, force: bool) -> Result:
     """Work out what ``source`` compiles to and whether its target is already up to date. Writes
     nothing. Raises nothing for problems in the user's file: they come back as FAILED."""
-    try:
-        data = source.path.read_bytes()
-    except OSError as exc:
-        return Result(source, Status.FAILED, UnreadableFile(str(source.path), 1, 1, exc.strerror or str(exc)).text())
+    data, problem = _read(source.path, str(source.path))
+    if data is None:
+        return Result(source, Status.FAILED, problem or "")
     options = artifact.options_tag(all_generators)
     target: Path | None = None
     previous: str | None = None
@@ -101,7 +100,6 @@ def process(source: Source, mode: Mode, outdir: Path | None, *, all_generators: 
         target = source.path
         if artifact.is_compiled(data):
             return Result(source, Status.CURRENT, target=target)
-        previous = None  # filled below only when the file changes
     elif mode is Mode.OUTDIR:
         assert outdir is not None
         target = outdir / source.relative
@@ -109,12 +107,9 @@ def process(source: Source, mode: Mode, outdir: Path | None, *, all_generators: 
         header = artifact.read_header(previous) if previous is not None else None
         if header is not None and not force and header.matches(artifact.source_digest(data), options):
             return Result(source, Status.CURRENT, target=target, previous=previous)
-    try:
-        text = artifact.compile_file_text(data, str(source.path), all_generators=all_generators)
-    except CompileError as exc:
-        return Result(source, Status.FAILED, "\n".join(d.text() for d in exc.diagnostics), target)
-    except (UnicodeDecodeError, SyntaxError) as exc:  # undecodable bytes or a bad coding declaration
-        return Result(source, Status.FAILED, UnreadableFile(str(source.path), 1, 1, f"cannot decode it: {exc}").text())
+    text, problem = _compile(data, str(source.path), all_generators)
+    if text is None:
+        return Result(source, Status.FAILED, problem or "", target)
     if mode is Mode.IN_PLACE:
         original = importlib.util.decode_source(data)
         if artifact.strip_header(text) == original:
@@ -123,6 +118,24 @@ def process(source: Source, mode: Mode, outdir: Path | None, *, all_generators: 
     if previous is not None and previous == text:
         return Result(source, Status.CURRENT, target=target, previous=previous)
     return Result(source, Status.CHANGED, text, target, previous)
+
+
+def _read(path: Path, shown: str) -> tuple[bytes | None, str | None]:
+    """The file's bytes, or None and the DG000 diagnostic saying why it cannot be read."""
+    try:
+        return path.read_bytes(), None
+    except OSError as exc:
+        return None, UnreadableFile(shown, 1, 1, exc.strerror or str(exc)).text()
+
+
+def _compile(data: bytes, shown: str, all_generators: bool) -> tuple[str | None, str | None]:
+    """The compiled file's text, or None and the diagnostics (one per line) of the user's code."""
+    try:
+        return artifact.compile_file_text(data, shown, all_generators=all_generators), None
+    except CompileError as exc:
+        return None, "\n".join(d.text() for d in exc.diagnostics)
+    except (UnicodeDecodeError, SyntaxError) as exc:  # undecodable bytes or a bad coding declaration
+        return None, UnreadableFile(shown, 1, 1, f"cannot decode it: {exc}").text()
 
 
 def write(result: Result) -> None:
@@ -151,27 +164,19 @@ def compile_for_build(config: Config) -> list[tuple[Path, str]]:
         files = dict.fromkeys(source.path for source in sources_of_modules(config.module_paths()))
     except ConfigError as exc:
         raise BuildError(str(exc)) from None
-    compiled, problems = [], []
+    compiled: list[tuple[Path, str]] = []
+    problems: list[str] = []
     for file in files:
         shown = os.path.relpath(file, config.root) if file.is_relative_to(config.root) else str(file)
-        try:
-            text = _build_text(file, shown, config.all_generators)
-        except CompileError as exc:
-            problems += [d.text() for d in exc.diagnostics]
-        except OSError as exc:
-            problems.append(UnreadableFile(shown, 1, 1, exc.strerror or str(exc)).text())
-        except (SyntaxError, UnicodeDecodeError) as exc:  # undecodable bytes or a bad coding declaration
-            problems.append(UnreadableFile(shown, 1, 1, f"cannot decode it: {exc}").text())
-        else:
+        data, problem = _read(file, shown)
+        if data is not None:
+            if artifact.is_compiled(data):
+                continue  # shipped as it is: never compiled twice
+            text, problem = _compile(data, shown, config.all_generators)
             if text is not None:
                 compiled.append((file, text))
+                continue
+        problems.append(problem or "")
     if problems:
         raise BuildError("\n".join(problems))
     return compiled
-
-
-def _build_text(file: Path, shown: str, all_generators: bool) -> str | None:
-    data = file.read_bytes()
-    if artifact.is_compiled(data):
-        return None
-    return artifact.compile_file_text(data, shown, all_generators=all_generators)
