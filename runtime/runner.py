@@ -197,21 +197,22 @@ class Runner:
             # the code changed under the snapshot, or the snapshot is damaged: leave it for a fixed deploy
             self._set_aside(f"cannot restore: {type(exc).__name__}: {exc}")
         try:
-            return gen, self._first_action(gen, ex)
+            return gen, self._first_action(ex)
         except BaseException:
             detach(gen)  # suspended again before we return it (a retry, a wait): its finally blocks must not run
             raise
 
-    def _first_action(self, gen: types.GeneratorType, ex: Execution) -> tuple[str, Any]:
+    def _first_action(self, ex: Execution) -> tuple[str, Any]:
+        """What the restored program gets first, from the request it is suspended on."""
         request = ex.request or {}
         kind = request.get("kind")
         if kind == "wait":
-            return self._deliver_signal(gen, request, resumed=True)
+            return self._deliver(request, self._next_signal(request["signal"]), resumed=True)
         if kind == "step":
             record = self.store.step(ex.id, request["index"])
             if record is None:
                 self._fail_text(f"step {request['index']} of {ex.id} is missing from the store")
-            return self._step_outcome(gen, record)  # type: ignore[arg-type]
+            return self._step_outcome(record)  # type: ignore[arg-type]
         return "send", None
 
     def _load(self, ex: Execution) -> Callable[..., Any]:
@@ -305,13 +306,14 @@ class Runner:
                           + (f" (timeout {request.timeout:g} s)" if request.timeout is not None else ""))
             raise _Stop
         self._commit(snapshot=data, request=spec, status=PENDING, waiting_for=None, wake_at=None)
-        return self._deliver_signal(gen, spec, resumed=False)
+        return self._deliver(spec, signal, resumed=False)
 
     def _next_signal(self, name: str) -> Any:
         return self.store.next_signal(self._execution.id, name, exclude=self._consume)
 
-    def _deliver_signal(self, gen: types.GeneratorType, spec: dict[str, Any], *, resumed: bool) -> tuple[str, Any]:
-        signal = self._next_signal(spec["signal"])
+    def _deliver(self, spec: dict[str, Any], signal: Any, *, resumed: bool) -> tuple[str, Any]:
+        """What a program waiting as ``spec`` gets: ``signal``'s payload, or SignalTimeout when its
+        time is up; else (``resumed``: claimed for nothing) it waits again."""
         if signal is not None:
             self._consume = signal.id  # consumed by the next commit, when the program has moved on
             self.on_event(self._execution.id, "signal", f"signal {signal.name!r} received")
@@ -339,7 +341,7 @@ class Runner:
                      status=PENDING, wake_at=None, waiting_for=None, steps_started=index + 1, new_step=record)
         return self._run_step(record, request.fn, request.args, request.kwargs)
 
-    def _step_outcome(self, gen: types.GeneratorType, record: StepRecord) -> tuple[str, Any]:
+    def _step_outcome(self, record: StepRecord) -> tuple[str, Any]:
         """On resuming at a step: its recorded result, its recorded failure, or run it (again)."""
         if record.status == "done":
             return "send", load_value(record.result) if record.result is not None else None
