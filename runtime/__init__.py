@@ -1,16 +1,14 @@
 """Durable generators runtime: snapshot, restore and detach compiled generators (depends on msgpack only)."""
 from __future__ import annotations
 
-from . import objects  # noqa: F401  (registers the kinds for user classes; the standard ones load on first use)
-from .allow import allow_modules, disallow_modules, serializable
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
                      NotAllowedError, NotDurableError, SignatureError, SnapshotError, UnserializableValueError)
-from .kinds import register_codec
 from .requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep, step,
                        wait)
-from .settings import Settings, configure, restore_settings
 from .snapshot import detach, restore, snapshot
+from .values import (Settings, allow_modules, configure, disallow_modules, register_codec, restore_settings,
+                     serializable)
 
 __all__ = [
     "durable", "snapshot", "restore", "detach", "inspect_snapshot", "SnapshotInfo",
@@ -26,6 +24,6 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # the inspector is only needed by tools: load it when it is first asked for
     if name in ("inspect_snapshot", "SnapshotInfo"):
-        from . import inspection
+        from .values import inspection
         return getattr(inspection, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -7,7 +7,7 @@ import sys
 import types
 from typing import Any, Callable, Generator
 
-from . import closures
+from .values import code_kinds
 from .errors import UnserializableValueError
 
 STATS = {"round_trips": 0, "unserializable": 0}
@@ -21,7 +21,7 @@ def _round_trip(current: types.GeneratorType, closure: tuple[Any, ...] | None) -
     # In one process the restored frame keeps the live closure cells (the snapshot's cells are
     # matched back to them), so writes through ``nonlocal`` still reach the enclosing function and
     # closures held elsewhere (a fresh process gets copies shared among the snapshot's values).
-    with closures.live_cells():
+    with code_kinds.live_cells():
         try:
             data = snapshot(current)
         except UnserializableValueError:

@@ -77,7 +77,7 @@ def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
     meta = BY_NAME.get(ident)
     if meta is None:
         module, _, qualname = ident.partition(":")
-        from .allow import import_allowed  # allow imports this module
+        from .values.allow import import_allowed  # the allow rules import this module
         import_allowed(module, f"snapshot names durable function {ident!r}")
         meta = BY_NAME.get(ident)
         if meta is None:

@@ -1,12 +1,12 @@
 """snapshot, restore and detach: suspended durable generators to bytes and back.
 
-Wire format (msgpack): ``[b"DG", FORMAT, frame, frame, ...]`` from the outermost generator to the
-innermost one it delegates to. A frame is ``[ident, fingerprint, state, line, names, values, frees]``:
-``ident`` is ``module:qualname``, ``line`` the source line of the suspension (informational),
-``names`` the bound live locals joined by commas (a subset of the state's live locals, a static
-list the compiler emitted), ``values`` their values in the same order, ``frees`` is ``[names, cells]`` of the
-frame's closure cells (or nil; variables in cells are not also among the values). Values are encoded by ``codec`` with one memo for the whole snapshot, so
-``snapshot.inspect`` can render every frame without importing anything.
+A snapshot is the envelope ``[b"DG", FORMAT, frame, frame, ...]`` (``values.envelope``) from the
+outermost generator to the innermost one it delegates to. Each frame's ``names`` are the bound live
+locals of its state (a subset of the static list the compiler emitted), ``values`` their values in
+the same order, ``frees`` the frame's closure cells (variables in cells are not also among the
+values). Values are encoded by ``values.Encoder`` with one memo for the whole snapshot, so the
+inspector can render every frame without importing anything. Decoding goes through the trust
+boundary, ``runtime.values``, only.
 """
 from __future__ import annotations
 
@@ -17,63 +17,37 @@ from typing import Any, Callable
 
 import msgpack
 
-from . import _support, allow, closures, objects, registry, settings, signing
-from .codec import Decoder, Encoder
-from .kinds import NO_BODY
-from .errors import (CorruptSnapshotError, GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
-                     UnserializableValueError)
+from . import _support, closures, registry, values
+from .errors import GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError, UnserializableValueError
 from .registry import FunctionMeta
-
-MAGIC = b"DG"
-FORMAT = 1
+from .values import FORMAT, MAGIC, NO_BODY, Decoder, Encoder, Kind
 
 _GEN_CREATED = inspect.GEN_CREATED
 _GEN_CLOSED = inspect.GEN_CLOSED
 _GEN_RUNNING = inspect.GEN_RUNNING
 
 
-class _Hooks:
-    """The encoder's and decoder's view of values beyond plain data: durable generators held in
-    locals here, everything else through the value kinds (``runtime.kinds``, ``runtime.objects``)."""
-
-    def class_ref(self, cls: type) -> str | None:
-        return allow.ref_of(cls)
-
-    def custom(self, obj: object) -> tuple[str, object, object] | None:
-        if type(obj) is types.GeneratorType:
-            gen = _unwrap(obj)  # type: ignore[arg-type]
-            if id(gen.gi_code) in registry.BY_CODE and not gen.gi_running:
-                if gen.gi_frame is None:
-                    return "gen-done", None, NO_BODY
-                record, _ = _frame_record(gen, None, chain=False)
-                return "gen", record, NO_BODY
-            return None
-        return objects.classify(obj)
-
-    def plain_instances(self, cls: type) -> bool:
-        return objects.plain_instances(cls)
-
-    def plain_layout(self, layout: object) -> tuple[type, tuple[str, ...]] | None:
-        return objects.plain_layout(layout)
-
-    def resolve_class(self, ref: str) -> type:
-        obj = allow.resolve(ref, "class")
-        if not isinstance(obj, type):
-            raise CorruptSnapshotError(f"snapshot names {ref!r} as a class, but it is not one")
-        return obj
-
-    def create(self, name: str, head: object) -> object:
-        if name == "gen":
-            return _pending_frame(head)
-        if name == "gen-done":
-            return _finished()
-        return objects.create(name, head)
-
-    def fill(self, name: str, obj: object, head: object, body: object) -> None:
-        objects.fill(name, obj, head, body)
+def _classify_generator(obj: object) -> tuple[str, object, object] | None:
+    """Durable generators held in values (a local, a container): their frame record, or "finished"."""
+    if type(obj) is not types.GeneratorType:
+        return None
+    gen = _unwrap(obj)  # type: ignore[arg-type]
+    if id(gen.gi_code) not in registry.BY_CODE or gen.gi_running:
+        return None
+    if gen.gi_frame is None:
+        return "gen-done", None, NO_BODY
+    record, _ = _frame_record(gen, None, chain=False)
+    return "gen", record, NO_BODY
 
 
-_HOOKS = _Hooks()
+def _not_by_type(obj: object) -> tuple[object, object]:
+    raise TypeError("generators are classified by _classify_generator")
+
+
+values.add_kind(Kind("gen", _not_by_type, lambda head: _pending_frame(head)))
+values.add_kind(Kind("gen-done", _not_by_type, lambda head: _finished()))
+values.FALLBACKS.append(_classify_generator)
+_HOOKS = values.HOOKS
 
 
 def _meta_of(gen: Any) -> FunctionMeta:
@@ -124,8 +98,8 @@ def snapshot(gen: Any) -> bytes:
     finally:
         encoder.reset()
         _TOOLS.append(tools)
-    key = settings.current.signing_key
-    return data if key is None else signing.sign(data, key)
+    key = values.settings.current.signing_key
+    return data if key is None else values.sign(data, key)
 
 
 def _envelope(gen: types.GeneratorType, encoder: Encoder) -> list[Any]:
@@ -195,21 +169,21 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     state = frame_locals.get("_dg_s", 0)  # unbound until the body first suspends
     plan = meta.plans.get(state) or _plan(meta, state, code)
     try:
-        values = list(plan.fetch(frame_locals))
+        live = list(plan.fetch(frame_locals))
         names = plan.joined
         labels = plan.labels
     except KeyError:
-        values, labels, names = _bound_locals(plan, frame_locals)
+        live, labels, names = _bound_locals(plan, frame_locals)
     sub: types.GeneratorType | None = None
     delegation = plan.delegation_label
     if delegation is not None and delegation in labels:
         i = labels.index(delegation)
-        if type(values[i]) is types.GeneratorType:
-            inner = _delegate(meta, state, plan.delegation, values[i])  # type: ignore[arg-type]
+        if type(live[i]) is types.GeneratorType:
+            inner = _delegate(meta, state, plan.delegation, live[i])  # type: ignore[arg-type]
             if chain:
-                sub, values[i] = inner, None
+                sub, live[i] = inner, None
             else:
-                values[i] = inner
+                live[i] = inner
     frees = None
     try:
         if plan.free_names or plan.cells:
@@ -218,25 +192,25 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
             if frees is not None and encoder is not None:
                 encoder.encode_all(frees[1], [f"closure variable {n!r}" for n in frees[0]])
         if encoder is not None:
-            encoder.encode_all(values, labels)
+            encoder.encode_all(live, labels)
     except UnserializableValueError as exc:
         where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})\nhint: {_HINT}"
         raise UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name) from None
-    return [meta.ident, meta.fingerprint, state, plan.line, names, values, frees], sub
+    return [meta.ident, meta.fingerprint, state, plan.line, names, live, frees], sub
 
 
 def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str], str]:
     """The bound live values, their labels and their names (joined by commas)."""
-    values: list[Any] = []
+    live: list[Any] = []
     labels: list[str] = []
     names: list[str] = []
     for name, label in zip(plan.names, plan.labels):
         value = frame_locals.get(name, _UNBOUND)
         if value is not _UNBOUND:
-            values.append(value)
+            live.append(value)
             labels.append(label)
             names.append(name)
-    return values, labels, ",".join(names)
+    return live, labels, ",".join(names)
 
 
 _UNBOUND = object()
@@ -254,16 +228,15 @@ def _delegate(meta: FunctionMeta, state: int, name: str, value: types.GeneratorT
     return inner
 
 
-def _corrupt(why: str) -> CorruptSnapshotError:
-    return CorruptSnapshotError(f"not a valid durable snapshot: {why}")
+_corrupt = values.corrupt
 
 
 def restore(data: bytes) -> types.GeneratorType:
     """Rebuild a generator from ``snapshot`` bytes, suspended where the snapshot was taken."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"restore() needs bytes, not {type(data).__name__!r}")
-    envelope, _ = _open(bytes(data))
-    decoder = Decoder(_HOOKS, max_depth=settings.current.max_depth)
+    envelope, _ = values.open_snapshot(bytes(data))
+    decoder = Decoder(_HOOKS, max_depth=values.settings.current.max_depth)
     frames: list[_support.PendingFrame] = []
     for raw in envelope[2:]:
         frames.append(_decode_frame(decoder, raw))
@@ -291,73 +264,27 @@ def restore(data: bytes) -> types.GeneratorType:
     return gen
 
 
-def unpack_checked(data: bytes, what: str = "snapshot") -> tuple[Any, signing.Status]:
-    """``data`` unpacked with the configured limits, after its signature is checked (a signing key
-    is configured, or the data is signed), and its signature status. Raises ``SnapshotError``s."""
-    limits = settings.current
-    if len(data) > limits.max_bytes:
-        raise CorruptSnapshotError(f"{what} is {len(data)} bytes, more than the limit of {limits.max_bytes} "
-                                   "(runtime.configure(max_bytes=...))")
-    if limits.signing_key is not None or signing.is_signed(data):
-        payload, status = signing.unwrap(data, limits.verify_keys)
-    else:
-        payload, status = data, "unsigned"
-    n = limits.max_length
-    try:
-        unpacked = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True, max_str_len=n,
-                                   max_bin_len=n, max_array_len=n, max_map_len=n)
-    except Exception as exc:  # msgpack raises several unrelated types for malformed input
-        raise CorruptSnapshotError(f"not a valid durable {what}: {type(exc).__name__}: {exc}") from None
-    return unpacked, status
-
-
-def _open(data: bytes) -> tuple[Any, signing.Status]:
-    """The unpacked envelope of a snapshot (signature checked, limits applied) and its signature status."""
-    envelope, status = unpack_checked(data)
-    if not isinstance(envelope, list) or len(envelope) < 3 or envelope[0] != MAGIC:
-        raise _corrupt("missing the DG header (foreign or damaged data)")
-    if not isinstance(envelope[1], int) or isinstance(envelope[1], bool):
-        raise _corrupt("bad format version")
-    if envelope[1] > FORMAT:
-        raise CorruptSnapshotError(
-            f"snapshot format {envelope[1]} is newer than this runtime supports ({FORMAT}); upgrade the runtime")
-    if envelope[1] != FORMAT:
-        raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected {FORMAT})")
-    return envelope, status
-
-
 def _check_record(raw: Any) -> FunctionMeta:
     """Check a frame record's shape and find its function (imported only if allowed)."""
-    if not isinstance(raw, list) or len(raw) != 7:
-        raise _corrupt("malformed frame record")
-    ident, fingerprint, state, line, names, values, frees = raw
-    if not (isinstance(ident, str) and ":" in ident and isinstance(fingerprint, bytes) and type(state) is int
-            and (line is None or type(line) is int) and type(names) is str and type(values) is list
-            and (frees is None or isinstance(frees, list))):
-        raise _corrupt("malformed frame record")
+    ident, fingerprint, state, line, names, packed, frees = values.frame_fields(raw)
     meta = registry.resolve(ident, fingerprint)
     if state and state not in meta.states:
         raise IncompatibleCodeError(f"snapshot of {ident!r} names state {state}, which the current code does not have")
     plan = meta.plans.get(state) or _plan(meta, state, registry.code_for(meta))
     if names != plan.joined:
         bound = names.split(",") if names else []
-        if not (plan.name_set.issuperset(bound) and len(set(bound)) == len(bound) == len(values)):
+        if not (plan.name_set.issuperset(bound) and len(set(bound)) == len(bound) == len(packed)):
             raise _corrupt("frame locals do not match the function's state table")
-    elif len(values) != len(plan.names):
+    elif len(packed) != len(plan.names):
         raise _corrupt("frame locals do not match the function's state table")
-    if frees is not None and (len(frees) != 2 or not isinstance(frees[0], list)
-                              or not all(isinstance(n, str) for n in frees[0])):
-        raise _corrupt("malformed closure values")
     return meta
 
 
 def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
     meta = _check_record(raw)  # resolves the function before its values
-    ident, fingerprint, state, line, names, values, frees = raw
-    if frees and not isinstance(frees[1], list):
-        raise _corrupt("malformed frame record")
+    ident, fingerprint, state, line, names, packed, frees = raw
     cells = [frees[0], decoder.decode_all(frees[1])] if frees else None  # decoded first, as encoded
-    return _pending_frame([ident, fingerprint, state, line, names, decoder.decode_all(values), cells], meta)
+    return _pending_frame([ident, fingerprint, state, line, names, decoder.decode_all(packed), cells], meta)
 
 
 def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.PendingFrame:
@@ -365,9 +292,9 @@ def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.P
     a durable generator held in a local)."""
     if meta is None:
         meta = _check_record(payload)
-    _, _, state, _, names, values, frees = payload
+    _, _, state, _, names, decoded, frees = payload
     bound = meta.plans[state].names if names == meta.plans[state].joined else names.split(",")
-    return _support.PendingFrame(meta, state, dict(zip(bound, values)), closures.cells_by_name(frees))
+    return _support.PendingFrame(meta, state, dict(zip(bound, decoded)), closures.cells_by_name(frees))
 
 
 def _finished() -> types.GeneratorType:

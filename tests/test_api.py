@@ -150,7 +150,8 @@ def test_public_names():
     from runtime import (  # noqa: F401 - the allow-list and its errors are public too
         NotAllowedError, SignatureError, allow_modules, disallow_modules, serializable,
     )
-    from runtime import allow, errors
+    from runtime import errors
+    from runtime.values import allow
 
     assert (NotAllowedError, SignatureError) == (errors.NotAllowedError, errors.SignatureError)
     assert (allow_modules, disallow_modules, serializable) == (
@@ -186,10 +187,10 @@ def test_runtime_loads_the_standard_value_kinds_on_first_use():
     proc = run_python("""
         import sys
         import runtime
-        heavy = ("runtime.stdlib_kinds", "runtime.iterator_kinds", "runtime.inspection", "zoneinfo", "uuid",
-                 "hmac")
+        heavy = ("runtime.values.stdlib_kinds", "runtime.values.iterator_kinds", "runtime.values.inspection",
+                 "zoneinfo", "uuid", "hmac")
         print("AT IMPORT", [m for m in heavy if m in sys.modules])
-        from runtime import objects
+        from runtime.values import objects
         print("MADE", type(objects.create("uuid", [b"\\x01" * 16, None])).__name__)
         print("AFTER", [m for m in heavy[:2] if m not in sys.modules])
     """)

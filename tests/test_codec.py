@@ -1,4 +1,5 @@
-"""Tests of runtime.codec: exact round trips, sharing and cycles, iterators, exceptions, error paths, corrupt input."""
+"""Tests of the value codec (runtime.values: encoder and decoder): exact round trips, sharing and cycles,
+iterators, exceptions, error paths, corrupt input."""
 
 from __future__ import annotations
 
@@ -16,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from runtime.codec import Decoder, Encoder
-from runtime.kinds import NO_BODY
+from runtime.values import Decoder, Encoder
+from runtime.values import NO_BODY
 from runtime.errors import CorruptSnapshotError, IncompatibleCodeError, SnapshotError, UnserializableValueError
 
 # ---------------------------------------------------------------------------------------------

@@ -255,7 +255,7 @@ def test_a_safe_builtin_restores(mod, guard):
 
 NOT_ALLOWED = ["os:system", "posix:system", "nt:system", "subprocess:Popen", "subprocess:run", "builtins:eval",
                "builtins:exec", "builtins:__import__", "builtins:open", "builtins:getattr", "importlib:import_module",
-               "pickle:loads", "shutil:rmtree", "runtime.allow:allow_modules", "runtime.snapshot:restore",
+               "pickle:loads", "shutil:rmtree", "runtime.values.allow:allow_modules", "runtime.snapshot:restore",
                "runtime:restore", "os.path:join", "sys:exit"]
 NEVER_IMPORTED = ["antigravity:fly", "this:s", "antigravity:geohash", "dg_no_such_module_xyz:gen",
                   "turtle:Turtle", "idlelib.run:main"]

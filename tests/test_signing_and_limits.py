@@ -130,7 +130,7 @@ def test_deeply_nested_crafted_data_is_corrupt_not_a_crash():
     blob = msgpack.packb([b"DG", 1, ["m:f", b"x" * 8, 0, None, "", [], None]])
     with pytest.raises(runtime.SnapshotError):
         runtime.restore(blob)
-    from runtime.codec import Decoder
-    from runtime.snapshot import _HOOKS
+    from runtime.values import Decoder
+    from runtime.values import HOOKS as _HOOKS
     with pytest.raises(CorruptSnapshotError):
         Decoder(_HOOKS).decode(deep)

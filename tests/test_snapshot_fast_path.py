@@ -16,7 +16,7 @@ import pytest
 
 from harness import load_compiled
 import runtime
-from runtime import codec
+from runtime import values as codec
 from runtime.errors import UnserializableValueError
 
 SOURCE = """

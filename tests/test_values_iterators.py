@@ -15,7 +15,7 @@ import pytest
 
 import runtime
 from harness import differential, load_compiled, load_native, nexts
-from runtime import kinds
+from runtime.values import kinds
 from runtime.errors import CorruptSnapshotError, UnserializableValueError
 
 MODERN = sys.version_info >= (3, 12)
@@ -342,8 +342,8 @@ def test_iterator_kinds_registered_per_version() -> None:
 
 def test_kind_refusal_reason_reaches_the_error() -> None:
     """codec: a kind's encode raising kinds.Unsupported(reason) becomes the unserializable error with that reason."""
-    from runtime.codec import Encoder
-    from runtime.snapshot import _Hooks
+    from runtime.values import Encoder
+    from runtime.values import HOOKS
 
     class Opaque:
         pass
@@ -354,7 +354,7 @@ def test_kind_refusal_reason_reaches_the_error() -> None:
     kinds.add(kinds.Kind("test:opaque", refuse, lambda head: Opaque()), Opaque)
     try:
         with pytest.raises(UnserializableValueError) as info:
-            Encoder(_Hooks()).encode({"k": [1, Opaque()]}, "local 'x'")
+            Encoder(HOOKS).encode({"k": [1, Opaque()]}, "local 'x'")
     finally:
         del kinds.BY_TYPE[Opaque], kinds.BY_NAME["test:opaque"]
     assert info.value.path == ["local 'x'", "['k']", "[1]"]

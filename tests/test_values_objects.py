@@ -355,7 +355,7 @@ def test_allow_modules_rejects_bad_prefixes():
 
 
 def test_malformed_object_heads_are_corrupt():
-    from runtime import objects
+    from runtime.values import objects
     for name, head in [("obj", "x"), ("obj", (1, 2)), ("obj", (int, (), ())), ("ref", 5), ("builtin", "eval"),
                        ("method", [1]), ("state", int), ("nope", None)]:
         with pytest.raises((CorruptSnapshotError, NotAllowedError)):

@@ -19,7 +19,7 @@ import pytest
 from harness import load_compiled, load_native, run_python
 
 import runtime
-from runtime import objects
+from runtime.values import objects
 from runtime.errors import CorruptSnapshotError, UnserializableValueError
 
 PRELUDE = """\

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import allow, kinds, objects
-from .errors import CorruptSnapshotError
+from ..errors import CorruptSnapshotError
 from .kinds import NO_BODY, Kind
 
 

@@ -13,7 +13,7 @@ import types
 from typing import Any, Callable
 
 from . import allow, kinds
-from .errors import CorruptSnapshotError
+from ..errors import CorruptSnapshotError
 from .kinds import INSTANCE, NO_BODY, Kind
 
 Fallback = Callable[[Any], "tuple[str, Any, Any] | None"]

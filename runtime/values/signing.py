@@ -9,7 +9,7 @@ from typing import Literal
 
 import msgpack
 
-from .errors import CorruptSnapshotError, SignatureError
+from ..errors import CorruptSnapshotError, SignatureError
 
 SIGNED_MAGIC = b"DGS"
 SIGNED_FORMAT = 1

@@ -7,9 +7,10 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import SnapshotError
 from . import settings
-from .codec import Decoder
-from .errors import SnapshotError
+from .decoder import Decoder
+from .envelope import open_snapshot
 from .kinds import INSTANCE
 
 # What the compiler's own locals are (``_dg_<kind><n>``), for readers of a snapshot.
@@ -70,12 +71,10 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
     Raises the same SnapshotError subclasses as ``restore`` for data that is not a snapshot (and
     SignatureError when a signing key is configured and the signature does not match).
     """
-    from .snapshot import _open  # the same checks as restore: size, signature, header, format
-
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"inspect_snapshot() needs bytes, not {type(data).__name__!r}")
     raw = bytes(data)
-    envelope, status = _open(raw)
+    envelope, status = open_snapshot(raw)  # the same checks as restore: size, signature, header, format
     decoder = Decoder(_Shown(), max_depth=settings.current.max_depth)
     records = envelope[2:]
     frames = [_frame(decoder, record) for record in records]

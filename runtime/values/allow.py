@@ -19,8 +19,9 @@ import importlib
 import sys
 from typing import Any, TypeVar
 
-from . import kinds, registry
-from .errors import IncompatibleCodeError, NotAllowedError
+from .. import registry
+from . import kinds
+from ..errors import IncompatibleCodeError, NotAllowedError
 
 T = TypeVar("T", bound=type)
 

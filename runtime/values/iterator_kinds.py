@@ -25,7 +25,7 @@ import sys
 from typing import Any, Callable
 
 from . import kinds
-from .errors import CorruptSnapshotError, SnapshotError
+from ..errors import CorruptSnapshotError, SnapshotError
 from .kinds import NO_BODY, Kind, Unsupported
 
 _MODERN = sys.version_info >= (3, 12)  # itertools pickling deprecated (removed in 3.14)

@@ -1,0 +1,449 @@
+"""Msgpack-ready nodes back to values (the decoder): every malformed input is a CorruptSnapshotError."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import CorruptSnapshotError, SnapshotError
+from .kinds import INSTANCE
+from .wire import (AGAIN, BIGINT, BUILTIN_EXC, BYTES_IT, CUSTOM, DICT, DecodeHooks, ENUMERATE, EXC,
+                   EXCEPTION_GROUP, EXC_CLS, FROZENSET, GROUP, GROUP_CLS, LIST, LIST_IT, LIST_REVIT, OBJECT,
+                   PENDING, RANGE_IT, REF, REVERSED, SCALARS, SET, SHAPED, STR_IT, TUPLE, TUPLE_IT, USTR, ZIP,
+                   builtin_base, exc_members)
+
+
+def _corrupt(message: str) -> CorruptSnapshotError:
+    return CorruptSnapshotError(f"malformed snapshot value: {message}")
+
+
+class Decoder:
+    """Inverse of :class:`Encoder`; ``decode`` must see the packed values in ``encode`` order.
+
+    Any malformed input raises CorruptSnapshotError (SnapshotErrors raised by the hooks pass through).
+    """
+
+    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth", "_layouts", "_shapes")
+
+    def __init__(self, hooks: DecodeHooks, *, max_depth: int = 1000) -> None:
+        self._hooks = hooks
+        self._depth = 0
+        self._max_depth = max_depth
+        self._layouts: dict[int, tuple[type, tuple[str, ...]]] = {}  # id(layout) -> plain_layout(layout)
+        self._shapes: dict[int, list[Any]] = {}  # memo slot of a model dict -> its keys
+        self._memo: list[object] = []
+        # iterators over a list that was still being filled: (iterator, index) to apply at the end
+        self._pending: list[tuple[Any, int]] = []
+
+    def decode(self, packed: object) -> object:
+        """Rebuild the value that ``Encoder.encode`` turned into ``packed``."""
+        return self.decode_all([packed])[0]
+
+    def decode_all(self, packed: list[Any]) -> list[Any]:
+        """Rebuild the values that ``Encoder.encode_all`` (or ``encode``, in this order) packed."""
+        scalars = SCALARS
+        node = self._node
+        try:
+            values = [x if type(x) in scalars else node(x) for x in packed]
+            if self._pending:  # (an index beyond the C range raises OverflowError: corrupt too)
+                for it, index in self._pending:
+                    it.__setstate__(index)
+                self._pending.clear()
+        except SnapshotError:
+            self._pending.clear()
+            self._depth = 0
+            raise
+        except RecursionError:
+            self._pending.clear()
+            self._depth = 0
+            raise CorruptSnapshotError("malformed snapshot value: nested too deeply to decode") from None
+        except Exception as exc:
+            self._pending.clear()
+            self._depth = 0
+            raise CorruptSnapshotError(f"malformed snapshot value: {type(exc).__name__}: {exc}") from exc
+        return values
+
+    # -- generic ------------------------------------------------------------------------------
+
+    def _node(self, p: Any) -> Any:
+        if type(p) is not list:
+            if type(p) is dict:
+                return self._map(p)
+            raise _corrupt(f"unexpected {type(p).__name__}")
+        tag = p[0]
+        if type(tag) is not int:
+            raise _corrupt(f"bad tag {tag!r}")
+        fn = _DECODERS.get(tag)
+        if fn is None:
+            raise _corrupt(f"unknown tag {tag!r}")
+        depth = self._depth = self._depth + 1
+        if depth > self._max_depth:
+            raise _corrupt(f"values nested deeper than the limit of {self._max_depth} (runtime.configure(max_depth=...))")
+        out = fn(self, p)
+        self._depth = depth - 1
+        return out
+
+    def _one(self, x: Any) -> Any:
+        return x if type(x) in SCALARS else self._node(x)
+
+    def _values(self, values: list[Any]) -> list[Any]:
+        """``values`` decoded; the list itself when all are scalars."""
+        if SCALARS.issuperset(map(type, values)):
+            return values
+        node = self._node
+        return [x if type(x) in SCALARS else node(x) for x in values]
+
+    def _items(self, p: list[Any]) -> list[Any]:
+        """The decoded items of ``p`` after its tag."""
+        return self._values(p[1:])
+
+    @staticmethod
+    def _arity(p: list[Any], n: int) -> None:
+        if len(p) != n:
+            raise _corrupt(f"tag {p[0]} needs {n - 1} fields, got {len(p) - 1}")
+
+    def _ref(self, p: list[Any]) -> Any:
+        if len(p) != 2:
+            raise _corrupt("bad ref")
+        slot = p[1]
+        memo = self._memo
+        if type(slot) is not int or not 0 <= slot < len(memo):
+            raise _corrupt(f"bad ref {slot!r}")
+        obj = memo[slot]
+        if obj is PENDING:
+            raise _corrupt("ref to a custom object whose payload is still being decoded")
+        return obj
+
+    def _again(self, p: list[Any]) -> Any:
+        if len(p) < 2:
+            raise _corrupt("bad AGAIN node")
+        self._items(p[1:])  # replays the slot assignments of the duplicate children
+        return self._ref(p[:2])
+
+    # -- scalars that need a wrapper ----------------------------------------------------------
+
+    def _bigint(self, p: list[Any]) -> int:
+        if len(p) != 2 or type(p[1]) is not bytes:
+            raise _corrupt("bad big int")
+        return int.from_bytes(p[1], "little", signed=True)
+
+    def _ustr(self, p: list[Any]) -> str:
+        if len(p) != 2 or type(p[1]) is not bytes:
+            raise _corrupt("bad surrogate string")
+        return p[1].decode("utf-8", "surrogatepass")
+
+    # -- containers ---------------------------------------------------------------------------
+
+    # Fast paths: when every item is a scalar there are no child slots, so the container can be
+    # registered after it is built.
+
+    def _list(self, p: list[Any]) -> list[Any]:
+        items = p[1:]
+        if SCALARS.issuperset(map(type, items)):
+            self._memo.append(items)
+            return items
+        out: list[Any] = []
+        self._memo.append(out)
+        node = self._node
+        scalars = SCALARS
+        out.extend([x if type(x) in scalars else node(x) for x in items])
+        return out
+
+    def _set(self, p: list[Any]) -> set[Any]:
+        out: set[Any] = set()
+        self._memo.append(out)
+        out.update(self._items(p))
+        return out
+
+    def _map(self, p: dict[Any, Any]) -> dict[Any, Any]:
+        """A msgpack map: a dict whose keys and values are all scalars, used as it is."""
+        if not (SCALARS.issuperset(map(type, p)) and SCALARS.issuperset(map(type, p.values()))):
+            raise _corrupt("map with a value that is not a scalar")
+        self._memo.append(p)
+        return p
+
+    def _dict(self, p: list[Any]) -> dict[Any, Any]:
+        if not len(p) & 1:
+            raise _corrupt("dict node with an odd number of keys and values")
+        half = len(p) // 2 + 1
+        out: dict[Any, Any] = {}
+        self._memo.append(out)
+        items = self._items(p)  # keys first, then values: the order the encoder wrote them
+        half -= 1
+        out.update(zip(items[:half], items[half:]))
+        return out
+
+    def _shaped(self, p: list[Any]) -> dict[Any, Any]:
+        if len(p) < 2:
+            raise _corrupt("bad shaped dict")
+        memo = self._memo
+        model = p[1]
+        keys = self._shapes.get(model)
+        if keys is None:
+            if type(model) is not int or not 0 <= model < len(memo) or type(memo[model]) is not dict:
+                raise _corrupt("shaped dict without a model dict")
+            keys = self._shapes[model] = list(memo[model])
+        values = p[2:]
+        if len(values) != len(keys) or len(keys) < 2:
+            raise _corrupt("shaped dict values do not match its model's keys")
+        out: dict[Any, Any] = {}
+        memo.append(out)
+        values = self._values(values)
+        out.update(zip(keys, values))
+        return out
+
+    def _tuple(self, p: list[Any]) -> tuple[Any, ...]:
+        out = tuple(self._items(p))
+        self._memo.append(out)
+        return out
+
+    def _frozenset(self, p: list[Any]) -> frozenset[Any]:
+        out = frozenset(self._items(p))
+        self._memo.append(out)
+        return out
+
+    # -- iterators ----------------------------------------------------------------------------
+
+    def _range_it(self, p: list[Any]) -> Any:
+        _, start, stop, step = p  # a wrong arity raises ValueError: reported as corrupt
+        if type(start) is not int or type(stop) is not int or type(step) is not int:
+            start, stop, step = self._one(start), self._one(stop), self._one(step)  # big ints
+            if type(start) is not int or type(stop) is not int or type(step) is not int:
+                raise _corrupt("bad range iterator")
+        out = iter(range(start, stop, step))
+        self._memo.append(out)
+        return out
+
+    def _index(self, x: Any) -> int:
+        if type(x) is not int:
+            raise _corrupt(f"bad iterator index {x!r}")
+        return x
+
+    def _list_it(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        seq = self._one(p[1])
+        index = self._index(p[2])
+        if type(seq) is not list or index < 0:
+            raise _corrupt("bad list iterator")
+        out: Any = iter(seq)
+        if index:
+            if index <= len(seq):
+                out.__setstate__(index)
+            else:  # the list is still being filled (it contains this iterator)
+                self._pending.append((out, index))
+        self._memo.append(out)
+        return out
+
+    def _list_revit(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        seq = self._one(p[1])
+        index = self._index(p[2])
+        if type(seq) is not list or index < -1:
+            raise _corrupt("bad list reverse iterator")
+        out: Any = reversed(seq)
+        if index < len(seq):
+            out.__setstate__(index)
+        else:
+            self._pending.append((out, index))
+        self._memo.append(out)
+        return out
+
+    def _indexed_it(self, p: list[Any], kinds: tuple[type, ...], lowest: int, make: Callable[[Any], Any],
+                    what: str) -> Any:
+        """An iterator over a sequence rebuilt at its saved position (``__setstate__``)."""
+        self._arity(p, 3)
+        seq = self._one(p[1])
+        index = self._index(p[2])
+        if type(seq) not in kinds or index < lowest:
+            raise _corrupt(f"bad {what}")
+        out: Any = make(seq)
+        out.__setstate__(index)
+        self._memo.append(out)
+        return out
+
+    def _tuple_it(self, p: list[Any]) -> Any:
+        return self._indexed_it(p, (tuple,), 0, iter, "tuple iterator")
+
+    def _reversed(self, p: list[Any]) -> Any:
+        return self._indexed_it(p, (tuple, str, bytes), -1, reversed, "reversed iterator")
+
+    def _str_it(self, p: list[Any]) -> Any:
+        return self._indexed_it(p, (str,), 0, iter, "str iterator")
+
+    def _bytes_it(self, p: list[Any]) -> Any:
+        self._arity(p, 2)
+        rest = p[1]
+        if type(rest) is not bytes:
+            raise _corrupt("bad bytes iterator")
+        out = iter(rest)
+        self._memo.append(out)
+        return out
+
+    def _enumerate(self, p: list[Any]) -> Any:
+        self._arity(p, 3)
+        inner = self._one(p[1])
+        count = self._one(p[2])
+        if type(count) is not int:
+            raise _corrupt("bad enumerate")
+        out = enumerate(inner, count)
+        self._memo.append(out)
+        return out
+
+    def _zip(self, p: list[Any]) -> Any:
+        if len(p) < 2 or type(p[1]) is not bool:
+            raise _corrupt("bad zip")
+        strict = p[1]
+        inners = self._items(p[1:])
+        out = zip(*inners, strict=strict)
+        self._memo.append(out)
+        return out
+
+    # -- exceptions and custom objects --------------------------------------------------------
+
+    def _custom(self, p: list[Any]) -> Any:
+        if len(p) not in (3, 4):
+            raise _corrupt(f"custom node needs 2 or 3 fields, got {len(p) - 1}")
+        name = p[1]
+        if type(name) is not str:
+            raise _corrupt("bad custom value name")
+        memo = self._memo
+        slot = len(memo)
+        memo.append(PENDING)
+        head = self._one(p[2])
+        memo[slot] = obj = self._hooks.create(name, head)
+        if len(p) == 4:
+            self._hooks.fill(name, obj, head, self._one(p[3]))
+        return obj
+
+    def _object(self, p: list[Any]) -> Any:
+        if len(p) < 2:
+            raise _corrupt("bad object node")
+        memo = self._memo
+        slot = len(memo)
+        memo.append(PENDING)
+        ref = p[1]
+        if type(ref) is list and len(ref) == 2 and ref[0] == REF and type(ref[1]) is int and 0 <= ref[1] < slot:
+            head = memo[ref[1]]  # the layout written for an earlier object: the common case, inlined
+            if head is PENDING:
+                raise _corrupt("ref to a custom object whose payload is still being decoded")
+        else:
+            head = self._one(ref)
+        plain = self._layouts.get(id(head))
+        if plain is None:
+            plain = self._hooks.plain_layout(head)
+            if plain is not None:
+                self._layouts[id(head)] = plain
+        values = p[2:]
+        if plain is not None:  # a class allowed when its layout was decoded, and __dict__ values
+            cls, names = plain
+            memo[slot] = obj = object.__new__(cls)
+            values = self._values(values)
+            if len(values) != len(names):
+                raise _corrupt("object attributes do not match its layout")
+            obj.__dict__.update(zip(names, values))
+            return obj
+        memo[slot] = obj = self._hooks.create(INSTANCE, head)
+        values = self._values(values)
+        self._hooks.fill(INSTANCE, obj, head, values)
+        return obj
+
+    def _exc_class(self, p: list[Any], group: bool) -> type:
+        spec = p[1]
+        if type(spec) is not str:
+            raise _corrupt("bad exception class")
+        if p[0] in (EXC, GROUP):
+            cls: Any = BUILTIN_EXC.get(spec)
+            if cls is None:
+                raise _corrupt(f"{spec!r} is not a builtin exception")
+        else:
+            cls = self._hooks.resolve_class(spec)
+            if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+                raise _corrupt(f"{spec!r} is not an exception class")
+        is_group = EXCEPTION_GROUP is not None and issubclass(cls, EXCEPTION_GROUP)
+        if is_group != group:
+            raise _corrupt(f"exception class {spec!r} does not match its node")
+        return cls  # type: ignore[no-any-return]
+
+    def _exception(self, p: list[Any]) -> BaseException:
+        self._arity(p, 7)
+        cls = self._exc_class(p, False)
+        base: Any = builtin_base(cls)
+        obj: BaseException = base.__new__(cls)
+        if type(obj) is not cls:
+            raise _corrupt(f"cannot rebuild {cls.__qualname__}")
+        self._memo.append(obj)
+        self._exc_state(obj, cls, p, 2)
+        return obj
+
+    def _group(self, p: list[Any]) -> BaseException:
+        self._arity(p, 9)
+        cls = self._exc_class(p, True)
+        message = self._one(p[2])
+        excs = self._one(p[3])
+        if type(message) is not str or type(excs) is not tuple:
+            raise _corrupt("bad exception group")
+        base: Any = builtin_base(cls)
+        obj: BaseException = base.__new__(cls, message, excs)
+        if type(obj) is not cls:
+            raise _corrupt(f"cannot rebuild {cls.__qualname__}")
+        self._memo.append(obj)
+        self._exc_state(obj, cls, p, 4)
+        return obj
+
+    def _exc_state(self, obj: BaseException, cls: type, p: list[Any], at: int) -> None:
+        args = self._one(p[at])
+        context = self._one(p[at + 1])
+        cause = self._one(p[at + 2])
+        members, attrs = p[at + 3], p[at + 4]
+        if type(args) is not tuple or type(members) is not list or type(attrs) is not list:
+            raise _corrupt("bad exception node")
+        if len(members) & 1 or len(attrs) & 1:
+            raise _corrupt("bad exception attributes")
+        allowed = exc_members(cls)
+        member_values: list[tuple[str, Any]] = []
+        for i in range(0, len(members), 2):
+            name = members[i]
+            if type(name) is not str or name not in allowed:
+                raise _corrupt(f"bad exception member {name!r}")
+            member_values.append((name, self._one(members[i + 1])))
+        attr_values: list[tuple[str, Any]] = []
+        for i in range(0, len(attrs), 2):
+            name = attrs[i]
+            if type(name) is not str:
+                raise _corrupt(f"bad exception attribute {name!r}")
+            attr_values.append((name, self._one(attrs[i + 1])))
+        obj.args = args
+        obj.__context__ = context
+        obj.__cause__ = cause  # also sets __suppress_context__, which the members then restore
+        obj.__suppress_context__ = False
+        for name, value in member_values:
+            setattr(obj, name, value)
+        obj.__dict__.update(attr_values)
+
+
+_DECODERS: dict[int, Callable[[Decoder, list[Any]], Any]] = {
+    REF: Decoder._ref,
+    LIST: Decoder._list,
+    TUPLE: Decoder._tuple,
+    DICT: Decoder._dict,
+    SET: Decoder._set,
+    FROZENSET: Decoder._frozenset,
+    BIGINT: Decoder._bigint,
+    USTR: Decoder._ustr,
+    AGAIN: Decoder._again,
+    CUSTOM: Decoder._custom,
+    EXC: Decoder._exception,
+    EXC_CLS: Decoder._exception,
+    GROUP: Decoder._group,
+    GROUP_CLS: Decoder._group,
+    RANGE_IT: Decoder._range_it,
+    LIST_IT: Decoder._list_it,
+    LIST_REVIT: Decoder._list_revit,
+    TUPLE_IT: Decoder._tuple_it,
+    STR_IT: Decoder._str_it,
+    BYTES_IT: Decoder._bytes_it,
+    ENUMERATE: Decoder._enumerate,
+    ZIP: Decoder._zip,
+    REVERSED: Decoder._reversed,
+    OBJECT: Decoder._object,
+    SHAPED: Decoder._shaped,
+}

@@ -1,0 +1,51 @@
+"""The snapshot envelope: ``[b"DG", FORMAT, frame, ...]`` opened from outside bytes, and the shape of a frame record.
+
+A frame is ``[ident, fingerprint, state, line, names, values, frees]``: ``ident`` is
+``module:qualname``, ``line`` the source line of the suspension (informational), ``names`` the bound
+live locals joined by commas, ``values`` their packed values in the same order, ``frees`` is
+``[names, cells]`` of the frame's closure cells, or nil.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from ..errors import CorruptSnapshotError
+from . import signing
+from .unpack import unpack_checked
+
+MAGIC = b"DG"
+FORMAT = 1
+
+
+def corrupt(why: str) -> CorruptSnapshotError:
+    return CorruptSnapshotError(f"not a valid durable snapshot: {why}")
+
+
+def open_snapshot(data: bytes) -> tuple[list[Any], signing.Status]:
+    """The unpacked envelope of a snapshot (signature checked, limits applied) and its signature status."""
+    envelope, status = unpack_checked(data)
+    if not isinstance(envelope, list) or len(envelope) < 3 or envelope[0] != MAGIC:
+        raise corrupt("missing the DG header (foreign or damaged data)")
+    if not isinstance(envelope[1], int) or isinstance(envelope[1], bool):
+        raise corrupt("bad format version")
+    if envelope[1] > FORMAT:
+        raise CorruptSnapshotError(
+            f"snapshot format {envelope[1]} is newer than this runtime supports ({FORMAT}); upgrade the runtime")
+    if envelope[1] != FORMAT:
+        raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected {FORMAT})")
+    return envelope, status
+
+
+def frame_fields(raw: Any) -> list[Any]:
+    """A frame record's seven fields, their types checked (names against values, closure names)."""
+    if not isinstance(raw, list) or len(raw) != 7:
+        raise corrupt("malformed frame record")
+    ident, fingerprint, state, line, names, values, frees = raw
+    if not (type(ident) is str and ":" in ident and type(fingerprint) is bytes and type(state) is int
+            and (line is None or type(line) is int) and type(names) is str and type(values) is list
+            and (frees is None or type(frees) is list)):
+        raise corrupt("malformed frame record")
+    if frees is not None and (len(frees) != 2 or type(frees[0]) is not list or type(frees[1]) is not list
+                              or len(frees[0]) != len(frees[1]) or not all(type(n) is str for n in frees[0])):
+        raise corrupt("malformed closure values")
+    return raw
