@@ -235,8 +235,9 @@ def restore(data: bytes) -> types.GeneratorType:
     """Rebuild a generator from ``snapshot`` bytes, suspended where the snapshot was taken."""
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"restore() needs bytes, not {type(data).__name__!r}")
-    envelope, _ = values.open_snapshot(bytes(data))
-    decoder = Decoder(_HOOKS, max_depth=values.settings.current.max_depth)
+    data = bytes(data)
+    envelope, _ = values.open_snapshot(data)
+    decoder = Decoder(_HOOKS, max_depth=values.settings.current.max_depth, input_size=len(data))
     frames: list[_support.PendingFrame] = []
     for raw in envelope[2:]:
         frames.append(_decode_frame(decoder, raw))

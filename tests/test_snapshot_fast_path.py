@@ -90,18 +90,22 @@ def test_optimistic_encoder_leaves_the_checks_to_msgpack():
         assert decoded == value
 
 
-def test_scalar_dicts_travel_as_maps_and_others_as_tagged_arrays():
-    scalars = {"a": 1, 2: "b", None: 1.5, b"k": True}
+def test_str_keyed_scalar_dicts_travel_as_maps_and_others_as_tagged_arrays():
+    scalars = {"a": 1, "b": "b", "c": 1.5, "d": True, "e": None, "f": b"k"}
+    other_keys = {"a": 1, 2: "b", None: 1.5, b"k": True}  # maps have str keys only (see values.unpack)
     nested = {"a": [1]}
     fast = codec.Encoder(_NoHooks(), exact=False)
     assert fast.encode(scalars, "local 'd'") is scalars
+    assert fast.encode(other_keys, "local 'o'")[0] == 3
     assert fast.encode(nested, "local 'n'")[0] == 3
     assert codec.Encoder(_NoHooks()).encode(scalars, "local 'd'")[0] == 3  # exact mode checks each item instead
     for exact in (True, False):
         enc = codec.Encoder(_NoHooks(), exact=exact)
-        data = msgpack.packb([enc.encode(scalars, "d"), enc.encode(nested, "n")], use_bin_type=True)
+        packed = [enc.encode(scalars, "d"), enc.encode(other_keys, "o"), enc.encode(nested, "n")]
+        data = msgpack.packb(packed, use_bin_type=True)
         dec = codec.Decoder(_NoHooks())
-        assert [dec.decode(p) for p in msgpack.unpackb(data, raw=False, strict_map_key=False)] == [scalars, nested]
+        decoded = [dec.decode(p) for p in msgpack.unpackb(data, raw=False, strict_map_key=True)]
+        assert decoded == [scalars, other_keys, nested]
 
 
 def test_a_failed_snapshot_leaves_no_state_behind():

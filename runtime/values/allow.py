@@ -17,6 +17,7 @@ from __future__ import annotations
 import builtins
 import importlib
 import sys
+import types
 from typing import Any, TypeVar
 
 from .. import registry
@@ -78,8 +79,7 @@ def module_allowed(module: str) -> bool:
 
 def ref_of(obj: Any) -> str | None:
     """``module:qualname`` of a module-level class or function a snapshot may name, else None."""
-    module = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
+    module, qualname = _name_of(obj)
     if not isinstance(module, str) or not isinstance(qualname, str) or "<locals>" in qualname:
         return None
     ref = f"{module}:{qualname}"
@@ -125,17 +125,32 @@ def import_allowed(module: str, what: str) -> None:
 
 
 def _find(module: str, qualname: str) -> Any:
-    """The object at ``qualname`` in an imported module, if it is defined there under that name."""
+    """The object at ``qualname`` in an imported module, if it is defined there under that name.
+
+    Names are looked up in the module's and classes' own dictionaries: no module ``__getattr__``,
+    metaclass or descriptor of the user's runs for a name a snapshot chose."""
     obj: Any = sys.modules.get(module)
-    if obj is None:
-        return None
-    for part in qualname.split("."):
-        obj = getattr(obj, part, None)
-        if obj is None:
+    namespace = getattr(obj, "__dict__", None) if isinstance(obj, types.ModuleType) else None
+    parts = qualname.split(".")
+    for i, part in enumerate(parts):
+        found = namespace.get(part) if type(namespace) in (dict, types.MappingProxyType) else None
+        if found is None:
             return None
-    if getattr(obj, "__module__", None) != module or getattr(obj, "__qualname__", None) != qualname:
+        obj = found.__func__ if isinstance(found, (staticmethod, classmethod)) else found
+        if i + 1 < len(parts):
+            if not isinstance(obj, type):
+                return None
+            namespace = type.__getattribute__(obj, "__dict__")
+    if _name_of(obj) != (module, qualname):
         return None
     return obj
+
+
+def _name_of(obj: Any) -> tuple[Any, Any]:
+    """``(__module__, __qualname__)`` of a class or function, read without running a metaclass's code."""
+    if isinstance(obj, type):
+        return type.__getattribute__(obj, "__module__"), type.__getattribute__(obj, "__qualname__")
+    return getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
 
 
 def safe_builtin(obj: Any) -> str | None:

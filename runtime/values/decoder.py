@@ -4,12 +4,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..errors import CorruptSnapshotError, SnapshotError
+from ..errors import CorruptSnapshotError, NotAllowedError, SnapshotError
+from . import bounds
 from .kinds import INSTANCE
 from .wire import (AGAIN, BIGINT, BUILTIN_EXC, BYTES_IT, CUSTOM, DICT, DecodeHooks, ENUMERATE, EXC,
                    EXCEPTION_GROUP, EXC_CLS, FROZENSET, GROUP, GROUP_CLS, LIST, LIST_IT, LIST_REVIT, OBJECT,
                    PENDING, RANGE_IT, REF, REVERSED, SCALARS, SET, SHAPED, STR_IT, TUPLE, TUPLE_IT, USTR, ZIP,
-                   builtin_base, exc_members)
+                   EXC_STATE, builtin_base, exc_members)
+
+
+class Pairs(list):  # type: ignore[type-arg]
+    """A msgpack map unpacked as its list of (key, value) pairs (``unpack`` falls back to it)."""
 
 
 def _corrupt(message: str) -> CorruptSnapshotError:
@@ -22,12 +27,15 @@ class Decoder:
     Any malformed input raises CorruptSnapshotError (SnapshotErrors raised by the hooks pass through).
     """
 
-    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth", "_layouts", "_shapes")
+    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth", "_layouts", "_shapes", "_budget", "_hashes")
 
-    def __init__(self, hooks: DecodeHooks, *, max_depth: int = 1000) -> None:
+    def __init__(self, hooks: DecodeHooks, *, max_depth: int = 1000, input_size: int | None = None) -> None:
+        """``input_size``: the bytes the packed values came from, which set the work budget (``bounds``)."""
         self._hooks = hooks
         self._depth = 0
         self._max_depth = max_depth
+        self._budget = bounds.Budget(input_size)
+        self._hashes = bounds.HashCheck(max_depth)
         self._layouts: dict[int, tuple[type, tuple[str, ...]]] = {}  # id(layout) -> plain_layout(layout)
         self._shapes: dict[int, list[Any]] = {}  # memo slot of a model dict -> its keys
         self._memo: list[object] = []
@@ -68,6 +76,8 @@ class Decoder:
         if type(p) is not list:
             if type(p) is dict:
                 return self._map(p)
+            if type(p) is Pairs:
+                return self._pairs(p)
             raise _corrupt(f"unexpected {type(p).__name__}")
         tag = p[0]
         if type(tag) is not int:
@@ -151,15 +161,30 @@ class Decoder:
     def _set(self, p: list[Any]) -> set[Any]:
         out: set[Any] = set()
         self._memo.append(out)
-        out.update(self._items(p))
+        items = self._items(p)
+        bounds.check_keys(items, self._hashes, self._budget, "a set")
+        out.update(items)
         return out
 
     def _map(self, p: dict[Any, Any]) -> dict[Any, Any]:
-        """A msgpack map: a dict whose keys and values are all scalars, used as it is."""
-        if not (SCALARS.issuperset(map(type, p)) and SCALARS.issuperset(map(type, p.values()))):
-            raise _corrupt("map with a value that is not a scalar")
+        """A msgpack map: a dict whose keys are str (msgpack refuses others: ``unpack``) and whose values
+        are scalars, used as it is."""
+        if not (bounds.RANDOMIZED.issuperset(map(type, p)) and SCALARS.issuperset(map(type, p.values()))):
+            raise _corrupt("map with a key that is not a str or a value that is not a scalar")
         self._memo.append(p)
         return p
+
+    def _pairs(self, p: list[tuple[Any, Any]]) -> dict[Any, Any]:
+        """A msgpack map read as its pairs (older snapshots wrote maps with int keys), made a dict once
+        its keys are checked."""
+        keys = [pair[0] for pair in p]
+        values = [pair[1] for pair in p]
+        if not (SCALARS.issuperset(map(type, keys)) and SCALARS.issuperset(map(type, values))):
+            raise _corrupt("map with a key or value that is not a scalar")
+        bounds.check_keys(keys, self._hashes, self._budget, "a dict's keys")
+        out = dict(zip(keys, values))
+        self._memo.append(out)
+        return out
 
     def _dict(self, p: list[Any]) -> dict[Any, Any]:
         if not len(p) & 1:
@@ -169,7 +194,9 @@ class Decoder:
         self._memo.append(out)
         items = self._items(p)  # keys first, then values: the order the encoder wrote them
         half -= 1
-        out.update(zip(items[:half], items[half:]))
+        keys = items[:half]
+        bounds.check_keys(keys, self._hashes, self._budget, "a dict's keys")
+        out.update(zip(keys, items[half:]))
         return out
 
     def _shaped(self, p: list[Any]) -> dict[Any, Any]:
@@ -181,7 +208,10 @@ class Decoder:
         if keys is None:
             if type(model) is not int or not 0 <= model < len(memo) or type(memo[model]) is not dict:
                 raise _corrupt("shaped dict without a model dict")
-            keys = self._shapes[model] = list(memo[model])
+            keys = list(memo[model])
+            if not bounds.STR_KEYS.issuperset(map(type, keys)):
+                raise _corrupt("shaped dict whose model has keys that are not str")
+            self._shapes[model] = keys
         values = p[2:]
         if len(values) != len(keys) or len(keys) < 2:
             raise _corrupt("shaped dict values do not match its model's keys")
@@ -197,7 +227,9 @@ class Decoder:
         return out
 
     def _frozenset(self, p: list[Any]) -> frozenset[Any]:
-        out = frozenset(self._items(p))
+        items = self._items(p)
+        bounds.check_keys(items, self._hashes, self._budget, "a frozenset")
+        out = frozenset(items)
         self._memo.append(out)
         return out
 
@@ -280,7 +312,7 @@ class Decoder:
 
     def _enumerate(self, p: list[Any]) -> Any:
         self._arity(p, 3)
-        inner = self._one(p[1])
+        inner = bounds.iterator(self._one(p[1]), "enumerate")
         count = self._one(p[2])
         if type(count) is not int:
             raise _corrupt("bad enumerate")
@@ -292,7 +324,7 @@ class Decoder:
         if len(p) < 2 or type(p[1]) is not bool:
             raise _corrupt("bad zip")
         strict = p[1]
-        inners = self._items(p[1:])
+        inners = [bounds.iterator(inner, "zip") for inner in self._items(p[1:])]
         out = zip(*inners, strict=strict)
         self._memo.append(out)
         return out
@@ -309,9 +341,10 @@ class Decoder:
         slot = len(memo)
         memo.append(PENDING)
         head = self._one(p[2])
-        memo[slot] = obj = self._hooks.create(name, head)
-        if len(p) == 4:
-            self._hooks.fill(name, obj, head, self._one(p[3]))
+        with bounds.active(self._budget):  # what the kind builds is charged to this decoding
+            memo[slot] = obj = self._hooks.create(name, head)
+            if len(p) == 4:
+                self._hooks.fill(name, obj, head, self._one(p[3]))
         return obj
 
     def _object(self, p: list[Any]) -> Any:
@@ -358,6 +391,10 @@ class Decoder:
             cls = self._hooks.resolve_class(spec)
             if not (isinstance(cls, type) and issubclass(cls, BaseException)):
                 raise _corrupt(f"{spec!r} is not an exception class")
+        finalizer = bounds.finalizer(cls)
+        if finalizer is not None:
+            raise NotAllowedError(f"snapshot holds an exception of class {spec!r}, which defines {finalizer}; restore "
+                                  "never builds objects whose finalizer would run on snapshot data")
         is_group = EXCEPTION_GROUP is not None and issubclass(cls, EXCEPTION_GROUP)
         if is_group != group:
             raise _corrupt(f"exception class {spec!r} does not match its node")
@@ -411,13 +448,14 @@ class Decoder:
             if type(name) is not str:
                 raise _corrupt(f"bad exception attribute {name!r}")
             attr_values.append((name, self._one(attrs[i + 1])))
-        obj.args = args
-        obj.__context__ = context
-        obj.__cause__ = cause  # also sets __suppress_context__, which the members then restore
-        obj.__suppress_context__ = False
+        # through BaseException's own descriptors: no property or __setattr__ of the class runs
+        EXC_STATE["args"].__set__(obj, args)
+        EXC_STATE["__context__"].__set__(obj, context)
+        EXC_STATE["__cause__"].__set__(obj, cause)  # also sets __suppress_context__, which the members restore
+        EXC_STATE["__suppress_context__"].__set__(obj, False)
         for name, value in member_values:
-            setattr(obj, name, value)
-        obj.__dict__.update(attr_values)
+            allowed[name].__set__(obj, value)
+        EXC_STATE["__dict__"].__get__(obj).update(attr_values)
 
 
 _DECODERS: dict[int, Callable[[Decoder, list[Any]], Any]] = {

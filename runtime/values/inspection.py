@@ -75,7 +75,7 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
         raise TypeError(f"inspect_snapshot() needs bytes, not {type(data).__name__!r}")
     raw = bytes(data)
     envelope, status = open_snapshot(raw)  # the same checks as restore: size, signature, header, format
-    decoder = Decoder(_Shown(), max_depth=settings.current.max_depth)
+    decoder = Decoder(_Shown(), max_depth=settings.current.max_depth, input_size=len(raw))
     records = envelope[2:]
     frames = [_frame(decoder, record) for record in records]
     for depth, frame in enumerate(frames[:-1]):  # the delegation local stands for the next frame

@@ -24,7 +24,7 @@ import re
 import sys
 from typing import Any, Callable
 
-from . import kinds
+from . import bounds, kinds
 from ..errors import CorruptSnapshotError, SnapshotError
 from .kinds import NO_BODY, Kind, Unsupported
 
@@ -60,7 +60,8 @@ def _create_map(head: Any) -> Any:
     head = _head_list("map", head, minimum=2)
     if not callable(head[0]):
         raise CorruptSnapshotError("malformed map in snapshot: its function is not callable")
-    return _build("map", lambda: map(*head))
+    inners = [bounds.iterator(inner, "map") for inner in head[1:]]
+    return _build("map", lambda: map(head[0], *inners))  # map calls its function only when iterated
 
 
 def _encode_filter(it: Any) -> tuple[Any, Any]:
@@ -71,7 +72,8 @@ def _create_filter(head: Any) -> Any:
     head = _head_list("filter", head, (2,))
     if head[0] is not None and not callable(head[0]):
         raise CorruptSnapshotError("malformed filter in snapshot: its function is not callable")
-    return _build("filter", lambda: filter(*head))
+    inner = bounds.iterator(head[1], "filter")
+    return _build("filter", lambda: filter(head[0], inner))
 
 
 kinds.add(Kind("map", _encode_map, _create_map), map)
@@ -182,6 +184,117 @@ _NEVER_READABLE: dict[str, type] = {
 """itertools iterators that never had a way to give their state (no pickling support)."""
 
 
+# On 3.10/3.11 an itertools iterator is rebuilt as ``type(*args)`` then ``__setstate__(state)``, with
+# ``type`` from the table above. Constructors run C code only, but some consume what they are given
+# (``product``, ``permutations``, ``combinations`` turn their iterable into a tuple) and every one
+# calls ``iter()`` on the iterators it wraps: each kind checks its arguments first, so that nothing
+# a snapshot names is called (an iterable must be a tuple where the constructor would consume it,
+# and an iterator ``bounds.iterator`` accepts elsewhere) and nothing grows beyond what the input
+# carries (``r`` of the combinatoric iterators).
+
+def _it(value: Any, what: str) -> Any:
+    return bounds.iterator(value, what)
+
+
+def _int_or_none(value: Any, what: str) -> Any:
+    if value is not None and type(value) is not int:
+        raise CorruptSnapshotError(f"malformed {what} in snapshot")
+    return value
+
+
+def _fn_or_none(value: Any, what: str) -> Any:
+    if value is not None and not callable(value):
+        raise CorruptSnapshotError(f"malformed {what} in snapshot: its function is not callable")
+    return value
+
+
+def _pool(value: Any, what: str) -> tuple[Any, ...]:
+    if type(value) is not tuple:
+        raise CorruptSnapshotError(f"malformed {what} in snapshot: its pool is not a tuple")
+    return value
+
+
+def _ints(value: Any, what: str) -> tuple[int, ...]:
+    if type(value) is not tuple or not all(type(x) is int for x in value):
+        raise CorruptSnapshotError(f"malformed {what} in snapshot: its state is not a tuple of ints")
+    return value
+
+
+def _r(value: Any, pool: tuple[Any, ...], what: str, *, beyond: bool) -> int:
+    """The length ``r`` of a combinatoric iterator's results. Past the pool's size nothing is yielded
+    (``beyond``: combinations_with_replacement still yields), so a larger ``r`` stands for ``n + 1``
+    or, where it yields, costs its size in work: the constructor allocates ``r`` indices."""
+    if type(value) is not int or value < 0:
+        raise CorruptSnapshotError(f"malformed {what} in snapshot: bad r")
+    if value > len(pool):
+        if not beyond:
+            return len(pool) + 1
+        bounds.current().charge(value, f"an {what} of length {value}")
+    return value
+
+
+def _args_of(name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Checked constructor arguments of the itertools kind ``name`` (see above)."""
+    what = f"itertools.{name}"
+    n = len(args)
+    if name in ("cycle",) and n == 1:
+        return (_it(args[0], what),)
+    if name == "islice" and 2 <= n <= 4:  # (iterator, stop) once exhausted
+        return (_it(args[0], what), *(_int_or_none(x, what) for x in args[1:]))
+    if name == "chain" and n == 0:
+        return ()
+    if name == "compress" and n == 2:
+        return _it(args[0], what), _it(args[1], what)
+    if name in ("dropwhile", "takewhile", "starmap") and n == 2 and callable(args[0]):
+        return args[0], _it(args[1], what)
+    if name == "accumulate" and n == 2:
+        return _it(args[0], what), _fn_or_none(args[1], what)
+    if name == "groupby" and n == 2:
+        return _it(args[0], what), _fn_or_none(args[1], what)
+    if name == "_grouper" and n == 2 and type(args[0]) is itertools.groupby:
+        return args
+    if name == "zip_longest":
+        return tuple(_it(x, what) for x in args)
+    if name == "product":
+        return tuple(_pool(x, what) for x in args)
+    if name in ("permutations", "combinations", "combinations_with_replacement") and n == 2:
+        pool = _pool(args[0], what)
+        if name == "permutations" and args[1] is None:
+            return pool, None
+        return pool, _r(args[1], pool, what, beyond=name == "combinations_with_replacement")
+    if name == "tee" and args == ((),):
+        return args
+    if name == "_tee_dataobject" and n == 3 and type(args[1]) is list \
+            and (args[2] is None or type(args[2]) is _tee_dataobject):
+        return _it(args[0], what), args[1], args[2]
+    raise CorruptSnapshotError(f"malformed {what} in snapshot: unexpected arguments")
+
+
+def _state_of(name: str, state: Any) -> Any:
+    """A checked ``__setstate__`` argument of the itertools kind ``name``."""
+    what = f"itertools.{name}"
+    if name == "chain":
+        if type(state) is tuple and 1 <= len(state) <= 2:
+            return tuple(_it(x, what) for x in state)
+    elif name == "cycle":
+        if type(state) is tuple and len(state) == 2 and type(state[0]) is list and type(state[1]) in (bool, int):
+            return state
+    elif name in ("product", "combinations", "combinations_with_replacement"):
+        return _ints(state, what)
+    elif name == "permutations":
+        if type(state) is tuple and len(state) == 2:
+            return _ints(state[0], what), _ints(state[1], what)
+    elif name == "tee":
+        if type(state) is tuple and len(state) == 2 and type(state[0]) is _tee_dataobject and type(state[1]) is int:
+            return state
+    elif name in ("islice", "dropwhile", "takewhile"):
+        if type(state) in (int, bool):
+            return state
+    elif name in ("accumulate", "zip_longest", "groupby"):
+        return state  # a value (the running total, the fill value, the current key and value): no code runs
+    raise CorruptSnapshotError(f"malformed {what} in snapshot: unexpected state")
+
+
 def _reduce_kind(name: str, tp: type) -> Kind:
     what = f"itertools.{name}"
 
@@ -202,12 +315,13 @@ def _reduce_kind(name: str, tp: type) -> Kind:
             if tp is not _grouper:
                 raise CorruptSnapshotError(f"malformed {what} in snapshot")
             return iter(())
-        args = head[0]
-        if type(args) is not tuple:
+        if type(head[0]) is not tuple:
             raise CorruptSnapshotError(f"malformed {what} in snapshot")
+        args = _args_of(name, head[0])
         obj = _build(what, lambda: tp(*args))
         if len(head) == 2:
-            _build(what, lambda: obj.__setstate__(head[1]))
+            state = _state_of(name, head[1])
+            _build(what, lambda: obj.__setstate__(state))
         return obj
 
     return Kind(what, encode, create)

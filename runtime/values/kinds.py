@@ -57,6 +57,8 @@ class Unsupported(Exception):
 
 BY_TYPE: dict[type, Kind] = {}
 BY_NAME: dict[str, Kind] = {}
+USER_CODECS: set[type] = set()
+"""Classes given a codec by ``register_codec``: their own code runs on snapshot data (they opted in)."""
 
 _STANDARD = (".stdlib_kinds", ".iterator_kinds")
 _standard_loaded = False
@@ -103,3 +105,4 @@ def register_codec(cls: type, encode: Callable[[Any], Any], decode: Callable[[An
     if previous is not None and previous.name == wire:
         del BY_NAME[wire]
     add(Kind(wire, lambda obj: (encode(obj), NO_BODY), decode), cls)
+    USER_CODECS.add(cls)

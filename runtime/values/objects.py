@@ -12,8 +12,8 @@ import collections
 import types
 from typing import Any, Callable
 
-from . import allow, kinds
-from ..errors import CorruptSnapshotError
+from ..errors import CorruptSnapshotError, NotAllowedError
+from . import allow, bounds, kinds
 from .kinds import INSTANCE, NO_BODY, Kind
 
 Fallback = Callable[[Any], "tuple[str, Any, Any] | None"]
@@ -33,7 +33,10 @@ def classify(obj: Any) -> tuple[str, Any, Any] | None:
         return handler(obj)
     kind = kinds.BY_TYPE.get(type(obj))
     if kind is not None:
-        head, body = kind.encode(obj)
+        if type(obj) in kinds.USER_CODECS:
+            head, body = _call_hook(kind.encode, obj, f"the codec registered for {type(obj).__qualname__}")
+        else:
+            head, body = kind.encode(obj)
         return kind.name, head, body
     for fallback in FALLBACKS:
         found = fallback(obj)
@@ -190,31 +193,43 @@ class Layout:
 
 
 _layouts: dict[tuple[type, tuple[str, ...], tuple[str, ...]], Layout] = {}
-_NOT_PLAIN = ("<not plain>",)
-_slot_names: dict[type, tuple[str, ...]] = {}
+_slot_tables: dict[type, dict[str, Any] | None] = {}
 
 
-def _slots_of(cls: type) -> tuple[str, ...] | None:
-    """Names of the ``__slots__`` of ``cls`` and its bases; None if the instance layout is not plain."""
-    names = _slot_names.get(cls)
-    if names is None:
-        found: list[str] = []
-        for klass in cls.__mro__[:-1]:  # all but object
-            if klass.__module__ == "builtins":
-                found = list(_NOT_PLAIN)  # a builtin base (dict, int, ...) holds state we cannot see
+def _slots_of(cls: type) -> dict[str, Any] | None:
+    """The ``__slots__`` of ``cls`` and its bases, each with the member descriptor that stores it (the
+    codec reads and writes slots through them, so no property or ``__setattr__`` of the class runs);
+    None when the instance layout is not plain: a builtin base (dict, int, ...) holds state we cannot
+    see, or a class replaced a slot or ``__dict__`` with a descriptor of its own."""
+    if cls in _slot_tables:
+        return _slot_tables[cls]
+    found: dict[str, Any] | None = {}
+    for klass in type.__getattribute__(cls, "__mro__")[:-1]:  # all but object
+        namespace = type.__getattribute__(klass, "__dict__")
+        if namespace.get("__module__") == "builtins" or type.__getattribute__(klass, "__module__") == "builtins":
+            found = None
+            break
+        declared = namespace.get("__slots__", ())
+        for name in (declared,) if isinstance(declared, str) else declared:
+            name = _mangle(klass, name)
+            if name in ("__dict__", "__weakref__") or name in found:
+                continue
+            if type(namespace.get(name)) is not types.MemberDescriptorType:
+                found = None
                 break
-            declared = klass.__dict__.get("__slots__", ())
-            for name in (declared,) if isinstance(declared, str) else declared:
-                name = _mangle(klass, name)
-                if name not in ("__dict__", "__weakref__") and name not in found:
-                    found.append(name)
-        names = _slot_names[cls] = tuple(found)
-    return None if names == _NOT_PLAIN else names
+            found[name] = namespace[name]
+        if found is None:
+            break
+    dict_attr = bounds.class_attr(cls, "__dict__")
+    if dict_attr is not None and type(dict_attr) is not types.GetSetDescriptorType:
+        found = None
+    _slot_tables[cls] = found
+    return found
 
 
 def _mangle(klass: type, name: str) -> str:
     if name.startswith("__") and not name.endswith("__"):
-        return f"_{klass.__name__.lstrip('_')}{name}"
+        return f"_{type.__getattribute__(klass, '__name__').lstrip('_')}{name}"
     return name
 
 
@@ -225,13 +240,31 @@ def _instance_handler(cls: type) -> Handler | None:
     slots = _slots_of(cls)
     if slots is None:
         return None
-    if getattr(cls, "__setstate__", None) is not None:
-        if getattr(cls, "__getstate__", None) is not None:
-            return lambda obj: ("state", cls, obj.__getstate__())
+    finalizer = bounds.finalizer(cls)
+    if finalizer is not None:
+        return lambda obj: _refuse(f"is not supported: its class defines {finalizer}, which would run for the "
+                                   "original and again for the restored copy (and restore never builds objects "
+                                   "whose finalizer would run on snapshot data); define __setstate__ to opt in")
+    if bounds.own_method(cls, "__setstate__") is not None:
+        get_state = bounds.own_method(cls, "__getstate__")
+        if get_state is not None:
+            return lambda obj: ("state", cls, _call_hook(get_state, obj, f"{get_state.__qualname__}()"))
         return lambda obj: ("state", cls, _default_state(obj, slots))
     if not slots:
         return _plain_instance
     return lambda obj: _slotted_instance(obj, slots)
+
+
+def _refuse(reason: str) -> Any:
+    raise kinds.Unsupported(reason)
+
+
+def _call_hook(hook: Callable[[Any], Any], obj: Any, what: str) -> Any:
+    """A class's own snapshot hook (``__getstate__``, a codec's encode); its failure is an unserializable value."""
+    try:
+        return hook(obj)
+    except Exception as exc:  # noqa: BLE001 - whatever the user's hook raises names the value that failed
+        raise kinds.Unsupported(f"cannot be carried: {what} raised {type(exc).__name__}: {exc}") from None
 
 
 def _plain_instance(obj: Any) -> tuple[str, Any, Any]:
@@ -255,22 +288,33 @@ def plain_layout(layout: object) -> tuple[type, tuple[str, ...]] | None:
     return None
 
 
-def _slotted_instance(obj: Any, slots: tuple[str, ...]) -> tuple[str, Any, Any]:
+def _slot_values(obj: Any, slots: dict[str, Any]) -> dict[str, Any]:
+    """The slots of ``obj`` that are set, read through their member descriptors."""
+    values = {}
+    for name, member in slots.items():
+        try:
+            values[name] = member.__get__(obj, type(obj))
+        except AttributeError:
+            continue
+    return values
+
+
+def _slotted_instance(obj: Any, slots: dict[str, Any]) -> tuple[str, Any, Any]:
     attrs = getattr(obj, "__dict__", None)
-    slot_names = tuple(n for n in slots if hasattr(obj, n))
-    key = (type(obj), tuple(attrs) if attrs else (), slot_names)
+    slot_values = _slot_values(obj, slots)
+    key = (type(obj), tuple(attrs) if attrs else (), tuple(slot_values))
     layout = _layouts.get(key)
     if layout is None:
         layout = _layouts[key] = Layout(*key)
     values = list(attrs.values()) if attrs else []
-    values.extend(getattr(obj, n) for n in slot_names)
+    values.extend(slot_values.values())
     return INSTANCE, layout, values
 
 
-def _default_state(obj: Any, slots: tuple[str, ...]) -> Any:
+def _default_state(obj: Any, slots: dict[str, Any]) -> Any:
     """What ``object.__getstate__`` returns on 3.11+, also on 3.10."""
     attrs = getattr(obj, "__dict__", None)
-    slot_values = {n: getattr(obj, n) for n in slots if hasattr(obj, n)}
+    slot_values = _slot_values(obj, slots)
     if slot_values:
         return (attrs or None, slot_values)
     return attrs or None
@@ -280,7 +324,11 @@ def _allowed_class(cls: Any) -> type:
     if not isinstance(cls, type) or allow.ref_of(cls) is None:
         raise CorruptSnapshotError("snapshot holds an instance of a class restore does not allow")
     if _slots_of(cls) is None:
-        raise CorruptSnapshotError(f"cannot rebuild an instance of {cls.__qualname__}")
+        raise CorruptSnapshotError(f"cannot rebuild an instance of {type.__getattribute__(cls, '__qualname__')}")
+    finalizer = bounds.finalizer(cls)
+    if finalizer is not None:
+        raise NotAllowedError(f"snapshot holds an instance of a class that defines {finalizer}; restore never "
+                              "builds objects whose finalizer would run on snapshot data")
     return cls
 
 
@@ -293,11 +341,12 @@ def _create_layout(head: Any) -> Layout:
             and all(type(n) is str for n in head[1]) and all(type(n) is str for n in head[2])):
         raise CorruptSnapshotError("malformed object layout")
     cls = _allowed_class(head[0])
-    if head[1] and getattr(cls, "__dictoffset__", 0) == 0:
-        raise CorruptSnapshotError(f"object layout names attributes {cls.__qualname__} has no room for")
+    name = type.__getattribute__(cls, "__qualname__")
+    if head[1] and type.__getattribute__(cls, "__dictoffset__") == 0:
+        raise CorruptSnapshotError(f"object layout names attributes {name} has no room for")
     if head[2] and not set(head[2]).issubset(_slots_of(cls)):  # type: ignore[arg-type]
         # setting any other name would run a descriptor (a property setter, say) of the class
-        raise CorruptSnapshotError(f"object layout names slots {cls.__qualname__} does not have")
+        raise CorruptSnapshotError(f"object layout names slots {name} does not have")
     return Layout(cls, tuple(head[1]), tuple(head[2]))
 
 
@@ -311,20 +360,24 @@ def _fill_instance(obj: Any, layout: Layout, values: Any) -> None:
     if len(values) != layout.size:
         raise CorruptSnapshotError("object attributes do not match its layout")
     if layout.slot_names:
-        setter = object.__setattr__  # frozen dataclasses too
+        slots = _slots_of(layout.cls)
         for name, value in zip(layout.slot_names, values[len(layout.dict_names):]):
-            setter(obj, name, value)
+            slots[name].__set__(obj, value)  # type: ignore[index]  # the member itself: frozen dataclasses too
         values = values[:len(layout.dict_names)]
     if values:
         obj.__dict__.update(zip(layout.dict_names, values))
 
 
 def _create_stateful(cls: Any) -> Any:
-    return object.__new__(_allowed_class(cls))
+    cls = _allowed_class(cls)
+    if bounds.own_method(cls, "__setstate__") is None:
+        raise CorruptSnapshotError(f"snapshot gives a state to {type.__getattribute__(cls, '__qualname__')}, which "
+                                   "defines no __setstate__")
+    return object.__new__(cls)
 
 
 def _fill_stateful(obj: Any, cls: Any, state: Any) -> None:
-    obj.__setstate__(state)
+    bounds.own_method(type(obj), "__setstate__")(obj, state)  # type: ignore[misc]  # the class opted in
 
 
 kinds.add(Kind("layout", _encode_layout, _create_layout), Layout)

@@ -30,4 +30,4 @@ def load_value(data: bytes) -> Any:
     envelope, _ = unpack_checked(data, "value")
     if not (isinstance(envelope, list) and len(envelope) == 3 and envelope[0] == MAGIC and envelope[1] == FORMAT):
         raise CorruptSnapshotError("not a valid durable value: missing the DV header or an unknown format")
-    return Decoder(HOOKS, max_depth=settings.current.max_depth).decode(envelope[2])
+    return Decoder(HOOKS, max_depth=settings.current.max_depth, input_size=len(data)).decode(envelope[2])

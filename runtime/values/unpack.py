@@ -7,6 +7,7 @@ import msgpack
 
 from ..errors import CorruptSnapshotError
 from . import settings, signing
+from .decoder import Pairs
 
 
 def unpack_checked(data: bytes, what: str = "snapshot") -> tuple[Any, signing.Status]:
@@ -21,9 +22,24 @@ def unpack_checked(data: bytes, what: str = "snapshot") -> tuple[Any, signing.St
     else:
         payload, status = data, "unsigned"
     n = limits.max_length
+    options = dict(raw=False, use_list=True, max_str_len=n, max_bin_len=n, max_array_len=n, max_map_len=n)
     try:
-        unpacked = msgpack.unpackb(payload, raw=False, strict_map_key=False, use_list=True, max_str_len=n,
-                                   max_bin_len=n, max_array_len=n, max_map_len=n)
+        # Map keys must be str or bytes, whose hashes are randomized: msgpack builds maps into dicts
+        # itself, and keys a crafted input makes collide (ints k * (2**61 - 1)) would cost it
+        # quadratic time. Snapshots written before this rule may hold maps with int keys: those are
+        # read as lists of pairs, which the decoder checks before it hashes them.
+        unpacked = msgpack.unpackb(payload, strict_map_key=True, **options)
+    except ValueError as exc:
+        if "map key" not in str(exc):
+            raise CorruptSnapshotError(f"not a valid durable {what}: {type(exc).__name__}: {exc}") from None
+        unpacked = _unpack_pairs(payload, options, what)
     except Exception as exc:  # msgpack raises several unrelated types for malformed input
         raise CorruptSnapshotError(f"not a valid durable {what}: {type(exc).__name__}: {exc}") from None
     return unpacked, status
+
+
+def _unpack_pairs(payload: bytes, options: dict[str, Any], what: str) -> Any:
+    try:
+        return msgpack.unpackb(payload, strict_map_key=False, object_pairs_hook=Pairs, **options)
+    except Exception as exc:  # noqa: BLE001 - as above
+        raise CorruptSnapshotError(f"not a valid durable {what}: {type(exc).__name__}: {exc}") from None

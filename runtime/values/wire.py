@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import builtins
 import types
-from typing import Protocol
+from typing import Any, Protocol
 
 
 
@@ -136,25 +136,32 @@ def is_utf8(s: str) -> bool:
     return True
 
 
-_members_cache: dict[type, tuple[str, ...]] = {}
+_members_cache: dict[type, dict[str, Any]] = {}
 
 
-def exc_members(cls: type) -> tuple[str, ...]:
-    """Names of the member (slot-like) attributes an exception class carries besides args/__dict__."""
-    names = _members_cache.get(cls)
-    if names is None:
-        found: list[str] = []
+def exc_members(cls: type) -> dict[str, Any]:
+    """The member (slot-like) attributes an exception class carries besides args/__dict__: name ->
+    the descriptor that stores it (the decoder sets them through it, so no property or
+    ``__setattr__`` of the class runs)."""
+    found = _members_cache.get(cls)
+    if found is None:
+        found = {}
         for klass in cls.__mro__:
             for name, desc in vars(klass).items():
                 if not isinstance(desc, types.MemberDescriptorType) or name in found:
                     continue
                 if klass in BUILTIN_EXC_SET and name in SKIPPED_MEMBERS:
                     continue
-                found.append(name)
-        if issubclass(cls, OSError):
-            found.append("characters_written")  # a getset of BlockingIOError's family, absent unless set
-        names = _members_cache[cls] = tuple(found)
-    return names
+                found[name] = desc
+        if issubclass(cls, OSError):  # a getset of BlockingIOError's family, absent unless set
+            found["characters_written"] = vars(OSError)["characters_written"]
+        _members_cache[cls] = found
+    return found
+
+
+EXC_STATE = {name: vars(BaseException)[name] for name in ("args", "__context__", "__cause__",
+                                                          "__suppress_context__", "__dict__")}
+"""The descriptors of BaseException's own state, set directly (never through the class's attributes)."""
 
 
 _base_cache: dict[type, type] = {}
