@@ -136,8 +136,29 @@ def _named(fn: types.FunctionType, meta: FunctionMeta) -> types.FunctionType:
     return fn
 
 
+def collect_started() -> list[types.GeneratorType]:
+    """Start recording, in this thread, every generator ``start`` creates (a restore undoes them if it fails)."""
+    made: list[types.GeneratorType] = []
+    _local.started = (made, getattr(_local, "started", None))
+    return made
+
+
+def stop_collecting(made: list[types.GeneratorType]) -> None:
+    current = getattr(_local, "started", None)
+    if current is not None and current[0] is made:
+        _local.started = current[1]
+
+
 def start(frame: PendingFrame) -> types.GeneratorType:
     """Create the generator for ``frame`` without running it; its first step restores it."""
+    gen = _create(frame)
+    started = getattr(_local, "started", None)
+    if started is not None:
+        started[0].append(gen)
+    return gen
+
+
+def _create(frame: PendingFrame) -> types.GeneratorType:
     fn = function_for(frame)
     code = fn.__code__
     meta = frame.meta

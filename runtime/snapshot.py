@@ -98,7 +98,7 @@ def snapshot(gen: Any) -> bytes:
     finally:
         encoder.reset()
         _TOOLS.append(tools)
-    key = values.settings.current.signing_key
+    key = values.settings.current.key
     return data if key is None else values.sign(data, key)
 
 
@@ -250,18 +250,27 @@ def restore(data: bytes) -> types.GeneratorType:
             raise _corrupt("delegating frame without its delegation local")
         outer.values[slot] = inner
     top = frames[0]
+    made = _support.collect_started()
     try:
         gen = _support.start(top)
         marker = next(gen) if top.state else _support.MARKER
-    except SnapshotError:
-        raise
+        if top.state and marker is not _support.MARKER:
+            raise SnapshotError(f"restoring {top.meta.ident} did not reach its suspension point")
     except BaseException as exc:
+        # Generators restored so far (held in locals, suspended at their points) belong to no one:
+        # detach them, so that their finally blocks never run on the snapshot's data.
+        for started in reversed(made):
+            if started.gi_frame is not None and not started.gi_running:
+                try:
+                    detach(started)
+                except Exception:  # noqa: BLE001, S110 - best effort: the restore is failing anyway
+                    pass
+        if isinstance(exc, SnapshotError):
+            raise
         raise SnapshotError(f"restoring {top.meta.ident} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         _support.abandon()
-    if top.state:
-        if marker is not _support.MARKER:
-            raise SnapshotError(f"restoring {top.meta.ident} did not reach its suspension point")
+        _support.stop_collecting(made)
     return gen
 
 

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import UnserializableValueError
+from . import bounds, settings
 from .kinds import INSTANCE, NO_BODY, Unsupported
 from .wire import (AGAIN, BIGINT, BUILTIN_EXC, BYTES_IT, BYTES_ITERATOR, CUSTOM, DICT, ENUMERATE, EXC,
                    EXCEPTION_GROUP, EXC_CLS, EncodeHooks, FROZENSET, GROUP, GROUP_CLS, ITEMS_ITERATORS, LIST,
@@ -93,7 +94,8 @@ class Encoder:
     is unreliable: discard the encoder.
     """
 
-    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open", "_layouts", "_shapes", "_first_dict", "_shaping")
+    __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open", "_layouts", "_shapes", "_first_dict", "_shaping",
+                 "_hash_check")
 
     def __init__(self, hooks: EncodeHooks, *, exact: bool = True) -> None:
         self._hooks = hooks
@@ -116,6 +118,8 @@ class Encoder:
         # the first dict written whole: shapes are worked out only once a second dict comes
         self._first_dict: tuple[dict[Any, Any], int] | None = None
         self._shaping = False
+        # set elements and dict keys that restore must hash: checked as the decoder will (bounds)
+        self._hash_check: bounds.HashCheck | None = None
 
     def reset(self) -> None:
         """Forget every object encoded so far: the encoder starts afresh (and holds nothing)."""
@@ -127,6 +131,7 @@ class Encoder:
             self._shapes.clear()
         self._first_dict = None
         self._shaping = False
+        self._hash_check = None
 
     def encode(self, value: object, label: str) -> object:
         """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
@@ -221,6 +226,8 @@ class Encoder:
         if slot is not None:
             return [REF, slot]
         self._register(v)
+        if not self._plain.issuperset(map(type, v)):
+            self._hashed(v, v)
         return self._items(SET, v)
 
     def _tuple(self, v: tuple[Any, ...]) -> Any:
@@ -233,6 +240,8 @@ class Encoder:
         slot = self._memo.get(id(v))
         if slot is not None:
             return [REF, slot]
+        if not self._plain.issuperset(map(type, v)):
+            self._hashed(v, v)
         return self._seal(v, self._items(FROZENSET, v))
 
     def _dict(self, v: dict[Any, Any]) -> Any:
@@ -243,6 +252,8 @@ class Encoder:
             return [REF, slot]
         own = memo[key] = len(memo)
         plain = self._plain
+        if not plain.issuperset(map(type, v)):
+            self._hashed(v, v)
         names = None
         if len(v) > 1:
             if self._first_dict is not None:  # a second dict: shapes start paying off
@@ -276,6 +287,27 @@ class Encoder:
         elif len(v) > 1 and not self._shaping and self._first_dict is None:
             self._first_dict = (v, own)  # becomes a model only if another dict follows
         return out
+
+    def _hashed(self, owner: object, keys: Any) -> None:
+        """Refuse set elements or dict keys that restore could not hash without running a class's own
+        ``__hash__``/``__eq__`` (or that nest too deeply to hash): the decoder checks the same."""
+        check = self._hash_check
+        if check is None:
+            check = self._hash_check = bounds.HashCheck(settings.current.max_depth)
+        for key in keys:
+            if type(key) in SCALARS:
+                continue
+            try:
+                check.cost(key)
+            except bounds.Unsafe as unsafe:
+                fail = _Fail(unsafe.value, f"is not supported as a set element or dict key: {unsafe.reason}"
+                             + ("; restore never runs methods of your classes on snapshot data (define "
+                                "__setstate__ on the class to opt in, or register a codec)" if unsafe.runs_code
+                                else ""))
+                if unsafe.value is not key:
+                    fail.chain.append((key, None))
+                fail.chain.append((owner, None))
+                raise fail from None
 
     # -- iterators ----------------------------------------------------------------------------
 
@@ -465,6 +497,10 @@ class Encoder:
         spec = tp.__name__ if builtin else self._hooks.class_ref(tp)
         if spec is None:
             return None
+        finalizer = None if builtin else bounds.finalizer(tp)
+        if finalizer is not None:
+            raise _Fail(e, f"is not supported: its class defines {finalizer}, which would run for the original "
+                           "and again for the restored copy")
         part = self._part
         if EXCEPTION_GROUP is not None and isinstance(e, EXCEPTION_GROUP):
             group: Any = e

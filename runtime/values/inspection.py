@@ -7,10 +7,9 @@ import types
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import SnapshotError
 from . import settings
 from .decoder import Decoder
-from .envelope import open_snapshot
+from .envelope import corrupt, frame_fields, open_snapshot
 from .kinds import INSTANCE
 
 # What the compiler's own locals are (``_dg_<kind><n>``), for readers of a snapshot.
@@ -86,13 +85,10 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
 
 
 def _frame(decoder: Decoder, record: Any) -> FrameInfo:
-    if not (type(record) is list and len(record) == 7 and type(record[0]) is str and type(record[1]) is bytes
-            and type(record[4]) is str and type(record[5]) is list):
-        raise SnapshotError("not a valid durable snapshot: malformed frame record")
-    ident, fingerprint, state, line, joined, values, frees = record
+    ident, fingerprint, state, line, joined, values, frees = frame_fields(record)
     names = joined.split(",") if joined else []
     if len(names) != len(values):
-        raise SnapshotError("not a valid durable snapshot: frame names do not match its values")
+        raise corrupt("frame names do not match its values")
     info = FrameInfo(ident, fingerprint.hex(), state, line)
     decoded = decoder.decode_all(values)
     for name, value in zip(names, decoded):
@@ -100,7 +96,7 @@ def _frame(decoder: Decoder, record: Any) -> FrameInfo:
         match = _INTERNAL_NAME.fullmatch(str(name))
         if match and match.group(1) in _INTERNAL:
             info.notes[str(name)] = _INTERNAL[match.group(1)]
-    if frees and type(frees) is list and len(frees) == 2 and type(frees[1]) is list:
+    if frees:
         for name, value in zip(frees[0], decoder.decode_all(frees[1])):
             info.locals[str(name)] = render(value)
             info.notes[str(name)] = "closure cell"
@@ -119,7 +115,8 @@ class Placeholder:
 class _Shown:
     """Decode hooks that rebuild nothing from user code: every named thing becomes a placeholder."""
 
-    _classes: dict[str, type] = {}
+    def __init__(self) -> None:
+        self._classes: dict[str, type] = {}  # stand-in exception classes of this inspection only
 
     def class_ref(self, cls: type) -> str | None:  # pragma: no cover - decoding only
         return None
@@ -159,6 +156,8 @@ class _Renderer(reprlib.Repr):
     def repr1(self, x: Any, level: int) -> str:
         if id(x) in self._active:
             return "<...>"  # a cycle back to a container being shown
+        if type(x) is int and x.bit_length() > _BIG_INT_BITS:  # repr would refuse it (sys.get_int_max_str_digits)
+            return f"<int with about {int(x.bit_length() * _DIGITS_PER_BIT) + 1:,} digits>"
         self._active.add(id(x))
         try:
             if isinstance(x, Placeholder):
@@ -205,6 +204,14 @@ class _Renderer(reprlib.Repr):
         return "object"
 
 
+_BIG_INT_BITS = 14_000  # about 4,200 decimal digits
+_DIGITS_PER_BIT = 0.30103
+
+
 def render(value: Any) -> str:
-    """A short readable text for a decoded snapshot value."""
-    return _Renderer().repr(value)
+    """A short readable text for a decoded snapshot value (never raises: a value that cannot be shown
+    is named by its type)."""
+    try:
+        return _Renderer().repr(value)
+    except Exception as exc:  # noqa: BLE001 - a value's repr is the data's own business; showing it must not fail
+        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"

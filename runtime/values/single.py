@@ -21,7 +21,7 @@ def dump_value(value: Any, label: str = "value") -> bytes:
     """``value`` (anything a snapshot can carry: data, allowed classes, exceptions, ...) as bytes.
     Raises ``UnserializableValueError`` naming the path to what cannot be carried."""
     data: bytes = msgpack.packb([MAGIC, FORMAT, Encoder(HOOKS).encode(value, label)], use_bin_type=True)
-    key = settings.current.signing_key
+    key = settings.current.key
     return data if key is None else signing.sign(data, key)
 
 

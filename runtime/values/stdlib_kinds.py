@@ -13,7 +13,7 @@ import zoneinfo
 from collections.abc import Callable
 from typing import Any
 
-from . import allow, kinds, objects
+from . import allow, bounds, kinds, objects, settings
 from ..errors import CorruptSnapshotError
 from .kinds import NO_BODY, Kind
 
@@ -145,11 +145,24 @@ def _create_decimal(text: Any) -> decimal.Decimal:
 
 
 def _create_fraction(head: Any) -> fractions.Fraction:
+    """A Fraction from the numerator and denominator it had, without computing their gcd again (the
+    gcd of n-digit ints costs O(n**2): a crafted 1.6 MB Fraction took 37 s). A crafted snapshot can
+    thus give a fraction that is not in lowest terms: wrong data, as any value it chooses, never code."""
     parts = _fields("fraction", head, 2)
     _ints("fraction", parts)
     if parts[1] <= 0:
         raise _corrupt("fraction", "denominator must be positive")
-    return _build("fraction", fractions.Fraction, *parts)
+    return _from_coprime(*parts)
+
+
+def _fraction_from_coprime() -> Callable[[int, int], fractions.Fraction]:
+    made = getattr(fractions.Fraction, "_from_coprime_ints", None)  # 3.12+
+    if made is not None:
+        return made  # type: ignore[no-any-return]
+    return lambda n, d: fractions.Fraction(n, d, _normalize=False)  # type: ignore[call-arg]  # 3.10, 3.11
+
+
+_from_coprime = _fraction_from_coprime()
 
 
 _SAFE_UUID_VALUES = {member.value: member for member in uuid.SafeUUID}
@@ -338,18 +351,48 @@ def _allowed(name: str, cls: Any, base: type) -> type:
 
 def _classify_enum_member(obj: Any) -> tuple[str, Any, Any] | None:
     cls = type(obj)
-    if isinstance(obj, enum.Enum) and allow.ref_of(cls) is not None:
-        return "enum", [cls, obj._value_], NO_BODY
-    return None
+    if not (isinstance(obj, enum.Enum) and allow.ref_of(cls) is not None):
+        return None
+    if isinstance(obj, enum.Flag):
+        return "enum", [cls, obj._value_], NO_BODY  # composite flags have no name of their own
+    if bounds.class_attr(cls, "_member_map_", {}).get(obj._name_) is not obj:
+        raise kinds.Unsupported("is not supported: an enum member that is not among its class's members "
+                                "(made by the class's own _missing_)")
+    return "enum-name", [cls, obj._name_], NO_BODY
+
+
+def _create_enum_by_name(head: Any) -> enum.Enum:
+    cls, name = _fields("enum-name", head, 2)
+    cls = _allowed("enum-name", cls, enum.Enum)
+    member = bounds.class_attr(cls, "_member_map_", {}).get(name) if type(name) is str else None
+    if member is None:
+        raise _corrupt("enum-name", f"{type.__getattribute__(cls, '__qualname__')} has no member {name!r}")
+    return member  # type: ignore[no-any-return]
+
+
+_STDLIB_MISSING = {vars(klass)["_missing_"] for klass in (enum.Flag, enum.IntFlag) if "_missing_" in vars(klass)}
 
 
 def _create_enum_member(head: Any) -> enum.Enum:
+    """A member by value (flags, and snapshots written before members travelled by name): looked up in
+    the class's table; a composite flag is made by the standard library's own ``Flag._missing_``.
+    The class's own ``_missing_``, ``__new__`` or metaclass ``__call__`` never run."""
     cls, value = _fields("enum", head, 2)
-    return _build("enum", _allowed("enum", cls, enum.Enum), value)
+    cls = _allowed("enum", cls, enum.Enum)
+    bounds.check_keys([value], bounds.HashCheck(settings.current.max_depth), bounds.current(),
+                      "an enum member's value")
+    member = bounds.class_attr(cls, "_value2member_map_", {}).get(value)
+    if member is not None:
+        return member  # type: ignore[no-any-return]
+    if type(value) is int and issubclass(cls, enum.Flag) and bounds.class_attr(cls, "_missing_") in _STDLIB_MISSING \
+            and bounds.class_attr(type(cls), "__call__") is vars(enum.EnumMeta)["__call__"] \
+            and bounds.class_attr(cls, "_member_type_") in (object, int):
+        return _build("enum", cls, value)  # type: ignore[no-any-return]
+    raise _corrupt("enum", f"{type.__getattribute__(cls, '__qualname__')} has no member with value {value!r}")
 
 
 def _is_named_tuple_class(cls: type) -> bool:
-    return issubclass(cls, tuple) and cls is not tuple and isinstance(getattr(cls, "_fields", None), tuple)
+    return issubclass(cls, tuple) and cls is not tuple and isinstance(bounds.class_attr(cls, "_fields"), tuple)
 
 
 def _classify_named_tuple(obj: Any) -> tuple[str, Any, Any] | None:
@@ -363,11 +406,12 @@ def _classify_named_tuple(obj: Any) -> tuple[str, Any, Any] | None:
 def _create_named_tuple(head: Any) -> tuple[Any, ...]:
     cls, values = _fields("namedtuple", head, 2)
     cls = _allowed("namedtuple", cls, tuple)
-    if not _is_named_tuple_class(cls) or type(values) is not tuple or len(values) != len(cls._fields):  # type: ignore[attr-defined]
+    if not _is_named_tuple_class(cls) or type(values) is not tuple or len(values) != len(bounds.class_attr(cls, "_fields")):
         raise _corrupt("namedtuple", "values do not match the fields")
     return tuple.__new__(cls, values)  # no user __new__/__init__ runs
 
 
 kinds.add(Kind("enum", objects.classified_elsewhere, _create_enum_member))
+kinds.add(Kind("enum-name", objects.classified_elsewhere, _create_enum_by_name))
 kinds.add(Kind("namedtuple", objects.classified_elsewhere, _create_named_tuple))
 objects.FALLBACKS.extend([_classify_zoneinfo, _classify_memoryview, _classify_enum_member, _classify_named_tuple])

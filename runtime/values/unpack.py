@@ -17,8 +17,9 @@ def unpack_checked(data: bytes, what: str = "snapshot") -> tuple[Any, signing.St
     if len(data) > limits.max_bytes:
         raise CorruptSnapshotError(f"{what} is {len(data)} bytes, more than the limit of {limits.max_bytes} "
                                    "(runtime.configure(max_bytes=...))")
-    if limits.signing_key is not None or signing.is_signed(data):
-        payload, status = signing.unwrap(data, limits.verify_keys)
+    keys = limits.verify_keys
+    if keys or signing.is_signed(data):
+        payload, status = signing.unwrap(data, keys)
     else:
         payload, status = data, "unsigned"
     n = limits.max_length
