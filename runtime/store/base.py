@@ -60,6 +60,8 @@ class Execution:
     cancel_requested: bool = False
     lease_owner: str | None = None
     lease_until: float | None = None
+    damage: str | None = None      # not a column: set when a cell of the row could not be read (which, and
+                                   # why); that field is then None (False for flags) and the rest is read
 
 
 @dataclass
@@ -78,6 +80,7 @@ class StepRecord:
     error_value: bytes | None = None  # value encoding of the last exception, when it could be encoded
     started_at: float | None = None
     finished_at: float | None = None
+    damage: str | None = None     # not a column: see Execution.damage
 
 
 @dataclass
@@ -88,6 +91,7 @@ class Signal:
     payload: Any                  # JSON
     created_at: float
     consumed: bool = False
+    damage: str | None = None     # not a column: see Execution.damage
 
 
 @dataclass
@@ -109,7 +113,12 @@ class Change:
 class Store(abc.ABC):
     """A durable store of executions. Every method is one transaction. Implementations must make
     ``commit`` a compare-and-swap on ``Execution.version``, so two workers never both advance an
-    execution; ``claim`` gives one worker a time-limited lease on a runnable execution."""
+    execution; ``claim`` gives one worker a time-limited lease on a runnable execution.
+
+    Reads never raise because of one row's cells: a row whose cells cannot be decoded (text that is
+    not JSON, a cell of the wrong type, an unknown status) is returned with ``damage`` saying which
+    cell and why, that field set to None. ``claim`` returns such an execution too, so the runner can
+    fail it instead of a worker retrying it forever."""
 
     url: str
 

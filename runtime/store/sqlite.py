@@ -17,17 +17,40 @@ from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, Confl
                    InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError)
 from .faults import point
 
-_EXECUTION_COLUMNS = tuple(f.name for f in dataclass_fields(Execution))
-_STEP_COLUMNS = tuple(f.name for f in dataclass_fields(StepRecord))
-_SIGNAL_COLUMNS = tuple(f.name for f in dataclass_fields(Signal))
+_EXECUTION_COLUMNS = tuple(f.name for f in dataclass_fields(Execution) if f.name != "damage")
+_STEP_COLUMNS = tuple(f.name for f in dataclass_fields(StepRecord) if f.name != "damage")
+_SIGNAL_COLUMNS = tuple(f.name for f in dataclass_fields(Signal) if f.name != "damage")
 _JSON_COLUMNS = frozenset({"args", "request", "progress", "policy", "payload"})
 _BOOL_COLUMNS = frozenset({"cancel_requested", "consumed"})
 _BLOB_COLUMNS = frozenset({"snapshot", "result", "error_value"})  # left out by list()
+_FREE_TEXT = frozenset({"error"})  # text that may be stored with unencodable characters escaped
 # Set by create/claim/renew/commit themselves, never through Change.fields.
 _FIXED_EXECUTION = frozenset({"id", "version", "created_at", "updated_at", "lease_owner", "lease_until"})
 _FIXED_STEP = frozenset({"execution_id", "index"})
 _LIVE = tuple(s for s in STATUSES if s not in TERMINAL)
+STEP_STATUSES = ("pending", "done", "failed")
 _T = TypeVar("_T")
+
+# What each column must hold, to read a row cell by cell (see _record).
+_TEXT, _INT, _REAL, _BLOB, _BOOL, _JSON, _LIST, _OBJECT = "text", "int", "real", "blob", "bool", "json", "list", "obj"
+_EXECUTION_KINDS: dict[str, Any] = {
+    "id": _TEXT, "function": _TEXT, "args": _LIST, "status": STATUSES, "version": _INT, "created_at": _REAL,
+    "updated_at": _REAL, "snapshot": _BLOB, "request": _OBJECT, "wake_at": _REAL, "waiting_for": _TEXT,
+    "steps_started": _INT, "progress": _JSON, "result": _BLOB, "error": _TEXT, "error_value": _BLOB,
+    "cancel_requested": _BOOL, "lease_owner": _TEXT, "lease_until": _REAL,
+}
+_STEP_KINDS: dict[str, Any] = {
+    "execution_id": _TEXT, "index": _INT, "function": _TEXT, "call": _BLOB, "policy": _OBJECT,
+    "status": STEP_STATUSES, "attempts": _INT, "result": _BLOB, "error": _TEXT, "error_value": _BLOB,
+    "started_at": _REAL, "finished_at": _REAL,
+}
+_SIGNAL_KINDS: dict[str, Any] = {
+    "id": _INT, "execution_id": _TEXT, "name": _TEXT, "payload": _JSON, "created_at": _REAL, "consumed": _BOOL,
+}
+assert set(_EXECUTION_KINDS) == set(_EXECUTION_COLUMNS) and set(_STEP_KINDS) == set(_STEP_COLUMNS)
+assert set(_SIGNAL_KINDS) == set(_SIGNAL_COLUMNS)
+MAX_INT_DIGITS = 1_000_000
+"""The longest integer a JSON cell may hold (longer than ``int()`` reads by default: see _long_int)."""
 
 
 def _is_busy(error: sqlite3.Error) -> bool:
@@ -39,8 +62,31 @@ class _Connection(sqlite3.Connection):
     """A connection the store can reference weakly (plain sqlite3 connections cannot be)."""
 
 
+class _BadText(str):
+    """A text cell that is not valid UTF-8, read with replacement characters (_record reports it)."""
+
+
+def _text_factory(data: bytes) -> str:
+    """How connections read text: a cell that is not UTF-8 is damage in its row, not an exception
+    that fails the whole query."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return _BadText(data.decode("utf-8", "replace"))
+
+
 def _columns(names: Sequence[str], leave_out: frozenset[str] = frozenset()) -> str:
     return ", ".join("NULL" if name in leave_out else f'"{name}"' for name in names)
+
+
+def _is_utf8(text: str) -> bool:
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate
+        return False
+    return True
 
 
 def _encode(column: str, value: Any) -> Any:
@@ -48,25 +94,131 @@ def _encode(column: str, value: Any) -> Any:
         return None
     if column in _JSON_COLUMNS:
         try:
-            return json.dumps(value, ensure_ascii=False)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"{column} must be JSON-compatible (dict, list, str, int, float, bool, None): {e}"
-                            ) from None
+            text = json.dumps(value, ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError) as e:
+            raise TypeError(f"{column} must be JSON-compatible (dict, list, str, int, float, bool, None): "
+                            f"{e or type(e).__name__}") from None
+        # A lone surrogate cannot be stored as UTF-8: keep it as a \u escape, which reads back the same.
+        return text if _is_utf8(text) else json.dumps(value)
     if column in _BOOL_COLUMNS:
         return int(bool(value))
+    if column in _FREE_TEXT and isinstance(value, str) and not _is_utf8(value):
+        return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
 
 
-def _decode(column: str, value: Any) -> Any:
-    if column in _BOOL_COLUMNS:
-        return bool(value)
-    if value is None or column not in _JSON_COLUMNS:
+class _Damaged(Exception):
+    """A cell that cannot be read as its column's kind; the message completes "column 'x' ..."."""
+
+
+def _what(value: Any) -> str:
+    if isinstance(value, bytes):
+        return f"a blob ({len(value)} bytes)"
+    if isinstance(value, str):
+        return f"text {value[:40]!r}" + ("..." if len(value) > 40 else "")
+    return f"the number {value!r}"
+
+
+def _long_int(digits: str) -> int:
+    """``int(digits)`` for JSON integers longer than int() accepts by default (4,300 digits), up
+    to MAX_INT_DIGITS; halving keeps it fast (0.5 s for a million digits)."""
+    if len(digits) <= 4000:
+        return int(digits)
+    if len(digits.lstrip("-")) > MAX_INT_DIGITS:
+        raise ValueError(f"an integer of {len(digits.lstrip('-'))} digits is too long to read "
+                         f"(the limit is {MAX_INT_DIGITS:,})")
+    powers: dict[int, int] = {}
+
+    def parse(text: str) -> int:
+        if len(text) <= 4000:
+            return int(text)
+        low = len(text) // 2
+        if low not in powers:
+            powers[low] = 10 ** low
+        return parse(text[:-low]) * powers[low] + parse(text[-low:])
+
+    return -parse(digits[1:]) if digits.startswith("-") else parse(digits)
+
+
+def _json_cell(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise _Damaged(f"is not valid JSON: {e}") from None
+    except RecursionError:
+        raise _Damaged("is not valid JSON: it is nested too deeply to read") from None
+    except ValueError:  # an integer longer than int() accepts by default
+        pass
+    try:
+        return json.loads(text, parse_int=_long_int)
+    except (ValueError, RecursionError) as e:
+        raise _Damaged(f"is not valid JSON: {e}") from None
+
+
+def _cell(kind: Any, value: Any) -> Any:
+    """The value of one cell, or _Damaged saying why it does not fit its column."""
+    if value is None:
+        return False if kind is _BOOL else None
+    if isinstance(value, _BadText):
+        raise _Damaged(f"is not valid UTF-8 text ({value[:40]!r})")
+    if kind is _INT:
+        if isinstance(value, int):
+            return value
+        raise _Damaged(f"holds {_what(value)}, not an integer")
+    if kind is _REAL:
+        if isinstance(value, (int, float)):
+            return float(value)
+        raise _Damaged(f"holds {_what(value)}, not a number")
+    if kind is _BLOB:
+        if isinstance(value, bytes):
+            return value
+        raise _Damaged(f"holds {_what(value)}, not a blob")
+    if kind is _BOOL:
+        if isinstance(value, int):
+            return bool(value)
+        raise _Damaged(f"holds {_what(value)}, not 0 or 1")
+    if not isinstance(value, str):
+        raise _Damaged(f"holds {_what(value)}, not text")
+    if kind is _TEXT:
         return value
-    return json.loads(value)
+    if isinstance(kind, tuple):  # the statuses it may hold
+        if value in kind:
+            return value
+        raise _Damaged(f"is {value[:40]!r}, not one of {', '.join(kind)}")
+    decoded = _json_cell(value)
+    if kind is _LIST and not isinstance(decoded, list):
+        raise _Damaged(f"is not a JSON list: {value[:40]!r}")
+    if kind is _OBJECT and not isinstance(decoded, dict):
+        raise _Damaged(f"is not a JSON object: {value[:40]!r}")
+    return decoded
 
 
-def _record(names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
-    return {name: _decode(name, value) for name, value in zip(names, row)}
+def _record(kinds: dict[str, Any], names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
+    """A row's fields by name, plus ``damage``: the cells that could not be read (set to None, or
+    False for flags) and why; the rest of the row is read all the same."""
+    values: dict[str, Any] = {}
+    problems: list[str] = []
+    for name, value in zip(names, row):
+        kind = kinds[name]
+        try:
+            values[name] = _cell(kind, value)
+        except _Damaged as damaged:
+            problems.append(f"column {name!r} {damaged}")
+            values[name] = False if kind is _BOOL else None
+    values["damage"] = "; ".join(problems) or None
+    return values
+
+
+def _execution(row: Sequence[Any]) -> Execution:
+    return Execution(**_record(_EXECUTION_KINDS, _EXECUTION_COLUMNS, row))
+
+
+def _step(row: Sequence[Any]) -> StepRecord:
+    return StepRecord(**_record(_STEP_KINDS, _STEP_COLUMNS, row))
+
+
+def _signal(row: Sequence[Any]) -> Signal:
+    return Signal(**_record(_SIGNAL_KINDS, _SIGNAL_COLUMNS, row))
 
 
 def _check_field(kind: str, name: str, allowed: Sequence[str], fixed: frozenset[str]) -> None:
@@ -210,8 +362,10 @@ class SQLiteStore(Store):
 
     def _connect(self) -> _Connection:
         with self._errors():
-            return sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
                                    check_same_thread=False, factory=_Connection)
+        conn.text_factory = _text_factory
+        return conn
 
     def _configure(self, conn: _Connection) -> None:
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
@@ -307,7 +461,7 @@ class SQLiteStore(Store):
                            (execution_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
-        return Execution(**_record(_EXECUTION_COLUMNS, row))
+        return _execution(row)
 
     def _status(self, conn: sqlite3.Connection, execution_id: str) -> str:
         row = conn.execute("SELECT status FROM executions WHERE id = ?", (execution_id,)).fetchone()
@@ -348,7 +502,7 @@ class SQLiteStore(Store):
         rows = self._rows(f"SELECT {_columns(_EXECUTION_COLUMNS)} FROM executions WHERE id = ?", (execution_id,))
         if not rows:
             raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
-        return Execution(**_record(_EXECUTION_COLUMNS, rows[0]))
+        return _execution(rows[0])
 
     def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
         if status is not None and status not in STATUSES:
@@ -362,7 +516,7 @@ class SQLiteStore(Store):
         if limit is not None:
             sql += " LIMIT ?"
             params.append(max(0, int(limit)))
-        return [Execution(**_record(_EXECUTION_COLUMNS, row)) for row in self._rows(sql, params)]
+        return [_execution(row) for row in self._rows(sql, params)]
 
     def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
         """See Store.claim; also raises NotFoundError when the ``execution_id`` asked for does not exist."""
@@ -468,12 +622,12 @@ class SQLiteStore(Store):
     def steps(self, execution_id: str) -> list[StepRecord]:
         rows = self._rows(f'SELECT {_columns(_STEP_COLUMNS)} FROM steps WHERE execution_id = ? ORDER BY "index"',
                           (execution_id,))
-        return [StepRecord(**_record(_STEP_COLUMNS, row)) for row in rows]
+        return [_step(row) for row in rows]
 
     def step(self, execution_id: str, index: int) -> StepRecord | None:
         rows = self._rows(f'SELECT {_columns(_STEP_COLUMNS)} FROM steps WHERE execution_id = ? AND "index" = ?',
                           (execution_id, index))
-        return StepRecord(**_record(_STEP_COLUMNS, rows[0])) if rows else None
+        return _step(rows[0]) if rows else None
 
     # -- signals and cancellation
 
@@ -488,7 +642,7 @@ class SQLiteStore(Store):
             signal_id = cursor.lastrowid
             point("signal.inserted")
         assert signal_id is not None
-        return Signal(id=signal_id, execution_id=execution_id, name=name, payload=_decode("payload", encoded),
+        return Signal(id=signal_id, execution_id=execution_id, name=name, payload=_cell(_JSON, encoded),
                       created_at=float(now))
 
     def _check_live(self, conn: sqlite3.Connection, execution_id: str, action: str) -> None:
@@ -500,12 +654,12 @@ class SQLiteStore(Store):
         rows = self._rows(f"SELECT {_columns(_SIGNAL_COLUMNS)} FROM signals"
                           " WHERE execution_id = ? AND name = ? AND NOT consumed AND id IS NOT ?"
                           " ORDER BY id LIMIT 1", (execution_id, name, exclude))
-        return Signal(**_record(_SIGNAL_COLUMNS, rows[0])) if rows else None
+        return _signal(rows[0]) if rows else None
 
     def signals(self, execution_id: str) -> list[Signal]:
         rows = self._rows(f"SELECT {_columns(_SIGNAL_COLUMNS)} FROM signals WHERE execution_id = ? ORDER BY id",
                           (execution_id,))
-        return [Signal(**_record(_SIGNAL_COLUMNS, row)) for row in rows]
+        return [_signal(row) for row in rows]
 
     def request_cancel(self, execution_id: str, *, now: float) -> Execution:
         """See Store.request_cancel. Only sets the flag: the version stays, so a worker holding the

@@ -1,0 +1,146 @@
+"""A damaged store costs only what is damaged: a bad cell costs its row (read with ``damage`` set,
+never an exception), a bad file is a clear StoreError wherever it is hit, read-only opens never create
+or change anything, and older schemas migrate."""
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from runtime.store import (PENDING, Change, SQLiteStore, StepRecord, StoreError, open_store)
+from runtime.store import schema
+
+BIG_DIGITS = "1" + "0" * 5000 + "7"  # more digits than int() and json read by default (4,300)
+BIG = 10 ** 5001 + 7
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "store.db"
+
+
+@pytest.fixture
+def store(db: Path) -> Iterator[SQLiteStore]:
+    with SQLiteStore(db) as s:
+        yield s
+
+
+def raw(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
+
+
+# ============================================================================ one bad row
+
+
+def _two(store: SQLiteStore) -> tuple[str, str]:
+    """A runnable execution with a step and a signal that a test damages, then a healthy one."""
+    bad = store.create("m:main", [1], now=1.0).id
+    store.commit(Change(bad, 1, fields={"steps_started": 1, "progress": {"n": 1}, "snapshot": b"s"},
+                        new_step=StepRecord(bad, 0, "m:work", b"call", {"attempts": 3}, "pending")), now=2.0)
+    store.send_signal(bad, "go", {"ok": True}, now=2.0)
+    good = store.create("m:main", [2], now=3.0).id
+    return bad, good
+
+
+# (column, SQL value, what the damage says, the field's value once read)
+EXECUTION_DAMAGE = [
+    ("args", "'not json'", "column 'args' is not valid JSON: Expecting value: line 1 column 1", None),
+    ("args", "'{\"a\": 1}'", "column 'args' is not a JSON list", None),
+    ("request", "'{'", "column 'request' is not valid JSON", None),
+    ("progress", "replace(hex(zeroblob(30000)), '0', '[')", "column 'progress' is not valid JSON", None),
+    ("version", "'abc'", "column 'version' holds text", None),
+    ("wake_at", "'soon'", "column 'wake_at' holds text", None),
+    ("status", "'bogus'", "column 'status' is 'bogus', not one of pending", None),
+    ("function", "x'6d3a6d61696e'", "column 'function' holds a blob (6 bytes), not text", None),
+    ("function", "CAST(x'ff' AS TEXT)", "column 'function' is not valid UTF-8", None),
+    ("snapshot", "'text'", "column 'snapshot' holds text 'text', not a blob", None),
+    ("updated_at", "x'00'", "column 'updated_at' holds a blob", None),
+    ("cancel_requested", "'yes'", "column 'cancel_requested' holds text", False),
+]
+
+
+@pytest.mark.parametrize("column, value, message, read_as", EXECUTION_DAMAGE,
+                         ids=[f"{c}-{i}" for i, (c, *_) in enumerate(EXECUTION_DAMAGE)])
+def test_a_damaged_execution_cell_costs_only_its_row(store: SQLiteStore, column: str, value: str, message: str,
+                                                     read_as: Any) -> None:
+    bad, good = _two(store)
+    healthy = store.get(good)
+    raw(Path(store.path), f'UPDATE executions SET "{column}" = {value} WHERE id = ?', (bad,))
+    listed = store.list()
+    assert [e.id for e in listed] == [bad, good]
+    damaged = store.get(bad)
+    for e in (damaged,) if column == "snapshot" else (listed[0], damaged):  # list() reads no snapshots
+        assert e.damage is not None and message in e.damage, e.damage
+        assert getattr(e, column) == read_as
+        assert e.id == bad and e.steps_started == 1  # the rest of the row is read
+    assert store.get(good) == healthy and healthy.damage is None and listed[1].damage is None
+    # a worker is never stuck on it: claim hands it over (damage and all) or skips it, then the others
+    claimed = [store.claim("w", now=10.0, lease=30.0) for _ in range(2)]
+    assert good in [c.id for c in claimed if c is not None]
+    for c in claimed:
+        if c is not None and c.id == bad and column != "version":  # (claiming rewrites the version)
+            assert c.damage is not None and f"column '{column}'" in c.damage
+    assert store.steps(bad)[0].damage is None and store.signals(bad)[0].damage is None
+
+
+STEP_DAMAGE = [
+    ("policy", "'nope'", "column 'policy' is not valid JSON", None),
+    ("policy", "'[1]'", "column 'policy' is not a JSON object", None),
+    ("call", "'text'", "column 'call' holds text 'text', not a blob", None),
+    ("status", "'weird'", "column 'status' is 'weird', not one of pending, done, failed", None),
+    ("attempts", "'x'", "column 'attempts' holds text", None),
+]
+
+
+@pytest.mark.parametrize("column, value, message, read_as", STEP_DAMAGE,
+                         ids=[f"{c}-{i}" for i, (c, *_) in enumerate(STEP_DAMAGE)])
+def test_a_damaged_step_cell_costs_only_its_row(store: SQLiteStore, column: str, value: str, message: str,
+                                                read_as: Any) -> None:
+    bad, _ = _two(store)
+    store.commit(Change(bad, 2, new_step=StepRecord(bad, 1, "m:other", b"c", {}, "pending")), now=4.0)
+    raw(Path(store.path), f'UPDATE steps SET "{column}" = {value} WHERE "index" = 0')
+    steps = store.steps(bad)
+    assert [s.index for s in steps] == [0, 1] and steps[1].damage is None
+    for s in (steps[0], store.step(bad, 0)):
+        assert s is not None and s.damage is not None and message in s.damage, s
+        assert getattr(s, column) == read_as and s.function == "m:work"
+    assert store.get(bad).damage is None
+
+
+SIGNAL_DAMAGE = [
+    ("payload", "'{\"ok\": tru'", "column 'payload' is not valid JSON", None),
+    ("created_at", "'later'", "column 'created_at' holds text", None),
+    ("consumed", "x'01'", "column 'consumed' holds a blob", False),
+]
+
+
+@pytest.mark.parametrize("column, value, message, read_as", SIGNAL_DAMAGE, ids=[c for c, *_ in SIGNAL_DAMAGE])
+def test_a_damaged_signal_cell_costs_only_its_row(store: SQLiteStore, column: str, value: str, message: str,
+                                                  read_as: Any) -> None:
+    bad, _ = _two(store)
+    store.send_signal(bad, "go", 2, now=5.0)
+    raw(Path(store.path), f'UPDATE signals SET "{column}" = {value} WHERE id = 1')
+    signals = store.signals(bad)
+    assert [s.id for s in signals] == [1, 2] and signals[1].damage is None and signals[1].payload == 2
+    assert signals[0].damage is not None and message in signals[0].damage
+    assert getattr(signals[0], column) == read_as and signals[0].name == "go"
+    if column != "consumed":
+        first = store.next_signal(bad, "go")
+        assert first is not None and first.id == 1 and first.damage == signals[0].damage
+
+
+def test_big_ints_and_lone_surrogates_in_json_cells(store: SQLiteStore) -> None:
+    bad, _ = _two(store)
+    raw(Path(store.path), "UPDATE executions SET progress = ? WHERE id = ?", ('{"n": %s}' % BIG_DIGITS, bad))
+    e = store.get(bad)
+    assert e.damage is None and e.progress == {"n": BIG}
+    put = store.commit(Change(bad, e.version, fields={"progress": ["\ud800"], "error": "bad \udcff name"}), now=9.0)
+    assert put.progress == ["\ud800"] and put.error == "bad \\udcff name" and put.damage is None
