@@ -596,20 +596,51 @@ def test_schema_too_new_changes_nothing(db: Path, tmp_path: Path) -> None:
 def test_migrations_apply_in_order_and_roll_back_on_failure(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     with SQLiteStore(db) as s:
         e = s.create("m:main", [], now=1.0)
-    broken = schema.Migration(2, "broken", ("ALTER TABLE executions ADD COLUMN tag TEXT", "NOT SQL"))
+    latest = schema.LATEST
+    broken = schema.Migration(latest + 1, "broken", ("ALTER TABLE executions ADD COLUMN tag TEXT", "NOT SQL"))
     monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + (broken,))
-    monkeypatch.setattr(schema, "LATEST", 2)
+    monkeypatch.setattr(schema, "LATEST", latest + 1)
     with pytest.raises(StoreError):
         SQLiteStore(db)
-    assert rows(db, "SELECT value FROM meta") == [("1",)]
+    assert rows(db, "SELECT value FROM meta") == [(str(latest),)]
     assert "tag" not in {r[1] for r in rows(db, "PRAGMA table_info(executions)")}
-    fixed = schema.Migration(2, "tags", ("ALTER TABLE executions ADD COLUMN tag TEXT",
-                                         "CREATE INDEX executions_tag ON executions (tag)"))
-    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1] + (fixed,))
+    fixed = schema.Migration(latest + 1, "tags", ("ALTER TABLE executions ADD COLUMN tag TEXT",
+                                                  "CREATE INDEX executions_tag ON executions (tag)"))
+    monkeypatch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:latest] + (fixed,))
     with SQLiteStore(db) as s:
         assert s.get(e.id).id == e.id
-    assert rows(db, "SELECT value FROM meta") == [("2",)]
+    assert rows(db, "SELECT value FROM meta") == [(str(latest + 1),)]
     assert "tag" in {r[1] for r in rows(db, "PRAGMA table_info(executions)")}
+
+
+def version_1_store(path: Path) -> None:
+    """A store as version 1 of the schema wrote it (its DDL as it was), with an execution and a step."""
+    conn = sqlite3.connect(path)
+    with conn:
+        for statement in schema.MIGRATIONS[0].statements:
+            conn.execute(statement)
+        conn.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+        conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.execute("INSERT INTO executions (id, function, args, status, version, created_at, updated_at)"
+                     " VALUES ('old', 'm:main', '[1]', 'pending', 1, 1.0, 1.0)")
+        conn.execute("""INSERT INTO steps (execution_id, "index", function, call, policy, status)"""
+                     " VALUES ('old', 0, 'm:work', x'90', '{}', 'pending')")
+    conn.close()
+
+
+def test_version_1_store_migrates_to_version_2_signatures(db: Path) -> None:
+    version_1_store(db)
+    assert "mac" not in {r[1] for r in rows(db, "PRAGMA table_info(executions)")}
+    with SQLiteStore(db) as s:
+        e = s.get("old")
+        assert (e.args, e.mac, e.damage) == ([1], None, None) and s.steps("old")[0].mac is None
+        e = s.commit(Change("old", 1, fields={"mac": b"sig-e", "steps_started": 2},
+                            new_step=step_record("old", 1, mac=b"sig-1")), now=2.0)
+        s.commit(Change("old", e.version, step_update=(0, {"mac": b"sig-0"})), now=3.0)
+        assert e.mac == b"sig-e" and s.get("old").mac == b"sig-e"
+        assert [st.mac for st in s.steps("old")] == [b"sig-0", b"sig-1"]
+    assert rows(db, "SELECT value FROM meta") == [("2",)] and schema.LATEST == 2
+    assert rows(db, "SELECT typeof(mac) FROM executions UNION ALL SELECT typeof(mac) FROM steps") == [("blob",)] * 3
 
 
 def test_not_a_database(tmp_path: Path) -> None:

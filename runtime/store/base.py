@@ -60,6 +60,7 @@ class Execution:
     cancel_requested: bool = False
     lease_owner: str | None = None
     lease_until: float | None = None
+    mac: bytes | None = None       # the runner's signature of the row (opaque to the store)
     damage: str | None = None      # not a column: set when a cell of the row could not be read (which, and
                                    # why); that field is then None (False for flags) and the rest is read
 
@@ -80,6 +81,7 @@ class StepRecord:
     error_value: bytes | None = None  # value encoding of the last exception, when it could be encoded
     started_at: float | None = None
     finished_at: float | None = None
+    mac: bytes | None = None      # the runner's signature of the row (opaque to the store)
     damage: str | None = None     # not a column: see Execution.damage
 
 

@@ -67,8 +67,14 @@ _INITIAL = (
     "CREATE INDEX signals_pending ON signals (execution_id, name, consumed)",
 )
 
+_SIGNATURES = (
+    "ALTER TABLE executions ADD COLUMN mac BLOB",
+    "ALTER TABLE steps ADD COLUMN mac BLOB",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: executions, steps, signals", _INITIAL),
+    Migration(2, "signatures: executions.mac, steps.mac (opaque bytes the runner writes)", _SIGNATURES),
 )
 LATEST = MIGRATIONS[-1].version
 

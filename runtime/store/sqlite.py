@@ -37,12 +37,12 @@ _EXECUTION_KINDS: dict[str, Any] = {
     "id": _TEXT, "function": _TEXT, "args": _LIST, "status": STATUSES, "version": _INT, "created_at": _REAL,
     "updated_at": _REAL, "snapshot": _BLOB, "request": _OBJECT, "wake_at": _REAL, "waiting_for": _TEXT,
     "steps_started": _INT, "progress": _JSON, "result": _BLOB, "error": _TEXT, "error_value": _BLOB,
-    "cancel_requested": _BOOL, "lease_owner": _TEXT, "lease_until": _REAL,
+    "cancel_requested": _BOOL, "lease_owner": _TEXT, "lease_until": _REAL, "mac": _BLOB,
 }
 _STEP_KINDS: dict[str, Any] = {
     "execution_id": _TEXT, "index": _INT, "function": _TEXT, "call": _BLOB, "policy": _OBJECT,
     "status": STEP_STATUSES, "attempts": _INT, "result": _BLOB, "error": _TEXT, "error_value": _BLOB,
-    "started_at": _REAL, "finished_at": _REAL,
+    "started_at": _REAL, "finished_at": _REAL, "mac": _BLOB,
 }
 _SIGNAL_KINDS: dict[str, Any] = {
     "id": _INT, "execution_id": _TEXT, "name": _TEXT, "payload": _JSON, "created_at": _REAL, "consumed": _BOOL,
