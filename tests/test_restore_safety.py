@@ -10,16 +10,13 @@ callables (replaced by recorders while restore runs) nor import any module.
 """
 from __future__ import annotations
 
-import builtins
-import os
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Callable
 
-import msgpack
 import pytest
 
+from crafting import Guard, pack, template
 from harness import load_compiled, run_python, tmp_module_dir, unique_module_name, unload
 import runtime
 from runtime import SnapshotError, restore, snapshot
@@ -71,21 +68,11 @@ def mod():
 
 # --------------------------------------------------------------------------- crafting snapshots
 
-def _unpack(data: bytes) -> list[Any]:
-    return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
-
-
-def _pack(envelope: list[Any]) -> bytes:
-    return msgpack.packb(envelope, use_bin_type=True)
-
-
 def _template(mod) -> list[Any]:
     """A real snapshot of ``mod.gen(mod.helper)`` suspended at its first yield, unpacked."""
     g = mod.gen(mod.helper)
     next(g)
-    data = snapshot(g)
-    runtime.detach(g)
-    envelope = _unpack(data)
+    envelope = template(g)
     assert envelope[2][5] == [[9, "ref", f"{mod.__name__}:helper"]]  # the wire format this file relies on
     return envelope
 
@@ -94,14 +81,14 @@ def with_value(mod, node: Any) -> bytes:
     """The template snapshot with the local ``x`` replaced by the packed value ``node``."""
     envelope = _template(mod)
     envelope[2][5] = [node]
-    return _pack(envelope)
+    return pack(envelope)
 
 
 def with_ident(mod, ident: str) -> bytes:
     """The template snapshot with its frame naming the durable function ``ident``."""
     envelope = _template(mod)
     envelope[2][0] = ident
-    return _pack(envelope)
+    return pack(envelope)
 
 
 def fingerprint(mod) -> bytes:
@@ -145,7 +132,7 @@ def _as_held_generator(mod, name):
 def _as_nested_frame(mod, name):
     envelope = _template(mod)
     envelope.append([name, fingerprint(mod), 1, None, "x", [5], None])
-    return _pack(envelope)
+    return pack(envelope)
 
 
 PLACES: dict[str, Callable[[Any, str], bytes]] = {
@@ -162,72 +149,6 @@ PLACES: dict[str, Callable[[Any, str], bytes]] = {
 
 
 # --------------------------------------------------------------------------- the guard
-
-class Recorder:
-    """Stands in for a dangerous callable while restore runs; remembers every call."""
-
-    def __init__(self, name: str, calls: list, forward: Callable[..., Any] | None = None) -> None:
-        self.name, self.calls, self.forward = name, calls, forward
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls.append((self.name, args))
-        if self.forward is not None:
-            return self.forward(*args, **kwargs)
-        raise AssertionError(f"restore called {self.name}{args!r}")
-
-
-DANGEROUS: list[tuple[Any, str]] = [
-    (os, "system"), (os, "popen"), (os, "execv"), (os, "execvp"), (os, "remove"), (os, "unlink"),
-    (subprocess, "Popen"), (subprocess, "run"), (subprocess, "call"), (subprocess, "check_output"),
-    (builtins, "eval"), (builtins, "exec"), (builtins, "open"), (builtins, "compile"),
-    (builtins, "breakpoint"), (builtins, "input"),
-]
-_posix = sys.modules.get("posix") or sys.modules.get("nt")
-if _posix is not None:
-    DANGEROUS += [(_posix, "system")]
-
-
-class Guard:
-    """Runs restore with the dangerous callables replaced by recorders; records imports and new modules."""
-
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.monkeypatch = monkeypatch
-        self.calls: list[tuple[str, Any]] = []
-        self.imports: list[str] = []
-        self.new_modules: set[str] = set()
-
-    def restore(self, data: bytes) -> Any:
-        real_import = builtins.__import__
-
-        def recording_import(name, globals=None, locals=None, fromlist=(), level=0):
-            if level == 0:  # the runtime's own relative imports are not what a snapshot asks for
-                self.imports.append(name)
-            return real_import(name, globals, locals, fromlist, level)
-
-        before = set(sys.modules)
-        with self.monkeypatch.context() as patch:
-            for owner, attr in DANGEROUS:
-                if hasattr(owner, attr):
-                    patch.setattr(owner, attr, Recorder(f"{getattr(owner, '__name__', owner)}.{attr}", self.calls))
-            patch.setattr(builtins, "__import__", recording_import)
-            try:
-                return restore(data)
-            finally:
-                self.new_modules = set(sys.modules) - before
-
-    def refuses(self, data: bytes, error: type[BaseException] = SnapshotError) -> SnapshotError:
-        """Restore ``data``, which must be refused with ``error``, calling and importing nothing."""
-        with pytest.raises(SnapshotError) as info:
-            self.restore(data)
-        assert isinstance(info.value, error), f"{type(info.value).__name__}: {info.value}"
-        self.assert_clean()
-        return info.value
-
-    def assert_clean(self) -> None:
-        assert self.calls == [], f"restore called {self.calls}"
-        assert self.imports == [], f"restore imported {self.imports}"
-        assert self.new_modules == set(), f"restore imported {sorted(self.new_modules)}"
-
 
 @pytest.fixture
 def guard(monkeypatch, mod):

@@ -189,8 +189,6 @@ def shape_of(cls: type) -> tuple[int, str]:
         shape = (-1, f"{name} objects are not hashable")
     elif opted_in(cls):
         shape = (_OPTED, "")
-    elif not _eq_known(cls):
-        shape = (-2, f"comparing them would run {name}.__eq__")
     elif type(impl) is types.WrapperDescriptorType and impl.__objclass__ in _SLOT_SHAPES:
         shape = (_SLOT_SHAPES[impl.__objclass__], "")
     elif impl in _KNOWN_FUNCTIONS:
@@ -199,6 +197,8 @@ def shape_of(cls: type) -> tuple[int, str]:
         shape = (_FIELDS, "")
     else:
         shape = (-2, f"hashing them would run {name}.__hash__")
+    if shape[0] >= 0 and shape[0] != _OPTED and not _eq_known(cls):
+        shape = (-2, f"comparing them would run {name}.__eq__")
     _shapes[cls] = shape
     return shape
 
