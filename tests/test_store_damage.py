@@ -144,3 +144,109 @@ def test_big_ints_and_lone_surrogates_in_json_cells(store: SQLiteStore) -> None:
     assert e.damage is None and e.progress == {"n": BIG}
     put = store.commit(Change(bad, e.version, fields={"progress": ["\ud800"], "error": "bad \udcff name"}), now=9.0)
     assert put.progress == ["\ud800"] and put.error == "bad \\udcff name" and put.damage is None
+
+
+# ============================================================================ the file
+
+
+def test_read_only_and_create_false_never_create_a_store(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "store.db"
+    for options in ({"readonly": True}, {"create": False}):
+        with pytest.raises(StoreError, match=f"^no store at {missing} ") as info:
+            open_store(f"sqlite:///{missing}", **options)
+        assert ".durable/durable.db" in str(info.value) and "--store" in str(info.value)
+        with pytest.raises(StoreError, match="no store at"):
+            SQLiteStore(tmp_path / "store.db", **options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_file_is_not_a_store_in_either_mode(tmp_path: Path) -> None:
+    empty = tmp_path / "store.db"
+    empty.touch()
+    for options in ({}, {"readonly": True}):
+        with pytest.raises(StoreError) as info:
+            SQLiteStore(empty, **options)
+        assert str(info.value) == (f"{empty} is empty (0 bytes): not a durable store; a store created by durable "
+                                   "always has its tables — delete the file to start a new store")
+    assert empty.stat().st_size == 0 and [p.name for p in tmp_path.iterdir()] == ["store.db"]
+
+
+def test_a_new_store_appears_whole_or_not_at_all(db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    broken = schema.Migration(schema.LATEST + 1, "broken", ("NOT SQL",))
+    with monkeypatch.context() as patch:
+        patch.setattr(schema, "MIGRATIONS", schema.MIGRATIONS + (broken,))
+        patch.setattr(schema, "LATEST", schema.LATEST + 1)
+        with pytest.raises(StoreError):
+            SQLiteStore(db)
+    assert list(db.parent.iterdir()) == []  # neither the store nor the file it was built in
+    SQLiteStore(db).close()
+    assert [p.name for p in db.parent.iterdir()] == ["store.db"]
+    assert raw(db, "PRAGMA journal_mode") == [("wal",)] and raw(db, "SELECT value FROM meta") == [
+        (str(schema.LATEST),)]
+
+
+def test_read_only_reads_and_changes_nothing(db: Path) -> None:
+    with SQLiteStore(db) as s:
+        bad, good = _two(s)
+        s._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = db.read_bytes()
+    with SQLiteStore(db, readonly=True) as r:
+        assert [e.id for e in r.list()] == [bad, good] and r.get(bad).snapshot == b"s"
+        assert r.step(bad, 0) == r.steps(bad)[0] and r.next_signal(bad, "go") == r.signals(bad)[0]
+        assert r._conn().execute("PRAGMA query_only").fetchone() == (1,)
+        writes = [lambda: r.create("m:main", [], now=1.0), lambda: r.claim("w", now=1.0, lease=1.0),
+                  lambda: r.renew("w", [bad], until=1.0), lambda: r.send_signal(bad, "go", 1, now=1.0),
+                  lambda: r.request_cancel(bad, now=1.0), lambda: r.commit(Change(bad, 2), now=1.0)]
+        for write in writes:
+            with pytest.raises(StoreError, match="opened read-only"):
+                write()
+    assert db.read_bytes() == before
+
+
+def test_read_only_reads_an_older_schema_as_it_is(db: Path) -> None:
+    from test_store import version_1_store
+
+    version_1_store(db)
+    before = db.read_bytes()
+    with SQLiteStore(db, readonly=True) as r:
+        old = r.get("old")
+        assert (old.args, old.mac, old.damage) == ([1], None, None) and r.steps("old")[0].mac is None
+        assert [e.id for e in r.list()] == ["old"]
+    assert db.read_bytes() == before and raw(db, "PRAGMA journal_mode") == [("delete",)]
+    raw(db, "ALTER TABLE executions DROP COLUMN waiting_for")  # older still: a column this code needs is missing
+    with pytest.raises(StoreError, match="lacks column executions.waiting_for.*run `durable worker`"):
+        SQLiteStore(db, readonly=True)
+
+
+def _zeroed(source: bytes, page: int) -> bytes:
+    return source[:page * 4096] + bytes(4096) + source[(page + 1) * 4096:]
+
+
+def test_a_damaged_file_is_a_store_error_wherever_it_is_hit(db: Path, tmp_path: Path) -> None:
+    with SQLiteStore(db) as s:
+        ids = [s.create("m:main", ["x" * 400], now=float(i)).id for i in range(25)]
+        for execution_id in ids:
+            s.send_signal(execution_id, "go", {"a": "y" * 300}, now=30.0)
+        s._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    source = db.read_bytes()
+    copies = [_zeroed(source, page) for page in range(len(source) // 4096)]
+    copies += [os.urandom(8192), source[:len(source) // 2]]
+    hit = 0
+    for n, data in enumerate(copies):
+        path = tmp_path / f"copy{n}.db"
+        path.write_bytes(data)
+        for options in ({"readonly": True}, {}):
+            try:
+                with SQLiteStore(path, **options) as s:
+                    for read in (s.list, lambda: s.get(ids[-1]), lambda: s.steps(ids[-1]),
+                                 lambda: s.signals(ids[-1]), lambda: s.next_signal(ids[-1], "go"),
+                                 lambda: options or s.claim("w", now=99.0, lease=1.0)):
+                        try:
+                            read()
+                        except StoreError as e:
+                            hit += 1
+                            assert type(e).__name__ in ("StoreError", "NotFoundError"), e
+            except StoreError as e:
+                hit += 1
+                assert str(path) in str(e)
+    assert hit > 10

@@ -8,9 +8,11 @@ Store URLs:
 - ``postgresql://...`` / ``postgres://...``: reserved for the PostgreSQL store (not available yet)
 
 ``open_store()`` with no URL uses the environment variable ``DURABLE_STORE`` when it is set and not
-empty, else ``sqlite:///.durable/durable.db`` in the current directory. The store file's folder is
-created when missing (``SQLiteStore`` itself creates none). ``:memory:`` is refused: every thread has
-its own connection, so each would see its own empty database.
+empty, else ``sqlite:///.durable/durable.db`` in the current directory. A missing store is created,
+with its folder (``SQLiteStore`` itself creates no folder), unless ``create=False``: then it is a
+StoreError ("no store at PATH ..."). ``readonly=True`` opens an existing store for reading only
+(never created, migrated or changed). ``:memory:`` is refused: every thread has its own connection,
+so each would see its own empty database.
 """
 from __future__ import annotations
 
@@ -35,18 +37,20 @@ _FORMS = "sqlite:///relative/path.db, sqlite:////absolute/path.db or a plain fil
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
-def open_store(url: str | None = None) -> Store:
-    """Open the store at ``url`` (see the module docstring for the forms and the default)."""
+def open_store(url: str | None = None, *, create: bool = True, readonly: bool = False) -> Store:
+    """Open the store at ``url`` (see the module docstring for the forms and the default); with
+    ``create=False`` or ``readonly=True`` a missing store is a StoreError and nothing is created."""
     if url is None:
         url = os.environ.get(ENV_VAR) or DEFAULT_URL
     path = sqlite_path(url)
     folder = os.path.dirname(path)
-    if folder:
+    create = create and not readonly
+    if folder and create:
         try:
             os.makedirs(folder, exist_ok=True)  # the store's folder is created with it, like .durable/
         except OSError as exc:
             raise StoreError(f"cannot create the folder of store {url!r}: {exc.strerror or exc}") from None
-    return SQLiteStore(path)
+    return SQLiteStore(path, create=create, readonly=readonly)
 
 
 def sqlite_path(url: str) -> str:

@@ -72,6 +72,10 @@ _SIGNATURES = (
     "ALTER TABLE steps ADD COLUMN mac BLOB",
 )
 
+# Columns added by migrations after the first: a store that predates them reads them as NULL (a
+# read-only open does not migrate).
+ADDED_COLUMNS: dict[str, frozenset[str]] = {"executions": frozenset({"mac"}), "steps": frozenset({"mac"})}
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: executions, steps, signals", _INITIAL),
     Migration(2, "signatures: executions.mac, steps.mac (opaque bytes the runner writes)", _SIGNATURES),

@@ -10,6 +10,7 @@ import uuid
 import weakref
 from contextlib import contextmanager
 from dataclasses import fields as dataclass_fields
+from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from . import schema
@@ -105,6 +106,27 @@ def _encode(column: str, value: Any) -> Any:
     if column in _FREE_TEXT and isinstance(value, str) and not _is_utf8(value):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
+
+
+def missing_store(path: str) -> str:
+    return (f"no store at {path} (the default store is .durable/durable.db under the current directory, or the URL "
+            "in $DURABLE_STORE; pass --store URL to use another; `durable run` and `durable worker` create a store)")
+
+
+def _sync_folder(folder: str) -> None:
+    """Make a new directory entry durable (POSIX; elsewhere the filesystem sees to it)."""
+    if os.name != "posix":
+        return
+    try:
+        fd = os.open(folder or ".", os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 class _Damaged(Exception):
@@ -299,12 +321,22 @@ class SQLiteStore(Store):
 
     ``version`` and ``updated_at`` mark transitions: create and commit set both, claim bumps the
     version only. renew, send_signal and request_cancel leave both alone, so the lease holder's next
-    commit (which names the version it claimed) still applies."""
+    commit (which names the version it claimed) still applies.
 
-    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0) -> None:
+    A missing file becomes a new store (built aside and moved in place whole, so a store file always
+    has its tables) unless ``create`` is False. ``readonly=True`` opens an existing store for reading
+    only: it never creates, migrates or reconfigures the file (``PRAGMA query_only``), reads an older
+    schema as it is when it has the columns needed, and refuses every write."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 30.0, readonly: bool = False,
+                 create: bool = True) -> None:
         self.path = os.path.abspath(os.fspath(path))
         self.url = "sqlite:///" + self.path
         self.timeout = timeout
+        self.readonly = readonly
+        self.create_missing = create and not readonly
+        # readonly on an older schema: the columns it does not have yet, read as NULL
+        self._absent: dict[str, frozenset[str]] = {}
         self._local = threading.local()
         self._lock = threading.Lock()
         # every thread's connection, with the process that opened it (close() closes ours only)
@@ -326,18 +358,80 @@ class SQLiteStore(Store):
 
     def _open(self) -> None:
         """Check the file, configure it and bring its schema up to date (first connection only)."""
+        if not os.path.exists(self.path):
+            if not self.create_missing:
+                raise StoreError(missing_store(self.path))
+            self._create_file()
+        elif os.path.isfile(self.path) and os.path.getsize(self.path) == 0:
+            raise StoreError(f"{self.path} is empty (0 bytes): not a durable store; a store created by durable "
+                             "always has its tables — delete the file to start a new store")
         conn = self._connect()
         try:
             with self._errors():
                 version = self._retry_busy(lambda: self._read_version(conn))
                 schema.check_supported(version, self.path)
-                self._configure(conn)
-                if version < schema.LATEST:
-                    schema.migrate(conn, self.path)
+                if self.readonly:
+                    self._absent = self._absent_columns(conn, version)
+                else:
+                    self._configure(conn)
+                    if version < schema.LATEST:
+                        schema.migrate(conn, self.path)
         except BaseException:
             conn.close()
             raise
         self._adopt(conn)
+
+    def _create_file(self) -> None:
+        """Build a new store in a file of its own next to ``path``, then link it in place: other
+        processes see no file or a whole store, never an empty or half-made one. When another
+        process's store got there first, that one is kept."""
+        folder, name = os.path.split(self.path)
+        building = os.path.join(folder, f".{name}.new-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        try:
+            conn = self._connect(building)
+            try:
+                with self._errors():
+                    self._configure(conn)
+                    schema.migrate(conn, self.path)
+            finally:
+                conn.close()  # the last connection: SQLite checkpoints and removes its -wal and -shm
+            try:
+                os.link(building, self.path)  # fails when the path exists: never replaces a store
+            except FileExistsError:
+                pass
+            except OSError:  # no hard links on this filesystem: rename, checking first (a narrow race)
+                if not os.path.exists(self.path):
+                    os.replace(building, self.path)
+            _sync_folder(folder)
+        except OSError as e:
+            raise StoreError(f"cannot create store {self.path}: {e.strerror or e}") from None
+        finally:
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                try:
+                    os.unlink(building + suffix)
+                except OSError:
+                    pass
+
+    def _absent_columns(self, conn: _Connection, version: int) -> dict[str, frozenset[str]]:
+        """Read-only on an older schema: the columns added since, which read as NULL; a StoreError
+        when a column this code needs is missing (a writing command migrates the store)."""
+        if version == schema.LATEST:
+            return {}
+        if version == 0:
+            raise StoreError(f"{self.path} is a SQLite database without tables, not yet a store: "
+                             "`durable run` or `durable worker` make it one")
+        absent: dict[str, frozenset[str]] = {}
+        for table, names in (("executions", _EXECUTION_COLUMNS), ("steps", _STEP_COLUMNS),
+                             ("signals", _SIGNAL_COLUMNS)):
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            missing = frozenset(name for name in names if name not in present)
+            needed = sorted(missing - schema.ADDED_COLUMNS.get(table, frozenset()))
+            if needed:
+                raise StoreError(f"store {self.path} has schema version {version}, older than this durable-generators "
+                                 f"({schema.LATEST}), and lacks column {table}.{needed[0]}: run `durable worker` once "
+                                 "(opening a store to write migrates it), then read it again")
+            absent[table] = missing
+        return absent
 
     def _read_version(self, conn: _Connection) -> int:
         conn.execute("BEGIN")  # one consistent read, before changing anything
@@ -360,14 +454,27 @@ class SQLiteStore(Store):
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def _connect(self) -> _Connection:
+    def _connect(self, path: str | None = None) -> _Connection:
         with self._errors():
-            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None,
-                                   check_same_thread=False, factory=_Connection)
+            if self.readonly:  # mode=ro: never creates the file
+                conn = sqlite3.connect(Path(self.path).as_uri() + "?mode=ro", uri=True, timeout=self.timeout,
+                                       isolation_level=None, check_same_thread=False, factory=_Connection)
+            else:
+                conn = sqlite3.connect(path or self.path, timeout=self.timeout, isolation_level=None,
+                                       check_same_thread=False, factory=_Connection)
         conn.text_factory = _text_factory
+        if self.readonly:
+            try:
+                with self._errors():
+                    conn.execute("PRAGMA query_only = ON")
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
     def _configure(self, conn: _Connection) -> None:
+        if self.readonly:
+            return  # the file stays as it is
         mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
         if str(mode).lower() != "wal":  # once per file: WAL mode is persistent
             mode = self._retry_busy(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
@@ -417,6 +524,9 @@ class SQLiteStore(Store):
         text = str(error)
         if "not a database" in text:
             return f"{self.path} is not a SQLite database ({text}): point the store at another file"
+        if "malformed" in text or "corrupt" in text:
+            return (f"store {self.path} is damaged ({text}): restore it from a backup; "
+                    f"`sqlite3 {self.path} .recover` may save what is left")
         if _is_busy(error):
             return (f"store {self.path}: {text} (another process or thread kept it locked; "
                     f"the store waits up to {self.timeout:g} s)")
@@ -430,6 +540,8 @@ class SQLiteStore(Store):
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; BEGIN IMMEDIATE takes the write lock before the first read, so
         a read-modify-write never interleaves with another process's."""
+        if self.readonly:
+            raise StoreError(f"store {self.path} was opened read-only: nothing can be written to it this way")
         conn = self._conn()
         with self._errors():
             conn.execute("BEGIN IMMEDIATE")
@@ -456,8 +568,14 @@ class SQLiteStore(Store):
 
     # -- reading rows
 
+    def _select(self, table: str, leave_out: frozenset[str] = frozenset()) -> str:
+        """The column list of a SELECT of whole rows (NULL for those left out, or absent from an
+        older schema read as it is)."""
+        names = {"executions": _EXECUTION_COLUMNS, "steps": _STEP_COLUMNS, "signals": _SIGNAL_COLUMNS}[table]
+        return _columns(names, leave_out | self._absent.get(table, frozenset()))
+
     def _fetch(self, conn: sqlite3.Connection, execution_id: str) -> Execution:
-        row = conn.execute(f"SELECT {_columns(_EXECUTION_COLUMNS)} FROM executions WHERE id = ?",
+        row = conn.execute(f"SELECT {self._select('executions')} FROM executions WHERE id = ?",
                            (execution_id,)).fetchone()
         if row is None:
             raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
@@ -499,7 +617,7 @@ class SQLiteStore(Store):
                 return candidate
 
     def get(self, execution_id: str) -> Execution:
-        rows = self._rows(f"SELECT {_columns(_EXECUTION_COLUMNS)} FROM executions WHERE id = ?", (execution_id,))
+        rows = self._rows(f"SELECT {self._select('executions')} FROM executions WHERE id = ?", (execution_id,))
         if not rows:
             raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
         return _execution(rows[0])
@@ -507,7 +625,7 @@ class SQLiteStore(Store):
     def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
         if status is not None and status not in STATUSES:
             raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        sql = f"SELECT {_columns(_EXECUTION_COLUMNS, _BLOB_COLUMNS)} FROM executions"
+        sql = f"SELECT {self._select('executions', _BLOB_COLUMNS)} FROM executions"
         params: list[Any] = []
         if status is not None:
             sql += " WHERE status = ?"
@@ -620,12 +738,12 @@ class SQLiteStore(Store):
     # -- steps
 
     def steps(self, execution_id: str) -> list[StepRecord]:
-        rows = self._rows(f'SELECT {_columns(_STEP_COLUMNS)} FROM steps WHERE execution_id = ? ORDER BY "index"',
+        rows = self._rows(f'SELECT {self._select("steps")} FROM steps WHERE execution_id = ? ORDER BY "index"',
                           (execution_id,))
         return [_step(row) for row in rows]
 
     def step(self, execution_id: str, index: int) -> StepRecord | None:
-        rows = self._rows(f'SELECT {_columns(_STEP_COLUMNS)} FROM steps WHERE execution_id = ? AND "index" = ?',
+        rows = self._rows(f'SELECT {self._select("steps")} FROM steps WHERE execution_id = ? AND "index" = ?',
                           (execution_id, index))
         return _step(rows[0]) if rows else None
 
@@ -651,13 +769,13 @@ class SQLiteStore(Store):
             raise InvalidStateError(f"cannot {action} execution {execution_id!r}: it is already {status}")
 
     def next_signal(self, execution_id: str, name: str, exclude: int | None = None) -> Signal | None:
-        rows = self._rows(f"SELECT {_columns(_SIGNAL_COLUMNS)} FROM signals"
+        rows = self._rows(f"SELECT {self._select('signals')} FROM signals"
                           " WHERE execution_id = ? AND name = ? AND NOT consumed AND id IS NOT ?"
                           " ORDER BY id LIMIT 1", (execution_id, name, exclude))
         return _signal(rows[0]) if rows else None
 
     def signals(self, execution_id: str) -> list[Signal]:
-        rows = self._rows(f"SELECT {_columns(_SIGNAL_COLUMNS)} FROM signals WHERE execution_id = ? ORDER BY id",
+        rows = self._rows(f"SELECT {self._select('signals')} FROM signals WHERE execution_id = ? ORDER BY id",
                           (execution_id,))
         return [_signal(row) for row in rows]
 
