@@ -125,9 +125,9 @@ class Store(abc.ABC):
     url: str
 
     @abc.abstractmethod
-    def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None
-               ) -> Execution:
-        """A new PENDING execution."""
+    def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None,
+               mac: bytes | None = None) -> Execution:
+        """A new PENDING execution (``mac``: the runner's seal of it, stored as it is)."""
 
     @abc.abstractmethod
     def get(self, execution_id: str) -> Execution:

@@ -592,15 +592,15 @@ class SQLiteStore(Store):
 
     # -- executions
 
-    def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None
-               ) -> Execution:
+    def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None,
+               mac: bytes | None = None) -> Execution:
         if isinstance(args, (str, bytes)):
             raise TypeError(f"args must be a sequence of arguments, not {type(args).__name__}")
         encoded_args = _encode("args", list(args))
         with self._write() as conn:
             new_id = self._new_id(conn, execution_id)
-            conn.execute("INSERT INTO executions (id, function, args, status, version, created_at, updated_at)"
-                         " VALUES (?, ?, ?, ?, 1, ?, ?)", (new_id, function, encoded_args, PENDING, now, now))
+            conn.execute("INSERT INTO executions (id, function, args, status, version, created_at, updated_at, mac)"
+                         " VALUES (?, ?, ?, ?, 1, ?, ?, ?)", (new_id, function, encoded_args, PENDING, now, now, mac))
             point("create.inserted")
             return self._fetch(conn, new_id)
 
