@@ -3,8 +3,39 @@ from __future__ import annotations
 
 import contextvars
 import datetime as _dt
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
+
+MAX_SECONDS = 10 ** 9
+"""The longest sleep, wait timeout or retry backoff (about 31 years): time arithmetic stays exact and
+every wake time can be shown as a date."""
+LATEST = _dt.datetime(9999, 12, 31, tzinfo=_dt.timezone.utc).timestamp()
+"""The latest wake time ``sleep(until=...)`` accepts (the end of year 9999, as datetime can show)."""
+
+
+def _seconds(value: Any, what: str, *, lowest: float = 0.0) -> float:
+    """``value`` as a number of seconds, checked when the request is made (inside the program)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    try:
+        seconds = float(value)
+    except OverflowError:
+        seconds = math.inf
+    if not math.isfinite(seconds) or not lowest <= seconds <= MAX_SECONDS:
+        raise ValueError(f"{what} must be a finite number of seconds from {lowest:g} to {MAX_SECONDS:g}, "
+                         f"not {value!r}" + (" (use wait() for an open-ended wait)" if seconds == math.inf else ""))
+    return seconds
+
+
+def _signal_name(name: Any, what: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"{what} needs a signal name (a non-empty str)")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{what}: the signal name {name!r} is not valid text (it holds a lone surrogate)") from None
+    return name
 
 
 class Request:
@@ -37,21 +68,32 @@ class RetryPolicy:
     max_backoff: float = 300.0
 
     def __post_init__(self) -> None:
-        if self.attempts < 1:
-            raise ValueError("a retry policy needs at least 1 attempt")
-        if self.backoff < 0 or self.factor < 1 or self.max_backoff < 0:
-            raise ValueError("backoff and max_backoff must be >= 0 and factor >= 1")
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or not 1 <= self.attempts <= 10 ** 6:
+            raise ValueError(f"a retry policy needs attempts from 1 to 1000000, not {self.attempts!r}")
+        object.__setattr__(self, "backoff", _seconds(self.backoff, "backoff"))
+        object.__setattr__(self, "max_backoff", _seconds(self.max_backoff, "max_backoff"))
+        factor = self.factor
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not 1 <= factor <= 1e6:
+            raise ValueError(f"factor must be a number from 1 to 1000000, not {factor!r}")
+        object.__setattr__(self, "factor", float(factor))
 
     def delay(self, failures: int) -> float:
-        return min(self.backoff * self.factor ** (failures - 1), self.max_backoff)
+        try:
+            return min(self.backoff * self.factor ** (failures - 1), self.max_backoff)
+        except OverflowError:
+            return self.max_backoff
 
     def to_json(self) -> dict[str, float]:
         return {"attempts": self.attempts, "backoff": self.backoff, "factor": self.factor,
                 "max_backoff": self.max_backoff}
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "RetryPolicy":
-        return cls(int(data["attempts"]), float(data["backoff"]), float(data["factor"]), float(data["max_backoff"]))
+    def from_json(cls, data: Any) -> "RetryPolicy":
+        """The policy stored with a step; ValueError when the stored JSON is not one."""
+        try:
+            return cls(data["attempts"], data["backoff"], data["factor"], data["max_backoff"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a retry policy: {data!r} ({exc})") from None
 
 
 DEFAULT_RETRY = RetryPolicy()
@@ -83,20 +125,19 @@ def sleep(seconds: float | None = None, *, until: float | _dt.datetime | None = 
         if until.tzinfo is None:
             raise ValueError("sleep(until=...) needs a timezone-aware datetime (or seconds since the epoch)")
         until = until.timestamp()
-    if seconds is not None and seconds < 0:
-        raise ValueError("sleep() needs seconds >= 0")
-    return Sleep(None if seconds is None else float(seconds), None if until is None else float(until))
+    if until is not None:
+        if isinstance(until, bool) or not isinstance(until, (int, float)) or not 0 <= until <= LATEST:
+            raise ValueError(f"sleep(until=...) needs a time from the epoch to the end of year 9999, not {until!r}")
+        return Sleep(None, float(until))
+    return Sleep(_seconds(seconds, "sleep() seconds"), None)
 
 
 def wait(signal: str, timeout: float | None = None) -> Wait:
     """``payload = yield wait("approved", timeout=3600)``: suspend until the signal arrives (its JSON
     payload is the value of the yield); after ``timeout`` seconds ``SignalTimeout`` is raised inside
     the program instead."""
-    if not isinstance(signal, str) or not signal:
-        raise TypeError("wait() needs a signal name (a non-empty str)")
-    if timeout is not None and timeout < 0:
-        raise ValueError("wait() needs timeout >= 0")
-    return Wait(signal, None if timeout is None else float(timeout))
+    _signal_name(signal, "wait()")
+    return Wait(signal, None if timeout is None else _seconds(timeout, "wait() timeout"))
 
 
 def step(fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Step:

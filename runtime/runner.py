@@ -1,10 +1,12 @@
 """The runner: advances one durable program from request to request, committing each transition."""
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import json
 import os
+import reprlib
 import sys
 import threading
 import traceback
@@ -12,13 +14,14 @@ import types
 import uuid
 from typing import Any, Callable
 
+from . import program_names
 from . import requests as rq
 from .clock import SYSTEM, Clock
-from .errors import SnapshotError, UnserializableValueError
+from .errors import CorruptSnapshotError, SignatureError, SnapshotError, UnserializableValueError
 from .snapshot import detach, restore, snapshot
 from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
-                         Execution, StepRecord, Store)
-from .values import dump_value, load_value
+                         Execution, StepRecord, Store, StoreError)
+from .values import dump_value, load_value, seals, settings
 
 EventSink = Callable[[str, str, str], None]
 """``on_event(execution_id, kind, text)``: what the runner reports as it goes (``durable run`` prints it)."""
@@ -40,6 +43,9 @@ class _Stop(Exception):
 def import_program_module(module_name: str) -> types.ModuleType:
     """Import a program's module as ``python -m`` would find it (the current directory first),
     compiling it with the import hook when the compiler is installed and the module is not compiled."""
+    if not program_names.dotted(module_name):
+        raise ProgramError(f"{module_name!r} is not a dotted module name (as python -m takes it, run from the "
+                           "project's directory)")
     if module_name in sys.modules:
         return sys.modules[module_name]
     if "" not in sys.path and os.getcwd() not in sys.path:
@@ -68,45 +74,38 @@ def _hooked(install: Callable[..., Any], module_name: str) -> None:
             install([top])
 
 
-def load_function(ref: str) -> Callable[..., Any]:
-    """The durable generator function named ``module:qualname``; raises ProgramError."""
-    module_name, colon, qualname = ref.partition(":")
-    if not colon or not module_name or not qualname:
-        raise ProgramError(f"{ref!r}: name a function as MODULE:FUNCTION (for example flows:onboarding)")
-    obj = resolve_function(ref)
+def load_function(ref: str, *, named_by_operator: bool = False) -> Callable[..., Any]:
+    """The durable generator function named ``module:qualname``; raises ProgramError.
+
+    A name read from a store row is found only in a module a worker may import (``program_names``);
+    ``named_by_operator`` (``durable run``, ``Runner.start``) also imports the module the command names.
+    """
+    try:
+        module, qualname = program_names.split(ref, "program")
+        if named_by_operator:
+            import_program_module(module)
+        else:
+            program_names.import_module(module, f"program {ref}", import_program_module)
+        obj = program_names.find(module, qualname, "function")
+    except program_names.NameError_ as exc:
+        raise ProgramError(str(exc)) from None
     if not getattr(obj, "__durable__", None) or not inspect.isgeneratorfunction(obj):
         raise ProgramError(f"{ref} is not a @durable generator function (mark it with @runtime.durable)")
     return obj  # type: ignore[no-any-return]
 
 
-def function_ref(fn: Callable[..., Any]) -> str:
-    """``module:qualname`` of a module-level function, as steps are recorded; raises TypeError."""
-    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
-    if not isinstance(fn, (types.FunctionType, types.BuiltinFunctionType)) or not module or "<" in qualname:
-        raise TypeError(f"step() needs a module-level function, not {fn!r} (lambdas and nested functions "
-                        "cannot be found again after a restart)")
-    return f"{module}:{qualname}"
-
-
-def resolve_function(ref: str) -> Any:
-    """The object ``module:qualname`` names (the module imported as a program's); raises ProgramError."""
-    module_name, _, qualname = ref.partition(":")
-    obj: Any = import_program_module(module_name)
-    for part in qualname.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise ProgramError(f"module {module_name!r} has no function {qualname!r}") from None
-    return obj
-
-
 def to_json(value: Any) -> Any:
-    """``value`` if JSON can carry it, else its repr: how progress values and results are shown."""
+    """``value`` if JSON can carry it, else a short text naming it: how progress values and results are
+    shown (never raises, whatever the value: huge ints, nesting too deep for JSON, a raising repr)."""
     try:
         json.dumps(value)
         return value
-    except (TypeError, ValueError):
-        return repr(value)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        return reprlib.repr(value)
+    except Exception:  # noqa: BLE001 - a user value's repr may raise anything
+        return f"<{type(value).__qualname__} value>"
 
 
 def _error_text(exc: BaseException) -> str:
@@ -134,20 +133,26 @@ class Runner:
         self.on_event = on_event or (lambda execution_id, kind, text: None)
         self.stop = stop or threading.Event()
         self._consume: int | None = None  # a signal delivered to the program, consumed by the next commit
+        self._step: StepRecord | None = None  # the step the execution's request names, as last committed
 
     # ------------------------------------------------------------------ entry points
 
     def start(self, ref: str, args: list[Any]) -> Execution:
         """Record a new execution of ``ref`` (``module:qualname``) with JSON ``args``. Raises
         ProgramError (nothing written) for an unknown function or arguments that do not fit."""
-        fn = load_function(ref)
+        fn = load_function(ref, named_by_operator=True)
         if not isinstance(args, list):
             raise ProgramError("the arguments must be a JSON list of positional arguments")
         try:
             inspect.signature(fn).bind(*args)
         except TypeError as exc:
             raise ProgramError(f"arguments {json.dumps(args)} do not fit {ref}{inspect.signature(fn)}: {exc}") from None
-        execution = self.store.create(ref, args, now=self.clock.now())
+        execution_id = uuid.uuid4().hex[:12]
+        try:
+            mac = seals.seal("execution", _execution_parts(execution_id, ref, args, None, None, 0, None))
+        except (TypeError, ValueError) as exc:
+            raise ProgramError(f"the arguments cannot be stored as JSON: {exc}") from None
+        execution = self.store.create(ref, args, now=self.clock.now(), execution_id=execution_id, mac=mac)
         self.on_event(execution.id, "created", f"{ref}({', '.join(json.dumps(a) for a in args)})")
         return execution
 
@@ -162,8 +167,11 @@ class Runner:
         """Run a claimed execution until it suspends, ends, or the runner is asked to stop."""
         self._consume = None
         self._execution = execution
+        self._step = None
         gen: types.GeneratorType | None = None
         try:
+            if execution.damage is not None:
+                self._fail_text(f"its store row is damaged ({execution.damage}): it cannot run")
             if execution.cancel_requested:
                 self._cancel(None)
             gen, action = self._resume(execution)
@@ -174,6 +182,11 @@ class Runner:
             pass
         except ConflictError as exc:
             self.on_event(execution.id, "conflict", f"another worker advanced it: {exc}")
+        except StoreError as exc:  # the store failed under us: leave it to a later claim, not in a tight loop
+            self._give_up(self._set_aside, f"the store refused a transition: {_text(exc)}")
+        except Exception as exc:  # we could not record a transition (or a bug): record that, never retry it forever
+            self._give_up(self._fail_text, f"the worker could not record the program's next transition: "
+                                           f"{type(exc).__name__}: {_text(exc)}")
         finally:
             if gen is not None and gen.gi_frame is not None:
                 detach(gen)  # persisted (or lost to another worker): its finally blocks must not run here
@@ -184,6 +197,7 @@ class Runner:
     def _resume(self, ex: Execution) -> tuple[types.GeneratorType, tuple[str, Any]]:
         """The program's generator and what to do with it first: ("next", None), ("send", value) or
         ("throw", exception)."""
+        self._verify(ex)
         function = self._load(ex)
         if ex.snapshot is None:
             try:
@@ -193,9 +207,12 @@ class Runner:
             return gen, ("next", None)
         try:
             gen = restore(ex.snapshot)
+        except CorruptSnapshotError as exc:  # its bytes can never be read: a permanent failure, recorded
+            self._fail_text(f"its snapshot cannot be read: {_text(exc)}")
         except SnapshotError as exc:
-            # the code changed under the snapshot, or the snapshot is damaged: leave it for a fixed deploy
-            self._set_aside(f"cannot restore: {type(exc).__name__}: {exc}")
+            # the code changed under the snapshot, or it names what this process does not allow: leave it
+            # for a fixed deploy
+            self._set_aside(f"cannot restore: {type(exc).__name__}: {_text(exc)}")
         try:
             return gen, self._first_action(ex)
         except BaseException:
@@ -203,17 +220,46 @@ class Runner:
             raise
 
     def _first_action(self, ex: Execution) -> tuple[str, Any]:
-        """What the restored program gets first, from the request it is suspended on."""
+        """What the restored program gets first, from the request it is suspended on (sealed with the
+        snapshot: a status or timer changed in the store cannot wake a program early)."""
         request = ex.request or {}
         kind = request.get("kind")
         if kind == "wait":
             return self._deliver(request, self._next_signal(request["signal"]), resumed=True)
         if kind == "step":
-            record = self.store.step(ex.id, request["index"])
-            if record is None:
-                self._fail_text(f"step {request['index']} of {ex.id} is missing from the store")
-            return self._step_outcome(record)  # type: ignore[arg-type]
+            if self._step is None:
+                self._fail_text(f"step {request.get('index')} of {ex.id} is missing from the store")
+            return self._step_outcome(self._step)  # type: ignore[arg-type]
+        wake_at = request.get("wake_at") if kind == "sleep" else None
+        if wake_at is not None and wake_at > self.clock.now():  # claimed before its time: sleep on
+            self._commit(status=SLEEPING, wake_at=wake_at, release=True)
+            raise _Stop
         return "send", None
+
+    def _verify(self, ex: Execution) -> None:
+        """Check the seals of what we are about to act on: the execution (program, arguments, snapshot,
+        request, steps asked for) and the step its request names. A signature that does not match is
+        set aside (the right key may come); a checksum that does not match fails it (damaged)."""
+        request = ex.request if isinstance(ex.request, dict) else {}
+        step = None
+        try:
+            if request.get("kind") == "step" and type(request.get("index")) is int:
+                step = self.store.step(ex.id, request["index"])
+                if step is not None:
+                    if step.damage is not None:
+                        self._fail_text(f"the store row of its step {step.index} is damaged ({step.damage})")
+                    seals.verify(step.mac, "step", _step_parts(step), f"step {step.index} of execution {ex.id}")
+            seals.verify(ex.mac, "execution", _execution_parts(ex.id, ex.function, ex.args, ex.snapshot, ex.request,
+                                                               ex.steps_started, step.mac if step else None),
+                         f"execution {ex.id}")
+            if settings.current.verify_keys and self.store.step(ex.id, ex.steps_started) is not None:
+                raise SignatureError(f"execution {ex.id} has a step past the ones its signed state asked for: its row "
+                                     "was put back from an earlier point of its run")
+        except SignatureError as exc:
+            self._set_aside(_text(exc))
+        except CorruptSnapshotError as exc:
+            self._fail_text(_text(exc))
+        self._step = step
 
     def _load(self, ex: Execution) -> Callable[..., Any]:
         try:
@@ -288,8 +334,8 @@ class Runner:
         if wake_at <= now:
             self._checkpoint(gen, {"kind": "sleep"})
             return "send", None
-        self._commit(snapshot=self._snapshot(gen), request={"kind": "sleep"}, status=SLEEPING, wake_at=wake_at,
-                     waiting_for=None, release=True)
+        self._commit(snapshot=self._snapshot(gen), request={"kind": "sleep", "wake_at": wake_at}, status=SLEEPING,
+                     wake_at=wake_at, waiting_for=None, release=True)
         self.on_event(self._execution.id, "sleep", f"sleeping {wake_at - now:g} s")
         raise _Stop
 
@@ -309,7 +355,16 @@ class Runner:
         return self._deliver(spec, signal, resumed=False)
 
     def _next_signal(self, name: str) -> Any:
-        return self.store.next_signal(self._execution.id, name, exclude=self._consume)
+        """The next signal ``name`` to deliver; a damaged one is consumed with a note, never delivered."""
+        while True:
+            signal = self.store.next_signal(self._execution.id, name, exclude=self._consume)
+            if signal is None or signal.damage is None:
+                return signal
+            pending, self._consume = self._consume, signal.id
+            note = f"signal {signal.id} {name!r} was damaged in the store ({signal.damage}) and was skipped"
+            self.on_event(self._execution.id, "error", note)
+            self._commit(error=note)
+            self._consume = pending
 
     def _deliver(self, spec: dict[str, Any], signal: Any, *, resumed: bool) -> tuple[str, Any]:
         """What a program waiting as ``spec`` gets: ``signal``'s payload, or SignalTimeout when its
@@ -330,8 +385,8 @@ class Runner:
 
     def _begin_step(self, gen: types.GeneratorType, request: rq.Step) -> tuple[str, Any]:
         try:
-            ref = function_ref(request.fn)
-            call = dump_value((list(request.args), dict(request.kwargs)), "the step's arguments")
+            ref = program_names.step_ref(request.fn)
+            call = dump_value((list(request.args), dict(request.kwargs)), f"the arguments of step {ref}")
         except (TypeError, SnapshotError) as exc:
             return "throw", exc  # a mistake in the program: raised where it yielded the step
         index = self._execution.steps_started
@@ -347,7 +402,10 @@ class Runner:
             return "send", load_value(record.result) if record.result is not None else None
         if record.status == "failed":
             return "throw", self._recorded_error(record)
-        fn = resolve_function(record.function)
+        try:
+            fn = program_names.step_function(record.function, import_program_module)
+        except program_names.NameError_ as exc:
+            self._set_aside(str(exc))
         args, kwargs = load_value(record.call)
         return self._run_step(record, fn, tuple(args), kwargs)
 
@@ -394,7 +452,7 @@ class Runner:
     def _step_failed(self, record: StepRecord, attempt: int, exc: Exception, *, final: bool = False
                      ) -> tuple[str, Any]:
         policy = rq.RetryPolicy.from_json(record.policy)
-        text = f"{type(exc).__name__}: {exc}"
+        text = f"{type(exc).__name__}: {_text(exc)}"
         update = {"attempts": attempt, "error": text, "error_value": _dump_or_none(exc)}
         if not final and attempt < policy.attempts:
             wake_at = self.clock.now() + policy.delay(attempt)
@@ -405,7 +463,7 @@ class Runner:
         self._commit(step_update=(record.index, {**update, "status": "failed", "finished_at": self.clock.now()}))
         self.on_event(record.execution_id, "step-failed", f"step {record.index} failed for good: {text}")
         if update["error_value"] is None:  # what a resumed run would see too: the same exception type
-            return "throw", rq.StepFailed(record.function, type(exc).__name__, str(exc))
+            return "throw", rq.StepFailed(record.function, type(exc).__name__, _text(exc))
         return "throw", exc
 
     def _recorded_error(self, record: StepRecord) -> BaseException:
@@ -434,7 +492,7 @@ class Runner:
     def _fail(self, exc: BaseException) -> None:
         self._commit(status=FAILED, error=_error_text(exc), error_value=_dump_or_none(exc), snapshot=None,
                      request=None, wake_at=None, waiting_for=None, release=True)
-        self.on_event(self._execution.id, "failed", f"{type(exc).__name__}: {exc}")
+        self.on_event(self._execution.id, "failed", f"{type(exc).__name__}: {_text(exc)}")
         raise _Stop
 
     def _fail_text(self, text: str) -> None:
@@ -447,15 +505,18 @@ class Runner:
         note = "cancelled"
         if gen is None and ex.snapshot is not None:
             try:
+                seals.verify(ex.mac, "execution", _execution_parts(ex.id, ex.function, ex.args, ex.snapshot, ex.request,
+                                                                   ex.steps_started, _current_step_mac(self.store, ex)),
+                             f"execution {ex.id}")
                 load_function(ex.function)
                 gen = restore(ex.snapshot)
             except (ProgramError, SnapshotError) as exc:
-                note = f"cancelled (its finally blocks could not run: {type(exc).__name__}: {exc})"
+                note = f"cancelled (its finally blocks could not run: {type(exc).__name__}: {_text(exc)})"
         if gen is not None:
             try:
                 gen.close()  # runs the program's finally blocks and __exit__ methods
             except Exception as exc:
-                note = f"cancelled; closing it raised {type(exc).__name__}: {exc}"
+                note = f"cancelled; closing it raised {type(exc).__name__}: {_text(exc)}"
         self._commit(status=CANCELLED, error=note, snapshot=None, request=None, wake_at=None, waiting_for=None,
                      release=True)
         self.on_event(ex.id, "cancelled", note)
@@ -465,14 +526,77 @@ class Runner:
 
     def _commit(self, *, release: bool = False, new_step: StepRecord | None = None,
                 step_update: tuple[int, dict[str, Any]] | None = None, **fields: Any) -> Execution:
+        """Write one transition (compare-and-swap on the version we hold). What a worker acts on later —
+        the snapshot, the request, the steps asked for and the step the request names — is sealed
+        (``values.seals``) in the same write."""
         ex = self._execution
         if fields.get("snapshot") is not None and ex.error is not None:
             fields.setdefault("error", None)  # resumed again: a note left by _set_aside is out of date
+        step = self._step
+        if new_step is not None:
+            new_step.mac = seals.seal("step", _step_parts(new_step))
+            step = new_step
+        elif step_update is not None:
+            index, updates = step_update
+            assert step is not None and step.index == index, "a step update for a step the runner does not hold"
+            step = dataclasses.replace(step, **updates)
+            updates["mac"] = step.mac = seals.seal("step", _step_parts(step))
+        request = fields.get("request", ex.request)
+        if not (isinstance(request, dict) and request.get("kind") == "step"):
+            step = None
+        if new_step is not None or step_update is not None or fields.keys() & _SEALED:
+            fields["mac"] = seals.seal("execution", _execution_parts(
+                ex.id, ex.function, ex.args, fields.get("snapshot", ex.snapshot), request,
+                fields.get("steps_started", ex.steps_started), step.mac if step is not None else None))
         change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
                         step_update=step_update, consume_signal=self._consume, release=release,
                         lease_until=self.clock.now() + self.lease)
         self._execution = self.store.commit(change, now=self.clock.now())
+        self._step = step
         self._consume = None
         if self._execution.cancel_requested and not release and self._execution.status not in TERMINAL:
             self._cancel(None)
         return self._execution
+
+    def _give_up(self, record: Callable[[str], None], problem: str) -> None:
+        """After an exception nothing expected: record ``problem`` with ``record`` (set aside, or failed)."""
+        ex = self._execution
+        try:
+            record(problem)
+        except _Stop:
+            pass
+        except Exception as again:  # the store is gone too: the lease lapses and a later claim retries
+            self.on_event(ex.id, "error", f"could not record it either: {type(again).__name__}: {_text(again)}")
+
+
+_SEALED = frozenset({"snapshot", "request", "steps_started"})
+
+
+def _execution_parts(execution_id: str, function: str, args: Any, snapshot: bytes | None, request: Any,
+                     steps_started: int, step_mac: bytes | None) -> list[Any]:
+    """What an execution's seal covers: its program and arguments, and its place in its run (snapshot,
+    the request it is suspended on, the steps it asked for, the state of the step it waits on)."""
+    return [execution_id, function, seals.canonical(args), snapshot, seals.canonical(request), steps_started,
+            step_mac]
+
+
+def _step_parts(step: StepRecord) -> list[Any]:
+    """What a step's seal covers: the call a worker makes, and what it recorded of it."""
+    return [step.execution_id, step.index, step.function, step.call, seals.canonical(step.policy), step.status,
+            step.attempts, step.result, step.error_value]
+
+
+def _current_step_mac(store: Store, ex: Execution) -> bytes | None:
+    request = ex.request if isinstance(ex.request, dict) else {}
+    if request.get("kind") != "step" or type(request.get("index")) is not int:
+        return None
+    step = store.step(ex.id, request["index"])
+    return step.mac if step is not None else None
+
+
+def _text(exc: BaseException) -> str:
+    """``str(exc)``, which a user's exception may fail to give."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a user exception's __str__ may raise anything
+        return f"<{type(exc).__qualname__} whose message cannot be shown>"

@@ -85,7 +85,7 @@ def ref_of(obj: Any) -> str | None:
     ref = f"{module}:{qualname}"
     if SERIALIZABLE.get(ref) is obj:
         return ref
-    if module_allowed(module) and _find(module, qualname) is obj:
+    if module_allowed(module) and find(module, qualname) is obj:
         return ref
     return None
 
@@ -99,7 +99,7 @@ def resolve(ref: str, kind: str = "class or function") -> Any:
     if not sep or not module or not qualname or "<locals>" in qualname:
         raise NotAllowedError(f"snapshot names {kind} {ref!r}, which is not a module-level name")
     import_allowed(module, f"snapshot names {kind} {ref!r}")
-    obj = _find(module, qualname)
+    obj = find(module, qualname)
     if obj is None:
         raise IncompatibleCodeError(f"snapshot names {kind} {ref!r}, which no longer exists (or is not defined there)")
     return obj
@@ -124,7 +124,7 @@ def import_allowed(module: str, what: str) -> None:
                 f"{what}, but module {module!r} cannot be imported: {type(exc).__name__}: {exc}") from None
 
 
-def _find(module: str, qualname: str) -> Any:
+def find(module: str, qualname: str) -> Any:
     """The object at ``qualname`` in an imported module, if it is defined there under that name.
 
     Names are looked up in the module's and classes' own dictionaries: no module ``__getattr__``,
