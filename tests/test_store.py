@@ -586,10 +586,11 @@ def test_schema_too_new_changes_nothing(db: Path, tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     before = copy.read_bytes()
-    with pytest.raises(SchemaTooNewError) as info:
-        SQLiteStore(copy)
-    assert str(info.value) == (f"store {copy} has schema version 3, newer than this durable-generators supports "
-                               f"({schema.LATEST}): upgrade durable-generators")
+    for options in ({}, {"readonly": True}):
+        with pytest.raises(SchemaTooNewError) as info:
+            SQLiteStore(copy, **options)
+        assert str(info.value) == (f"store {copy} has schema version 3, newer than this durable-generators supports "
+                                   f"({schema.LATEST}): upgrade durable-generators")
     assert copy.read_bytes() == before
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from runtime.store import (PENDING, Change, SQLiteStore, StepRecord, StoreError, open_store)
-from runtime.store import schema
+from runtime.store import Change, SQLiteStore, StepRecord, StoreError, open_store, schema
 
 BIG_DIGITS = "1" + "0" * 5000 + "7"  # more digits than int() and json read by default (4,300)
 BIG = 10 ** 5001 + 7
@@ -139,11 +139,14 @@ def test_a_damaged_signal_cell_costs_only_its_row(store: SQLiteStore, column: st
 
 def test_big_ints_and_lone_surrogates_in_json_cells(store: SQLiteStore) -> None:
     bad, _ = _two(store)
-    raw(Path(store.path), "UPDATE executions SET progress = ? WHERE id = ?", ('{"n": %s}' % BIG_DIGITS, bad))
+    raw(Path(store.path), "UPDATE executions SET progress = ? WHERE id = ?", (f'{{"n": {BIG_DIGITS}}}', bad))
     e = store.get(bad)
     assert e.damage is None and e.progress == {"n": BIG}
     put = store.commit(Change(bad, e.version, fields={"progress": ["\ud800"], "error": "bad \udcff name"}), now=9.0)
     assert put.progress == ["\ud800"] and put.error == "bad \\udcff name" and put.damage is None
+    for call in (partial(store.get, "\udcff"), partial(store.send_signal, bad, "\udcff", 1, now=9.0)):
+        with pytest.raises(StoreError, match="contains a lone surrogate"):  # text SQLite cannot take
+            call()
 
 
 # ============================================================================ the file
@@ -235,12 +238,15 @@ def test_a_damaged_file_is_a_store_error_wherever_it_is_hit(db: Path, tmp_path: 
     for n, data in enumerate(copies):
         path = tmp_path / f"copy{n}.db"
         path.write_bytes(data)
-        for options in ({"readonly": True}, {}):
+        for readonly in (True, False):
             try:
-                with SQLiteStore(path, **options) as s:
-                    for read in (s.list, lambda: s.get(ids[-1]), lambda: s.steps(ids[-1]),
-                                 lambda: s.signals(ids[-1]), lambda: s.next_signal(ids[-1], "go"),
-                                 lambda: options or s.claim("w", now=99.0, lease=1.0)):
+                with SQLiteStore(path, readonly=readonly) as s:
+                    last = ids[-1]
+                    reads = [s.list, partial(s.get, last), partial(s.steps, last), partial(s.signals, last),
+                             partial(s.next_signal, last, "go")]
+                    if not readonly:
+                        reads.append(partial(s.claim, "w", now=99.0, lease=1.0))
+                    for read in reads:
                         try:
                             read()
                         except StoreError as e:

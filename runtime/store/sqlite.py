@@ -519,6 +519,10 @@ class SQLiteStore(Store):
             yield
         except sqlite3.Error as e:
             raise StoreError(self._describe(e)) from e
+        except UnicodeEncodeError as e:  # binding text that is not Unicode (a lone surrogate)
+            raise StoreError(f"store {self.path}: {e.object[:60]!r} contains a lone surrogate "
+                             f"({e.object[e.start:e.end]!r}): SQLite text is UTF-8, so it can be neither "
+                             "stored nor looked up") from None
 
     def _describe(self, error: sqlite3.Error) -> str:
         text = str(error)
