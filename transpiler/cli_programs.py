@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import signal as signals
 import sys
 from typing import Any, NoReturn
@@ -17,6 +18,7 @@ or was cancelled."""
 
 STORE_HELP = "Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db (default: $DURABLE_STORE, " \
              "else sqlite:///.durable/durable.db)."
+NAME_HINT = "use the dotted module name (like python -m), run from the project's directory"
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -31,6 +33,61 @@ def _open(url: str | None) -> Any:
         return open_store(url)
     except StoreError as exc:
         _fail(str(exc))
+
+
+class _NotPortable(ValueError):
+    pass
+
+
+def _json_argument(text: str, what: str) -> Any:
+    """Parse a JSON argument (ARGS_JSON, a signal's payload), refusing what could not be stored and
+    read back the same: NaN and infinities (not portable JSON), lone surrogates (not Unicode text),
+    nesting too deep to read, integers longer than Python reads from text."""
+    def constant(name: str) -> Any:
+        raise _NotPortable(f"{what} contains {name}, which is not portable JSON (JSON has no NaN or infinities)")
+
+    try:
+        value = json.loads(text, parse_constant=constant)
+    except _NotPortable as exc:
+        _fail(str(exc))
+    except json.JSONDecodeError as exc:
+        _fail(f"{what} is not valid JSON: {exc}")
+    except RecursionError:
+        _fail(f"{what} is nested too deeply to read")
+    except ValueError:  # an integer longer than int() reads from text
+        limit = getattr(sys, "get_int_max_str_digits", lambda: 4300)()
+        _fail(f"{what} has an integer of more than {limit} digits, more than Python reads from text: "
+              "pass it as a string")
+    try:
+        stored = json.dumps(value, ensure_ascii=False, allow_nan=False)
+        stored.encode("utf-8")
+        same = json.loads(stored) == value
+    except UnicodeEncodeError as exc:
+        _fail(f"{what} contains a lone surrogate ({exc.object[exc.start:exc.end]!r}), which is not Unicode text "
+              "and cannot be stored")
+    except RecursionError:
+        _fail(f"{what} is nested too deeply to read")
+    except ValueError:  # 1e400 reads as inf
+        _fail(f"{what} contains a number too large for a float (like 1e400), which reads as Infinity: "
+              "not portable JSON")
+    if not same:
+        _fail(f"{what} does not read back the same once stored")
+    return value
+
+
+def _check_function(ref: str) -> None:
+    """MODULE:FUNCTION, both dotted identifiers (exit 2 otherwise, before anything is imported)."""
+    module, colon, qualname = ref.partition(":")
+    if not colon or not module or not qualname:
+        _fail(f"{ref!r}: name a function as MODULE:FUNCTION (for example flows:onboarding); {NAME_HINT}")
+    if module.endswith(".py") and os.path.isfile(module[:-3].replace(".", os.sep) + ".py"):
+        _fail(f"{module!r} is not a module name: leave out the .py; {NAME_HINT}")
+    if not all(part.isidentifier() for part in module.split(".")):
+        _fail(f"{module!r} is not a module name: {NAME_HINT} (for example pkg.flows:onboarding for "
+              "pkg/flows.py)")
+    if not all(part.isidentifier() for part in qualname.split(".")):
+        _fail(f"{qualname!r} is not a function name: name a function as MODULE:FUNCTION (for example "
+              f"flows:onboarding); {NAME_HINT}")
 
 
 def _get(store: Any, execution_id: str) -> Any:
@@ -88,10 +145,8 @@ def run_command(function: str, args_json: str, store_url: str | None, detach: bo
     as with python -m."""
     from runtime.runner import ProgramError, Runner
 
-    try:
-        args = json.loads(args_json)
-    except json.JSONDecodeError as exc:
-        _fail(f"ARGS_JSON is not valid JSON: {exc}")
+    _check_function(function)
+    args = _json_argument(args_json, "ARGS_JSON")
     if not isinstance(args, list):
         _fail("ARGS_JSON must be a JSON list of positional arguments, e.g. '[\"ada@example.com\", 3]'")
     store = _open(store_url)
@@ -172,8 +227,6 @@ def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None
 def _source_line(function: str, line: int | None) -> str | None:
     """The text of ``line`` in the file of ``function``'s module (``module:qualname``), found on the
     current directory and sys.path without importing anything; None when not found."""
-    import os
-
     module = function.partition(":")[0]
     if line is None or not module:
         return None
@@ -266,10 +319,7 @@ def signal_command(execution_id: str, name: str, payload_json: str, store_url: s
     """Send signal NAME with a JSON payload to an execution (queued until the program waits for it)."""
     from runtime.store import InvalidStateError, NotFoundError
 
-    try:
-        payload = json.loads(payload_json)
-    except json.JSONDecodeError as exc:
-        _fail(f"the payload is not valid JSON: {exc}")
+    payload = _json_argument(payload_json, "the payload")
     store = _open(store_url)
     try:
         store.send_signal(execution_id, name, payload, now=_now())
