@@ -1,4 +1,6 @@
-"""The program commands on bad input: a clear message and exit 2, never a traceback or exit 123."""
+"""The program commands on bad input, missing or damaged stores and damaged rows: a clear message
+and exit 2 (or the usual exit code), never a traceback or exit 123, and read-only commands never
+create or change a store."""
 from __future__ import annotations
 
 import os
@@ -11,7 +13,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from runtime.store import SQLiteStore
+from runtime.store import FINISHED, Change, SQLiteStore, StepRecord
+from runtime.values import dump_value
 from transpiler.cli import main
 
 HINT = "use the dotted module name (like python -m), run from the project's directory"
@@ -86,4 +89,118 @@ def test_bad_signal_input_exits_2_and_queues_nothing(tmp_path: Path) -> None:
                              ("1" * 4400, "the payload has an integer of more than 4300 digits")]:
         proc = durable("signal", "e1", "approve", payload, cwd=tmp_path)
         assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    for args in (["signal", "e1", "\udcff"], ["signal", "\udcff", "go"], ["show", "\udcff"]):  # undecodable argv
+        proc = durable(*args, cwd=tmp_path)
+        assert proc.returncode == 2 and "lone surrogate" in proc.stderr, proc.stderr
     assert raw(store_path(tmp_path), "SELECT COUNT(*) FROM signals") == [(0,)]
+
+
+# ============================================================================ missing, empty, damaged stores
+
+
+def test_read_only_commands_never_create_a_store(tmp_path: Path) -> None:
+    expected = f"no store at {store_path(tmp_path.resolve())} (the default store is .durable/durable.db"
+    for command in (["ls"], ["show", "x"], ["result", "x"], ["signal", "x", "go"], ["cancel", "x"]):
+        proc = durable(*command, cwd=tmp_path)
+        assert proc.returncode == 2 and expected in proc.stderr and "--store" in proc.stderr, (command, proc.stderr)
+    proc = durable("ls", "--store", "sqlite:///typo/store.db", cwd=tmp_path)
+    assert proc.returncode == 2 and "no store at" in proc.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_empty_store_file_is_refused_and_left_alone(tmp_path: Path) -> None:
+    store_path(tmp_path).parent.mkdir()
+    store_path(tmp_path).touch()
+    for command in (["ls"], ["show", "x"], ["worker"], ["run", "flows:greet"]):
+        proc = durable(*command, cwd=tmp_path)
+        assert proc.returncode == 2 and "is empty (0 bytes): not a durable store" in proc.stderr, proc.stderr
+    assert [(p.name, p.stat().st_size) for p in store_path(tmp_path).parent.iterdir()] == [("durable.db", 0)]
+
+
+def test_read_only_commands_leave_an_older_store_as_it_is(tmp_path: Path) -> None:
+    from test_store import version_1_store
+
+    store_path(tmp_path).parent.mkdir()
+    version_1_store(store_path(tmp_path))
+    before = store_path(tmp_path).read_bytes()
+    assert "old" in durable("ls", cwd=tmp_path).stdout
+    assert durable("show", "old", cwd=tmp_path).returncode == 0
+    assert durable("result", "old", cwd=tmp_path).returncode == 4
+    assert store_path(tmp_path).read_bytes() == before
+
+
+def test_a_damaged_store_file_is_a_clear_error(tmp_path: Path) -> None:
+    with new_store(tmp_path) as store:
+        for i in range(20):
+            store.create("flows:greet", ["x" * 500], now=float(i), execution_id=f"e{i}")
+        store._conn().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = store_path(tmp_path).read_bytes()
+    store_path(tmp_path).write_bytes(data[:4096] + bytes(4096) + data[8192:])  # a zeroed page
+    for command in (["ls"], ["show", "e19"], ["result", "e19"], ["cancel", "e19"]):
+        proc = durable(*command, cwd=tmp_path)
+        assert proc.returncode == 2 and "is damaged (database disk image is malformed)" in proc.stderr, proc.stderr
+    store_path(tmp_path).write_bytes(b"not a database" * 500)
+    proc = durable("ls", cwd=tmp_path)
+    assert proc.returncode == 2 and "is not a SQLite database" in proc.stderr
+
+
+# ============================================================================ damaged rows, odd values
+
+
+def _finished(store: SQLiteStore, execution_id: str, value: Any, **fields: Any) -> None:
+    e = store.create("flows:greet", ["ada"], now=1.0, execution_id=execution_id)
+    store.commit(Change(e.id, e.version, fields={"status": FINISHED, "result": dump_value(value), **fields}), now=2.0)
+
+
+def test_damaged_rows_are_shown_not_fatal(tmp_path: Path) -> None:
+    with new_store(tmp_path) as store:
+        _finished(store, "fine", ["ADA"])
+        _finished(store, "no-result", 1)
+        store.create("flows:greet", ["bo"], now=3.0, execution_id="bad-args")
+        store.commit(Change("bad-args", 1, new_step=StepRecord("bad-args", 0, "flows:shout", b"c", {}, "pending")),
+                     now=3.0)
+        store.send_signal("bad-args", "go", 1, now=3.0)
+        store.create("flows:greet", ["cy"], now=4.0, execution_id="bad-status")
+    db = store_path(tmp_path)
+    raw(db, "UPDATE executions SET args = 'oops' WHERE id = 'bad-args'")
+    raw(db, "UPDATE steps SET policy = 'oops'")
+    raw(db, "UPDATE signals SET payload = 'oops'")
+    raw(db, "UPDATE executions SET status = 'bogus', function = x'00' WHERE id = 'bad-status'")
+    raw(db, "UPDATE executions SET result = 'text' WHERE id = 'no-result'")
+
+    listing = durable("ls", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    lines = {line.split()[0]: line for line in listing.stdout.splitlines()[1:]}
+    assert "damaged: column 'args' is not valid JSON" in lines["bad-args"]
+    assert "column 'status' is 'bogus'" in lines["bad-status"] and "damaged" not in lines["fine"]
+    listed = {e["id"]: e for e in json_of(durable("ls", "--json", cwd=tmp_path))}
+    assert listed["bad-status"]["status"] is None and "column 'function' holds a blob" in listed["bad-status"]["damage"]
+    assert listed["fine"]["damage"] is None
+
+    shown = durable("show", "bad-args", cwd=tmp_path)
+    assert shown.returncode == 0, shown.stderr
+    assert "damaged   column 'args' is not valid JSON" in shown.stdout
+    assert "damaged: column 'policy' is not valid JSON" in shown.stdout  # the step
+    assert "damaged: column 'payload' is not valid JSON" in shown.stdout  # the signal
+    info = json_of(durable("show", "bad-status", "--json", cwd=tmp_path))
+    assert info["status"] is None and "column 'status'" in info["damage"]
+    assert durable("show", "bad-status", cwd=tmp_path).returncode == 0
+
+    result = durable("result", "no-result", cwd=tmp_path)
+    assert result.returncode == 2 and "column 'result' holds text" in result.stderr, result.stderr
+    assert json_of(durable("result", "fine", cwd=tmp_path)) == ["ADA"]
+    assert durable("result", "bad-status", cwd=tmp_path).returncode == 2
+
+    refused = durable("cancel", "bad-args", cwd=tmp_path)
+    assert refused.returncode == 2 and "column 'args'" in refused.stderr and "--force" in refused.stderr
+    forced = durable("cancel", "bad-args", "--force", cwd=tmp_path)
+    assert forced.returncode == 0, forced.stderr
+    assert raw(db, "SELECT status FROM executions WHERE id = 'bad-args'") == [("cancelled",)]
+
+
+def json_of(proc: Any) -> Any:
+    """The JSON a command printed."""
+    import json
+
+    assert proc.returncode in (0, 4), proc.stderr
+    return json.loads(proc.stdout)

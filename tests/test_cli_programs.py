@@ -206,7 +206,14 @@ def test_ls_and_show_human_and_json(work: Path):
 
 
 def test_show_and_result_of_an_unknown_id_exit_2(work: Path):
-    for command in (["show", "nope"], ["result", "nope"], ["signal", "nope", "x"], ["cancel", "nope"]):
+    commands = (["show", "nope"], ["result", "nope"], ["signal", "nope", "x"], ["cancel", "nope"])
+    for command in commands:  # no store yet: none is created
+        proc = durable(*command, cwd=work)
+        assert proc.returncode == 2 and "no store at" in proc.stderr, (command, proc.stderr)
+        no_traceback(proc)
+    assert not (work / ".durable").exists()
+    durable("run", "flows:greet", '["x"]', "--detach", cwd=work)
+    for command in commands:
         proc = durable(*command, cwd=work)
         assert proc.returncode == 2 and "no execution 'nope'" in proc.stderr, (command, proc.stderr)
         no_traceback(proc)

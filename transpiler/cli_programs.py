@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import signal as signals
 import sys
-from typing import Any, NoReturn
+from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
@@ -20,19 +21,40 @@ STORE_HELP = "Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.
              "else sqlite:///.durable/durable.db)."
 NAME_HINT = "use the dotted module name (like python -m), run from the project's directory"
 
+_F = TypeVar("_F", bound=Callable[..., Any])
+
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     click.echo(f"durable: error: {message}", err=True)
     sys.exit(code)
 
 
-def _open(url: str | None) -> Any:
+def _store_errors(command: _F) -> _F:
+    """A store that fails under a command (a damaged file, a lock held too long) is reported like
+    bad input: a message and exit 2, never an internal error."""
+    @functools.wraps(command)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        from runtime.store import StoreError
+
+        try:
+            return command(*args, **kwargs)
+        except StoreError as exc:
+            _fail(str(exc))
+
+    return guarded  # type: ignore[return-value]
+
+
+def _open(url: str | None, *, create: bool = False, readonly: bool = False) -> Any:
+    """The store; only ``create`` makes a new one (run, worker), ``readonly`` changes nothing (ls,
+    show, result)."""
     from runtime.store import StoreError, open_store
 
     try:
-        return open_store(url)
+        store = open_store(url, create=create, readonly=readonly)
     except StoreError as exc:
         _fail(str(exc))
+    click.get_current_context().call_on_close(store.close)
+    return store
 
 
 class _NotPortable(ValueError):
@@ -112,13 +134,16 @@ def _when(t: float | None) -> str:
 def _detail(ex: Any) -> str:
     from runtime.store import SLEEPING, WAITING
 
+    detail = ""
     if ex.status == WAITING:
-        return f"signal {ex.waiting_for!r}" + (f" until {_when(ex.wake_at)}" if ex.wake_at else "")
-    if ex.status == SLEEPING:
-        return f"until {_when(ex.wake_at)}"
-    if ex.cancel_requested:
-        return "cancel requested"
-    return ""
+        detail = f"signal {ex.waiting_for!r}" + (f" until {_when(ex.wake_at)}" if ex.wake_at is not None else "")
+    elif ex.status == SLEEPING:
+        detail = f"until {_when(ex.wake_at)}"
+    elif ex.cancel_requested:
+        detail = "cancel requested"
+    if ex.damage:
+        detail += ("; " if detail else "") + f"damaged: {ex.damage}"
+    return detail
 
 
 def _exit_for(status: str) -> int:
@@ -127,11 +152,23 @@ def _exit_for(status: str) -> int:
     return EXIT_OK if status == FINISHED else EXIT_FAILED if status in (FAILED, CANCELLED) else EXIT_RUNNING
 
 
-def _result_json(ex: Any) -> Any:
+class _Unreadable(Exception):
+    pass
+
+
+def _result(ex: Any) -> Any:
+    """A finished execution's result as output shows it; _Unreadable when it cannot be read (a
+    damaged row, bytes that do not decode)."""
     from runtime.runner import to_json
     from runtime.values import load_value
 
-    return to_json(load_value(ex.result)) if ex.result is not None else None
+    if ex.result is None:
+        raise _Unreadable(f"execution {ex.id} is finished but has no readable result"
+                          + (f" (damaged: {ex.damage})" if ex.damage else ""))
+    try:
+        return to_json(load_value(ex.result))
+    except Exception as exc:
+        raise _Unreadable(f"the result of execution {ex.id} cannot be decoded: {type(exc).__name__}: {exc}") from None
 
 
 @main.command("run")
@@ -139,6 +176,7 @@ def _result_json(ex: Any) -> Any:
 @click.argument("args_json", required=False, default="[]")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--detach", is_flag=True, help="Only record the execution; print its id alone on stdout.")
+@_store_errors
 def run_command(function: str, args_json: str, store_url: str | None, detach: bool) -> None:
     """Start MODULE:FUNCTION with ARGS_JSON (a JSON list of positional arguments) and run it until it
     finishes or waits; with --detach a worker runs it. Modules are found from the current directory,
@@ -149,7 +187,7 @@ def run_command(function: str, args_json: str, store_url: str | None, detach: bo
     args = _json_argument(args_json, "ARGS_JSON")
     if not isinstance(args, list):
         _fail("ARGS_JSON must be a JSON list of positional arguments, e.g. '[\"ada@example.com\", 3]'")
-    store = _open(store_url)
+    store = _open(store_url, create=True)
     runner = Runner(store, on_event=None if detach else _print_event)
     try:
         execution = runner.start(function, args)
@@ -164,8 +202,17 @@ def run_command(function: str, args_json: str, store_url: str | None, detach: bo
 
 
 def _report_final(ex: Any) -> None:
+    """The outcome of ``run``/``result``: the result as JSON on stdout, else a line on stderr; exits 2
+    when the execution cannot be read (a damaged row)."""
+    if ex.damage:
+        click.echo(f"execution {ex.id} is damaged: {ex.damage}", err=True)
+    if ex.status is None:
+        _fail(f"execution {ex.id} has no readable status, so it cannot be told whether it finished")
     if ex.status == "finished":
-        click.echo(json.dumps(_result_json(ex)))
+        try:
+            click.echo(json.dumps(_result(ex)))
+        except _Unreadable as exc:
+            _fail(str(exc))
     elif ex.status in ("failed", "cancelled"):
         click.echo(f"execution {ex.id} {ex.status}: {_last_line(ex.error)}", err=True)
     else:
@@ -187,12 +234,13 @@ def _last_line(text: str | None) -> str:
 @click.option("--poll", type=click.FloatRange(0.01), default=0.5, show_default=True,
               help="Seconds between looks at the store when nothing is due.")
 @click.option("--quiet", is_flag=True, help="Do not print what happens to each execution.")
+@_store_errors
 def worker_command(store_url: str | None, concurrency: int, lease: float, poll: float, quiet: bool) -> None:
     """Run due executions (new ones, timers, signals) until stopped. Several workers may share a store;
     SIGTERM or Ctrl-C finishes the current transitions and exits."""
     from runtime.worker import Worker
 
-    store = _open(store_url)
+    store = _open(store_url, create=True)
     worker = Worker(store, concurrency=concurrency, lease=lease, poll=poll,
                     on_event=None if quiet else _print_event)
 
@@ -210,25 +258,28 @@ def worker_command(store_url: str | None, concurrency: int, lease: float, poll: 
 @click.option("--status", type=click.Choice(["pending", "sleeping", "waiting", "finished", "failed", "cancelled"]))
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@_store_errors
 def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None:
     """List executions, oldest first."""
-    store = _open(store_url)
+    store = _open(store_url, readonly=True)
     rows = store.list(status=status)
     if as_json:
         click.echo(json.dumps([{"id": e.id, "function": e.function, "status": e.status, "args": e.args,
-                                "created_at": e.created_at, "updated_at": e.updated_at, "wake_at": e.wake_at,
-                                "waiting_for": e.waiting_for, "progress": e.progress} for e in rows], indent=2))
+                           "created_at": e.created_at, "updated_at": e.updated_at, "wake_at": e.wake_at,
+                           "waiting_for": e.waiting_for, "progress": e.progress, "damage": e.damage}
+                          for e in rows], indent=2))
         return
     click.echo(f"{'ID':14} {'STATUS':10} {'UPDATED':24} {'FUNCTION':32} DETAIL")
     for e in rows:
-        click.echo(f"{e.id:14} {e.status:10} {_when(e.updated_at):24} {e.function:32} {_detail(e)}")
+        click.echo(f"{e.id or '?':14} {e.status or '?':10} {_when(e.updated_at):24} {e.function or '?':32} "
+                   f"{_detail(e)}".rstrip())
 
 
-def _source_line(function: str, line: int | None) -> str | None:
+def _source_line(function: str | None, line: int | None) -> str | None:
     """The text of ``line`` in the file of ``function``'s module (``module:qualname``), found on the
     current directory and sys.path without importing anything; None when not found."""
-    module = function.partition(":")[0]
-    if line is None or not module:
+    module = (function or "").partition(":")[0]
+    if not isinstance(line, int) or not module or not all(part.isidentifier() for part in module.split(".")):
         return None
     relative = os.path.join(*module.split("."))
     for base in [os.getcwd(), *sys.path]:
@@ -249,7 +300,7 @@ def _describe(store: Any, ex: Any) -> dict[str, Any]:
         "id": ex.id, "function": ex.function, "args": ex.args, "status": ex.status, "version": ex.version,
         "created_at": ex.created_at, "updated_at": ex.updated_at, "request": ex.request, "wake_at": ex.wake_at,
         "waiting_for": ex.waiting_for, "progress": ex.progress, "cancel_requested": ex.cancel_requested,
-        "error": ex.error, "suspended_at": None,
+        "error": ex.error, "damage": ex.damage, "suspended_at": None,
     }
     if ex.snapshot is not None:
         import runtime
@@ -259,15 +310,18 @@ def _describe(store: Any, ex: Any) -> dict[str, Any]:
             for frame in frames:
                 frame["source"] = _source_line(frame["function"], frame["line"])
             info["suspended_at"] = frames
-        except runtime.SnapshotError as exc:
-            info["suspended_at"] = f"unreadable snapshot: {exc}"
+        except Exception as exc:  # a damaged snapshot: say so, show the rest
+            info["suspended_at"] = f"unreadable snapshot: {type(exc).__name__}: {exc}"
     if ex.status == "finished":
-        info["result"] = _result_json(ex)
+        try:
+            info["result"] = _result(ex)
+        except _Unreadable as exc:
+            info["result"] = f"<unreadable: {exc}>"
     info["steps"] = [{"index": s.index, "function": s.function, "status": s.status, "attempts": s.attempts,
-                      "error": s.error, "started_at": s.started_at, "finished_at": s.finished_at}
+                      "error": s.error, "started_at": s.started_at, "finished_at": s.finished_at, "damage": s.damage}
                      for s in store.steps(ex.id)]
-    info["signals"] = [{"name": s.name, "payload": s.payload, "consumed": s.consumed, "at": s.created_at}
-                       for s in store.signals(ex.id)]
+    info["signals"] = [{"name": s.name, "payload": s.payload, "consumed": s.consumed, "at": s.created_at,
+                        "damage": s.damage} for s in store.signals(ex.id)]
     return info
 
 
@@ -275,18 +329,22 @@ def _describe(store: Any, ex: Any) -> dict[str, Any]:
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
+@_store_errors
 def show_command(execution_id: str, store_url: str | None, as_json: bool) -> None:
     """Show an execution: status, where it is suspended (source line and live locals, read from the
     snapshot without importing anything), its steps and signals."""
-    store = _open(store_url)
+    store = _open(store_url, readonly=True)
     ex = _get(store, execution_id)
     info = _describe(store, ex)
     if as_json:
         click.echo(json.dumps(info, indent=2, default=repr))
         return
-    click.echo(f"execution {info['id']}: {info['function']}({', '.join(json.dumps(a) for a in info['args'])})")
-    detail = _detail(ex)
-    click.echo(f"  status    {info['status']}" + (f" ({detail})" if detail else ""))
+    args = ", ".join(json.dumps(a) for a in info["args"]) if isinstance(info["args"], list) else "?"
+    click.echo(f"execution {info['id']}: {info['function'] or '?'}({args})")
+    detail = _detail(ex) if not ex.damage else _detail(ex).rpartition("damaged: ")[0].rstrip("; ")
+    click.echo(f"  status    {info['status'] or '?'}" + (f" ({detail})" if detail else ""))
+    if ex.damage:
+        click.echo(f"  damaged   {ex.damage}")
     click.echo(f"  created   {_when(info['created_at'])}\n  updated   {_when(info['updated_at'])}")
     if info["progress"] is not None:
         click.echo(f"  progress  {json.dumps(info['progress'])}")
@@ -304,10 +362,13 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     if info["error"]:
         click.echo("  error     " + info["error"].replace("\n", "\n            "))
     for s in info["steps"]:
-        click.echo(f"  step {s['index']:<3} {s['function']:40} {s['status']:8} attempts {s['attempts']}"
-                   + (f"  last error: {s['error']}" if s["error"] else ""))
+        click.echo(f"  step {s['index'] if s['index'] is not None else '?':<3} {s['function'] or '?':40} "
+                   f"{s['status'] or '?':8} attempts {s['attempts'] if s['attempts'] is not None else '?'}"
+                   + (f"  last error: {s['error']}" if s["error"] else "")
+                   + (f"  damaged: {s['damage']}" if s["damage"] else ""))
     for s in info["signals"]:
-        click.echo(f"  signal {s['name']!r} {json.dumps(s['payload'])} {'consumed' if s['consumed'] else 'queued'}")
+        click.echo(f"  signal {s['name']!r} {json.dumps(s['payload'])} {'consumed' if s['consumed'] else 'queued'}"
+                   + (f"  damaged: {s['damage']}" if s["damage"] else ""))
 
 
 @main.command("signal")
@@ -315,6 +376,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
 @click.argument("name")
 @click.argument("payload_json", required=False, default="null")
 @click.option("--store", "store_url", help=STORE_HELP)
+@_store_errors
 def signal_command(execution_id: str, name: str, payload_json: str, store_url: str | None) -> None:
     """Send signal NAME with a JSON payload to an execution (queued until the program waits for it)."""
     from runtime.store import InvalidStateError, NotFoundError
@@ -351,11 +413,28 @@ def _check_closable(ex: Any) -> None:
               "deploy the code it was started with, or use --force to cancel it without running them")
 
 
+def _cancel_damaged(store: Any, ex: Any) -> None:
+    """--force on a damaged execution: record it cancelled without resuming it (a runner cannot)."""
+    from runtime.store import CANCELLED, Change
+
+    owner = f"durable-cancel-{os.getpid()}"
+    claimed = store.claim(owner, now=_now(), lease=30.0, execution_id=ex.id)
+    if claimed is None:
+        click.echo(f"cancellation of {ex.id} requested; the worker holding it will record it", err=True)
+        return
+    note = f"cancelled without running its finally blocks: the execution is damaged ({ex.damage})"
+    store.commit(Change(ex.id, claimed.version, owner=owner, release=True,
+                        fields={"status": CANCELLED, "error": note, "snapshot": None, "request": None,
+                                "wake_at": None, "waiting_for": None}), now=_now())
+    click.echo(f"execution {ex.id} cancelled (it is damaged: its finally blocks did not run)", err=True)
+
+
 @main.command("cancel")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--force", is_flag=True, help="Cancel even if the program's code changed and its finally blocks "
                                               "cannot run.")
+@_store_errors
 def cancel_command(execution_id: str, store_url: str | None, force: bool) -> None:
     """Cancel an execution: its generator is closed (its finally blocks run) and it is recorded cancelled.
     If a worker holds it right now, that worker does it at its next transition."""
@@ -363,14 +442,25 @@ def cancel_command(execution_id: str, store_url: str | None, force: bool) -> Non
     from runtime.store import InvalidStateError, NotFoundError
 
     store = _open(store_url)
-    if not force:
-        _check_closable(_get(store, execution_id))
+    ex = _get(store, execution_id)
+    if ex.damage:
+        click.echo(f"execution {ex.id} is damaged: {ex.damage}", err=True)
+        if ex.status is None:
+            _fail(f"cannot cancel {ex.id}: it has no readable status")
+        if not force:
+            _fail(f"cannot cancel {ex.id} cleanly: it is damaged, so its finally blocks cannot run; "
+                  "use --force to record it cancelled without running them")
+    elif not force:
+        _check_closable(ex)
     try:
         store.request_cancel(execution_id, now=_now())
     except NotFoundError:
         _fail(f"no execution {execution_id!r} in {store.url}")
     except InvalidStateError as exc:
         _fail(str(exc))
+    if ex.damage:
+        _cancel_damaged(store, ex)
+        return
     final = Runner(store, on_event=_print_event).claim_and_advance(execution_id)
     if final is None:
         click.echo(f"cancellation of {execution_id} requested; the worker running it will close it", err=True)
@@ -381,14 +471,15 @@ def cancel_command(execution_id: str, store_url: str | None, force: bool) -> Non
 @main.command("result")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
+@_store_errors
 def result_command(execution_id: str, store_url: str | None) -> None:
     """Print the result as JSON. Exit 0 when finished, 4 while still running, 5 if failed or cancelled."""
-    store = _open(store_url)
+    store = _open(store_url, readonly=True)
     ex = _get(store, execution_id)
-    if ex.status == "finished":
-        click.echo(json.dumps(_result_json(ex)))
-    elif ex.status in ("failed", "cancelled"):
-        click.echo(f"execution {ex.id} {ex.status}: {_last_line(ex.error)}", err=True)
-    else:
+    if ex.status not in (None, "finished", "failed", "cancelled"):
+        if ex.damage:
+            click.echo(f"execution {ex.id} is damaged: {ex.damage}", err=True)
         click.echo(f"execution {ex.id} is {ex.status} {_detail(ex)}".rstrip(), err=True)
+    else:
+        _report_final(ex)
     sys.exit(_exit_for(ex.status))
