@@ -114,7 +114,7 @@ def test_cli_inspect_bad_input_exit_codes(tmp_path):
     result = CliRunner().invoke(main, ["inspect", str(junk)])
     assert result.exit_code == 3 and "error: CorruptSnapshotError" in result.output
     result = CliRunner().invoke(main, ["inspect", str(tmp_path / "missing")])
-    assert result.exit_code == 3 and "cannot read the file" in result.output
+    assert result.exit_code == 2 and "cannot read the file" in result.output  # bad input, as the README says
 
 
 def test_cli_inspect_in_a_fresh_process_does_not_import_the_user_module(tmp_path):
@@ -140,7 +140,8 @@ def test_cli_inspect_in_a_fresh_process_does_not_import_the_user_module(tmp_path
     assert not (tmp_path / "imported").exists()
 
 
-def test_cli_inspect_verifies_with_the_environment_key(tmp_path, monkeypatch):
+def test_cli_inspect_verifies_with_the_environment_key(tmp_path):
+    """The key in the environment applies to every command (the library reads it too)."""
     previous = runtime.configure(signing_key=b"s" * 32)
     try:
         _, data = _snapshot()
@@ -148,9 +149,18 @@ def test_cli_inspect_verifies_with_the_environment_key(tmp_path, monkeypatch):
         runtime.restore_settings(previous)
     path = tmp_path / "signed.snapshot"
     path.write_bytes(data)
-    monkeypatch.setenv("DURABLE_SIGNING_KEY", "s" * 32)
-    result = CliRunner().invoke(main, ["inspect", str(path)])
-    assert result.exit_code == 0 and "signature: verified" in result.output
-    monkeypatch.setenv("DURABLE_SIGNING_KEY", "t" * 32)
-    result = CliRunner().invoke(main, ["inspect", str(path)])
-    assert result.exit_code == 3 and "SignatureError" in result.output
+
+    def inspect(**keys: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), **keys}
+        env.pop("DURABLE_SIGNING_KEY", None) if "DURABLE_SIGNING_KEY" not in keys else None
+        return subprocess.run([sys.executable, "-c", "from transpiler.cli import run; run()", "inspect", str(path)],
+                              env=env, capture_output=True, text=True)
+
+    done = inspect(DURABLE_SIGNING_KEY="s" * 32)
+    assert done.returncode == 0 and "signature: verified" in done.stdout, done.stderr
+    done = inspect(DURABLE_ACCEPTED_KEYS=f"{'x' * 32},{'s' * 32}")  # verifying without signing
+    assert done.returncode == 0 and "signature: verified" in done.stdout, done.stderr
+    done = inspect(DURABLE_SIGNING_KEY="t" * 32)
+    assert done.returncode == 3 and "SignatureError" in done.stderr
+    done = inspect(DURABLE_SIGNING_KEY="short")
+    assert done.returncode == 2 and "at least 16 bytes" in done.stderr and "Traceback" not in done.stderr

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from pathlib import Path
@@ -84,9 +83,19 @@ def _plural(n: int, word: str) -> str:
 
 @click.group()
 @click.version_option(version=__version__, prog_name="durable")
-def main() -> None:
+@click.pass_context
+def main(ctx: click.Context) -> None:
     """Durable generators: compile generator functions into resumable state machines, inspect their
-    snapshots, and run durable programs on a store (run, worker, ls, show, signal, cancel, result)."""
+    snapshots, and run durable programs on a store (run, worker, ls, show, signal, cancel, result).
+
+    Snapshots and store rows are signed and verified with the key in DURABLE_SIGNING_KEY (older keys
+    that still verify: DURABLE_ACCEPTED_KEYS, comma-separated) by every command."""
+    if ctx.invoked_subcommand not in (None, "compile", "check"):
+        from runtime.values import settings
+
+        if settings.current.problem is not None:
+            click.echo(f"durable: error: {settings.current.problem}", err=True)
+            sys.exit(EXIT_USAGE)
 
 
 @main.command("compile")
@@ -182,7 +191,8 @@ def check_command(paths: tuple[str, ...], all_generators: bool | None, config_fi
 def inspect_command(file: str, as_json: bool) -> None:
     """Describe the snapshot in FILE ('-' for standard input) without importing any module it names.
 
-    The signature is verified when the environment variable DURABLE_SIGNING_KEY holds the key.
+    The signature is verified when DURABLE_SIGNING_KEY (or DURABLE_ACCEPTED_KEYS) holds the key, as
+    for every command.
     """
     import runtime
     from runtime.errors import SnapshotError
@@ -191,20 +201,12 @@ def inspect_command(file: str, as_json: bool) -> None:
         data = sys.stdin.buffer.read() if file == "-" else Path(file).read_bytes()
     except OSError as exc:
         click.echo(f"{file}: error: cannot read the file: {exc.strerror or exc}", err=True)
-        sys.exit(EXIT_USER_CODE)
-    key = os.environ.get("DURABLE_SIGNING_KEY")
-    previous = runtime.configure(signing_key=key) if key else None
+        sys.exit(EXIT_USAGE)
     try:
         info = runtime.inspect_snapshot(data)
     except SnapshotError as exc:
         click.echo(f"{file}: error: {type(exc).__name__}: {exc}", err=True)
         sys.exit(EXIT_USER_CODE)
-    except ValueError as exc:  # a signing key that is too short
-        click.echo(f"durable inspect: error: DURABLE_SIGNING_KEY: {exc}", err=True)
-        sys.exit(EXIT_USAGE)
-    finally:
-        if previous is not None:
-            runtime.restore_settings(previous)
     click.echo(json.dumps(info.to_dict(), indent=2) if as_json else str(info))
 
 

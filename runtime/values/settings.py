@@ -71,8 +71,6 @@ def from_environment(environ: dict[str, str] | os._Environ[str] = os.environ) ->
         return Settings(problem=f"{ENV_KEY}/{ENV_ACCEPTED}: {exc}; nothing is signed or verified until it is fixed")
 
 
-current = from_environment()
-
 
 def configure(*, signing_key: bytes | str | None | object = _UNSET, accepted_keys: object = _UNSET,
               max_bytes: object = _UNSET, max_depth: object = _UNSET, max_length: object = _UNSET) -> Settings:
@@ -114,3 +112,6 @@ def _key(key: object) -> bytes:
     if not isinstance(key, (bytes, bytearray)) or len(key) < 16:
         raise ValueError("a signing key must be bytes (or str) of at least 16 bytes")
     return bytes(key)
+
+
+current = from_environment()
