@@ -1,6 +1,6 @@
-"""The program commands on bad input, missing or damaged stores and damaged rows: a clear message
-and exit 2 (or the usual exit code), never a traceback or exit 123, and read-only commands never
-create or change a store."""
+"""The program commands on bad input, missing or damaged stores, damaged rows and odd stored values:
+a clear message and exit 2 (or the usual exit code), never a traceback or exit 123, and read-only
+commands never create or change a store."""
 from __future__ import annotations
 
 import os
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from runtime.store import FINISHED, Change, SQLiteStore, StepRecord
+from runtime.store import FINISHED, WAITING, Change, SQLiteStore, StepRecord
 from runtime.values import dump_value
 from transpiler.cli import main
 
@@ -199,8 +199,44 @@ def test_damaged_rows_are_shown_not_fatal(tmp_path: Path) -> None:
 
 
 def json_of(proc: Any) -> Any:
-    """The JSON a command printed."""
+    """The JSON a command printed; integers too long for int() as their digits (strings)."""
     import json
 
     assert proc.returncode in (0, 4), proc.stderr
-    return json.loads(proc.stdout)
+    return json.loads(proc.stdout, parse_int=lambda text: int(text) if len(text) < 4000 else text)
+
+
+def test_odd_times_and_huge_ints_are_printed(tmp_path: Path) -> None:
+    big = 10 ** 5001 + 7
+    with new_store(tmp_path) as store:
+        for n, wake_at in enumerate([float("inf"), 1e300, -5.0]):
+            e = store.create("flows:approval", ["ada"], now=1.0, execution_id=f"t{n}")
+            store.commit(Change(e.id, 1, fields={"status": WAITING, "waiting_for": "go", "wake_at": wake_at}),
+                         now=wake_at)
+        _finished(store, "big", [big, -big])
+        _finished(store, "huge", 10 ** 1_000_001)
+    raw(store_path(tmp_path), "UPDATE executions SET progress = ? WHERE id = 'big'",
+        ('{"done": 1%s7}' % ("0" * 5000),))
+    listing = durable("ls", cwd=tmp_path)
+    assert listing.returncode == 0, listing.stderr
+    assert "inf (not a valid time)" in listing.stdout and "1e+300 (not a valid time)" in listing.stdout
+    assert "-5.0 (not a valid time)" in listing.stdout
+    shown = durable("show", "t0", cwd=tmp_path)
+    assert shown.returncode == 0 and "updated   inf (not a valid time)" in shown.stdout, shown.stderr
+    digits = "1" + "0" * 5000 + "7"
+    result = durable("result", "big", cwd=tmp_path)
+    assert result.returncode == 0 and result.stdout.strip() == f"[{digits}, -{digits}]", result.stderr
+    info = json_of(durable("show", "big", "--json", cwd=tmp_path))
+    assert info["result"] == [digits, f"-{digits}"] and info["progress"] == {"done": digits}
+    assert json_of(durable("ls", "--json", cwd=tmp_path))[3]["progress"] == {"done": digits}
+    assert durable("result", "huge", cwd=tmp_path).stdout.strip() == '"<int with 1000002 digits>"'
+    listed = json_of(durable("ls", "--json", cwd=tmp_path))
+    assert [e["wake_at"] for e in listed[:3]] == ["Infinity", 1e300, -5.0]
+
+
+def test_times_that_are_no_date_are_shown_as_numbers() -> None:
+    from transpiler.cli_programs import _when
+
+    assert _when(0.0) == "1970-01-01 00:00:00 UTC" and _when(None) == "-"
+    for t in (float("nan"), float("inf"), float("-inf"), 1e300, -1.0):
+        assert _when(t) == f"{t!r} (not a valid time)"

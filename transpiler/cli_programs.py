@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import decimal
 import functools
 import json
+import math
 import os
+import re
 import signal as signals
 import sys
+import uuid
 from typing import Any, Callable, NoReturn, TypeVar
 
 import click
@@ -20,6 +24,8 @@ or was cancelled."""
 STORE_HELP = "Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db (default: $DURABLE_STORE, " \
              "else sqlite:///.durable/durable.db)."
 NAME_HINT = "use the dotted module name (like python -m), run from the project's directory"
+MAX_DIGITS = 1_000_000
+"""Integers longer than this are shown as "<int with N digits>" instead of their digits."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -126,9 +132,16 @@ def _print_event(execution_id: str, kind: str, text: str) -> None:
 
 
 def _when(t: float | None) -> str:
+    """A stored time as a UTC date; one that is no date (negative, infinite, NaN, past year 9999)
+    as its number with a note."""
     if t is None:
         return "-"
-    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    try:
+        if not t >= 0:
+            raise ValueError(t)
+        return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    except (OverflowError, ValueError, OSError, TypeError):
+        return f"{t!r} (not a valid time)"
 
 
 def _detail(ex: Any) -> str:
@@ -146,6 +159,131 @@ def _detail(ex: Any) -> str:
     return detail
 
 
+def _json(value: Any, indent: int | None = None) -> str:
+    """JSON text of a value for output, which never fails: integers of any length as their digits
+    (up to MAX_DIGITS; beyond, the string "<int with N digits>"), NaN and infinities as the strings
+    "NaN", "Infinity", "-Infinity" (JSON has no such numbers), anything else JSON cannot carry as its
+    repr."""
+    try:
+        return json.dumps(value, indent=indent, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        pass
+    numbers: list[str] = []
+    marker = f"int-{uuid.uuid4().hex}-"
+    try:
+        text = json.dumps(_plain(value, numbers, marker), indent=indent)
+    except RecursionError:
+        return json.dumps("<a value nested too deeply to show>")
+    return re.sub(f'"{marker}(\\d+)"', lambda m: numbers[int(m.group(1))], text) if numbers else text
+
+
+def _plain(value: Any, numbers: list[str] | None, marker: str, strict: bool = False) -> Any:
+    """``value`` with what json.dumps cannot write replaced (see _json): long integers by markers
+    for their JSON text in ``numbers`` (None: only check); anything else by its repr, or TypeError
+    when ``strict``."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        if value.bit_length() <= 14000 or numbers is None:  # fewer than 4,300 digits: json writes it
+            return int(value)
+        numbers.append(_int_json(value))
+        return f"{marker}{len(numbers) - 1}"
+    if isinstance(value, float):
+        return value if math.isfinite(value) else "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+    if isinstance(value, (list, tuple)):
+        return [_plain(item, numbers, marker, strict) for item in value]
+    if isinstance(value, dict):
+        return {_key(key, strict): _plain(item, numbers, marker, strict) for key, item in value.items()}
+    if strict:
+        raise TypeError(value)
+    return _repr(value)
+
+
+def _key(key: Any, strict: bool) -> str:
+    """A dict key as JSON writes it (keys are strings)."""
+    if isinstance(key, str):
+        return key
+    if key is None or isinstance(key, bool):
+        return json.dumps(key)
+    if isinstance(key, int):
+        text = str(key) if key.bit_length() <= 14000 else _int_json(key)
+        return json.loads(text) if text.startswith('"') else text
+    if isinstance(key, float):
+        return repr(key) if math.isfinite(key) else _plain(key, None, "")
+    if strict:
+        raise TypeError(key)
+    return _repr(key)
+
+
+def _int_json(n: int) -> str:
+    """The digits of ``n`` (no length limit, unlike str(); fast, by halves in decimal), or the JSON
+    string "<int with N digits>" beyond MAX_DIGITS."""
+    size = abs(n)
+    if (size.bit_length() - 1) * math.log10(2) >= MAX_DIGITS:
+        return json.dumps(f"<int with {_digit_count(size)} digits>")
+    digits = str(_decimal(size))
+    if len(digits) > MAX_DIGITS:
+        return json.dumps(f"<int with {len(digits)} digits>")
+    return ("-" if n < 0 else "") + digits
+
+
+def _digit_count(n: int) -> int:
+    log = math.log10(n)
+    k = math.floor(log)
+    if min(log - k, k + 1 - log) < 1e-9:  # close to a power of ten: settle it exactly
+        k = round(log)
+        return k + 1 if n >= 10 ** k else k
+    return k + 1
+
+
+def _decimal(n: int) -> decimal.Decimal:
+    """``n >= 0`` as an exact Decimal: halves joined with exact decimal arithmetic (fast for a
+    million digits, where Decimal(n) and str(n) are quadratic or limited)."""
+    powers: dict[int, decimal.Decimal] = {}
+
+    def power(w: int) -> decimal.Decimal:  # 2 ** w
+        if w not in powers:
+            powers[w] = decimal.Decimal(2) ** w if w <= 128 else power(w >> 1) * power(w - (w >> 1))
+        return powers[w]
+
+    def convert(n: int, w: int) -> decimal.Decimal:
+        if w <= 128:
+            return decimal.Decimal(n)
+        half = w >> 1
+        high = n >> half
+        return convert(n - (high << half), half) + convert(high, w - half) * power(half)
+
+    with decimal.localcontext() as context:
+        context.prec, context.Emax, context.Emin = decimal.MAX_PREC, decimal.MAX_EMAX, decimal.MIN_EMIN
+        context.traps[decimal.Inexact] = True
+        return convert(n, n.bit_length())
+
+
+def _repr(value: Any) -> str:
+    try:
+        return repr(value)
+    except Exception as exc:  # a set of huge ints, a value nested too deeply
+        return f"<{type(value).__name__} that cannot be shown: {type(exc).__name__}>"
+
+
+def _shown(value: Any) -> Any:
+    """What output shows of a program's value: itself when JSON can carry it, else its repr (when
+    even that fails, on huge integers, the value: _json shows what JSON cannot carry part by part)."""
+    try:
+        _plain(value, None, "", strict=True)
+        return value
+    except TypeError:
+        pass
+    except RecursionError:
+        return "<a value nested too deeply to show>"
+    try:
+        return repr(value)
+    except RecursionError:
+        return "<a value nested too deeply to show>"
+    except Exception:
+        return value
+
+
 def _exit_for(status: str) -> int:
     from runtime.store import CANCELLED, FAILED, FINISHED
 
@@ -157,16 +295,15 @@ class _Unreadable(Exception):
 
 
 def _result(ex: Any) -> Any:
-    """A finished execution's result as output shows it; _Unreadable when it cannot be read (a
-    damaged row, bytes that do not decode)."""
-    from runtime.runner import to_json
+    """A finished execution's result as output shows it (see _shown); _Unreadable when it cannot be
+    read (a damaged row, bytes that do not decode)."""
     from runtime.values import load_value
 
     if ex.result is None:
         raise _Unreadable(f"execution {ex.id} is finished but has no readable result"
                           + (f" (damaged: {ex.damage})" if ex.damage else ""))
     try:
-        return to_json(load_value(ex.result))
+        return _shown(load_value(ex.result))
     except Exception as exc:
         raise _Unreadable(f"the result of execution {ex.id} cannot be decoded: {type(exc).__name__}: {exc}") from None
 
@@ -210,7 +347,7 @@ def _report_final(ex: Any) -> None:
         _fail(f"execution {ex.id} has no readable status, so it cannot be told whether it finished")
     if ex.status == "finished":
         try:
-            click.echo(json.dumps(_result(ex)))
+            click.echo(_json(_result(ex)))
         except _Unreadable as exc:
             _fail(str(exc))
     elif ex.status in ("failed", "cancelled"):
@@ -264,7 +401,7 @@ def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None
     store = _open(store_url, readonly=True)
     rows = store.list(status=status)
     if as_json:
-        click.echo(json.dumps([{"id": e.id, "function": e.function, "status": e.status, "args": e.args,
+        click.echo(_json([{"id": e.id, "function": e.function, "status": e.status, "args": e.args,
                            "created_at": e.created_at, "updated_at": e.updated_at, "wake_at": e.wake_at,
                            "waiting_for": e.waiting_for, "progress": e.progress, "damage": e.damage}
                           for e in rows], indent=2))
@@ -337,9 +474,9 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     ex = _get(store, execution_id)
     info = _describe(store, ex)
     if as_json:
-        click.echo(json.dumps(info, indent=2, default=repr))
+        click.echo(_json(info, indent=2))
         return
-    args = ", ".join(json.dumps(a) for a in info["args"]) if isinstance(info["args"], list) else "?"
+    args = ", ".join(_json(a) for a in info["args"]) if isinstance(info["args"], list) else "?"
     click.echo(f"execution {info['id']}: {info['function'] or '?'}({args})")
     detail = _detail(ex) if not ex.damage else _detail(ex).rpartition("damaged: ")[0].rstrip("; ")
     click.echo(f"  status    {info['status'] or '?'}" + (f" ({detail})" if detail else ""))
@@ -347,7 +484,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
         click.echo(f"  damaged   {ex.damage}")
     click.echo(f"  created   {_when(info['created_at'])}\n  updated   {_when(info['updated_at'])}")
     if info["progress"] is not None:
-        click.echo(f"  progress  {json.dumps(info['progress'])}")
+        click.echo(f"  progress  {_json(info['progress'])}")
     frames = info["suspended_at"]
     if isinstance(frames, list):
         for frame in frames:
@@ -358,7 +495,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     elif frames:
         click.echo(f"  {frames}")
     if "result" in info:
-        click.echo(f"  result    {json.dumps(info['result'])}")
+        click.echo(f"  result    {_json(info['result'])}")
     if info["error"]:
         click.echo("  error     " + info["error"].replace("\n", "\n            "))
     for s in info["steps"]:
@@ -367,7 +504,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
                    + (f"  last error: {s['error']}" if s["error"] else "")
                    + (f"  damaged: {s['damage']}" if s["damage"] else ""))
     for s in info["signals"]:
-        click.echo(f"  signal {s['name']!r} {json.dumps(s['payload'])} {'consumed' if s['consumed'] else 'queued'}"
+        click.echo(f"  signal {s['name']!r} {_json(s['payload'])} {'consumed' if s['consumed'] else 'queued'}"
                    + (f"  damaged: {s['damage']}" if s["damage"] else ""))
 
 
