@@ -65,13 +65,13 @@ class Worker:
         while not self.stop.is_set():
             try:
                 advanced = runner.claim_and_advance()
-            except Exception as exc:  # a store error: report it and keep serving
+                wake = None if advanced is not None else self.next_timer()
+            except Exception as exc:  # a store error: report it and keep serving, after a pause
                 if self.on_event:
                     self.on_event("-", "error", f"{type(exc).__name__}: {exc}")
-                advanced = None
+                advanced, wake = None, None
             if advanced is not None:
                 self.advanced += 1
                 continue
-            wake = self.next_timer()
             delay = self.poll if wake is None else min(self.poll, max(wake - self.clock.now(), 0.0))
             self.clock.sleep(delay if delay > 0 else 0.01, self.stop)
