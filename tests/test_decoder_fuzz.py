@@ -120,7 +120,8 @@ FAMILIES: dict[str, Callable[[], bytes]] = {
     **{f"class-{which}": (lambda which=which: grammar.module_class_node(which))
        for which in ("enum-missing", "enum-hash", "namedtuple-meta", "namedtuple", "set-of-hashy", "shadowed-slot",
                      "exception-setattr", "oserror-setattr", "module-getattr", "class-descriptor",
-                     "metaclass-getattr", "enumerate-iter", "map-iter", "islice-index")},
+                     "metaclass-getattr", "enumerate-iter", "map-iter", "islice-index", "tee-eq")},
+    "class-saved-exception-setattr": grammar.saved_exception_setattr,
     # what the inspector renders from heads it does not check
     "inspector-layout-names-int": lambda: grammar.inspector_layout(5),
     "inspector-layout-names-none": lambda: grammar.inspector_layout(None),
@@ -207,7 +208,8 @@ def test_the_inspector_renders_ints_over_4300_digits(family_results):
 def test_nodes_naming_target_classes_run_none_of_their_code(family_results):
     """enum _missing_, __hash__/__eq__ of a set element or enum value, a metaclass __getattr__, an
     exception __setattr__, a property shadowing a slot, a class attribute descriptor, the module's
-    __getattr__, __iter__ and __index__ reached through enumerate, map and islice."""
+    __getattr__, __iter__ and __index__ reached through enumerate, map and islice, __eq__ through tee's
+    arguments, __setattr__ of a saved exception whose __context__ restore puts back."""
     _assert_held(family_results, *_names("class-"))
 
 

@@ -1412,10 +1412,20 @@ def module_class_node(which: str) -> bytes:
         "enumerate-iter": [ENUMERATE, [OBJECT, [CUSTOM, "layout", [LIST, [CUSTOM, "ref", T + "Iterable"], [LIST, "a"], [LIST]]], 1], 0],
         "map-iter": [CUSTOM, "map", [LIST, [CUSTOM, "builtin", "len"],
                                      [OBJECT, [CUSTOM, "layout", [LIST, [CUSTOM, "ref", T + "Iterable"], [LIST, "a"], [LIST]]], 1]]],
+        "tee-eq": [CUSTOM, "itertools.tee", [LIST, [TUPLE, [OBJECT, [CUSTOM, "layout", [LIST, [CUSTOM, "ref", T + "Hashy"],
+                                                                                        [LIST], [LIST]]]]]]],
         "islice-index": [CUSTOM, "itertools.islice", [LIST, [TUPLE, [LIST_IT, [LIST, 1], 0],
                                                              [OBJECT, [CUSTOM, "layout", [LIST, [CUSTOM, "ref", T + "Iterable"], [LIST, "a"], [LIST]]], 1]]]],
     }
     return with_value(nodes[which])
+
+
+def saved_exception_setattr() -> bytes:
+    """``handler`` suspended inside its except block, its saved exception of a class with ``__setattr__``:
+    restoring re-raises it and puts its ``__context__`` back."""
+    tree = template("handler(2)", 1)
+    tree[2][5] = [[EXC_CLS, T + "Noisy", [TUPLE, "boom"], None, None, [], []]]
+    return pack(tree)
 
 
 def inspector_layout(names: Any = 5) -> bytes:
