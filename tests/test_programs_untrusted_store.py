@@ -449,3 +449,39 @@ def test_the_operator_names_a_module_outside_the_project_and_a_malformed_one_is_
     for bad in ("../x:f", ".flows:echo", "a..b:f", "flows:", ":f", "flows:1x"):
         with pytest.raises(ProgramError, match="MODULE:FUNCTION"):
             env.runner.start(bad, [])
+
+
+def test_a_store_error_while_looking_for_timers_does_not_stop_a_worker(env, monkeypatch):
+    import threading
+
+    from runtime.store import StoreError
+
+    events: list[tuple[str, str, str]] = []
+    worker = Worker(env.store, clock=env.clock, lease=30, on_event=lambda *e: events.append(e))
+    real = env.store.list
+    failures = {"left": 3}
+
+    def flaky_list(*args: Any, **kwargs: Any):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise StoreError("disk I/O error")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(env.store, "list", flaky_list)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    try:
+        for _ in range(500):
+            if not failures["left"]:
+                break
+            threading.Event().wait(0.01)
+        ex = start(env, "yields", 1)
+        for _ in range(500):
+            if env.store.get(ex.id).status == FINISHED:
+                break
+            threading.Event().wait(0.01)
+    finally:
+        worker.stop.set()
+        thread.join(10)
+    assert env.store.get(ex.id).status == FINISHED
+    assert [e for e in events if "disk I/O error" in e[2]]
