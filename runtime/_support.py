@@ -228,6 +228,9 @@ def forward_send(iterator: Any, value: Any) -> None:
         raise RuntimeError("send() to a restored delegation over an iterator with a send() method is not supported")
 
 
+_CONTEXT = vars(BaseException)["__context__"]
+
+
 def reraise(exc: BaseException) -> BaseException:
     """A saved exception about to be raised again during a restore: remember its context."""
     _local.context = (exc, exc.__context__)
@@ -239,7 +242,7 @@ def recontext() -> None:
     saved = getattr(_local, "context", None)
     if saved is not None:
         _local.context = None
-        saved[0].__context__ = saved[1]
+        _CONTEXT.__set__(saved[0], saved[1])  # BaseException's own slot: never the class's __setattr__
 
 
 def resume_first(iterator: Iterator[Any]) -> Iterator[Any]:

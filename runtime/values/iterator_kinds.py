@@ -262,7 +262,7 @@ def _args_of(name: str, args: tuple[Any, ...]) -> tuple[Any, ...]:
         if name == "permutations" and args[1] is None:
             return pool, None
         return pool, _r(args[1], pool, what, beyond=name == "combinations_with_replacement")
-    if name == "tee" and args == ((),):
+    if name == "tee" and n == 1 and type(args[0]) is tuple and not args[0]:  # ((),): never ==, which runs __eq__
         return args
     if name == "_tee_dataobject" and n == 3 and type(args[1]) is list \
             and (args[2] is None or type(args[2]) is _tee_dataobject):

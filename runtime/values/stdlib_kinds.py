@@ -59,7 +59,7 @@ def _tzinfo(name: str, tz: Any) -> Any:
 
 
 def _fold(name: str, fold: Any) -> int:
-    if fold not in (0, 1) or not _is_int(fold):
+    if not _is_int(fold) or fold not in (0, 1):  # the type first: comparing runs the value's __eq__
         raise _corrupt(name, "fold must be 0 or 1")
     return fold
 
