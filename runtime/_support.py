@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import builtins
 import itertools
+import re
 import sys
 import threading
 import types
@@ -10,7 +11,9 @@ from typing import Any, Callable, Iterator
 
 from . import closures, registry
 from .closures import cellular  # noqa: F401  (called by compiled modules)
+from .errors import CorruptSnapshotError
 from .registry import FunctionMeta
+from .values.bounds import class_attr
 
 MARKER = object()
 """Yielded once by a generator being restored, when it reaches its saved suspension point."""
@@ -162,6 +165,7 @@ def _create(frame: PendingFrame) -> types.GeneratorType:
     fn = function_for(frame)
     code = fn.__code__
     meta = frame.meta
+    _check_exception_slots(frame)
     for name, value in frame.values.items():
         # Durable generators held in locals come back suspended; a delegation target is resumed
         # by the delegating frame itself (it must yield the marker through the ``yield from``).
@@ -186,6 +190,25 @@ def _create(frame: PendingFrame) -> types.GeneratorType:
         PENDING += 1
     _local.frame = frame
     return fn(*placeholders[0], **placeholders[1])
+
+
+_EXCEPTION_SLOT = re.compile(r"_dg_(?:e|x|fx|g)\d+")
+"""Locals the compiler keeps exceptions in (caught, raised in a handler, pending in a finally, a group)."""
+
+
+def _check_exception_slots(frame: PendingFrame) -> None:
+    """The exceptions a frame will raise again while it is restored must be exception instances (a
+    class would be called, anything else would be caught by the restore path itself as the error)."""
+    meta = frame.meta
+    slots = meta.exception_slots
+    if slots is None:
+        slots = meta.exception_slots = frozenset(name for names in meta.states.values() for name in names
+                                                 if _EXCEPTION_SLOT.fullmatch(name))
+    for name in slots.intersection(frame.values):
+        value = frame.values[name]
+        if value is not None and not issubclass(type(value), BaseException):
+            raise CorruptSnapshotError(f"not a valid durable snapshot: {meta.ident} keeps an exception in a local, "
+                                       f"and the snapshot holds a {type(value).__qualname__} there")
 
 
 def call_arguments(code: types.CodeType, values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
@@ -232,8 +255,13 @@ _CONTEXT = vars(BaseException)["__context__"]
 
 
 def reraise(exc: BaseException) -> BaseException:
-    """A saved exception about to be raised again during a restore: remember its context."""
-    _local.context = (exc, exc.__context__)
+    """A saved exception about to be raised again during a restore: remember its context.
+
+    The saved value comes from a snapshot: it must be an exception instance (raising a class would
+    call it), and its context is read through BaseException's own slot (no attribute hook runs)."""
+    if not issubclass(type(exc), BaseException):
+        raise TypeError(f"a saved exception of this frame is a {type(exc).__qualname__}, not an exception")
+    _local.context = (exc, _CONTEXT.__get__(exc))
     return exc
 
 
@@ -269,4 +297,15 @@ def with_enter(manager: Any) -> tuple[Any, Any]:
 
 
 def with_exit(manager: Any) -> Any:
-    return _bind(type(manager).__exit__, manager)
+    """Restore: the bound ``__exit__`` of a saved context manager, found in its class's own dictionaries
+    and bound by the C code of plain functions and methods (the manager comes from a snapshot: no
+    metaclass ``__getattr__`` or custom descriptor of its class runs)."""
+    cls = type(manager)
+    exit_ = class_attr(cls, "__exit__")
+    if type(exit_) not in _PLAIN_METHODS:
+        raise TypeError(f"the saved context manager, a {cls.__qualname__}, has no plain __exit__ method")
+    return exit_.__get__(manager, cls)
+
+
+_PLAIN_METHODS = frozenset({types.FunctionType, types.MethodDescriptorType, types.WrapperDescriptorType,
+                            staticmethod, classmethod})

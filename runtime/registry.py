@@ -25,6 +25,7 @@ class FunctionMeta:
     plans: dict[int, Any] = field(default_factory=dict)  # per-state snapshot plan (runtime.snapshot)
     placeholders: tuple[tuple[None, ...], dict[str, None]] | None = None  # restore call arguments
     variant: types.CodeType | None = None  # the cellular variant (runtime.closures), restores use it
+    exception_slots: frozenset[str] | None = None  # locals that keep exceptions (runtime._support)
     ident: str = field(init=False)  # ``module:qualname``, the name snapshots use
 
     def __post_init__(self) -> None:

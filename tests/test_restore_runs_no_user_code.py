@@ -121,6 +121,30 @@ SOURCE = """
         def __exit__(self, *exc):
             return False
 
+    class Meta(type):
+        def __getattr__(cls, name):
+            CALLS.append(("Meta.__getattr__", name))
+            return leak
+
+    class Hooked(metaclass=Meta):
+        pass
+
+    class Binder:
+        def __get__(self, obj, owner=None):
+            CALLS.append("Binder.__get__")
+            return leak
+
+    class OddManager:
+        __exit__ = Binder()
+
+    @durable
+    def handler():
+        try:
+            raise KeyError("k")
+        except KeyError:
+            yield 1
+            raise
+
     @durable
     def holder(h):
         with Manager():
@@ -319,6 +343,31 @@ def test_a_failed_restore_does_not_run_the_finally_blocks_of_generators_it_start
     guard.refuses(with_local(envelope, 5, manager))  # the with statement's saved manager has no __exit__
     import gc
     gc.collect()
+
+
+def saved_local(gen, prefix: str, node) -> bytes:
+    """The snapshot of ``gen`` with its compiler-made local starting with ``prefix`` replaced by ``node``."""
+    envelope = template(gen)
+    names = envelope[2][4].split(",")
+    return with_local(envelope, node, next(i for i, name in enumerate(names) if name.startswith(prefix)))
+
+
+def test_a_saved_exception_must_be_an_exception_and_is_read_without_attribute_hooks(mod, guard):
+    """The restore body re-raises a saved exception: a class there would be called, and reading the
+    context of an object of a class with a metaclass __getattr__ ran it (found by the long fuzz run)."""
+    for node in (ref(mod, "Hooked"), instance(mod, "Hooked"), ref(mod, "Loud")):
+        g = mod.handler()
+        next(g)
+        guard.refuses(saved_local(g, "_dg_e", node))
+
+
+def test_a_saved_context_manager_exit_is_bound_without_its_class_hooks(mod, guard):
+    for cls in ("OddManager", "Hooked"):
+        held = mod.cleaner()
+        g = mod.holder(held)
+        next(g)
+        runtime.detach(held)
+        guard.refuses(saved_local(g, "_dg_wm", instance(mod, cls)))
 
 
 # ------------------------------------------------------------------ the same rules at snapshot time
