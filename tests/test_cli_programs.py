@@ -16,6 +16,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import msgpack
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -289,3 +290,58 @@ def test_cancel_refuses_a_program_whose_code_changed_unless_forced(work: Path):
     forced = durable("cancel", execution_id, "--force", cwd=work)
     assert forced.returncode == 0, forced.stderr
     assert rows(work)[0][1] == "cancelled" and not (work / "finally.txt").exists()
+
+
+# ============================================================================ hostile rows (docs/security.md)
+
+
+def _put_snapshot(work: Path, execution_id: str, snapshot: bytes) -> None:
+    with sqlite3.connect(work / ".durable" / "durable.db") as conn:
+        conn.execute("UPDATE executions SET snapshot = ?, mac = NULL WHERE id = ?", (snapshot, execution_id))
+
+
+def _dag_snapshot(real: bytes) -> bytes:
+    """``real`` with its first local replaced by a set holding T(64) = (T(63), T(63)): 2**64 to hash."""
+    envelope = msgpack.unpackb(real, raw=False)
+    chain = [[2, 1, 2], *[[2, [0, k], [0, k]] for k in range(1, 64)]]
+    envelope[2][5][0] = [1, *chain, [4, [0, 64]]]
+    return msgpack.packb(envelope, use_bin_type=True)
+
+
+def test_commands_keep_working_on_a_run_whose_snapshot_would_hang_a_reader(work: Path):
+    """A 564-byte snapshot hung every worker that claimed it, and show, cancel and cancel --force;
+    only hand-written SQL removed it. Now each command answers at once and the run fails with the reason."""
+    ex_id = durable("run", "flows:approval", '["ada"]', "--detach", cwd=work).stdout.strip()
+    assert durable("run", "flows:approval", '["bob"]', cwd=work).returncode == 4  # suspended, with a snapshot
+    real = sqlite3.connect(work / ".durable" / "durable.db").execute(
+        "SELECT snapshot FROM executions WHERE snapshot IS NOT NULL").fetchone()[0]
+    _put_snapshot(work, ex_id, _dag_snapshot(real))
+    show = durable("show", ex_id, cwd=work, timeout=20)
+    assert show.returncode == 0 and "unreadable snapshot" in show.stdout, show.stdout + show.stderr
+    cancel = durable("cancel", ex_id, cwd=work, timeout=20)
+    assert cancel.returncode == 2 and "--force" in cancel.stderr, cancel.stderr
+    forced = durable("cancel", "--force", ex_id, cwd=work, timeout=20)
+    assert forced.returncode == 0 and "cancelled" in forced.stderr, forced.stderr
+    no_traceback(show), no_traceback(cancel), no_traceback(forced)
+
+
+def test_a_worker_with_the_key_in_its_environment_does_not_run_a_forged_snapshot(work: Path):
+    key = {"DURABLE_SIGNING_KEY": "k" * 32}
+    ex_id = durable("run", "flows:approval", '["ada"]', cwd=work, env=key).stderr.split("]")[0].strip("[")
+    forged = msgpack.unpackb(sqlite3.connect(work / ".durable" / "durable.db").execute(
+        "SELECT snapshot FROM executions WHERE id = ?", (ex_id,)).fetchone()[0], raw=False)[3]  # the unsigned payload
+    _put_snapshot(work, ex_id, forged)
+    assert durable("signal", ex_id, "approve", '"yes"', cwd=work, env=key).returncode == 0
+    worker = subprocess.Popen([sys.executable, "-c", "from transpiler.cli import run; run()", "worker", "--poll",
+                               "0.05"], cwd=str(work), env=dict(os.environ, PYTHONPATH=str(ROOT), **key),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while time.time() < deadline and "signed" not in durable("show", ex_id, cwd=work, env=key).stdout:
+            time.sleep(0.2)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.communicate(timeout=30)
+    shown = durable("show", ex_id, cwd=work, env=key).stdout
+    assert "is not signed, and a signing key is configured" in shown, shown
+    assert durable("result", ex_id, cwd=work, env=key).returncode == 4  # not run

@@ -164,3 +164,27 @@ def test_cli_inspect_verifies_with_the_environment_key(tmp_path):
     assert done.returncode == 3 and "SignatureError" in done.stderr
     done = inspect(DURABLE_SIGNING_KEY="short")
     assert done.returncode == 2 and "at least 16 bytes" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_inspecting_again_and_again_keeps_nothing_behind():
+    """The inspector's stand-in exception classes were cached forever: 3 inspects of a 1.9 MB input took
+    239 → 598 MB. They now live as long as one inspection."""
+    import gc
+    import tracemalloc
+
+    _, data = _snapshot()
+    envelope = msgpack.unpackb(data, raw=False)
+    envelope[2][5][0] = [1, *[[11, f"nowhere_{i}:Error{i}", [2], None, None, [], []] for i in range(2000)]]
+    crafted = msgpack.packb(envelope, use_bin_type=True)
+    runtime.inspect_snapshot(crafted)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        sizes = []
+        for _ in range(3):
+            runtime.inspect_snapshot(crafted)
+            gc.collect()
+            sizes.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
+    assert sizes[-1] - sizes[0] < 200_000, sizes

@@ -27,6 +27,7 @@ import datetime
 import itertools
 import threading
 import types
+import weakref
 from typing import Any, Callable
 
 from ..errors import CorruptSnapshotError, NotAllowedError
@@ -133,7 +134,8 @@ _AWARE_ZONES: tuple[type, ...] = (datetime.timezone,)
 _SIZED_LEAVES: dict[type, Callable[[Any], int]] = {}
 _KNOWN_FUNCTIONS: dict[Any, int] = {}
 _KNOWN_EQ: set[Any] = set()
-_shapes: dict[type, tuple[int, str]] = {}
+_shapes: weakref.WeakKeyDictionary[type, tuple[int, str]] = weakref.WeakKeyDictionary()
+"""Shapes of the classes met so far (weak: the inspector's stand-in classes live for one inspection)."""
 
 
 def _load_stdlib() -> None:
@@ -163,6 +165,11 @@ def _load_stdlib() -> None:
     })
 
 
+_BUILTIN_SHAPES: dict[type, tuple[int, str]] = {tp: (shape, "") for tp, shape in _SLOT_SHAPES.items()
+                                                if tp is not object and tp is not type}
+"""The shapes of the built-in types themselves (the common case, looked up first)."""
+
+
 def _generated(fn: Any, cls: type) -> bool:
     """True for a method the dataclasses module generated (source compiled from a string)."""
     return type(fn) is types.FunctionType and fn.__code__.co_filename == "<string>" \
@@ -179,7 +186,7 @@ def _eq_known(cls: type) -> bool:
 def shape_of(cls: type) -> tuple[int, str]:
     """How instances of ``cls`` hash: a shape, or (-1, why) when they cannot be hashed, (-2, why) when
     hashing them would run code restore does not run."""
-    found = _shapes.get(cls)
+    found = _BUILTIN_SHAPES.get(cls) or _shapes.get(cls)
     if found is not None:
         return found
     _load_stdlib()

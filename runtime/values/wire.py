@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import types
+import weakref
 from typing import Any, Protocol
 
 
@@ -136,7 +137,8 @@ def is_utf8(s: str) -> bool:
     return True
 
 
-_members_cache: dict[type, dict[str, Any]] = {}
+_members_cache: weakref.WeakKeyDictionary[type, dict[str, Any]] = weakref.WeakKeyDictionary()
+# (weak: the inspector decodes with stand-in classes made for one inspection)
 
 
 def exc_members(cls: type) -> dict[str, Any]:
@@ -164,7 +166,7 @@ EXC_STATE = {name: vars(BaseException)[name] for name in ("args", "__context__",
 """The descriptors of BaseException's own state, set directly (never through the class's attributes)."""
 
 
-_base_cache: dict[type, type] = {}
+_base_cache: weakref.WeakKeyDictionary[type, type] = weakref.WeakKeyDictionary()
 
 
 def builtin_base(cls: type) -> type:
