@@ -673,3 +673,15 @@ def _child_main(spec_path: str) -> None:
 
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--child":
     _child_main(sys.argv[2])
+
+
+def raw_sql(db: Any, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on the SQLite file ``db`` directly, as someone editing the store by hand would."""
+    import sqlite3
+
+    conn = sqlite3.connect(db)
+    try:
+        with conn:
+            return conn.execute(statement, params).fetchall()
+    finally:
+        conn.close()

@@ -4,13 +4,14 @@ commands never create or change a store."""
 from __future__ import annotations
 
 import os
-import sqlite3
 import traceback
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+
+from harness import raw_sql
 from click.testing import CliRunner
 
 from runtime.store import FINISHED, WAITING, Change, SQLiteStore, StepRecord
@@ -41,15 +42,6 @@ def store_path(work: Path) -> Path:
 def new_store(work: Path) -> SQLiteStore:
     store_path(work).parent.mkdir(exist_ok=True)
     return SQLiteStore(store_path(work))
-
-
-def raw(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        with conn:
-            return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 # ============================================================================ bad arguments
@@ -92,7 +84,7 @@ def test_bad_signal_input_exits_2_and_queues_nothing(tmp_path: Path) -> None:
     for args in (["signal", "e1", "\udcff"], ["signal", "\udcff", "go"], ["show", "\udcff"]):  # undecodable argv
         proc = durable(*args, cwd=tmp_path)
         assert proc.returncode == 2 and "lone surrogate" in proc.stderr, proc.stderr
-    assert raw(store_path(tmp_path), "SELECT COUNT(*) FROM signals") == [(0,)]
+    assert raw_sql(store_path(tmp_path), "SELECT COUNT(*) FROM signals") == [(0,)]
 
 
 # ============================================================================ missing, empty, damaged stores
@@ -162,11 +154,11 @@ def test_damaged_rows_are_shown_not_fatal(tmp_path: Path) -> None:
         store.send_signal("bad-args", "go", 1, now=3.0)
         store.create("flows:greet", ["cy"], now=4.0, execution_id="bad-status")
     db = store_path(tmp_path)
-    raw(db, "UPDATE executions SET args = 'oops' WHERE id = 'bad-args'")
-    raw(db, "UPDATE steps SET policy = 'oops'")
-    raw(db, "UPDATE signals SET payload = 'oops'")
-    raw(db, "UPDATE executions SET status = 'bogus', function = x'00' WHERE id = 'bad-status'")
-    raw(db, "UPDATE executions SET result = 'text' WHERE id = 'no-result'")
+    raw_sql(db, "UPDATE executions SET args = 'oops' WHERE id = 'bad-args'")
+    raw_sql(db, "UPDATE steps SET policy = 'oops'")
+    raw_sql(db, "UPDATE signals SET payload = 'oops'")
+    raw_sql(db, "UPDATE executions SET status = 'bogus', function = x'00' WHERE id = 'bad-status'")
+    raw_sql(db, "UPDATE executions SET result = 'text' WHERE id = 'no-result'")
 
     listing = durable("ls", cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr
@@ -195,7 +187,7 @@ def test_damaged_rows_are_shown_not_fatal(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "column 'args'" in refused.stderr and "--force" in refused.stderr
     forced = durable("cancel", "bad-args", "--force", cwd=tmp_path)
     assert forced.returncode == 0, forced.stderr
-    assert raw(db, "SELECT status FROM executions WHERE id = 'bad-args'") == [("cancelled",)]
+    assert raw_sql(db, "SELECT status FROM executions WHERE id = 'bad-args'") == [("cancelled",)]
 
 
 def json_of(proc: Any) -> Any:
@@ -215,7 +207,7 @@ def test_odd_times_and_huge_ints_are_printed(tmp_path: Path) -> None:
                          now=wake_at)
         _finished(store, "big", [big, -big])
         _finished(store, "huge", 10 ** 1_000_001)
-    raw(store_path(tmp_path), "UPDATE executions SET progress = ? WHERE id = 'big'",
+    raw_sql(store_path(tmp_path), "UPDATE executions SET progress = ? WHERE id = 'big'",
         ('{"done": 1%s7}' % ("0" * 5000),))
     listing = durable("ls", cwd=tmp_path)
     assert listing.returncode == 0, listing.stderr

@@ -9,13 +9,13 @@ from __future__ import annotations
 import importlib
 import itertools
 import math
-import sqlite3
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from harness import raw_sql
 import runtime
 from runtime import values
 from runtime.clock import VirtualClock
@@ -157,12 +157,7 @@ def start(env, function: str, *args: Any):
 
 
 def sql(env, statement: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(env.path)
-    try:
-        with conn:
-            return conn.execute(statement, params).fetchall()
-    finally:
-        conn.close()
+    return raw_sql(env.path, statement, params)
 
 
 def run_until(env, execution_id: str, status: str, limit: int = 20) -> None:

@@ -22,17 +22,6 @@ from runtime.store import faults, schema, sqlite_path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
-
-
-@pytest.fixture
-def store(db: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(db) as s:
-        yield s
-
-
 def step_record(execution_id: str, index: int, **values: Any) -> StepRecord:
     defaults: dict[str, Any] = dict(function="m:work", call=b"\x92\x90\x80", policy={"attempts": 3},
                                     status="pending")

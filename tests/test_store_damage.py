@@ -4,37 +4,18 @@ or change anything, and older schemas migrate."""
 from __future__ import annotations
 
 import os
-import sqlite3
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
+
+from harness import raw_sql
 
 from runtime.store import Change, SQLiteStore, StepRecord, StoreError, open_store, schema
 
 BIG_DIGITS = "1" + "0" * 5000 + "7"  # more digits than int() and json read by default (4,300)
 BIG = 10 ** 5001 + 7
-
-
-@pytest.fixture
-def db(tmp_path: Path) -> Path:
-    return tmp_path / "store.db"
-
-
-@pytest.fixture
-def store(db: Path) -> Iterator[SQLiteStore]:
-    with SQLiteStore(db) as s:
-        yield s
-
-
-def raw(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    conn = sqlite3.connect(db)
-    try:
-        with conn:
-            return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 # ============================================================================ one bad row
@@ -73,7 +54,7 @@ def test_a_damaged_execution_cell_costs_only_its_row(store: SQLiteStore, column:
                                                      read_as: Any) -> None:
     bad, good = _two(store)
     healthy = store.get(good)
-    raw(Path(store.path), f'UPDATE executions SET "{column}" = {value} WHERE id = ?', (bad,))
+    raw_sql(Path(store.path), f'UPDATE executions SET "{column}" = {value} WHERE id = ?', (bad,))
     listed = store.list()
     assert [e.id for e in listed] == [bad, good]
     damaged = store.get(bad)
@@ -106,7 +87,7 @@ def test_a_damaged_step_cell_costs_only_its_row(store: SQLiteStore, column: str,
                                                 read_as: Any) -> None:
     bad, _ = _two(store)
     store.commit(Change(bad, 2, new_step=StepRecord(bad, 1, "m:other", b"c", {}, "pending")), now=4.0)
-    raw(Path(store.path), f'UPDATE steps SET "{column}" = {value} WHERE "index" = 0')
+    raw_sql(Path(store.path), f'UPDATE steps SET "{column}" = {value} WHERE "index" = 0')
     steps = store.steps(bad)
     assert [s.index for s in steps] == [0, 1] and steps[1].damage is None
     for s in (steps[0], store.step(bad, 0)):
@@ -127,7 +108,7 @@ def test_a_damaged_signal_cell_costs_only_its_row(store: SQLiteStore, column: st
                                                   read_as: Any) -> None:
     bad, _ = _two(store)
     store.send_signal(bad, "go", 2, now=5.0)
-    raw(Path(store.path), f'UPDATE signals SET "{column}" = {value} WHERE id = 1')
+    raw_sql(Path(store.path), f'UPDATE signals SET "{column}" = {value} WHERE id = 1')
     signals = store.signals(bad)
     assert [s.id for s in signals] == [1, 2] and signals[1].damage is None and signals[1].payload == 2
     assert signals[0].damage is not None and message in signals[0].damage
@@ -139,7 +120,7 @@ def test_a_damaged_signal_cell_costs_only_its_row(store: SQLiteStore, column: st
 
 def test_big_ints_and_lone_surrogates_in_json_cells(store: SQLiteStore) -> None:
     bad, _ = _two(store)
-    raw(Path(store.path), "UPDATE executions SET progress = ? WHERE id = ?", (f'{{"n": {BIG_DIGITS}}}', bad))
+    raw_sql(Path(store.path), "UPDATE executions SET progress = ? WHERE id = ?", (f'{{"n": {BIG_DIGITS}}}', bad))
     e = store.get(bad)
     assert e.damage is None and e.progress == {"n": BIG}
     put = store.commit(Change(bad, e.version, fields={"progress": ["\ud800"], "error": "bad \udcff name"}), now=9.0)
@@ -184,7 +165,7 @@ def test_a_new_store_appears_whole_or_not_at_all(db: Path, monkeypatch: pytest.M
     assert list(db.parent.iterdir()) == []  # neither the store nor the file it was built in
     SQLiteStore(db).close()
     assert [p.name for p in db.parent.iterdir()] == ["store.db"]
-    assert raw(db, "PRAGMA journal_mode") == [("wal",)] and raw(db, "SELECT value FROM meta") == [
+    assert raw_sql(db, "PRAGMA journal_mode") == [("wal",)] and raw_sql(db, "SELECT value FROM meta") == [
         (str(schema.LATEST),)]
 
 
@@ -215,8 +196,8 @@ def test_read_only_reads_an_older_schema_as_it_is(db: Path) -> None:
         old = r.get("old")
         assert (old.args, old.mac, old.damage) == ([1], None, None) and r.steps("old")[0].mac is None
         assert [e.id for e in r.list()] == ["old"]
-    assert db.read_bytes() == before and raw(db, "PRAGMA journal_mode") == [("delete",)]
-    raw(db, "ALTER TABLE executions DROP COLUMN waiting_for")  # older still: a column this code needs is missing
+    assert db.read_bytes() == before and raw_sql(db, "PRAGMA journal_mode") == [("delete",)]
+    raw_sql(db, "ALTER TABLE executions DROP COLUMN waiting_for")  # older still: a column this code needs is missing
     with pytest.raises(StoreError, match="lacks column executions.waiting_for.*run `durable worker`"):
         SQLiteStore(db, readonly=True)
 
