@@ -236,6 +236,11 @@ class HashCheck:
 
     def cost(self, key: Any) -> int:
         """The work of hashing ``key`` (raises ``Unsafe``)."""
+        tp = type(key)
+        if tp in _FLAT:
+            return 1
+        if tp is tuple and _FLAT.issuperset(map(type, key)):  # the common case: a tuple of scalars
+            return 1 + len(key)
         return self._walk(key)[0]
 
     def _walk(self, root: Any) -> tuple[int, int]:
@@ -264,7 +269,7 @@ class HashCheck:
                 stack.append((obj, parts))
                 stack.extend((child, None) for child in parts)
                 continue
-            work, depth = 1, 0
+            work, depth = 1 + self._leaf(obj, shape_of(type(obj))[0]), 0
             for child in children:
                 child_work, child_depth = memo.get(id(child)) or self._leaf_result(child)
                 work += child_work
@@ -282,6 +287,9 @@ class HashCheck:
 
     @staticmethod
     def _leaf(obj: Any, shape: int) -> int:
+        """The work of ``obj``'s own hash, beyond its children's."""
+        if shape == _TUPLE:
+            return len(obj)
         if shape != _SIZED:
             return 0
         for base in type(obj).__mro__:
@@ -307,8 +315,10 @@ class HashCheck:
         return []
 
 
-_FLAT = frozenset({str, bytes, float, bool, type(None)})
-"""Types that hash in constant time with known code (ints are measured by their size)."""
+_FLAT = frozenset({str, bytes, float, int, bool, type(None)})
+"""Types whose hash runs known code once per occurrence in the input: str and bytes cache their
+hash, an int's costs its size, and an int is never shared by reference (each occurrence is its own
+bytes), so an int's hash costs no more than the bytes that carried it."""
 
 
 def _hashed_fields(obj: Any) -> list[Any]:
@@ -351,23 +361,31 @@ RANDOMIZED = frozenset({str, bytes})
 def check_keys(keys: list[Any], check: HashCheck, budget: Budget, what: str) -> None:
     """Refuse ``keys`` (about to be hashed into ``what``) when hashing would run unknown code, and
     charge the work to ``budget``, including the comparisons that colliding hashes force."""
-    if RANDOMIZED.issuperset(map(type, keys)):
+    kinds = set(map(type, keys))
+    if kinds <= RANDOMIZED:
         return
-    work = 0
+    work = len(keys) if kinds <= _FLAT else 0
     try:
-        for key in keys:
-            work += 1 if type(key) in _FLAT else check.cost(key)
+        if not work:
+            for key in keys:
+                work += check.cost(key)
     except Unsafe as unsafe:
         where = f"snapshot puts a {type(unsafe.value).__qualname__} into {what}, but {unsafe.reason}"
         if unsafe.runs_code:
             raise NotAllowedError(f"{where}; restore never runs methods of your classes on snapshot data") from None
         raise CorruptSnapshotError(f"malformed snapshot value: {where}") from None
     budget.charge(2 * work, f"hashing the keys of {what}")
-    if len(keys) > 8:
-        hashes = collections.Counter(map(hash, keys))
-        if len(hashes) < len(keys):
-            collisions = sum(n * (n - 1) // 2 for n in hashes.values() if n > 1)
+    if len(keys) > 8 and not (kinds <= _SMALL_INT_KINDS and -_HASH_MODULUS < min(keys) and max(keys) < _HASH_MODULUS):
+        hashes = list(map(hash, keys))
+        if len(set(hashes)) < len(hashes):
+            counts = collections.Counter(hashes)
+            collisions = sum(n * (n - 1) // 2 for n in counts.values() if n > 1)
             budget.charge(collisions * (1 + work // len(keys)), f"the colliding hashes of the keys of {what}")
+
+
+_SMALL_INT_KINDS = frozenset({int, bool})
+_HASH_MODULUS = (1 << 61) - 1
+"""An int of smaller magnitude hashes to itself (-1 to -2): small ints never collide but for that one pair."""
 
 
 # -- iterators ----------------------------------------------------------------------------------

@@ -268,8 +268,9 @@ class Encoder:
             model = self._shapes.get(names)
             if model is not None:  # the same str keys as a dict written before: only the values
                 return [SHAPED, model, *self._values(v, list(v.values()))]
-        if plain is SCALARS and STR_ONLY.issuperset(map(type, v)) and plain.issuperset(map(type, v.values())):
-            out: Any = v  # packed as a msgpack map (str keys only: see unpack)
+        if plain.issuperset(map(type, v)) and plain.issuperset(map(type, v.values())):
+            # packed as a msgpack map when its keys are str (see unpack), else as keys then values
+            out: Any = v if plain is SCALARS and STR_ONLY.issuperset(map(type, v)) else [DICT, *v, *v.values()]
         else:
             out = [DICT]
             ap = out.append
