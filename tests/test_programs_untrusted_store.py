@@ -194,8 +194,11 @@ def forge_step(env, execution_id: str, **columns: Any) -> None:
 # ============================================================================ item 2: names in rows
 
 
-def test_a_step_row_naming_os_system_never_runs_it(env, tmp_path):
-    """The step's function column is resolved through the same rules as everything else."""
+@pytest.mark.parametrize("key", [None, KEY], ids=["unsigned", "signed"])
+def test_a_step_row_naming_os_system_never_runs_it(env, tmp_path, key):
+    """The step's function column is resolved through the same rules as everything else, and with a key
+    the forged row (whose seal the attacker cannot make) is refused before that."""
+    runtime.configure(signing_key=key)
     ex = start(env, "retried")
     env.runner.claim_and_advance(ex.id)  # the first attempt fails: a retry is scheduled
     assert env.store.get(ex.id).status == SLEEPING
@@ -206,7 +209,8 @@ def test_a_step_row_naming_os_system_never_runs_it(env, tmp_path):
     env.runner.claim_and_advance(ex.id)
     after = env.store.get(ex.id)
     assert not target.exists()
-    assert after.status == SLEEPING and "'os'" in after.error and "does not import" in after.error
+    reason = "does not match its signature" if key else "does not import"
+    assert after.status == SLEEPING and reason in after.error
 
 
 def test_a_program_row_naming_a_module_outside_the_project_does_not_import_it(env, tmp_path):
