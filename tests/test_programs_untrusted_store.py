@@ -204,12 +204,14 @@ def test_a_step_row_naming_os_system_never_runs_it(env, tmp_path, key):
     assert env.store.get(ex.id).status == SLEEPING
     target = tmp_path / "pwned"
     call = values.dump_value(([f"touch {target}"], {}))
-    forge_step(env, ex.id, function="os:system", call=call)  # checksums are public: an attacker recomputes them
+    runtime.configure(signing_key=None)  # the attacker has no key: checksums are all they can make
+    forge_step(env, ex.id, function="os:system", call=call)
+    runtime.configure(signing_key=key)
     env.clock.advance(60)
     env.runner.claim_and_advance(ex.id)
     after = env.store.get(ex.id)
     assert not target.exists()
-    reason = "does not match its signature" if key else "does not import"
+    reason = "is not signed" if key else "does not import"
     assert after.status == SLEEPING and reason in after.error
 
 
