@@ -20,7 +20,7 @@ from .clock import SYSTEM, Clock
 from .errors import CorruptSnapshotError, SignatureError, SnapshotError, UnserializableValueError
 from .snapshot import detach, restore, snapshot
 from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
-                         Execution, StepRecord, Store, StoreError)
+                         Execution, StepRecord, Store, StoreError, call_of, call_record)
 from .values import dump_value, load_value, seals, settings
 
 EventSink = Callable[[str, str, str], None]
@@ -60,6 +60,10 @@ def import_program_module(module_name: str) -> types.ModuleType:
         return importlib.import_module(module_name)
     except ImportError as exc:
         raise ProgramError(f"cannot import module {module_name!r}: {exc}") from None
+    except Exception as exc:  # the module does not compile, or raises while it runs: the user's code, not ours
+        sys.modules.pop(module_name, None)
+        detail = str(exc) if type(exc).__name__ == "CompileError" else f"{type(exc).__name__}: {exc}"
+        raise ProgramError(f"cannot import module {module_name!r}:\n{detail}") from None
 
 
 _HOOKED: set[str] = set()
@@ -137,23 +141,28 @@ class Runner:
 
     # ------------------------------------------------------------------ entry points
 
-    def start(self, ref: str, args: list[Any]) -> Execution:
-        """Record a new execution of ``ref`` (``module:qualname``) with JSON ``args``. Raises
-        ProgramError (nothing written) for an unknown function or arguments that do not fit."""
+    def start(self, ref: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> Execution:
+        """Record a new execution of ``ref`` (``module:qualname``) with JSON ``args`` (and keyword
+        arguments ``kwargs``). Raises ProgramError (nothing written) for an unknown function or
+        arguments that do not fit."""
         fn = load_function(ref, named_by_operator=True)
-        if not isinstance(args, list):
-            raise ProgramError("the arguments must be a JSON list of positional arguments")
+        if not isinstance(args, list) or not isinstance(kwargs or {}, dict):
+            raise ProgramError("the arguments must be a JSON list of positional arguments (and an object of "
+                               "keyword arguments)")
         try:
-            inspect.signature(fn).bind(*args)
+            inspect.signature(fn).bind(*args, **(kwargs or {}))
         except TypeError as exc:
-            raise ProgramError(f"arguments {json.dumps(args)} do not fit {ref}{inspect.signature(fn)}: {exc}") from None
+            raise ProgramError(f"arguments {_call_text(args, kwargs)} do not fit {ref}{inspect.signature(fn)}: "
+                               f"{exc}") from None
         execution_id = uuid.uuid4().hex[:12]
+        call = call_record(args, kwargs)
         try:
-            mac = seals.seal("execution", _execution_parts(execution_id, ref, args, None, None, 0, None))
+            mac = seals.seal("execution", _execution_parts(execution_id, ref, call, None, None, 0, None))
         except (TypeError, ValueError) as exc:
             raise ProgramError(f"the arguments cannot be stored as JSON: {exc}") from None
-        execution = self.store.create(ref, args, now=self.clock.now(), execution_id=execution_id, mac=mac)
-        self.on_event(execution.id, "created", f"{ref}({', '.join(json.dumps(a) for a in args)})")
+        execution = self.store.create(ref, args, kwargs=kwargs, now=self.clock.now(), execution_id=execution_id,
+                                      mac=mac)
+        self.on_event(execution.id, "created", f"{ref}({_call_text(args, kwargs)})")
         return execution
 
     def claim_and_advance(self, execution_id: str | None = None) -> Execution | None:
@@ -200,8 +209,9 @@ class Runner:
         self._verify(ex)
         function = self._load(ex)
         if ex.snapshot is None:
+            args, kwargs = call_of(ex.args)
             try:
-                gen = function(*ex.args)
+                gen = function(*args, **kwargs)
             except TypeError as exc:
                 self._fail_text(f"cannot start {ex.function}: {exc}")
             return gen, ("next", None)
@@ -592,6 +602,11 @@ def _current_step_mac(store: Store, ex: Execution) -> bytes | None:
         return None
     step = store.step(ex.id, request["index"])
     return step.mac if step is not None else None
+
+
+def _call_text(args: list[Any], kwargs: dict[str, Any] | None) -> str:
+    """``1, "a", key=2``: a call's arguments as JSON, for messages."""
+    return ", ".join([*(json.dumps(a) for a in args), *(f"{k}={json.dumps(v)}" for k, v in (kwargs or {}).items())])
 
 
 def _text(exc: BaseException) -> str:

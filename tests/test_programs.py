@@ -421,7 +421,25 @@ def test_unknown_functions_and_bad_arguments_write_nothing(env):
         env.runner.start("no_such_module_anywhere:f", [])
     with pytest.raises(ProgramError, match="MODULE:FUNCTION"):
         env.runner.start("adder", [])
+    with pytest.raises(ProgramError, match="do not fit"):
+        env.runner.start(f"{env.name}:adder", [], {"m": 1})
     assert env.store.list() == []
+
+
+def test_keyword_arguments_reach_the_program(env):
+    ex = env.runner.start(f"{env.name}:sleeper", [], {"days": 2})
+    assert env.store.get(ex.id).args == {"args": [], "kwargs": {"days": 2}}
+    run_all(env)
+    assert values.load_value(env.store.get(ex.id).result) == "rested"
+
+
+def test_a_module_that_does_not_compile_is_a_program_error_naming_the_problem(env):
+    """durable run of such a module exited 123 ("internal error ... please report this")."""
+    broken = f"dg_broken_{next(_ids)}"
+    (env.dir / f"{broken}.py").write_text("from runtime import durable\n\n@durable\ndef f():\n    return 1\n")
+    with pytest.raises(ProgramError, match=r"cannot import module .*\n.*:4:.*error: DG004"):
+        env.runner.start(f"{broken}:f", [])
+    assert broken not in sys.modules and env.store.list() == []
 
 
 def test_a_snapshot_whose_code_changed_is_left_alone(env, tmp_path):

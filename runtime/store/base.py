@@ -43,7 +43,7 @@ class Execution:
 
     id: str
     function: str                 # "module:qualname" of the durable function started
-    args: Any                     # JSON-compatible list of positional arguments, as given
+    args: Any                     # JSON: the positional arguments, or {"args": [...], "kwargs": {...}}
     status: str
     version: int                  # incremented on every write; writes name the version they read
     created_at: float
@@ -126,8 +126,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None,
-               mac: bytes | None = None) -> Execution:
-        """A new PENDING execution (``mac``: the runner's seal of it, stored as it is)."""
+               mac: bytes | None = None, kwargs: dict[str, Any] | None = None) -> Execution:
+        """A new PENDING execution (``mac``: the runner's seal of it, stored as it is; with ``kwargs``
+        its ``args`` column holds ``{"args": [...], "kwargs": {...}}``)."""
 
     @abc.abstractmethod
     def get(self, execution_id: str) -> Execution:
@@ -180,3 +181,15 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def call_record(args: Sequence[Any], kwargs: dict[str, Any] | None) -> Any:
+    """What ``Execution.args`` holds for a call: the positional arguments, or both kinds."""
+    return list(args) if not kwargs else {"args": list(args), "kwargs": dict(kwargs)}
+
+
+def call_of(args: Any) -> tuple[list[Any], dict[str, Any]]:
+    """The positional and keyword arguments an ``Execution.args`` holds."""
+    if isinstance(args, dict):
+        return list(args["args"]), dict(args["kwargs"])
+    return list(args), {}

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from . import schema
 from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, ConflictError, Execution,
-                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError)
+                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record)
 from .faults import point
 
 _EXECUTION_COLUMNS = tuple(f.name for f in dataclass_fields(Execution) if f.name != "damage")
@@ -33,9 +33,9 @@ STEP_STATUSES = ("pending", "done", "failed")
 _T = TypeVar("_T")
 
 # What each column must hold, to read a row cell by cell (see _record).
-_TEXT, _INT, _REAL, _BLOB, _BOOL, _JSON, _LIST, _OBJECT = "text", "int", "real", "blob", "bool", "json", "list", "obj"
+_TEXT, _INT, _REAL, _BLOB, _BOOL, _JSON, _ARGS, _OBJECT = "text", "int", "real", "blob", "bool", "json", "args", "obj"
 _EXECUTION_KINDS: dict[str, Any] = {
-    "id": _TEXT, "function": _TEXT, "args": _LIST, "status": STATUSES, "version": _INT, "created_at": _REAL,
+    "id": _TEXT, "function": _TEXT, "args": _ARGS, "status": STATUSES, "version": _INT, "created_at": _REAL,
     "updated_at": _REAL, "snapshot": _BLOB, "request": _OBJECT, "wake_at": _REAL, "waiting_for": _TEXT,
     "steps_started": _INT, "progress": _JSON, "result": _BLOB, "error": _TEXT, "error_value": _BLOB,
     "cancel_requested": _BOOL, "lease_owner": _TEXT, "lease_until": _REAL, "mac": _BLOB,
@@ -208,11 +208,20 @@ def _cell(kind: Any, value: Any) -> Any:
             return value
         raise _Damaged(f"is {value[:40]!r}, not one of {', '.join(kind)}")
     decoded = _json_cell(value)
-    if kind is _LIST and not isinstance(decoded, list):
-        raise _Damaged(f"is not a JSON list: {value[:40]!r}")
+    if kind is _ARGS and not _is_call(decoded):
+        raise _Damaged(f"is not a JSON list of arguments, nor an object of args and kwargs: {value[:40]!r}")
     if kind is _OBJECT and not isinstance(decoded, dict):
         raise _Damaged(f"is not a JSON object: {value[:40]!r}")
     return decoded
+
+
+def _is_call(args: Any) -> bool:
+    """True for what ``executions.args`` holds: a list of positional arguments, or
+    ``{"args": [...], "kwargs": {...}}`` when there are keyword arguments."""
+    if isinstance(args, list):
+        return True
+    return isinstance(args, dict) and args.keys() == {"args", "kwargs"} and isinstance(args["args"], list) \
+        and isinstance(args["kwargs"], dict)
 
 
 def _record(kinds: dict[str, Any], names: Sequence[str], row: Sequence[Any]) -> dict[str, Any]:
@@ -597,10 +606,10 @@ class SQLiteStore(Store):
     # -- executions
 
     def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None,
-               mac: bytes | None = None) -> Execution:
+               mac: bytes | None = None, kwargs: dict[str, Any] | None = None) -> Execution:
         if isinstance(args, (str, bytes)):
             raise TypeError(f"args must be a sequence of arguments, not {type(args).__name__}")
-        encoded_args = _encode("args", list(args))
+        encoded_args = _encode("args", call_record(args, kwargs))
         with self._write() as conn:
             new_id = self._new_id(conn, execution_id)
             conn.execute("INSERT INTO executions (id, function, args, status, version, created_at, updated_at, mac)"
