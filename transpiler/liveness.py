@@ -15,15 +15,21 @@ from .cstutil import STATE
 _DYNAMIC = {"locals", "vars", "eval", "exec", "dir"}
 
 
+_COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
+_FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+_SCOPES = (*_FUNCTIONS, ast.ClassDef, *_COMPREHENSIONS)
+
+
 def _scope_children(node: ast.AST) -> list[ast.AST]:
     """Child nodes evaluated in this scope (nested function bodies and comprehensions excluded)."""
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return [*node.decorator_list, *_arg_defaults(node.args), *(node.returns and [node.returns] or [])]
+        return [*node.decorator_list, *_arg_defaults(node.args), *_annotations(node.args),
+                *(node.returns and [node.returns] or [])]
     if isinstance(node, ast.Lambda):
         return list(_arg_defaults(node.args))
     if isinstance(node, ast.ClassDef):
         return [*node.decorator_list, *node.bases, *node.keywords]
-    if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+    if isinstance(node, _COMPREHENSIONS):
         return [node.generators[0].iter]
     return list(ast.iter_child_nodes(node))
 
@@ -32,13 +38,93 @@ def _arg_defaults(args: ast.arguments) -> list[ast.expr]:
     return [*args.defaults, *(d for d in args.kw_defaults if d is not None)]
 
 
+def _params(args: ast.arguments) -> list[ast.arg]:
+    return [*args.posonlyargs, *args.args, *filter(None, [args.vararg]), *args.kwonlyargs,
+            *filter(None, [args.kwarg])]
+
+
+def _annotations(args: ast.arguments) -> list[ast.expr]:
+    return [a.annotation for a in _params(args) if a.annotation is not None]
+
+
+def _bound_by(node: ast.AST) -> set[str]:
+    """Names a statement-level node binds in the scope it runs in (other than by ``Name`` stores)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return {node.name}
+    if isinstance(node, ast.ExceptHandler) and node.name:
+        return {node.name}
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    if isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+        return {node.name}
+    if isinstance(node, ast.MatchMapping) and node.rest:
+        return {node.rest}
+    return set()
+
+
+@dataclass
+class _ScopeNames:
+    reads: set[str] = field(default_factory=set)
+    binds: set[str] = field(default_factory=set)
+    globals: set[str] = field(default_factory=set)
+    nonlocals: set[str] = field(default_factory=set)
+
+
+def _scope_names(nodes: list[ast.AST]) -> _ScopeNames:
+    """What code of one scope reads and binds; a nested scope counts as a read of its free names
+    (and a comprehension as a binding of its walrus targets, PEP 572)."""
+    found = _ScopeNames()
+    todo = list(nodes)
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.Name):
+            (found.reads if isinstance(n.ctx, ast.Load) else found.binds).add(n.id)
+            continue
+        if isinstance(n, ast.Global):
+            found.globals.update(n.names)
+        elif isinstance(n, ast.Nonlocal):
+            found.nonlocals.update(n.names)
+        found.binds |= _bound_by(n)
+        if isinstance(n, _SCOPES):
+            found.reads |= _free_names(n)
+            if isinstance(n, _COMPREHENSIONS):
+                found.binds |= _walrus_targets(n)
+            todo.extend(_scope_children(n))
+            continue
+        todo.extend(ast.iter_child_nodes(n))
+    return found
+
+
 def _free_names(node: ast.AST) -> set[str]:
-    """Names a nested scope reads (may refer to our locals through cells)."""
+    """Names a nested scope reads from the scopes around it (may refer to our locals through cells):
+    not its parameters, a comprehension's targets, nor what it binds itself."""
+    if isinstance(node, _FUNCTIONS):
+        body = node.body if isinstance(node.body, list) else [node.body]
+        names = _scope_names(list(body))
+        own = (names.binds | {a.arg for a in _params(node.args)}) - names.nonlocals
+        return (names.reads - own - names.globals) | names.nonlocals
+    if isinstance(node, _COMPREHENSIONS):
+        first, *rest = node.generators
+        parts: list[ast.AST] = [*first.ifs, *rest]
+        parts += [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        names = _scope_names(parts)
+        targets = {n.id for g in node.generators for n in ast.walk(g.target) if isinstance(n, ast.Name)}
+        return (names.reads | names.nonlocals) - targets
+    # a class body: every name it mentions (reads there may fall back to our cells)
     return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
 
 
 def _walrus_targets(node: ast.AST) -> set[str]:
-    return {n.target.id for n in ast.walk(node) if isinstance(n, ast.NamedExpr)}
+    """Names the walrus operators of a comprehension (and of comprehensions nested in it) bind in
+    the enclosing function's scope (PEP 572); a lambda's walrus binds in the lambda."""
+    found: set[str] = set()
+    todo = [node]
+    while todo:
+        n = todo.pop()
+        if isinstance(n, ast.NamedExpr) and isinstance(n.target, ast.Name):
+            found.add(n.target.id)
+        todo.extend(c for c in ast.iter_child_nodes(n) if not isinstance(c, (*_FUNCTIONS, ast.ClassDef)))
+    return found
 
 
 @dataclass
@@ -64,10 +150,10 @@ def effects(node: ast.AST) -> Effects:
             return
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             eff.kills.add(n.name)
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
-                          ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
+        if isinstance(n, _SCOPES):
             eff.uses |= _free_names(n)
-            eff.maybe_defs |= _walrus_targets(n)
+            if isinstance(n, _COMPREHENSIONS):
+                eff.maybe_defs |= _walrus_targets(n)
             for child in _scope_children(n):
                 visit(child)
             return
@@ -87,45 +173,9 @@ def effects(node: ast.AST) -> Effects:
 
 def local_names(func: ast.FunctionDef) -> tuple[list[str], set[str]]:
     """(parameters in order, all other names bound in the function's own scope)."""
-    a = func.args
-    params = [x.arg for x in (*a.posonlyargs, *a.args)]
-    if a.vararg:
-        params.append(a.vararg.arg)
-    params += [x.arg for x in a.kwonlyargs]
-    if a.kwarg:
-        params.append(a.kwarg.arg)
-    declared: set[str] = set()
-    bound: set[str] = set()
-
-    def visit(n: ast.AST) -> None:
-        if isinstance(n, (ast.Global, ast.Nonlocal)):
-            declared.update(n.names)
-        elif isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load):
-            bound.add(n.id)
-        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound.add(n.name)
-        elif isinstance(n, ast.ExceptHandler) and n.name:
-            bound.add(n.name)
-        elif isinstance(n, (ast.Import, ast.ImportFrom)):
-            bound.update((al.asname or al.name).split(".")[0] for al in n.names)
-        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
-            bound.add(n.name)
-        elif isinstance(n, ast.MatchMapping) and n.rest:
-            bound.add(n.rest)
-        if isinstance(n, (ast.Lambda, ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            bound.update(_walrus_targets(n))
-        if n is not func and isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda,
-                                            ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
-            for child in _scope_children(n):
-                visit(child)
-            return
-        for child in ast.iter_child_nodes(n):
-            visit(child)
-
-    for stmt in func.body:
-        visit(stmt)
-    bound -= declared
-    return params, bound - set(params)
+    params = [a.arg for a in _params(func.args)]
+    names = _scope_names(list(func.body))
+    return params, names.binds - names.globals - names.nonlocals - set(params)
 
 
 @dataclass
