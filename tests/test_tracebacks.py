@@ -191,3 +191,69 @@ def test_files_compiled_by_the_cli_map_back_through_origin_comments(tmp_path: Pa
         assert mark and int(mark.group(1)) == line_of(needle), text
     else:
         assert text == needle and not mark
+
+
+CARETS = textwrap.dedent('''
+    from runtime import durable
+
+
+    def helper(x):
+        if x > 100:
+            raise ValueError("helper: too big")
+        return x + 1
+
+
+    @durable
+    def verbatim(n):
+        total = 0
+        for i in range(n):
+            got = yield total
+            total += helper(got)
+        return total
+
+
+    @durable
+    def rewritten(n):
+        return helper((yield n)) + helper(n)
+''').lstrip()
+
+
+def _caret_tracebacks(tmp_path: Path, function: str) -> tuple[list[str], list[str]]:
+    """The last two frames of a traceback from ``function``, as printed, native and compiled by the hook."""
+    (tmp_path / "caret_native.py").write_text(
+        CARETS.replace("from runtime import durable", "durable = lambda f: f"), encoding="utf-8")
+    (tmp_path / "caret_flows.py").write_text(CARETS, encoding="utf-8")
+    importlib.invalidate_caches()
+    with install_import_hook(["caret_flows"]):
+        compiled = importlib.import_module("caret_flows")
+    native = importlib.import_module("caret_native")
+    shown = []
+    for module in (native, compiled):
+        gen = getattr(module, function)(3)
+        next(gen)
+        with pytest.raises(ValueError) as info:
+            gen.send(500)
+        frames = traceback.format_tb(info.value.__traceback__)[-2:]
+        shown.append([text.replace(module.__file__, "FILE") for text in frames])
+    return shown[0], shown[1]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="tracebacks show column positions from 3.11")
+@pytest.mark.parametrize("function", ["verbatim", "rewritten"])
+def test_traceback_carets_point_where_native_ones_do_or_are_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                    function: str):
+    """A statement the compiler copies (re-indented) keeps the native carets; one it rewrote around a
+    yield shows its source line without carets rather than carets at the wrong columns."""
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    try:
+        native, compiled = _caret_tracebacks(tmp_path, function)
+    finally:
+        for name in ("caret_native", "caret_flows"):
+            sys.modules.pop(name, None)
+    assert "^" in native[0], native
+    if function == "verbatim":
+        assert compiled == native
+    else:
+        without_carets = [re.sub(r"\n *[~^]+ *\n", "\n", text) for text in native]
+        assert compiled == without_carets, (compiled, native)

@@ -14,7 +14,7 @@ from . import FORMAT_VERSION, regions
 from . import diagnostics as dg
 from .cstutil import FRAME, PREFIX, RESTORE, RT, assign, block, body_of, code_of, expr, has_yield, if_, small, stmt
 from .emit import Emitter
-from .linemap import line_table
+from .linemap import LineTable, column_shift, line_table
 from .liveness import analyze
 from .lower_stmt import DETACHED_CLASS, DETACHING, RUNTIME_LOCALS, StmtLowerer, Unsupported
 
@@ -521,31 +521,39 @@ def compile_module_mapped(source: str, path: str = "<string>", *, all_generators
 def _splice(lines: list[str], found: list[tuple[int, int]], compiled: list[str], header_code: str,
             after: int) -> CompiledModule:
     """The original lines with each region replaced by its compiled code and the compiler's
-    declarations inserted after line ``after``, plus the line table of the result."""
+    declarations inserted after line ``after``, plus the line table of the result (with the column
+    shift of every generated line that is a source line's code, re-indented or copied)."""
     out: list[str] = []
     table = [0]
+    columns: dict[int, int] = {}
     starts = {first: (last, code) for (first, last), code in zip(found, compiled)}
 
-    def block(code: str, fallback: int) -> None:
+    def block(code: str, fallback: int, region: bool) -> None:
         if not code.endswith(("\n", "\r")):
             code += "\n"
         out.append(code)
         marks = line_table(code)
-        table.extend(mark or fallback for mark in marks[1:len(regions.split_lines(code)) + 1])
+        for index, text in enumerate(regions.split_lines(code), 1):
+            mark = marks[index] or fallback
+            shift = column_shift(text, lines[mark - 1]) if region and 0 < mark <= len(lines) else None
+            if shift is not None:
+                columns[len(table)] = shift
+            table.append(mark)
 
     if after == 0:
-        block(header_code, found[0][0])
+        block(header_code, found[0][0], False)
     n = 1
     while n <= len(lines):
         if n in starts:
             last, code = starts[n]
-            block(code, n)
+            block(code, n, True)
             n = last + 1
             continue
         line = lines[n - 1]
         out.append(line if line.endswith(("\n", "\r")) else line + "\n")
+        columns[len(table)] = 0
         table.append(n)
         if n == after:
-            block(header_code, found[0][0])
+            block(header_code, found[0][0], False)
         n += 1
-    return CompiledModule("".join(out), table, True)
+    return CompiledModule("".join(out), LineTable(table, columns), True)
