@@ -8,9 +8,13 @@ CPython's own parser, never from the compiler's output.
 """
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 
@@ -18,6 +22,7 @@ import transpiler
 from transpiler import CompileError, compile_source
 
 PATH = "pkg/flows.py"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def src(text: str) -> str:
@@ -350,6 +355,71 @@ def test_dg006_yield_in_annotation():
     """)
     diag, msg = _dg006(source, "value:", extra_ok=("(yield 1) = 3",))
     assert "annotation" in msg
+
+
+# ============================================================================ DG007 coroutine decorators
+
+
+COROUTINE_CASES = {
+    "types-above": ("import types", "@types.coroutine\n@durable", "@types.coroutine"),
+    "types-below": ("import types", "@durable\n@types.coroutine", "@types.coroutine"),
+    "asyncio-above": ("import asyncio", "@asyncio.coroutine\n@durable", "@asyncio.coroutine"),
+    "imported-name-below": ("from types import coroutine as legacy", "@durable\n@legacy", "@legacy"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(COROUTINE_CASES))
+def test_dg007_coroutine_decorator_stacked_on_durable(case):
+    """``types.coroutine`` rewrites the function's code object, so the function would silently stop
+    being durable: refused at compile time, above or below ``@durable``."""
+    imports, decorators, needle = COROUTINE_CASES[case]
+    source = src(f"""
+        {imports}
+        from runtime import durable
+
+        __DECORATORS__
+        def ticks(n):
+            for i in range(n):
+                yield i
+    """).replace("__DECORATORS__", decorators)
+    diag = only(compile_error(source))
+    line, col = pos_of(source, needle)
+    msg = check(diag, "CoroutineDecorator", "DG007", line, col)
+    assert needle[1:] in msg and "ticks" in msg
+
+
+def test_dg007_is_reported_by_durable_check_with_exit_code_3(tmp_path):
+    source = src("""
+        import types
+        from runtime import durable
+
+
+        class Jobs:
+            @durable
+            @types.coroutine
+            def run(self):
+                yield self
+    """)
+    (tmp_path / "flows.py").write_text(source, encoding="utf-8")
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONDONTWRITEBYTECODE="1")
+    proc = subprocess.run([sys.executable, "-c", "from transpiler.cli import run; run()", "check", "flows.py"],
+                          cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3, proc.stderr
+    line, col = pos_of(source, "@types.coroutine")
+    assert f"flows.py:{line}:{col}: error: DG007 " in proc.stderr, proc.stderr
+    assert "hint: " in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_coroutine_decorated_generators_are_left_alone_with_all_generators():
+    source = src("""
+        import types
+
+
+        @types.coroutine
+        def legacy():
+            yield
+    """)
+    assert compile_source(source, PATH, all_generators=True) == source
 
 
 # ============================================================================ several problems

@@ -62,6 +62,13 @@ class UnsupportedConstruct(Diagnostic):
     hint = "move the suspension out of this construct into a separate statement"
 
 
+class CoroutineDecorator(Diagnostic):
+    code = "DG007"
+    message = "{detail}: a generator-based coroutine cannot be durable"
+    hint = ("remove the coroutine decorator (it replaces the function's code, so the generator would silently "
+            "not be durable); a separate coroutine can drive the durable generator with 'yield from'")
+
+
 class CompileError(Exception):
     """Raised by ``compile_source`` with every diagnostic found in the module."""
 

@@ -48,6 +48,7 @@ class ModuleState:
     scope: tuple[tuple[str, str], ...] = ()
     plans: list[FunctionPlan] = field(default_factory=list)
     source: str = ""
+    coroutine_decorators: frozenset[str] = frozenset()  # dotted names of types/asyncio.coroutine here
     _symtable: symtable.SymbolTable | None = None
 
     def table_of(self, name: str, line: int) -> symtable.SymbolTable | None:
@@ -83,6 +84,35 @@ def _is_durable_decorator(d: cst.Decorator) -> bool:
     if isinstance(node, cst.Attribute):
         return node.attr.value == "durable"
     return False
+
+
+_COROUTINE_DECORATORS = {"types": "types.coroutine", "asyncio": "asyncio.coroutine"}
+
+
+def coroutine_decorators(tree: ast.Module) -> frozenset[str]:
+    """The dotted names under which the module can reach ``types.coroutine`` or ``asyncio.coroutine``
+    (``types.coroutine``, ``import types as t`` -> ``t.coroutine``, ``from types import coroutine``)."""
+    names = set(_COROUTINE_DECORATORS.values())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names.update(f"{a.asname}.coroutine" for a in node.names if a.name in _COROUTINE_DECORATORS and a.asname)
+        elif isinstance(node, ast.ImportFrom) and node.module in _COROUTINE_DECORATORS and not node.level:
+            names.update(a.asname or a.name for a in node.names if a.name == "coroutine")
+    return frozenset(names)
+
+
+def _dotted(node: cst.BaseExpression) -> str | None:
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = _dotted(node.value)
+        return f"{base}.{node.attr.value}" if base is not None else None
+    return None
+
+
+def _coroutine_decorator(func: cst.FunctionDef, names: frozenset[str]) -> cst.Decorator | None:
+    """The decorator that makes ``func`` a generator-based coroutine, if it has one."""
+    return next((d for d in func.decorators if _dotted(d.decorator) in names), None)
 
 
 def _docstring(body: list[cst.BaseStatement]) -> tuple[list[cst.BaseStatement], list[cst.BaseStatement]]:
@@ -449,6 +479,12 @@ class ModuleCompiler(cst.CSTTransformer):
             if marked:
                 self.state.report(dg.AsyncNotSupported, original, original.name.value)
             return updated
+        coroutine = _coroutine_decorator(original, self.state.coroutine_decorators)
+        if coroutine is not None:  # types.coroutine replaces the code object: never durable
+            if marked:
+                detail = f"@{_dotted(coroutine.decorator)} on @durable function {original.name.value!r}"
+                self.state.report(dg.CoroutineDecorator, coroutine, detail)
+            return updated
         if marked and not is_gen:
             self.state.report(dg.NotAGenerator, original, original.name.value)
             return updated
@@ -503,7 +539,8 @@ def compile_module_mapped(source: str, path: str = "<string>", *, all_generators
     module = module.visit(_MarkAll(first.resolve(PositionProvider)))
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
-    state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope, source=masked)
+    state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope, source=masked,
+                        coroutine_decorators=coroutine_decorators(tree))
     new_module = wrapper.visit(ModuleCompiler(state))
     if state.diagnostics:
         raise dg.CompileError(state.diagnostics)
