@@ -36,18 +36,19 @@ def gen(x):
 
 
 def families(n: int) -> list[tuple[str, Callable[[], Any]]]:
-    """Value nodes of about ``n`` bytes each (a node is what the wire format of runtime/values/wire.py says)."""
+    """Value nodes of about ``n`` bytes each (a node is what the wire format of runtime/values/wire.py says;
+    slot 0 is the frame's own generator, slot 1 the outer list)."""
     return [
         ("list of empty lists", lambda: [1] + [[1]] * (n // 2)),
         ("list of empty tuples", lambda: [1] + [[2]] * (n // 2)),
         ("list of empty sets", lambda: [1] + [[4]] * (n // 2)),
         ("list of empty dicts", lambda: [1] + [{}] * n),
-        ("list of refs to one list", lambda: [1, [1]] + [[0, 1]] * (n // 3)),
+        ("list of refs to one list", lambda: [1, [1]] + [[0, 2]] * (n // 3)),
         ("list of small ints", lambda: [1] + [1] * n),
         ("one str", lambda: "x" * n),
         ("one big int", lambda: [6, b"\x7f" * n]),
-        ("set of 64-deep shared tuples", lambda: [1, [2, 1, 2], *[[2, [0, k + 1], [0, k + 1]] for k in range(64)],
-                                                 [4, [0, 65]]]),
+        ("set of 64-deep shared tuples", lambda: [1, [2, 1, 2], *[[2, [0, k + 2], [0, k + 2]] for k in range(64)],
+                                                 [4, [0, 66]]]),
         ("dict of colliding int keys", lambda: [3, *[_bigint(k * (2 ** 61 - 1)) for k in range(n // 16)],
                                                 *[0] * (n // 16)]),
         ("Fraction of two big ints", lambda: [9, "fraction", [1, [6, b"\x7f" * (n // 2)], [6, b"\x7f" * (n // 2)]]]),

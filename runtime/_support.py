@@ -56,7 +56,7 @@ class PendingFrame:
     """A decoded frame waiting to become a generator: function, state, saved locals and closure
     cells by name."""
 
-    __slots__ = ("meta", "state", "values", "frees", "live")
+    __slots__ = ("meta", "state", "values", "frees", "live", "on_start")
 
     def __init__(self, meta: FunctionMeta, state: int, values: dict[str, Any], frees: dict[str, Any]) -> None:
         self.meta = meta
@@ -64,6 +64,8 @@ class PendingFrame:
         self.values = values
         self.frees = frees
         self.live: types.GeneratorType | None = None
+        # told the generator as soon as it exists (restore fills the snapshot's references to it)
+        self.on_start: Callable[[types.GeneratorType], None] | None = None
 
     def resumed(self) -> types.GeneratorType:
         """The generator restored and suspended at its point (made once, shared by all references)."""
@@ -158,6 +160,8 @@ def start(frame: PendingFrame) -> types.GeneratorType:
     started = getattr(_local, "started", None)
     if started is not None:
         started[0].append(gen)
+    if frame.on_start is not None:
+        frame.on_start(gen)
     return gen
 
 

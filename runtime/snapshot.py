@@ -27,8 +27,21 @@ _GEN_CLOSED = inspect.GEN_CLOSED
 _GEN_RUNNING = inspect.GEN_RUNNING
 
 
+class _Delegate:
+    """The generator a held generator delegates to (``yield from``), in that generator's frame record:
+    restored by the frame that delegates to it (kind "gen-yf"), not on its own."""
+
+    __slots__ = ("gen",)
+
+    def __init__(self, gen: types.GeneratorType) -> None:
+        self.gen = gen
+
+
 def _classify_generator(obj: object) -> tuple[str, object, object] | None:
     """Durable generators held in values (a local, a container): their frame record, or "finished"."""
+    kind = "gen"
+    if type(obj) is _Delegate:
+        obj, kind = obj.gen, "gen-yf"
     if type(obj) is not types.GeneratorType:
         return None
     gen = _unwrap(obj)  # type: ignore[arg-type]
@@ -37,14 +50,17 @@ def _classify_generator(obj: object) -> tuple[str, object, object] | None:
     if gen.gi_frame is None:
         return "gen-done", None, NO_BODY
     record, _ = _frame_record(gen, None, chain=False)
-    return "gen", record, NO_BODY
+    return kind, record, NO_BODY
 
 
 def _not_by_type(obj: object) -> tuple[object, object]:
     raise TypeError("generators are classified by _classify_generator")
 
 
-values.add_kind(Kind("gen", _not_by_type, lambda head: _pending_frame(head)))
+# A held generator is restored at once, suspended at its point, wherever the decoder puts it (a local,
+# a list, a map's iterator, an object's attribute); a delegate waits for the frame delegating to it.
+values.add_kind(Kind("gen", _not_by_type, lambda head: _pending_frame(head).resumed()))
+values.add_kind(Kind("gen-yf", _not_by_type, lambda head: _pending_frame(head)))
 values.add_kind(Kind("gen-done", _not_by_type, lambda head: _finished()))
 values.FALLBACKS.append(_classify_generator)
 _HOOKS = values.HOOKS
@@ -165,6 +181,8 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     """
     code = gen.gi_code
     meta = _BY_CODE[id(code)]
+    if encoder is not None:
+        encoder.reserve(gen)  # a closure cell of this frame may hold the generator itself
     frame_locals = gen.gi_frame.f_locals
     state = frame_locals.get("_dg_s", 0)  # unbound until the body first suspends
     plan = meta.plans.get(state) or _plan(meta, state, code)
@@ -183,7 +201,7 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
             if chain:
                 sub, live[i] = inner, None
             else:
-                live[i] = inner
+                live[i] = _Delegate(inner)
     frees = None
     try:
         if plan.free_names or plan.cells:
@@ -196,6 +214,8 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     except UnserializableValueError as exc:
         where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})\nhint: {_HINT}"
         raise UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name) from None
+    if encoder is not None:
+        encoder.release(gen)
     return [meta.ident, meta.fingerprint, state, plan.line, names, live, frees], sub
 
 
@@ -238,40 +258,52 @@ def restore(data: bytes) -> types.GeneratorType:
     data = bytes(data)
     envelope, _ = values.open_snapshot(data)
     decoder = Decoder(_HOOKS, max_depth=values.settings.current.max_depth, input_size=len(data))
-    frames: list[_support.PendingFrame] = []
-    for raw in envelope[2:]:
-        frames.append(_decode_frame(decoder, raw))
-    for outer, inner in zip(frames, frames[1:]):
-        meta = outer.meta
-        if outer.state not in meta.yield_from:
-            raise _corrupt("a nested frame follows a frame that is not delegating")
-        slot = meta.plans[outer.state].delegation  # the plan _check_record made for this state
-        if slot is None:
-            raise _corrupt("delegating frame without its delegation local")
-        outer.values[slot] = inner
-    top = frames[0]
-    made = _support.collect_started()
+    made = _support.collect_started()  # held generators are restored while their values are decoded
     try:
+        return _restore_frames(envelope, decoder, made)
+    finally:
+        _support.stop_collecting(made)
+
+
+def _restore_frames(envelope: list[Any], decoder: Decoder, made: list[types.GeneratorType]) -> types.GeneratorType:
+    ident = "the snapshot"
+    try:
+        frames = [_decode_frame(decoder, raw, envelope[1]) for raw in envelope[2:]]
+        ident = frames[0].meta.ident
+        for outer, inner in zip(frames, frames[1:]):
+            meta = outer.meta
+            if outer.state not in meta.yield_from:
+                raise _corrupt("a nested frame follows a frame that is not delegating")
+            slot = meta.plans[outer.state].delegation  # the plan _check_record made for this state
+            if slot is None:
+                raise _corrupt("delegating frame without its delegation local")
+            outer.values[slot] = inner
+        top = frames[0]
         gen = _support.start(top)
         marker = next(gen) if top.state else _support.MARKER
         if top.state and marker is not _support.MARKER:
-            raise SnapshotError(f"restoring {top.meta.ident} did not reach its suspension point")
+            raise SnapshotError(f"restoring {ident} did not reach its suspension point")
+        if decoder.unresolved():
+            raise _corrupt("a closure cell refers to a generator the snapshot does not restore")
     except BaseException as exc:
-        # Generators restored so far (held in locals, suspended at their points) belong to no one:
-        # detach them, so that their finally blocks never run on the snapshot's data.
-        for started in reversed(made):
-            if started.gi_frame is not None and not started.gi_running:
-                try:
-                    detach(started)
-                except Exception:  # noqa: BLE001, S110 - best effort: the restore is failing anyway
-                    pass
+        _detach_all(made)
         if isinstance(exc, SnapshotError):
             raise
-        raise SnapshotError(f"restoring {top.meta.ident} failed: {type(exc).__name__}: {exc}") from exc
+        raise SnapshotError(f"restoring {ident} failed: {type(exc).__name__}: {exc}") from exc
     finally:
         _support.abandon()
-        _support.stop_collecting(made)
     return gen
+
+
+def _detach_all(made: list[types.GeneratorType]) -> None:
+    """Generators a failing restore had restored (held in values, suspended at their points) belong to
+    no one: detach them, so that their finally blocks never run on the snapshot's data."""
+    for started in reversed(made):
+        if started.gi_frame is not None and not started.gi_running:
+            try:
+                detach(started)
+            except Exception:  # noqa: BLE001, S110 - best effort: the restore is failing anyway
+                pass
 
 
 def _check_record(raw: Any) -> FunctionMeta:
@@ -290,11 +322,15 @@ def _check_record(raw: Any) -> FunctionMeta:
     return meta
 
 
-def _decode_frame(decoder: Decoder, raw: Any) -> _support.PendingFrame:
+def _decode_frame(decoder: Decoder, raw: Any, format: int) -> _support.PendingFrame:
     meta = _check_record(raw)  # resolves the function before its values
     ident, fingerprint, state, line, names, packed, frees = raw
+    slot = decoder.reserve() if format >= 2 else None  # the frame's own generator, made by restore later
     cells = [frees[0], decoder.decode_all(frees[1])] if frees else None  # decoded first, as encoded
-    return _pending_frame([ident, fingerprint, state, line, names, decoder.decode_all(packed), cells], meta)
+    frame = _pending_frame([ident, fingerprint, state, line, names, decoder.decode_all(packed), cells], meta)
+    if slot is not None:
+        frame.on_start = lambda gen: decoder.provide(slot, gen)
+    return frame
 
 
 def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.PendingFrame:

@@ -15,6 +15,17 @@ import runtime
 from runtime import SnapshotError, restore
 
 
+FIRST_VALUE_SLOT = 1
+"""The memo slot the first value of a frame's locals takes (in a frame without closure cells): slot 0
+is the frame's own generator (snapshot format 2)."""
+
+
+def shared_tuple_dag(k: int, first_slot: int) -> list[Any]:
+    """Packed value nodes T(0) .. T(k), T(i) = (T(i-1), T(i-1)) by reference, T(0) taking ``first_slot``:
+    hashing T(k) visits 2**k leaves."""
+    return [[2, 1, 2], *[[2, [0, first_slot + i - 1], [0, first_slot + i - 1]] for i in range(1, k + 1)]]
+
+
 def unpack(data: bytes) -> list[Any]:
     return msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
 

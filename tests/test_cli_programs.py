@@ -19,6 +19,8 @@ from pathlib import Path
 import msgpack
 import pytest
 
+from crafting import FIRST_VALUE_SLOT, shared_tuple_dag
+
 ROOT = Path(__file__).resolve().parent.parent
 
 FLOWS = textwrap.dedent('''
@@ -303,8 +305,8 @@ def _put_snapshot(work: Path, execution_id: str, snapshot: bytes) -> None:
 def _dag_snapshot(real: bytes) -> bytes:
     """``real`` with its first local replaced by a set holding T(64) = (T(63), T(63)): 2**64 to hash."""
     envelope = msgpack.unpackb(real, raw=False)
-    chain = [[2, 1, 2], *[[2, [0, k], [0, k]] for k in range(1, 64)]]
-    envelope[2][5][0] = [1, *chain, [4, [0, 64]]]
+    dag = shared_tuple_dag(63, FIRST_VALUE_SLOT + 1)  # inside the list local: T(0) takes the next slot
+    envelope[2][5][0] = [1, *dag, [4, [0, FIRST_VALUE_SLOT + 1 + 63]]]
     return msgpack.packb(envelope, use_bin_type=True)
 
 
@@ -317,7 +319,8 @@ def test_commands_keep_working_on_a_run_whose_snapshot_would_hang_a_reader(work:
         "SELECT snapshot FROM executions WHERE snapshot IS NOT NULL").fetchone()[0]
     _put_snapshot(work, ex_id, _dag_snapshot(real))
     show = durable("show", ex_id, cwd=work, timeout=20)
-    assert show.returncode == 0 and "unreadable snapshot" in show.stdout, show.stdout + show.stderr
+    assert show.returncode == 0 and "unreadable snapshot" in show.stdout and "hashing the elements" in show.stdout, \
+        show.stdout + show.stderr
     cancel = durable("cancel", ex_id, cwd=work, timeout=20)
     assert cancel.returncode == 2 and "--force" in cancel.stderr, cancel.stderr
     forced = durable("cancel", "--force", ex_id, cwd=work, timeout=20)

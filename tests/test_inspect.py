@@ -62,7 +62,7 @@ def _snapshot() -> tuple[object, bytes]:
 def test_inspect_shows_frames_lines_and_readable_locals():
     mod, data = _snapshot()
     info = runtime.inspect_snapshot(data)
-    assert info.format == 1 and info.size == len(data) and info.signature == "unsigned"
+    assert info.format == 2 and info.size == len(data) and info.signature == "unsigned"
     outer, inner = info.frames
     assert outer.function == f"{mod.__name__}:workflow" and inner.function == f"{mod.__name__}:child"
     assert outer.line == _line("PARENT-YIELD") and inner.line == _line("CHILD-YIELD")

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from crafting import FIRST_VALUE_SLOT, shared_tuple_dag
 from harness import raw_sql
 import runtime
 from runtime import values
@@ -341,20 +342,19 @@ def test_a_snapshot_that_cannot_be_read_fails_its_run_and_the_others_go_on(env):
     """A 564-byte snapshot of shared tuples in a set hung every worker that claimed it."""
     bad, good = start(env, "waits"), start(env, "yields", 1)
     env.runner.claim_and_advance(bad.id)
-    g = env.module().yields(None)
+    g = env.module().holds(None)  # suspended at its wait, with one live local
     next(g)
     envelope = values.open_snapshot(runtime.snapshot(g))[0]
     runtime.detach(g)
-    chain = [1]
-    for k in range(64):  # T(k) = (T(k-1), T(k-1)), each a reference to the one before
-        chain.append([2, [0, k], [0, k]] if k else [2, 1, 2])
-    envelope[2][5] = [[1, *chain[1:], [4, [0, 63]]]]
+    dag = shared_tuple_dag(63, FIRST_VALUE_SLOT + 1)  # inside the list local: T(0) takes the next slot
+    envelope[2][5] = [[1, *dag, [4, [0, FIRST_VALUE_SLOT + 1 + 63]]]]
     import msgpack
     crafted = msgpack.packb(envelope, use_bin_type=True)
     assert len(crafted) < 1000
     sql(env, "UPDATE executions SET snapshot = ?, mac = NULL, status = 'pending' WHERE id = ?", (crafted, bad.id))
     env.worker.run_until_idle()
-    assert env.store.get(bad.id).status == FAILED and "cannot be read" in env.store.get(bad.id).error
+    error = env.store.get(bad.id).error
+    assert env.store.get(bad.id).status == FAILED and "cannot be read" in error and "hashing the elements" in error
     assert env.store.get(good.id).status == FINISHED
 
 

@@ -23,6 +23,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import runtime
+from crafting import FIRST_VALUE_SLOT
 from harness import load_compiled, unload
 from runtime import SnapshotError, restore, snapshot
 
@@ -292,7 +293,7 @@ def test_iterator_nodes_in_real_frames(snapshots, data):
     frame = tree[2]
     node = data.draw(ITERATORS, label="iterator")
     if data.draw(st.booleans(), label="inside its list"):  # [1, [it over ref 0]] : the list is still being filled
-        node = [1, [node[0], [0, 0], *node[2:]]] if node[0] in (15, 16) else [1, node]
+        node = [1, [node[0], [0, FIRST_VALUE_SLOT], *node[2:]]] if node[0] in (15, 16) else [1, node]
     if frame[5]:
         frame[5][0] = node
     check(msgpack.packb(tree, use_bin_type=True))
@@ -427,8 +428,8 @@ def test_every_truncation(snapshots):
     [15, [1, 1, 2], 2 ** 63],            # list iterator past the end of its list: applied once the list is full
     [15, [1, 1, 2], 2 ** 64 - 1],
     [16, [1, 1], 2 ** 63],               # list reverse iterator, likewise
-    [1, [15, [0, 0], 2 ** 63]],          # an iterator inside the very list it iterates
-    [1, [16, [0, 0], 2 ** 64 - 1]],
+    [1, [15, [0, FIRST_VALUE_SLOT], 2 ** 63]],          # an iterator inside the very list it iterates
+    [1, [16, [0, FIRST_VALUE_SLOT], 2 ** 64 - 1]],
 ], ids=["list-it", "list-it-u64", "list-revit", "list-it-in-its-list", "list-revit-in-its-list"])
 def test_iterator_index_beyond_the_c_range_is_corrupt(snapshots, node):
     """Regression: the deferred ``__setstate__`` of a list iterator raised OverflowError out of restore."""

@@ -359,8 +359,8 @@ RANDOMIZED = frozenset({str, bytes})
 
 
 def check_keys(keys: list[Any], check: HashCheck, budget: Budget, what: str) -> None:
-    """Refuse ``keys`` (about to be hashed into ``what``) when hashing would run unknown code, and
-    charge the work to ``budget``, including the comparisons that colliding hashes force."""
+    """Refuse ``keys`` (about to be hashed as ``what``: "the elements of a set") when hashing would run
+    unknown code, and charge the work to ``budget``, including the comparisons colliding hashes force."""
     kinds = set(map(type, keys))
     if kinds <= RANDOMIZED:
         return
@@ -370,17 +370,17 @@ def check_keys(keys: list[Any], check: HashCheck, budget: Budget, what: str) -> 
             for key in keys:
                 work += check.cost(key)
     except Unsafe as unsafe:
-        where = f"snapshot puts a {type(unsafe.value).__qualname__} into {what}, but {unsafe.reason}"
+        where = f"snapshot puts a {type(unsafe.value).__qualname__} among {what}, but {unsafe.reason}"
         if unsafe.runs_code:
             raise NotAllowedError(f"{where}; restore never runs methods of your classes on snapshot data") from None
         raise CorruptSnapshotError(f"malformed snapshot value: {where}") from None
-    budget.charge(2 * work, f"hashing the keys of {what}")
+    budget.charge(2 * work, f"hashing {what}")
     if len(keys) > 8 and not (kinds <= _SMALL_INT_KINDS and -_HASH_MODULUS < min(keys) and max(keys) < _HASH_MODULUS):
         hashes = list(map(hash, keys))
         if len(set(hashes)) < len(hashes):
             counts = collections.Counter(hashes)
             collisions = sum(n * (n - 1) // 2 for n in counts.values() if n > 1)
-            budget.charge(collisions * (1 + work // len(keys)), f"the colliding hashes of the keys of {what}")
+            budget.charge(collisions * (1 + work // len(keys)), f"comparing the colliding hashes of {what}")
 
 
 _SMALL_INT_KINDS = frozenset({int, bool})

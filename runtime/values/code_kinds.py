@@ -50,6 +50,7 @@ def _fill_cell(cell: Any, head: Any, body: Any) -> None:
 
 
 kinds.add(Kind("cell", _encode_cell, _create_cell, _fill_cell), _CellType)
+kinds.FORWARD.add("cell")  # a recursive closure: the cell holds the function (or generator) that closes over it
 
 
 class live_cells:

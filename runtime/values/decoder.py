@@ -6,7 +6,7 @@ from typing import Any
 
 from ..errors import CorruptSnapshotError, NotAllowedError, SnapshotError
 from . import bounds
-from .kinds import INSTANCE
+from .kinds import FORWARD, INSTANCE
 from .wire import (AGAIN, BIGINT, BUILTIN_EXC, BYTES_IT, CUSTOM, DICT, DecodeHooks, ENUMERATE, EXC,
                    EXCEPTION_GROUP, EXC_CLS, FROZENSET, GROUP, GROUP_CLS, LIST, LIST_IT, LIST_REVIT, OBJECT,
                    PENDING, RANGE_IT, REF, REVERSED, SCALARS, SET, SHAPED, STR_IT, TUPLE, TUPLE_IT, USTR, ZIP,
@@ -27,7 +27,8 @@ class Decoder:
     Any malformed input raises CorruptSnapshotError (SnapshotErrors raised by the hooks pass through).
     """
 
-    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth", "_layouts", "_shapes", "_budget", "_hashes")
+    __slots__ = ("_hooks", "_memo", "_pending", "_depth", "_max_depth", "_layouts", "_shapes", "_budget", "_hashes",
+                 "_forward")
 
     def __init__(self, hooks: DecodeHooks, *, max_depth: int = 1000, input_size: int | None = None) -> None:
         """``input_size``: the bytes the packed values came from, which set the work budget (``bounds``)."""
@@ -36,6 +37,8 @@ class Decoder:
         self._max_depth = max_depth
         self._budget = bounds.Budget(input_size)
         self._hashes = bounds.HashCheck(max_depth)
+        # pending memo slot -> the cells waiting for it: (kind name, cell, head, body items, index)
+        self._forward: dict[int, list[tuple[str, Any, Any, list[Any], int]]] = {}
         self._layouts: dict[int, tuple[type, tuple[str, ...]]] = {}  # id(layout) -> plain_layout(layout)
         self._shapes: dict[int, list[Any]] = {}  # memo slot of a model dict -> its keys
         self._memo: list[object] = []
@@ -162,7 +165,7 @@ class Decoder:
         out: set[Any] = set()
         self._memo.append(out)
         items = self._items(p)
-        bounds.check_keys(items, self._hashes, self._budget, "a set")
+        bounds.check_keys(items, self._hashes, self._budget, "the elements of a set")
         out.update(items)
         return out
 
@@ -181,7 +184,7 @@ class Decoder:
         values = [pair[1] for pair in p]
         if not (SCALARS.issuperset(map(type, keys)) and SCALARS.issuperset(map(type, values))):
             raise _corrupt("map with a key or value that is not a scalar")
-        bounds.check_keys(keys, self._hashes, self._budget, "a dict's keys")
+        bounds.check_keys(keys, self._hashes, self._budget, "the keys of a dict")
         out = dict(zip(keys, values))
         self._memo.append(out)
         return out
@@ -195,7 +198,7 @@ class Decoder:
         items = self._items(p)  # keys first, then values: the order the encoder wrote them
         half -= 1
         keys = items[:half]
-        bounds.check_keys(keys, self._hashes, self._budget, "a dict's keys")
+        bounds.check_keys(keys, self._hashes, self._budget, "the keys of a dict")
         out.update(zip(keys, items[half:]))
         return out
 
@@ -228,7 +231,7 @@ class Decoder:
 
     def _frozenset(self, p: list[Any]) -> frozenset[Any]:
         items = self._items(p)
-        bounds.check_keys(items, self._hashes, self._budget, "a frozenset")
+        bounds.check_keys(items, self._hashes, self._budget, "the elements of a frozenset")
         out = frozenset(items)
         self._memo.append(out)
         return out
@@ -342,10 +345,53 @@ class Decoder:
         memo.append(PENDING)
         head = self._one(p[2])
         with bounds.active(self._budget):  # what the kind builds is charged to this decoding
-            memo[slot] = obj = self._hooks.create(name, head)
+            obj = self._hooks.create(name, head)
+            self.provide(slot, obj)
             if len(p) == 4:
-                self._hooks.fill(name, obj, head, self._one(p[3]))
+                if name in FORWARD:
+                    self._forward_fill(name, obj, head, p[3])
+                else:
+                    self._hooks.fill(name, obj, head, self._one(p[3]))
         return obj
+
+    # -- objects referred to before they exist ------------------------------------------------
+
+    def reserve(self) -> int:
+        """A memo slot for an object made outside the decoder later (a frame's generator: the encoder
+        reserved one); until ``provide`` fills it, only a cell's content may refer to it."""
+        self._memo.append(PENDING)
+        return len(self._memo) - 1
+
+    def provide(self, slot: int, obj: object) -> None:
+        """Fill ``slot`` with ``obj``, and the cells that were waiting for it."""
+        self._memo[slot] = obj
+        waiting = self._forward.pop(slot, None)
+        if waiting:
+            for name, cell, head, items, index in waiting:
+                items[index] = obj
+                if not any(item is PENDING for item in items):
+                    self._hooks.fill(name, cell, head, items)
+
+    def unresolved(self) -> bool:
+        """True while a cell still waits for an object that was never provided (malformed input)."""
+        return bool(self._forward)
+
+    def _forward_fill(self, name: str, obj: object, head: object, node: Any) -> None:
+        """The body of a kind in ``kinds.FORWARD``: a list whose items may be refs to slots still
+        pending (filled by ``provide``); the kind's ``fill`` runs once none is pending."""
+        if type(node) is not list or not node or node[0] != LIST:
+            raise _corrupt(f"malformed body of a {name!r} value")
+        items: list[Any] = []
+        self._memo.append(items)
+        for index, item in enumerate(node[1:]):
+            if type(item) is list and len(item) == 2 and item[0] == REF and type(item[1]) is int \
+                    and 0 <= item[1] < len(self._memo) and self._memo[item[1]] is PENDING:
+                items.append(PENDING)
+                self._forward.setdefault(item[1], []).append((name, obj, head, items, index))
+            else:
+                items.append(self._one(item))
+        if not any(item is PENDING for item in items):
+            self._hooks.fill(name, obj, head, items)
 
     def _object(self, p: list[Any]) -> Any:
         if len(p) < 2:

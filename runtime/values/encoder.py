@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import UnserializableValueError
 from . import bounds, settings
-from .kinds import INSTANCE, NO_BODY, Unsupported
+from .kinds import FORWARD, INSTANCE, NO_BODY, Unsupported
 from .wire import (AGAIN, BIGINT, BUILTIN_EXC, BYTES_IT, BYTES_ITERATOR, CUSTOM, DICT, ENUMERATE, EXC,
                    EXCEPTION_GROUP, EXC_CLS, EncodeHooks, FROZENSET, GROUP, GROUP_CLS, ITEMS_ITERATORS, LIST,
                    LIST_IT, LIST_ITERATOR, LIST_REVERSEITERATOR, LIST_REVIT, LONGRANGE_ITERATOR, OBJECT,
@@ -469,7 +469,31 @@ class Encoder:
             out = [CUSTOM, name, self._component(x, head)]
             self._open.discard(id(x))
             return out
+        if name in FORWARD:
+            return [CUSTOM, name, self._component(x, head), self._forward_body(x, body)]
         return [CUSTOM, name, self._component(x, head), self._component(x, body)]
+
+    def reserve(self, obj: object) -> None:
+        """Give ``obj`` (a generator whose frame the snapshot holds) the next memo slot before its parts
+        are encoded: until ``release``, a reference to it may only be the direct content of a cell."""
+        self._register(obj)
+        self._keep.append(obj)
+        self._open.add(id(obj))
+
+    def release(self, obj: object) -> None:
+        self._open.discard(id(obj))
+
+    def _forward_body(self, x: object, body: list[Any]) -> Any:
+        """The body of a kind in ``kinds.FORWARD``: its items may refer to an object still being built
+        (written as a ref; the decoder fills them once the object exists)."""
+        self._register(body)
+        self._keep.append(body)
+        open_ = self._open
+        out: list[Any] = [LIST]
+        for item in body:
+            slot = self._memo.get(id(item)) if id(item) in open_ else None
+            out.append([REF, slot] if slot is not None else self._component(x, item))
+        return out
 
     def _values(self, owner: object, values: list[Any]) -> list[Any]:
         """``values`` (of ``owner``'s attributes or items) encoded; as they are when all are plain."""

@@ -14,7 +14,10 @@ from . import signing
 from .unpack import unpack_checked
 
 MAGIC = b"DG"
-FORMAT = 1
+FORMAT = 2
+"""Format 2: each frame has a memo slot for its own generator (taken before the frame's values), so a
+closure cell may hold the generator whose frame it belongs to. Format 1 snapshots are still read."""
+FORMATS = (1, 2)
 
 
 def corrupt(why: str) -> CorruptSnapshotError:
@@ -31,8 +34,8 @@ def open_snapshot(data: bytes) -> tuple[list[Any], signing.Status]:
     if envelope[1] > FORMAT:
         raise CorruptSnapshotError(
             f"snapshot format {envelope[1]} is newer than this runtime supports ({FORMAT}); upgrade the runtime")
-    if envelope[1] != FORMAT:
-        raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected {FORMAT})")
+    if envelope[1] not in FORMATS:
+        raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected one of {FORMATS})")
     return envelope, status
 
 

@@ -76,7 +76,7 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
     envelope, status = open_snapshot(raw)  # the same checks as restore: size, signature, header, format
     decoder = Decoder(_Shown(), max_depth=settings.current.max_depth, input_size=len(raw))
     records = envelope[2:]
-    frames = [_frame(decoder, record) for record in records]
+    frames = [_frame(decoder, record, envelope[1]) for record in records]
     for depth, frame in enumerate(frames[:-1]):  # the delegation local stands for the next frame
         for name, note in frame.notes.items():
             if note == "yield from target" and frame.locals[name] == "None":
@@ -84,8 +84,10 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
     return SnapshotInfo(envelope[1], len(raw), status, frames)
 
 
-def _frame(decoder: Decoder, record: Any) -> FrameInfo:
+def _frame(decoder: Decoder, record: Any, format: int) -> FrameInfo:
     ident, fingerprint, state, line, joined, values, frees = frame_fields(record)
+    if format >= 2:
+        decoder.provide(decoder.reserve(), Placeholder("gen", record))  # the frame's own generator
     names = joined.split(",") if joined else []
     if len(names) != len(values):
         raise corrupt("frame names do not match its values")

@@ -57,6 +57,9 @@ class Unsupported(Exception):
 
 BY_TYPE: dict[type, Kind] = {}
 BY_NAME: dict[str, Kind] = {}
+FORWARD: set[str] = set()
+"""Two-phase kinds whose body may name an object that is still being built (a closure cell holding
+the function or generator that closes over it): the decoder fills such a body once that object exists."""
 USER_CODECS: set[type] = set()
 """Classes given a codec by ``register_codec``: their own code runs on snapshot data (they opted in)."""
 

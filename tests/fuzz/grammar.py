@@ -198,7 +198,8 @@ class Builder:
 
     def __init__(self, rng: random.Random, slots: list[str] | None = None, budget: int = 40) -> None:
         self.rng = rng
-        self.slots: list[str] = slots if slots is not None else []
+        # slot 0 is the frame's own generator (snapshot format 2): its values start at slot 1
+        self.slots: list[str] = slots if slots is not None else ["frame generator"]
         self.budget = budget
         self.kinds = kind_names()
 
