@@ -12,6 +12,7 @@ Environment:
 """
 from __future__ import annotations
 
+import gc
 import inspect
 import os
 import types
@@ -134,3 +135,35 @@ def test_hypothesis_driven_programs_are_valid(program):
 
 def test_random_chooser_is_deterministic():
     assert random_program(7).source == random_program(7).source
+
+
+# ------------------------------------------------------------------------ nothing left behind
+
+IGNORES_CLOSE = '''
+LOG = []
+
+
+def gen():
+    try:
+        yield 1
+    finally:
+        yield 2          # close() at the end of the script is ignored here: RuntimeError
+        LOG.append("after")
+'''
+
+
+def _suspended_generators_of(*modules: types.ModuleType) -> list:
+    gc.collect()
+    namespaces = [module.__dict__ for module in modules]
+    return [obj for obj in gc.get_objects() if inspect.isgenerator(obj) and obj.gi_frame is not None
+            and any(obj.gi_frame.f_globals is ns for ns in namespaces)]
+
+
+def test_generators_that_ignore_close_are_finished_before_the_test_ends():
+    """A program whose generator ignores the end-of-script close() (a yield in a finally) must not
+    outlive its test: left suspended, it is finalized at interpreter exit, after the modules are torn
+    down, and prints "Exception ignored in: <generator ...>" tracebacks after pytest's summary."""
+    result = differential(IGNORES_CLOSE, ["next"], fresh_at=None)
+    end = result.native[-1]  # what the script saw is kept: the close was ignored
+    assert end["value"]["type"] == "RuntimeError" and not end["finished"], end
+    assert _suspended_generators_of(result.native_module, result.compiled_module) == []
