@@ -407,3 +407,40 @@ def test_hook_in_a_fresh_process_and_restore_in_another(tmp_path: Path):
     """, tmp_path)
     assert second.returncode == 0, second.stderr
     assert second.stdout.strip() == "[6, 15]"
+
+
+def test_modules_named_for_the_hook_are_allowed_for_restore_in_a_fresh_process(tmp_path: Path):
+    """install_import_hook(["pkg"]) declares pkg durable code: restore in a fresh process may import it
+    (and its submodules) without allow_modules; uninstall() takes back only what the hook added."""
+    name = unique("allowed")
+    write_package(tmp_path, name)
+    first = _run(f"""
+        from transpiler import install_import_hook
+        install_import_hook([{name!r}])
+        import runtime, {name}.sub.deep as mod
+        gen = mod.durable_gen(3)
+        next(gen); gen.send(4)
+        open("hook.snap", "wb").write(runtime.snapshot(gen))
+    """, tmp_path)
+    assert first.returncode == 0, first.stderr
+    second = _run(f"""
+        import sys
+        from transpiler import install_import_hook
+        import runtime
+        from runtime.values.allow import module_allowed
+        hook = install_import_hook([{name!r}])
+        later = runtime.restore(open("hook.snap", "rb").read())
+        assert {name + ".sub.deep"!r} in sys.modules
+        print(later.send(5))
+        mine, theirs = install_import_hook(["dg_mine"]), install_import_hook(["dg_mine"])
+        runtime.allow_modules("dg_user")
+        user = install_import_hook(["dg_user"])
+        mine.uninstall()
+        assert module_allowed("dg_mine"), "another hook still names it"
+        theirs.uninstall(); theirs.uninstall()
+        user.uninstall()
+        hook.uninstall()
+        print(module_allowed("dg_mine"), module_allowed("dg_user"), module_allowed({name + ".leaf"!r}))
+    """, tmp_path)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.split() == ["6", "False", "True", "False"]

@@ -67,6 +67,50 @@ _NEVER_SOURCE = (importlib.machinery.BuiltinImporter, importlib.machinery.Frozen
 """Finders that never find a source file: skipped for speed (frozen modules are the standard library's)."""
 
 
+_ALLOWED_BY_HOOKS: dict[str, int] = {}
+"""Module names the installed hooks added to ``runtime.allow_modules``, with how many hooks hold each."""
+
+
+def _allowed_elsewhere(name: str) -> bool:
+    """True if ``name`` is already allowed by a prefix some hook did not add (the user's own
+    ``allow_modules``): the hook then leaves it alone, and its uninstall does not take it back."""
+    from runtime.values.allow import module_allowed
+
+    # a probe submodule: allowed exactly when ``name`` or a parent is an allowed prefix (no registry entry)
+    if not module_allowed(f"{name}._dg_probe_"):
+        return False
+    return not any(name == p or name.startswith(p + ".") for p in _ALLOWED_BY_HOOKS)
+
+
+def _allow(names: Sequence[str]) -> list[str]:
+    """Allow ``names`` for restore (modules named for compiling are durable code: restore may import
+    them in a process that has not yet); returns the names this hook holds."""
+    import runtime
+
+    held = []
+    for name in names:
+        if name in _ALLOWED_BY_HOOKS:
+            _ALLOWED_BY_HOOKS[name] += 1
+        elif _allowed_elsewhere(name):
+            continue
+        else:
+            runtime.allow_modules(name)
+            _ALLOWED_BY_HOOKS[name] = 1
+        held.append(name)
+    return held
+
+
+def _release(names: Sequence[str]) -> None:
+    """Undo ``_allow``: a name goes back to not allowed when no installed hook holds it."""
+    import runtime
+
+    for name in names:
+        _ALLOWED_BY_HOOKS[name] -= 1
+        if not _ALLOWED_BY_HOOKS[name]:
+            del _ALLOWED_BY_HOOKS[name]
+            runtime.disallow_modules(name)
+
+
 class ImportHook:
     """Finds modules named in ``modules`` (or inside those packages) and compiles them on import."""
 
@@ -74,6 +118,7 @@ class ImportHook:
         self.modules = tuple(modules)
         self.all_generators = all_generators
         self.chaos = chaos
+        self._allowed: list[str] = []
 
     def wants(self, fullname: str) -> bool:
         return any(fullname == m or fullname.startswith(m + ".") for m in self.modules)
@@ -94,8 +139,11 @@ class ImportHook:
         return None
 
     def uninstall(self) -> None:
+        """Stop compiling the named modules, and take back what installing allowed (only that)."""
         if self in sys.meta_path:
             sys.meta_path.remove(self)
+        held, self._allowed = self._allowed, []
+        _release(held)
 
     def __enter__(self) -> "ImportHook":
         return self
@@ -121,12 +169,15 @@ def install_import_hook(modules: Iterable[str] | str, *, all_generators: bool = 
     """Compile ``modules`` (names of modules or packages) when they are imported from now on.
 
     Compiled code is cached in ``__pycache__``; a package may call ``install_import_hook(__name__)``
-    from its ``__init__`` to compile its own submodules. Warns (``DurableImportWarning``) about a named
-    module that was already imported."""
+    from its ``__init__`` to compile its own submodules. The named modules hold durable code, so they are
+    allowed for restore as with ``runtime.allow_modules`` (restore may import them; ``uninstall()`` takes
+    back what this call allowed). Warns (``DurableImportWarning``) about a named module that was already
+    imported."""
     names = [modules] if isinstance(modules, str) else list(modules)
     hook = ImportHook(names, all_generators, chaos)
     cache.compiler_id(artifact.options_tag(all_generators))  # worked out once, here rather than in an import
     caller = sys._getframe(1).f_globals.get("__name__")
     _warn_already_imported(hook, caller)
+    hook._allowed = _allow(names)
     sys.meta_path.insert(0, hook)
     return hook
