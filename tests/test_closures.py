@@ -282,7 +282,33 @@ def test_snapshot_naming_a_missing_nested_code_is_refused():
         runtime.restore(_tamper_paths(data, lambda p: "garbage"))
 
 
-def test_functions_not_nested_in_durable_code_stay_unserializable():
+def test_functions_made_by_other_functions_of_a_compiled_module_travel():
+    """Issue 11: a closure made by a plain function (or method) of a compiled module is carried by its
+    place in that function's code, with its cells; its code is never taken from the snapshot."""
+    src = """
+    class Maker:
+        def adder(self, n):
+            return lambda x: x + n
+
+    def helper():
+        k = 1
+        def inner(step):
+            nonlocal k
+            k += step
+            return k
+        return inner
+
+    def gen():
+        f = helper()
+        add = Maker().adder(10)
+        yield f(1)
+        yield f(2), add(5)
+        yield f(3)
+    """
+    differential(src, nexts(4))
+
+
+def test_a_function_whose_owner_changed_shape_is_incompatible():
     mod = load_compiled("""
     def helper():
         k = 1
@@ -295,8 +321,20 @@ def test_functions_not_nested_in_durable_code_stay_unserializable():
     """)
     g = mod.gen()
     next(g)
-    with pytest.raises(runtime.errors.UnserializableValueError):
-        runtime.snapshot(g)
+    data = runtime.snapshot(g)
+    runtime.detach(g)
+    mod.helper = _replaced(mod.helper)
+    with pytest.raises(runtime.errors.IncompatibleCodeError, match="changed since the snapshot"):
+        runtime.restore(data)
+
+
+def _replaced(original):
+    """A module-level function of the same name whose nested lambda takes an argument now."""
+    namespace: dict = {}
+    exec("def helper():\n    k = 1\n    return lambda extra: k\n", namespace)
+    fn = namespace["helper"]
+    fn.__module__, fn.__qualname__ = original.__module__, original.__qualname__
+    return fn
 
 
 def test_no_cells_store_without_captured_variables():

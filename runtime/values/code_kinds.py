@@ -5,12 +5,12 @@ from __future__ import annotations
 import sys
 import threading
 import types
-from typing import Any
+from typing import Any, Callable
 
 from .. import registry
 from ..errors import CorruptSnapshotError, IncompatibleCodeError
 from ..registry import FunctionMeta
-from . import kinds, objects
+from . import allow, kinds, objects
 from .kinds import NO_BODY, Kind
 
 _CellType = types.CellType
@@ -64,13 +64,26 @@ class live_cells:
         _local.live = self.saved
 
 
-# -- kind "fn": functions whose code is nested in a durable function ------------------------------
+# -- kind "fn": functions made by code of a compiled module ----------------------------------------
+#
+# A function's code is found again in this process's code, never taken from the snapshot, by its place:
+#
+# * nested in a durable function: [durable ident, its fingerprint, path of (name, index) steps];
+# * a nested durable function itself: [its own ident, its fingerprint, []];
+# * nested in a module-level function or method of a compiled (or allowed) module: ["module:qualname"
+#   of that function, b"shape:" + a hash of the nested code's names and arguments, path].
+#
+# The head is then [ident, fingerprint, path, qualname, closure cells, defaults, kwdefaults, attrs].
 
 _INDEX: dict[int, tuple[FunctionMeta, list[list[Any]]]] = {}
 _walked = [0]  # how many of the registry's durable code objects (kept alive there) were walked
+_MODULE_INDEX: dict[str, tuple[int, dict[int, tuple[str, list[list[Any]]]]]] = {}
+"""module name -> (size of its namespace when indexed, id(nested code) -> (owner "module:qualname", path))."""
+_SHAPE = b"shape:"
 
 
-def _walk(meta: FunctionMeta, code: types.CodeType, path: list[list[Any]]) -> None:
+def _walk(code: types.CodeType, path: list[list[Any]], found: Callable[[types.CodeType, list[list[Any]]], None]
+          ) -> None:
     seen: dict[str, int] = {}
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
@@ -79,8 +92,8 @@ def _walk(meta: FunctionMeta, code: types.CodeType, path: list[list[Any]]) -> No
             if id(const) in registry.BY_CODE:
                 continue  # a nested durable function: its own entry
             step = [*path, [const.co_name, index]]
-            _INDEX.setdefault(id(const), (meta, step))
-            _walk(meta, const, step)
+            found(const, step)
+            _walk(const, step, found)
 
 
 def _owner(code: types.CodeType) -> tuple[FunctionMeta, list[list[Any]]] | None:
@@ -90,34 +103,86 @@ def _owner(code: types.CodeType) -> tuple[FunctionMeta, list[list[Any]]] | None:
         while _walked[0] < len(codes):
             durable = codes[_walked[0]]
             _walked[0] += 1
-            _walk(registry.BY_CODE[id(durable)], durable, [])
+            meta = registry.BY_CODE[id(durable)]
+            _walk(durable, [], lambda c, step, meta=meta: _INDEX.setdefault(id(c), (meta, step)))
         found = _INDEX.get(id(code))
     return found
+
+
+def _module_owner(module_name: Any, code: types.CodeType) -> tuple[str, list[list[Any]]] | None:
+    """Where a compiled (or allowed) module's own functions and methods hold ``code``."""
+    if not isinstance(module_name, str) or not allow.module_allowed(module_name):
+        return None
+    module = sys.modules.get(module_name)
+    namespace = getattr(module, "__dict__", None)
+    if type(namespace) is not dict:
+        return None
+    known = _MODULE_INDEX.get(module_name)
+    if known is None or known[0] != len(namespace):
+        index: dict[int, tuple[str, list[list[Any]]]] = {}
+        for owner, ref in _module_functions(module_name, namespace):
+            _walk(owner.__code__, [], lambda c, step, ref=ref: index.setdefault(id(c), (ref, step)))
+        known = _MODULE_INDEX[module_name] = (len(namespace), index)
+    return known[1].get(id(code))
+
+
+def _module_functions(module_name: str, namespace: dict[str, Any]) -> list[tuple[Any, str]]:
+    """The module-level functions and the methods of module-level classes defined in the module."""
+    found = []
+    for value in list(namespace.values()):
+        candidates = [value]
+        if isinstance(value, type) and type.__getattribute__(value, "__module__") == module_name:
+            candidates = [getattr(v, "__func__", v) for v in type.__getattribute__(value, "__dict__").values()]
+        for fn in candidates:
+            if type(fn) is _FunctionType and fn.__module__ == module_name and id(fn.__code__) not in registry.BY_CODE:
+                ref = allow.ref_of(fn)
+                if ref is not None:
+                    found.append((fn, ref))
+    return found
+
+
+def _shape(code: types.CodeType) -> bytes:
+    """What must not change for a function nested in a plain function to be rebuilt from the current code."""
+    import hashlib
+
+    shape = (code.co_name, code.co_argcount, code.co_posonlyargcount, code.co_kwonlyargcount, code.co_flags & 0x0F,
+             code.co_varnames, code.co_freevars)
+    return _SHAPE + hashlib.blake2b(repr(shape).encode(), digest_size=8).digest()
 
 
 def _classify_function(obj: Any) -> tuple[str, Any, Any] | None:
     if type(obj) is not _FunctionType:
         return None
-    found = _owner(obj.__code__)
-    if found is None:
-        return None
-    meta, path = found
-    attrs = obj.__dict__
-    head = [meta.ident, meta.fingerprint, path, obj.__qualname__, list(obj.__closure__ or ()),
-            obj.__defaults__, obj.__kwdefaults__, dict(attrs) if attrs else None]
+    code = obj.__code__
+    nested = registry.BY_CODE.get(id(code))
+    if nested is not None:  # a durable function itself (module-level ones travel by name)
+        if "<locals>" not in nested.qualname:
+            return None
+        ident, fingerprint, path = nested.ident, nested.fingerprint, []
+    else:
+        found = _owner(code)
+        if found is not None:
+            ident, fingerprint, path = found[0].ident, found[0].fingerprint, found[1]
+        else:
+            in_module = _module_owner(obj.__module__, code)
+            if in_module is None:
+                return None
+            ident, fingerprint, path = in_module[0], _shape(code), in_module[1]
+    attrs = {k: v for k, v in obj.__dict__.items() if k != "__durable__"}
+    head = [ident, fingerprint, path, obj.__qualname__, list(obj.__closure__ or ()),
+            obj.__defaults__, obj.__kwdefaults__, attrs or None]
     return "fn", head, NO_BODY
 
 
 def _encode_function(obj: Any) -> tuple[Any, Any]:
     found = _classify_function(obj)
     if found is None:
-        raise TypeError("not a function nested in a durable function")
+        raise TypeError("not a function of a compiled module's code")
     return found[1], found[2]
 
 
-def _nested_code(meta: FunctionMeta, path: Any) -> types.CodeType:
-    code = registry.code_for(meta)
-    if type(path) is not list or not path:
+def _walk_path(code: types.CodeType, path: Any, where: str) -> types.CodeType:
+    if type(path) is not list:
         raise CorruptSnapshotError("malformed nested function path")
     for step in path:
         if type(step) is not list or len(step) != 2 or type(step[0]) is not str or type(step[1]) is not int:
@@ -126,10 +191,31 @@ def _nested_code(meta: FunctionMeta, path: Any) -> types.CodeType:
         matches = [c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == name]
         if not 0 <= index < len(matches):
             raise IncompatibleCodeError(
-                f"snapshot holds a function nested in durable function {meta.ident!r} at "
-                f"{'/'.join(f'{n}#{i}' for n, i in path)}, which the current code does not have")
+                f"snapshot holds a function nested in {where} at {'/'.join(f'{n}#{i}' for n, i in path)}, "
+                "which the current code does not have")
         code = matches[index]
     return code
+
+
+def _function_code(ident: str, fingerprint: bytes, path: Any) -> tuple[types.CodeType, str, FunctionMeta | None]:
+    """The code a "fn" head names, its module, and the durable function it is (for a nested durable one)."""
+    if fingerprint.startswith(_SHAPE):
+        owner = allow.resolve(ident, "function")
+        if type(owner) is not _FunctionType or not path:
+            raise CorruptSnapshotError(f"snapshot names {ident!r} as the function a nested function is made in")
+        code = _walk_path(owner.__code__, path, f"function {ident!r}")
+        if _shape(code) != fingerprint:
+            raise IncompatibleCodeError(f"the function nested in {ident!r} at {path!r} changed since the snapshot "
+                                        "was taken (its arguments or names differ)")
+        return code, owner.__module__, None
+    meta = registry.resolve(ident, fingerprint)
+    if path == []:
+        if "<locals>" not in meta.qualname:
+            raise CorruptSnapshotError(f"{ident!r} is not a nested durable function")
+        return registry.code_for(meta), meta.module, meta
+    if not path:
+        raise CorruptSnapshotError("malformed nested function path")
+    return _walk_path(registry.code_for(meta), path, f"durable function {meta.ident!r}"), meta.module, None
 
 
 def _create_function(head: Any) -> Any:
@@ -138,21 +224,22 @@ def _create_function(head: Any) -> Any:
     ident, fingerprint, path, qualname, closure, defaults, kwdefaults, attrs = head
     if type(ident) is not str or type(fingerprint) is not bytes or type(qualname) is not str:
         raise CorruptSnapshotError("malformed nested function")
-    meta = registry.resolve(ident, fingerprint)
-    code = _nested_code(meta, path)
+    code, module_name, durable = _function_code(ident, fingerprint, path)
     if type(closure) is not list or len(closure) != len(code.co_freevars) \
             or not all(type(c) is _CellType for c in closure):
         raise CorruptSnapshotError("nested function closure does not match its code")
     if not (defaults is None or type(defaults) is tuple) or not (kwdefaults is None or type(kwdefaults) is dict) \
-            or not (attrs is None or type(attrs) is dict):
+            or not (attrs is None or (type(attrs) is dict and all(type(k) is str for k in attrs))):
         raise CorruptSnapshotError("malformed nested function")
-    module = sys.modules[meta.module]
+    module = sys.modules[module_name]
     fn = _FunctionType(code, module.__dict__, code.co_name, defaults, tuple(closure) or None)
     fn.__qualname__ = qualname
     if kwdefaults:
         fn.__kwdefaults__ = kwdefaults
     if attrs:
         fn.__dict__.update(attrs)
+    if durable is not None:
+        fn.__durable__ = durable  # what the compiler's decorator marks a durable function with
     return fn
 
 
