@@ -414,3 +414,28 @@ def test_guard_sanity_the_harmless_template_restores(mod, guard):
     assert value_of(crafted(mod, 5)) == 5
     with pytest.raises(SnapshotError):
         restore(crafted(mod, [9, "no such kind", None]))
+
+
+def test_a_wrapped_user_iterator_travels_again_and_a_stale_dict_iterator_raises_as_it_did(mod, guard):
+    """A restored enumerate over a user iterator is snapshotted and restored again; a dict iterator whose
+    dict changed size raised a raw RuntimeError from snapshot(): it now travels, and raises at next()."""
+    walker = instance(mod, "Walker", ("items", [1, "a", "b", "c"]))
+    restored = guard.restore(crafted(mod, [20, walker, 5]))
+    again = restore(snapshot(restored))
+    runtime.detach(restored)
+    value, _ = again.send(None)
+    assert next(value) == (5, "a") and next(value) == (6, "b")
+    runtime.detach(again)
+    changed = {1: 1, 2: 2}
+    it = iter(changed)
+    next(it)
+    changed[3] = 3
+    g = mod.gen(it)
+    next(g)
+    back = restore(snapshot(g))
+    runtime.detach(g)
+    stale, _ = back.send(None)
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match="dictionary changed size during iteration"):
+            next(stale)
+    runtime.detach(back)

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import UnserializableValueError
 from . import bounds, settings
-from .kinds import FORWARD, INSTANCE, NO_BODY, Unsupported
+from .kinds import FORWARD, INSTANCE, NO_BODY, STALE_ITERATOR, Unsupported
 from .wire import (AGAIN, BIGINT, BUILTIN_EXC, BYTES_IT, BYTES_ITERATOR, CUSTOM, DICT, ENUMERATE, EXC,
                    EXCEPTION_GROUP, EXC_CLS, EncodeHooks, FROZENSET, GROUP, GROUP_CLS, ITEMS_ITERATORS, LIST,
                    LIST_IT, LIST_ITERATOR, LIST_REVERSEITERATOR, LIST_REVIT, LONGRANGE_ITERATOR, OBJECT,
@@ -406,7 +406,11 @@ class Encoder:
         slot = self._memo.get(id(it))
         if slot is not None:
             return [REF, slot]
-        remaining = it.__reduce__()[1][0]
+        try:
+            remaining = it.__reduce__()[1][0]
+        except RuntimeError as exc:  # its dict or set changed size: it raises this at every next()
+            self._register(it)
+            return [CUSTOM, STALE_ITERATOR, str(exc)]
         self._keep.append(remaining)
         return self._seal(it, [LIST_IT, self._part(it, "<remaining items>", remaining), 0])
 

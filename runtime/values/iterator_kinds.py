@@ -353,3 +353,40 @@ for _name, _tp in _NEVER_READABLE.items():
     kinds.add(_refuse_kind(_name, (
         f"itertools.{_name} offers no way to read its state (it was never picklable); rebuild it after the "
         "yield, or keep a list or a carried iterator in the local instead")), _tp)
+
+
+# -- dict and set iterators whose container changed size under them -------------------------------
+
+class StaleIterator:
+    """An iterator over a dict or set that changed size while it iterated: like the original, every
+    ``next()`` raises ``RuntimeError`` with its message (the snapshot carried that state, not its items)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __iter__(self) -> StaleIterator:
+        return self
+
+    def __next__(self) -> Any:
+        raise RuntimeError(self.message)
+
+
+def _create_stale(message: Any) -> StaleIterator:
+    if type(message) is not str:
+        raise CorruptSnapshotError("malformed stale iterator in snapshot")
+    return StaleIterator(message)
+
+
+kinds.add(Kind(kinds.STALE_ITERATOR, lambda it: (it.message, NO_BODY), _create_stale), StaleIterator)
+
+
+# -- iterators of allowed classes inside zip, enumerate, map, ... (see bounds.iterator) --------------
+
+def _create_resumed(inner: Any) -> Any:
+    return bounds.iterator(inner, "wrapped iterator")
+
+
+kinds.add(Kind("resumed-iterator", lambda wrapper: (wrapper.inner, NO_BODY), _create_resumed),
+          bounds.ResumedIterator)

@@ -23,6 +23,9 @@ from typing import Any, Callable
 NO_BODY: Any = object()
 """The body of an object of a one-phase kind."""
 
+STALE_ITERATOR = "stale-iterator"
+"""The kind of a dict or set iterator whose dict or set changed size under it (iterator_kinds)."""
+
 INSTANCE = "obj"
 """The kind of instances of allowed classes (head: their layout, body: attribute values); the codec
 writes it as a compact node of its own."""
