@@ -81,8 +81,12 @@ class PendingFrame:
 
 
 def declare(module: str, qualname: str, fingerprint: bytes, states: dict[int, tuple[str, ...]],
-            lines: dict[int, int], yield_from: tuple[int, ...], params: tuple[str, ...]) -> FunctionMeta:
-    return registry.declare(FunctionMeta(module, qualname, fingerprint, states, lines, yield_from, params))
+            lines: dict[int, int], yield_from: tuple[int, ...], params: tuple[str, ...],
+            compiler_locals: dict[str, str] | None = None) -> FunctionMeta:
+    """Module-level declaration of a compiled durable function (``compiler_locals``: what the compiler's own
+    locals hold, in the user's terms; code compiled before it existed leaves it out)."""
+    return registry.declare(FunctionMeta(module, qualname, fingerprint, states, lines, yield_from, params,
+                                         compiler_locals=compiler_locals or {}))
 
 
 def compiled(meta: FunctionMeta) -> Callable[[Callable[..., Any]], Callable[..., Any]]:

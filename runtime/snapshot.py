@@ -142,7 +142,7 @@ class _Plan:
     def __init__(self, meta: FunctionMeta, state: int, code: types.CodeType) -> None:
         names = meta.states[state] if state else meta.params
         self.names = names
-        self.labels = tuple(f"local {n!r}" for n in names)
+        self.labels = self._labels(meta, names)
         # the local holding the generator a ``yield from`` suspended in delegates to
         self.delegation = next((n for n in names if n.startswith("_dg_yf")), None) \
             if state in meta.yield_from else None
@@ -160,6 +160,20 @@ class _Plan:
         self.joined = ",".join(names)  # a snapshot's names when all are bound
         self.name_set = frozenset(names)
         self.cells = closures.CELLS in code.co_varnames  # captured variables travel as cells
+
+    @staticmethod
+    def _labels(meta: FunctionMeta, names: tuple[str, ...]) -> tuple[str, ...]:
+        """How errors name each live local: the user's by name, the compiler's by what they hold ("the
+        iterator of the `for` loop at line 12"; by kind alone for code compiled without the table).
+        Labels are distinct: the delegation local is found by its label."""
+        from .values.inspection import internal_note
+
+        labels: list[str] = []
+        for name in names:
+            label = meta.compiler_locals.get(name) or internal_note(name) or f"local {name!r}"
+            same = sum(1 for known in labels if known == label or known.startswith(label + " (#"))
+            labels.append(f"{label} (#{same + 1})" if same else label)
+        return tuple(labels)
 
 
 def _plan(meta: FunctionMeta, state: int, code: types.CodeType) -> _Plan:

@@ -71,8 +71,9 @@ def test_inspect_shows_frames_lines_and_readable_locals():
     assert outer.locals["seen"] == "{'count': 0}"
     assert outer.locals["problem"] == f"{mod.__name__}:Rejected('late', 3)"
     assert outer.locals["data"] == "[1, 2, <...>]"  # the cycle is marked, not followed
-    assert inner.locals["i"] == "0" and inner.notes["_dg_it1"] == "for-loop iterator"
-    assert outer.locals["_dg_yf1"] == "<frame 1>" and outer.notes["_dg_yf1"] == "yield from target"
+    assert inner.locals["i"] == "0" and inner.notes["_dg_it1"] == "the iterator of a `for` loop"
+    assert outer.locals["_dg_yf1"] == "<frame 1>"
+    assert outer.notes["_dg_yf1"] == "the iterator a `yield from` delegates to"
     text = str(info)
     assert f"frame 0: {mod.__name__}:workflow" in text and "order = Order(id=7" in text
     assert json.loads(json.dumps(info.to_dict()))["frames"][1]["locals"]["i"] == "0"

@@ -236,10 +236,6 @@ class _MarkAll(cst.CSTTransformer):
 class _MarkingLowerer(StmtLowerer):
     """A statement lowerer that tags each produced statement with its original line."""
 
-    def __init__(self, line_of) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(line_of)
-        self.line_of = line_of
-
     def lower_stmt(self, node: cst.BaseStatement) -> list[cst.BaseStatement]:
         out = super().lower_stmt(node)
         line = self.line_of(node)
@@ -396,9 +392,12 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
         decorator = decorator.with_changes(trailing_whitespace=target[0].trailing_whitespace)
     lines = {k: emitter.lines[k] for k in states}
     yf = sorted(k for k, is_yf in emitter.yield_from.items() if is_yf)
+    described = {n: lowerer.made[n] for n in sorted(saved) if n in lowerer.made}
+    # what the compiler's own locals hold, for error messages (left out when there are none)
+    extra = f", compiler_locals={described!r}" if described else ""
     declaration = stmt(
         f"{meta} = {RT}.declare(__name__, {qualname!r}, {fingerprint(original)!r}, {states!r}, {lines!r}, "
-        f"{tuple(yf)!r}, {tuple(params)!r})\n")
+        f"{tuple(yf)!r}, {tuple(params)!r}{extra})\n")
     variant = _variant(updated, new_body, meta, cells, frees, klass) if cells else []
     state.plans.append(FunctionPlan(qualname, meta, declaration, variant))
     kept = [d for d in updated.decorators if not (isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET)]

@@ -38,7 +38,7 @@ def is_constant(node: cst.BaseExpression) -> bool:
 class ExprLowerer:
     """Turns an expression into (statements, yield-free expression) with identical evaluation order."""
 
-    def __init__(self, new_temp: Callable[[str], str], line_of: Callable[[cst.CSTNode], int]) -> None:
+    def __init__(self, new_temp: Callable[..., str], line_of: Callable[[cst.CSTNode], int]) -> None:
         self.new_temp = new_temp
         self.line_of = line_of
         self.yield_lines: dict[int, int] = {}
@@ -52,7 +52,7 @@ class ExprLowerer:
         if isinstance(value, cst.From):
             inner_pre, item = self.lower(value.item)
             pre += inner_pre
-            it = self.new_temp("yf")
+            it = self.new_temp("yf", line=self.line_of(node))
             pre.append(assign(it, cst.Call(func=cst.Attribute(value=cst.Name(PREFIX + "rt"), attr=cst.Name("yf_iter")),
                                             args=[cst.Arg(value=item)])))
             ynode: cst.Yield = cst.Yield(value=cst.From(item=cst.Name(it)))
@@ -88,7 +88,7 @@ class ExprLowerer:
         """Evaluate ``node`` now into a temporary (constants need no temporary)."""
         if is_constant(node):
             return node
-        temp = self.new_temp("t")
+        temp = self.new_temp("t", code_of(node))
         pre.append(assign(temp, node))
         return cst.Name(temp)
 
@@ -118,7 +118,7 @@ class ExprLowerer:
 
     # -- node kinds --------------------------------------------------------------------------
     def lower_Yield(self, node: cst.Yield) -> tuple[Stmts, cst.BaseExpression]:
-        temp = self.new_temp("y")
+        temp = self.new_temp("y", line=self.line_of(node))
         return self.yield_stmt(node, temp), cst.Name(temp)
 
     def _value(self, node: cst.Attribute | cst.NamedExpr) -> tuple[Stmts, cst.BaseExpression]:
@@ -138,7 +138,7 @@ class ExprLowerer:
 
     def lower_BooleanOperation(self, node: cst.BooleanOperation) -> tuple[Stmts, cst.BaseExpression]:
         pre, left = self.lower(node.left)
-        temp = self.new_temp("b")
+        temp = self.new_temp("b", code_of(node))
         pre.append(assign(temp, left))
         right_pre, right = self.lower(node.right)
         test: cst.BaseExpression = cst.Name(temp)
@@ -149,7 +149,7 @@ class ExprLowerer:
 
     def lower_IfExp(self, node: cst.IfExp) -> tuple[Stmts, cst.BaseExpression]:
         pre, test = self.lower(node.test)
-        temp = self.new_temp("c")
+        temp = self.new_temp("c", code_of(node))
         body_pre, body = self.lower(node.body)
         else_pre, orelse = self.lower(node.orelse)
         pre.append(if_(test, body_pre + [assign(temp, body)], else_pre + [assign(temp, orelse)]))
@@ -162,7 +162,7 @@ class ExprLowerer:
         # Chained: a < b < c  ==  a < b and b < c, with b evaluated once.
         pre, left = self.lower(node.left)
         left = self.capture(left, pre)
-        result = self.new_temp("c")
+        result = self.new_temp("c", code_of(node))
         return pre + self._chain(left, list(node.comparisons), result), cst.Name(result)
 
     def _chain(self, left: cst.BaseExpression, comparisons: list[cst.ComparisonTarget], result: str) -> Stmts:
@@ -282,7 +282,7 @@ class ExprLowerer:
                 piece = node.with_changes(parts=[part.with_changes(expression=value)], lpar=[], rpar=[])
                 pre += spec_pre
                 if index < last:
-                    temp = self.new_temp("f")
+                    temp = self.new_temp("f", code_of(part.expression))
                     pre.append(assign(temp, piece))
                     new_parts.append(cst.FormattedStringExpression(expression=cst.Name(temp)))
                 else:

@@ -18,6 +18,7 @@ import libcst as cst
 
 from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, releasing, rt, small
 from .lower_expr import ExprLowerer, Stmts, Unsupported
+from .names import describe
 
 # Handlers that let the detach signal through may run while the interpreter shuts down, when module
 # globals (``_dg_rt`` too) are already None: they use these locals, bound when the body starts.
@@ -58,15 +59,23 @@ class StmtLowerer:
 
     def __init__(self, line_of: Callable[[cst.CSTNode], int]) -> None:
         self.counter = 0
+        self.line_of = line_of
         self.exprs = ExprLowerer(self.new_temp, line_of)
         self.try_info: dict[int, TryInfo] = {}
         self.captures: list[_Capture] = []
         self.loop_depth = 0
         self.needs_loop: set[int] = set()
+        self.lines: list[int] = []  # the source lines of the statements being lowered, innermost last
+        self.made: dict[str, str] = {}
+        """What each local the lowering made holds, in the user's terms (``names.describe``)."""
 
-    def new_temp(self, kind: str) -> str:
+    def new_temp(self, kind: str, text: str = "", line: int = 0) -> str:
+        """A new compiler local of ``kind`` for the construct at ``line`` (default: the statement
+        being lowered); ``text`` is the source of the expression it keeps, if any."""
         self.counter += 1
-        return f"{PREFIX}{kind}{self.counter}"
+        name = f"{PREFIX}{kind}{self.counter}"
+        self.made[name] = self.made.get(text) or describe(kind, line or (self.lines[-1] if self.lines else 0), text)
+        return name
 
     # -- blocks ----------------------------------------------------------------------------
     def lower_body(self, stmts: list[cst.BaseStatement]) -> Stmts:
@@ -84,7 +93,11 @@ class StmtLowerer:
         method = getattr(self, "lower_" + type(node).__name__, None)
         if method is None:
             raise Unsupported(node, type(node).__name__)
-        return method(node)
+        self.lines.append(self.line_of(node) or (self.lines[-1] if self.lines else 0))
+        try:
+            return method(node)
+        finally:
+            self.lines.pop()
 
     # -- simple statements -----------------------------------------------------------------
     def lower_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> Stmts:
@@ -411,14 +424,14 @@ class StmtLowerer:
             if group is not None:
                 # What each handler raised joins the group re-raised after all handlers: keep it, so
                 # restoring into a later handler can raise it again from its (skipped) handler.
-                raised = self.new_temp("x")
+                raised = self.new_temp("x", line=self.line_of(h))
                 info.star_raised.append(raised)
                 t = PREFIX + "t"
                 body = [cst.Try(body=block(body), handlers=[cst.ExceptHandler(
                     type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
                     body=block([assign(raised, cst.Name(t)), small(cst.Raise())]))])]
             if has_yield(h.body):
-                exc = self.new_temp("e")
+                exc = self.new_temp("e", line=self.line_of(h))
                 info.handler_excs.append(group or exc)
                 if h.name is not None:
                     user = h.name.name

@@ -12,15 +12,45 @@ from .decoder import Decoder
 from .envelope import corrupt, frame_fields, open_snapshot
 from .kinds import INSTANCE
 
-# What the compiler's own locals are (``_dg_<kind><n>``), for readers of a snapshot.
+# What the compiler's own locals are (``_dg_<kind><n>``), in plain words, for readers of a snapshot
+# (the snapshot does not say which construct: the compiled module's declaration does, see
+# ``FunctionMeta.compiler_locals``, but the inspector imports nothing).
 _INTERNAL = {
-    "it": "for-loop iterator", "yf": "yield from target", "t": "temporary", "y": "sent value",
-    "u": "unpacked value", "v": "value", "we": "with flag", "wm": "with manager", "wx": "with __exit__",
-    "wv": "with value", "wok": "with flag", "fk": "finally: how the try was left", "fx": "finally: exception",
-    "fv": "finally: value", "g": "exception group", "x": "raised exception", "e": "caught exception",
-    "mc": "match case",
+    "it": "the iterator of a `for` loop",
+    "v": "the current item of a `for` loop, before it is assigned",
+    "we": "whether a `while` loop ended by its condition (for its `else`)",
+    "yf": "the iterator a `yield from` delegates to",
+    "y": "the value sent into an earlier yield of the suspended statement",
+    "t": "the value of an expression in the suspended statement, evaluated before its yield",
+    "b": "the value of an `and`/`or` expression in the suspended statement, as far as it is evaluated",
+    "c": "the value of a conditional expression or a chained comparison in the suspended statement",
+    "f": "a formatted value of an f-string in the suspended statement",
+    "u": "a value unpacked for an assignment in the suspended statement",
+    "wm": "the context manager of a `with` statement",
+    "wx": "the `__exit__` method of the context manager of a `with` statement",
+    "wv": "the value `__enter__` returned for a `with` statement",
+    "wok": "whether the body of a `with` statement is running without an exception",
+    "fk": "how a `try` statement was left, for its `finally`",
+    "fx": "the exception a `finally` block is to raise again",
+    "fv": "the value a `finally` block is to return",
+    "g": "the exception group that entered `except*` clauses",
+    "x": "the exception an `except*` handler raised",
+    "e": "the exception an `except` clause caught",
+    "mc": "the case a `match` statement chose",
 }
 _INTERNAL_NAME = re.compile(r"_dg_([a-z]+)\d*")
+_YIELD_FROM = _INTERNAL["yf"]
+
+
+def internal_note(name: str) -> str | None:
+    """What a local the compiler made (``_dg_...``) is, in plain words; None for the user's own names."""
+    if not name.startswith("_dg_"):
+        return None
+    match = _INTERNAL_NAME.fullmatch(name)
+    return _INTERNAL.get(match.group(1), _OTHER) if match else _OTHER
+
+
+_OTHER = "a value the compiler keeps for the suspended statement"
 _RANGE_ITERATOR = type(iter(range(0)))
 
 
@@ -79,7 +109,7 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
     frames = [_frame(decoder, record, envelope[1]) for record in records]
     for depth, frame in enumerate(frames[:-1]):  # the delegation local stands for the next frame
         for name, note in frame.notes.items():
-            if note == "yield from target" and frame.locals[name] == "None":
+            if note == _YIELD_FROM and frame.locals[name] == "None":
                 frame.locals[name] = f"<frame {depth + 1}>"
     return SnapshotInfo(envelope[1], len(raw), status, frames)
 
@@ -95,9 +125,9 @@ def _frame(decoder: Decoder, record: Any, format: int) -> FrameInfo:
     decoded = decoder.decode_all(values)
     for name, value in zip(names, decoded):
         info.locals[str(name)] = render(value)
-        match = _INTERNAL_NAME.fullmatch(str(name))
-        if match and match.group(1) in _INTERNAL:
-            info.notes[str(name)] = _INTERNAL[match.group(1)]
+        note = internal_note(str(name))
+        if note is not None:
+            info.notes[str(name)] = note
     if frees:
         for name, value in zip(frees[0], decoder.decode_all(frees[1])):
             info.locals[str(name)] = render(value)
