@@ -549,3 +549,19 @@ def test_all_generators_skips_async_generators_silently_and_compiles_plain_ones(
 def test_without_all_generators_undecorated_generators_are_left_alone():
     out = compile_source(ALL_GENERATORS_SOURCE, PATH)
     assert out == ALL_GENERATORS_SOURCE
+
+
+@pytest.mark.parametrize("order", ["above", "below"])
+def test_dg007_on_the_fly(tmp_path, monkeypatch, order):
+    """A module that was not compiled: ``@durable`` compiles the function when it runs, and refuses."""
+    decorators = "@types.coroutine\n@durable" if order == "above" else "@durable\n@types.coroutine"
+    source = "import types\nfrom runtime import durable\n\n" + decorators + "\ndef ticks():\n    yield 1\n"
+    path = tmp_path / f"dg007_fly_{order}.py"
+    path.write_text(source, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    from runtime import DurableCompileError
+    with pytest.raises(DurableCompileError) as info:
+        __import__(f"dg007_fly_{order}")
+    line, col = pos_of(source, "@types.coroutine")
+    assert str(info.value).startswith(f"{path}:{line}:{col}: error: DG007 @types.coroutine on @durable function")

@@ -9,12 +9,13 @@ from typing import Any, Callable
 
 from runtime.errors import DurableCompileError
 
-from .diagnostics import CompileError
+from .diagnostics import CompileError, CoroutineDecorator
 from .generate import TARGET, compile_module_mapped
 from .linemap import compile_mapped
 
 _counter = itertools.count(1)
 _DECORATOR = re.compile(r"^\s*@")
+_DOTTED_DECORATOR = re.compile(r"^(\s*)@\s*([A-Za-z_][\w.]*)\s*(?:#.*)?$")
 
 
 def _scope_of(qualname: str) -> tuple[tuple[str, str], ...]:
@@ -26,6 +27,35 @@ def _scope_of(qualname: str) -> tuple[tuple[str, str], ...]:
         kind = "def" if i + 1 < len(parts) and parts[i + 1] == "<locals>" else "class"
         scope.append((kind, part))
     return tuple(scope)
+
+
+_MISSING = object()
+
+
+def _is_coroutine_decorator(dotted: str, namespace: dict[str, Any]) -> bool:
+    """Whether a decorator's dotted name leads, through modules only, to ``types.coroutine`` or
+    ``asyncio.coroutine`` (the decorators already ran: their names are bound)."""
+    head, *rest = dotted.split(".")
+    obj = namespace.get(head, _MISSING)
+    for part in rest:
+        obj = getattr(obj, part, _MISSING) if isinstance(obj, types.ModuleType) else _MISSING
+    if obj is types.coroutine:
+        return True
+    return obj is not _MISSING and getattr(obj, "__module__", None) == "asyncio.coroutines" \
+        and getattr(obj, "__name__", None) == "coroutine"
+
+
+def _refuse_coroutine(fn: types.FunctionType, decorators: list[str], path: str, first: int) -> None:
+    """DG007: ``types.coroutine`` below ``@durable`` (it ran already: the code is flagged) or above it
+    (it would replace the compiled function's code afterwards)."""
+    for index, text in enumerate(decorators):
+        match = _DOTTED_DECORATOR.match(text)
+        if match and _is_coroutine_decorator(match.group(2), fn.__globals__):
+            detail = f"@{match.group(2)} on @durable function {fn.__name__!r}"
+            raise DurableCompileError(CoroutineDecorator(path, first + index, len(match.group(1)) + 1, detail).text())
+    if fn.__code__.co_flags & inspect.CO_ITERABLE_COROUTINE:
+        detail = f"@types.coroutine on @durable function {fn.__name__!r}"
+        raise DurableCompileError(CoroutineDecorator(path, first + len(decorators), 1, detail).text())
 
 
 def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,6 +77,7 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     while body_start < len(lines) and not lines[body_start].lstrip().startswith(("def ", "async def ")):
         body_start += 1
     indent = lines[body_start][: len(lines[body_start]) - len(lines[body_start].lstrip())]
+    _refuse_coroutine(fn, lines[:body_start], path, first)
     frees = fn.__code__.co_freevars
     tag = f"_fly{next(_counter)}_"
     factory = f"{TARGET}{tag}factory"
