@@ -40,26 +40,28 @@ def chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(fn)
     def chaos(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
         current = fn(*args, **kwargs)
-        value: Any = None
+        # ``box`` passes the value sent in, then the value yielded out, so that no local of this frame
+        # keeps either alive longer than a native generator's caller would (a weakref test sees it)
+        box: list[Any] = [None]
         error: BaseException | None = None
         while True:
             try:
                 if error is not None:
                     pending, error = error, None
-                    item = current.throw(pending)
+                    box.append(current.throw(pending))
+                    del pending
                 else:
-                    item = current.send(value)
+                    box.append(current.send(box.pop()))
             except StopIteration as stop:
                 return stop.value
             current = _round_trip(current, closure)
             closing: GeneratorExit | None = None
             try:
-                value = yield item
+                box.append((yield box.pop()))
             except GeneratorExit as exc:
                 closing = exc
             except BaseException as exc:  # forwarded with throw() on the next turn
                 error = exc
-                value = None
             if closing is not None:
                 # As ``yield from`` does: close the inner generator, then re-raise the same
                 # GeneratorExit — outside the handler, so nothing gets chained to it.

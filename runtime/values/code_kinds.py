@@ -42,11 +42,13 @@ def _create_cell(head: Any) -> Any:
 def _fill_cell(cell: Any, head: Any, body: Any) -> None:
     if type(body) is not list or len(body) > 1:
         raise CorruptSnapshotError("malformed closure cell")
-    live = getattr(_local, "live", None)
-    if live is not None and head in live:
-        return
     if body:
         cell.cell_contents = body[0]
+    elif type(head) is int:  # chaos mode's live cell, empty when the snapshot was taken
+        try:
+            del cell.cell_contents
+        except ValueError:
+            pass
 
 
 kinds.add(Kind("cell", _encode_cell, _create_cell, _fill_cell), _CellType)
