@@ -167,6 +167,40 @@ def test_compile_stdout_prints_compiled_code_that_works(work: Path, tmp_path_fac
     check_compiled_module_works(out, "cli_stdout_flows")
 
 
+def test_compile_one_file_without_an_output_option_prints_it(work: Path):
+    """Like a formatter: `durable compile FILE` prints the compiled file when nothing says where it goes;
+    several files need a place, and the message says which options give one."""
+    printed = invoke("compile", "good_flows.py", cwd=work)
+    assert printed.exit_code == 0, printed.output
+    assert printed.stdout == invoke("compile", "good_flows.py", "--stdout", cwd=work).stdout
+    assert "_dg_rt.compiled" in printed.stdout and sorted(p.name for p in work.iterdir()) == ["bad_flows.py",
+                                                                                                 "good_flows.py"]
+    several = invoke("compile", "good_flows.py", "bad_flows.py", cwd=work)
+    assert several.exit_code == 2
+    assert "2 paths: say where the compiled files go with -o OUTDIR or --in-place" in several.stderr
+    package = invoke("compile", ".", cwd=work)
+    assert package.exit_code == 2 and ". is a package: say where the compiled files go" in package.stderr
+    check = invoke("compile", "good_flows.py", "--check", cwd=work)
+    assert check.exit_code == 2 and "--check and --diff compare with the compiled files on disk" in check.stderr
+
+
+def test_check_and_compile_with_no_files_say_so(tmp_path: Path):
+    (tmp_path / "empty").mkdir()
+    checked = invoke("check", "empty", cwd=tmp_path)
+    assert checked.exit_code == 0 and checked.stderr == "no files to check\n", checked.stderr
+    compiled = invoke("compile", "empty", "-o", "out", cwd=tmp_path)
+    assert compiled.exit_code == 0 and compiled.stderr == "no files to compile\n", compiled.stderr
+
+
+def test_every_command_has_a_whole_summary_and_ls_explains_each_status():
+    overview = invoke("--help").stdout
+    commands = overview.split("Commands:")[1].strip().splitlines()
+    assert len(commands) == 10 and not any(line.endswith("...") for line in commands), overview
+    listing = " ".join(invoke("ls", "--help").stdout.split())
+    for status in ("pending (", "sleeping (", "waiting (", "finished (", "failed (", "cancelled"):
+        assert status in listing, listing
+
+
 def test_compile_stdout_subprocess(work: Path):
     proc = durable_cli("compile", "good_flows.py", "--stdout", cwd=work)
     assert proc.returncode == 0, proc.stderr
@@ -254,7 +288,9 @@ def test_compile_in_place_on_a_package(tmp_path: Path):
 
 
 USAGE_CASES = {
-    "no-mode": ["compile", "good_flows.py"],
+    "no-mode-two-files": ["compile", "good_flows.py", "bad_flows.py"],
+    "no-mode-package": ["compile", "."],
+    "no-mode-check": ["compile", "good_flows.py", "--check"],
     "stdout-and-in-place": ["compile", "good_flows.py", "--stdout", "--in-place"],
     "outdir-and-stdout": ["compile", "good_flows.py", "-o", "o", "--stdout"],
     "all-three": ["compile", "good_flows.py", "-o", "o", "--stdout", "--in-place"],
@@ -274,7 +310,7 @@ def test_usage_errors_exit_2(work: Path, args):
     assert not (work / "o").exists()
 
 
-@pytest.mark.parametrize("args", [USAGE_CASES["no-mode"], USAGE_CASES["stdout-and-in-place"],
+@pytest.mark.parametrize("args", [USAGE_CASES["no-mode-two-files"], USAGE_CASES["stdout-and-in-place"],
                                   USAGE_CASES["missing-path"]], ids=["no-mode", "two-modes", "missing-path"])
 def test_usage_errors_exit_2_subprocess(work: Path, args):
     proc = durable_cli(*args, cwd=work)

@@ -98,7 +98,7 @@ def main(ctx: click.Context) -> None:
             sys.exit(EXIT_USAGE)
 
 
-@main.command("compile")
+@main.command("compile", short_help="Compile files and packages ahead of time.")
 @click.argument("paths", nargs=-1)
 @click.option("-o", "--outdir", type=click.Path(file_okay=False), help="Write compiled files under this directory.")
 @click.option("--in-place", is_flag=True, help="Overwrite the source files with their compiled form.")
@@ -115,17 +115,27 @@ def compile_command(paths: tuple[str, ...], outdir: str | None, in_place: bool, 
     """Compile Python files and packages (PATHS, or the modules of [tool.durable]) so their durable
     generators can be snapshotted.
 
-    Each output starts with a header naming the compiler version, the options and the source's
-    SHA-256; outputs whose header matches are up to date and are not compiled again."""
+    Where the output goes: -o OUTDIR, --in-place, --stdout, or output-dir in [tool.durable]; a single
+    FILE with none of these is printed to standard output. Each output starts with a header naming the
+    compiler version, the options and the source's SHA-256; outputs whose header matches are up to date
+    and are not compiled again."""
     config = _config(config_file)
     chosen = sum([outdir is not None, in_place, to_stdout])
     if chosen > 1:
         raise click.UsageError("choose one of -o OUTDIR, --in-place or --stdout")
     if chosen == 0:
-        if config.output_dir is None:
-            raise click.UsageError("choose one of -o OUTDIR, --in-place or --stdout "
-                                   "(or set output-dir in [tool.durable])")
-        outdir = str(config.output_dir)
+        if config.output_dir is not None:
+            outdir = str(config.output_dir)
+        elif check or show_diff:
+            raise click.UsageError("--check and --diff compare with the compiled files on disk: say where they are "
+                                   "with -o OUTDIR or --in-place (or set output-dir in [tool.durable])")
+        elif len(paths) == 1 and not Path(paths[0]).is_dir():
+            to_stdout = True  # one file, nowhere to write it: print it, as formatters do
+        else:
+            what = (f"{paths[0]} is a package" if len(paths) == 1 else f"{len(paths)} paths" if paths
+                    else "the modules of [tool.durable]")
+            raise click.UsageError(f"{what}: say where the compiled files go with -o OUTDIR or --in-place (or "
+                                   "set output-dir in [tool.durable]); --stdout prints them one after another")
     if to_stdout and (check or show_diff):
         raise click.UsageError("--check and --diff compare with files on disk: use them with -o or --in-place")
     mode = batch.Mode.STDOUT if to_stdout else batch.Mode.IN_PLACE if in_place else batch.Mode.OUTDIR
@@ -145,7 +155,9 @@ def compile_command(paths: tuple[str, ...], outdir: str | None, in_place: bool, 
         elif not check:
             batch.write(result)
     current = len(results) - len(changed) - len(failed)
-    if check or show_diff:
+    if not results and not internal:
+        click.echo("no files to compile", err=True)
+    elif check or show_diff:
         verb = "would compile"
         for result in changed:
             click.echo(f"{verb} {result.source.path} -> {result.target}", err=True)
@@ -160,14 +172,15 @@ def compile_command(paths: tuple[str, ...], outdir: str | None, in_place: bool, 
     sys.exit(EXIT_WORK if check and changed else EXIT_OK)
 
 
-@main.command("check")
+@main.command("check", short_help="Report problems in the code without writing anything.")
 @click.argument("paths", nargs=-1)
 @click.option("--all-generators", is_flag=True, default=None,
               help="Check every generator function, not only @durable ones.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, exists=True),
               help="The pyproject.toml to read [tool.durable] from (default: the nearest one).")
 def check_command(paths: tuple[str, ...], all_generators: bool | None, config_file: str | None) -> None:
-    """Report problems in PATHS (or the modules of [tool.durable]) without writing anything."""
+    """Report problems in PATHS (or the modules of [tool.durable]) without writing anything: each as
+    path:line:col: error: CODE message, then a summary. Exit 3 when there are problems."""
     config = _config(config_file)
     generators = config.all_generators if all_generators is None else all_generators
     sources = _sources(paths, config)
@@ -178,14 +191,17 @@ def check_command(paths: tuple[str, ...], all_generators: bool | None, config_fi
     problems = sum(len(ERROR_LINE.findall(r.text)) for r in failed)
     for result in failed:
         click.echo(result.text, err=True)
-    click.echo(f"checked {_plural(len(results), 'file')}: {_plural(problems, 'problem')} in "
-               f"{_plural(len(failed), 'file')}", err=True)
+    if not results and not internal:
+        click.echo("no files to check", err=True)
+    else:
+        click.echo(f"checked {_plural(len(results), 'file')}: {_plural(problems, 'problem')} in "
+                   f"{_plural(len(failed), 'file')}", err=True)
     if internal:
         sys.exit(EXIT_INTERNAL)
     sys.exit(EXIT_USER_CODE if failed else EXIT_OK)
 
 
-@main.command("inspect")
+@main.command("inspect", short_help="Describe a snapshot file without running it.")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--json", "as_json", is_flag=True, help="Print the description as JSON.")
 def inspect_command(file: str, as_json: bool) -> None:
@@ -215,7 +231,7 @@ from . import cli_programs  # noqa: E402,F401  (registers run, worker, ls, show,
 
 def run() -> None:  # pragma: no cover - exercised through the console script
     try:
-        main(standalone_mode=True)
+        main(prog_name="durable", standalone_mode=True)
     except Exception as exc:  # an internal error: never a bare traceback for the user
         click.echo(f"durable: internal error: {type(exc).__name__}: {exc}\n"
                    "please report this with the file that triggered it", err=True)
