@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -55,7 +56,7 @@ FLOWS = textwrap.dedent('''
     @durable
     def broken():
         yield checkpoint()
-        raise RuntimeError("broken on purpose")
+        raise RuntimeError("broken on purpose\\nhint: it always is")
 
 
     @durable
@@ -75,6 +76,8 @@ FLOWS = textwrap.dedent('''
 @pytest.fixture
 def work(tmp_path: Path) -> Path:
     (tmp_path / "flows.py").write_text(FLOWS, encoding="utf-8")
+    (tmp_path / "miscompiled.py").write_text("from runtime import durable\n\n\n@durable\ndef g():\n    _dg_x = 1\n"
+                                             "    yield _dg_x\n", encoding="utf-8")
     return tmp_path
 
 
@@ -136,7 +139,7 @@ def test_run_detach_prints_only_the_id_and_a_worker_runs_it(work: Path):
     assert durable("result", execution_id, cwd=work).returncode == 4  # not run yet
     returncode, err = work_until_finished(work, execution_id)
     assert returncode == 0, err
-    assert "stopped after" in err and "Traceback" not in err
+    assert re.search(r"stopped after advancing executions (1 time|\d+ times)$", err.strip()) and "Traceback" not in err
     result = durable("result", execution_id, cwd=work)
     assert result.returncode == 0 and json.loads(result.stdout) == ["BO"]
 
@@ -149,11 +152,12 @@ def test_run_detach_prints_only_the_id_and_a_worker_runs_it(work: Path):
     (["flows:greet", '["a", 1, 2]'], "do not fit"),
     (["flows:greet", "not json"], "ARGS_JSON is not valid JSON"),
     (["flows:greet", '{"name": "a"}'], "must be a JSON list"),
+    (["miscompiled:g"], "miscompiled.py:6:5: error: DG002"),  # Runner.start's ProgramError: a usage error
 ])
 def test_run_bad_input_exits_2_and_changes_nothing(work: Path, args, message):
     proc = durable("run", *args, cwd=work)
     assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert message in proc.stderr
+    assert message in proc.stderr and "internal error" not in proc.stderr
     no_traceback(proc)
     assert rows(work) == []
 
@@ -165,21 +169,45 @@ def test_run_a_program_that_waits_exits_4_then_signal_and_result(work: Path):
     [(execution_id, status, _)] = rows(work)
     assert status == "waiting"
     result = durable("result", execution_id, cwd=work)
-    assert result.returncode == 4 and "waiting" in result.stderr
+    assert result.returncode == 4 and f"execution {execution_id} is waiting for signal 'approve' until" in result.stderr
+    typo = durable("signal", execution_id, "aprove", cwd=work)  # queued (it may wait for it later), with a warning
+    assert typo.returncode == 0 and (f"warning: execution {execution_id} is waiting for signal 'approve'; 'aprove' "
+                                     "is queued until the program waits for it") in typo.stderr, typo.stderr
     sent = durable("signal", execution_id, "approve", '{"ok": true}', cwd=work)
-    assert sent.returncode == 0, sent.stderr
+    assert sent.returncode == 0 and "warning" not in sent.stderr, sent.stderr
     work_until_finished(work, execution_id)  # the signal makes it due: a worker continues it
     result = durable("result", execution_id, cwd=work)
     assert result.returncode == 0 and json.loads(result.stdout) == {"user": "ada", "decision": {"ok": True}}
 
 
-def test_failed_program_exits_5(work: Path):
+def test_failed_program_exits_5_and_result_prints_the_exception_and_on_request_the_traceback(work: Path):
     proc = durable("run", "flows:broken", cwd=work)
     assert proc.returncode == 5
-    assert "RuntimeError: broken on purpose" in proc.stderr
     [(execution_id, status, _)] = rows(work)
+    summary = f"execution {execution_id} failed: RuntimeError: broken on purpose\n  hint: it always is\n"
+    assert summary in proc.stderr, proc.stderr  # the exception, not its last line alone
     result = durable("result", execution_id, cwd=work)
-    assert result.returncode == 5 and "broken on purpose" in result.stderr
+    assert result.returncode == 5 and result.stdout == ""
+    assert result.stderr == summary + f"(the traceback: durable result {execution_id} --traceback)\n"
+    full = durable("result", execution_id, "--traceback", cwd=work)
+    assert full.returncode == 5 and full.stderr.startswith(summary + "Traceback (most recent call last):\n")
+    assert 'raise RuntimeError("broken on purpose\\nhint: it always is")' in full.stderr, full.stderr
+
+
+def test_run_takes_the_path_of_a_file_and_keyword_arguments_and_ls_show_display_them(work: Path):
+    (work / "pkg").mkdir()
+    (work / "pkg" / "__init__.py").write_text("", encoding="utf-8")
+    (work / "pkg" / "flows.py").write_text(FLOWS, encoding="utf-8")
+    proc = durable("run", "pkg/flows.py:greet", '{"args": ["ada"], "kwargs": {"times": 2}}', cwd=work)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == ["ADA", "ADA"], proc.stderr
+    [(execution_id, _, _)] = rows(work)
+    shown = durable("show", execution_id, cwd=work)
+    assert shown.stdout.startswith(f'execution {execution_id}: pkg.flows:greet("ada", times=2)\n'), shown.stdout
+    [listed] = json.loads(durable("ls", "--json", cwd=work).stdout)
+    assert (listed["function"], listed["args"], listed["kwargs"]) == ("pkg.flows:greet", ["ada"], {"times": 2})
+    outside = durable("run", "../flows.py:greet", '["bo"]', cwd=work / "pkg")
+    assert outside.returncode == 2 and "'../flows.py' is outside the current directory" in outside.stderr
+    assert "use the dotted module name" in outside.stderr and not (work / "pkg" / ".durable").exists()
 
 
 # ============================================================================ ls, show
@@ -244,9 +272,11 @@ def test_cancel_runs_finally_blocks_and_records_cancelled(work: Path):
     assert status == "waiting"
     proc = durable("cancel", execution_id, cwd=work)
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == f"[{execution_id}] cancelled\nexecution {execution_id} was cancelled\n"
     assert (work / "finally.txt").read_text() == "closed"
     assert rows(work)[0][1] == "cancelled"
-    assert durable("result", execution_id, cwd=work).returncode == 5
+    result = durable("result", execution_id, cwd=work)
+    assert result.returncode == 5 and result.stderr == f"execution {execution_id} was cancelled\n"
     again = durable("cancel", execution_id, cwd=work)
     assert again.returncode == 2 and "cancelled" in again.stderr
 

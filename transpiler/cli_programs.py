@@ -24,6 +24,8 @@ or was cancelled."""
 STORE_HELP = "Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db (default: $DURABLE_STORE, " \
              "else sqlite:///.durable/durable.db)."
 NAME_HINT = "use the dotted module name (like python -m), run from the project's directory"
+ARGS_HELP = ("a JSON list of positional arguments ('[\"ada@example.com\", 3]'), or an object with both kinds "
+             "('{\"args\": [\"ada@example.com\"], \"kwargs\": {\"nudge_after\": 3}}')")
 MAX_DIGITS = 1_000_000
 """Integers longer than this are shown as "<int with N digits>" instead of their digits."""
 
@@ -103,19 +105,73 @@ def _json_argument(text: str, what: str) -> Any:
     return value
 
 
-def _check_function(ref: str) -> None:
-    """MODULE:FUNCTION, both dotted identifiers (exit 2 otherwise, before anything is imported)."""
+def _check_function(ref: str) -> str:
+    """MODULE:FUNCTION, both dotted identifiers (exit 2 otherwise, before anything is imported); a path
+    to a .py file under the current directory is turned into its dotted module name. Returns the name."""
     module, colon, qualname = ref.partition(":")
     if not colon or not module or not qualname:
         _fail(f"{ref!r}: name a function as MODULE:FUNCTION (for example flows:onboarding); {NAME_HINT}")
-    if module.endswith(".py") and os.path.isfile(module[:-3].replace(".", os.sep) + ".py"):
-        _fail(f"{module!r} is not a module name: leave out the .py; {NAME_HINT}")
+    if module.endswith(".py") and (os.path.isfile(module) or "/" in module or os.sep in module):
+        module = _module_of_path(module)
     if not all(part.isidentifier() for part in module.split(".")):
         _fail(f"{module!r} is not a module name: {NAME_HINT} (for example pkg.flows:onboarding for "
               "pkg/flows.py)")
     if not all(part.isidentifier() for part in qualname.split(".")):
         _fail(f"{qualname!r} is not a function name: name a function as MODULE:FUNCTION (for example "
               f"flows:onboarding); {NAME_HINT}")
+    return f"{module}:{qualname}"
+
+
+def _module_of_path(path: str) -> str:
+    """The dotted name of the module in ``path`` (a .py file under the current directory, as python -m
+    would import it from here: ``pkg/flows.py`` is ``pkg.flows``); exit 2 for a file elsewhere."""
+    here = os.path.realpath(os.getcwd())
+    where = os.path.realpath(path)
+    if not os.path.isfile(where):
+        _fail(f"{path!r}: no such file ({NAME_HINT}, or the path of a .py file under it)")
+    relative = os.path.relpath(where, here)
+    if relative.startswith(os.pardir + os.sep) or os.path.isabs(relative):
+        _fail(f"{path!r} is outside the current directory, so it cannot be imported by name from here: "
+              f"{NAME_HINT} (cd to the directory that holds the top package)")
+    parts = relative[:-3].split(os.sep)
+    if parts[-1] == "__init__":
+        parts.pop()
+    if not parts or not all(part.isidentifier() for part in parts):
+        _fail(f"{path!r} is not a module python -m can import from here (its name is not a dotted name); "
+              f"{NAME_HINT}")
+    return ".".join(parts)
+
+
+def _call_parts(stored: Any) -> tuple[list[Any] | None, dict[str, Any] | None]:
+    """The positional and keyword arguments of a stored execution (None, None when the cell is damaged)."""
+    from runtime.store.base import call_of
+
+    try:
+        args, kwargs = call_of(stored)
+        return args, {str(k): v for k, v in kwargs.items()}
+    except Exception:  # a damaged or hand-edited cell: shown as unknown
+        return None, None
+
+
+def _call_text(stored: Any) -> str:
+    """``"ada", times=2``: an execution's arguments as output shows them; ``?`` when unreadable."""
+    args, kwargs = _call_parts(stored)
+    if args is None or kwargs is None:
+        return "?"
+    return ", ".join([*(_json(a) for a in args), *(f"{k}={_json(v)}" for k, v in kwargs.items())])
+
+
+def _arguments(text: str) -> tuple[list[Any], dict[str, Any]]:
+    """ARGS_JSON: a JSON list of positional arguments, or an object {"args": [...], "kwargs": {...}}
+    (either key may be left out); exit 2 for anything else."""
+    value = _json_argument(text, "ARGS_JSON")
+    if isinstance(value, list):
+        return value, {}
+    if isinstance(value, dict) and value and set(value) <= {"args", "kwargs"}:
+        args, kwargs = value.get("args", []), value.get("kwargs", {})
+        if isinstance(args, list) and isinstance(kwargs, dict):
+            return args, kwargs
+    _fail(f"ARGS_JSON must be {ARGS_HELP}")
 
 
 def _get(store: Any, execution_id: str) -> Any:
@@ -128,7 +184,10 @@ def _get(store: Any, execution_id: str) -> Any:
 
 
 def _print_event(execution_id: str, kind: str, text: str) -> None:
-    click.echo(f"[{execution_id}] {kind}: {text}", err=True)
+    if text.startswith(kind) and text[len(kind):len(kind) + 1] in ("", " ", ";", ","):  # "cancelled: cancelled"
+        click.echo(f"[{execution_id}] {text}", err=True)
+    else:
+        click.echo(f"[{execution_id}] {kind}: {text}", err=True)
 
 
 def _when(t: float | None) -> str:
@@ -152,7 +211,7 @@ def _detail(ex: Any) -> str:
         detail = f"signal {ex.waiting_for!r}" + (f" until {_when(ex.wake_at)}" if ex.wake_at is not None else "")
     elif ex.status == SLEEPING:
         detail = f"until {_when(ex.wake_at)}"
-    elif ex.cancel_requested:
+    elif ex.cancel_requested and ex.status not in ("finished", "failed", "cancelled"):
         detail = "cancel requested"
     if ex.damage:
         detail += ("; " if detail else "") + f"damaged: {ex.damage}"
@@ -308,39 +367,49 @@ def _result(ex: Any) -> Any:
         raise _Unreadable(f"the result of execution {ex.id} cannot be decoded: {type(exc).__name__}: {exc}") from None
 
 
-@main.command("run")
+@main.command("run", short_help="Start a durable program and run it until it finishes or waits.")
 @click.argument("function")
 @click.argument("args_json", required=False, default="[]")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--detach", is_flag=True, help="Only record the execution; print its id alone on stdout.")
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="If the program fails, also print its traceback.")
 @_store_errors
-def run_command(function: str, args_json: str, store_url: str | None, detach: bool) -> None:
-    """Start MODULE:FUNCTION with ARGS_JSON (a JSON list of positional arguments) and run it until it
-    finishes or waits; with --detach a worker runs it. Modules are found from the current directory,
-    as with python -m."""
+def run_command(function: str, args_json: str, store_url: str | None, detach: bool, show_traceback: bool) -> None:
+    """Start FUNCTION with the arguments in ARGS_JSON and run it in this process until it finishes,
+    sleeps or waits (a worker continues it); with --detach only record it.
+
+    FUNCTION is MODULE:FUNCTION with a dotted module name found from the current directory, as with
+    python -m (pkg.flows:onboarding), or the path of a .py file under the current directory
+    (pkg/flows.py:onboarding). ARGS_JSON is a JSON list of positional arguments ('["ada", 3]'), or an
+    object with both kinds ('{"args": ["ada"], "kwargs": {"nudge_after": 3}}').
+
+    Exit 0 finished (the result is printed as JSON), 4 not finished yet, 5 failed or cancelled."""
     from runtime.runner import ProgramError, Runner
 
-    _check_function(function)
-    args = _json_argument(args_json, "ARGS_JSON")
-    if not isinstance(args, list):
-        _fail("ARGS_JSON must be a JSON list of positional arguments, e.g. '[\"ada@example.com\", 3]'")
+    function = _check_function(function)
+    args, kwargs = _arguments(args_json)
     store = _open(store_url, create=True)
     runner = Runner(store, on_event=None if detach else _print_event)
     try:
-        execution = runner.start(function, args)
+        execution = runner.start(function, args, kwargs)
     except ProgramError as exc:
         _fail(str(exc))
     if detach:
         click.echo(execution.id)
         return
     final = runner.claim_and_advance(execution.id) or store.get(execution.id)
-    _report_final(final)
+    _report_final(final, show_traceback)
     sys.exit(_exit_for(final.status))
 
 
-def _report_final(ex: Any) -> None:
-    """The outcome of ``run``/``result``: the result as JSON on stdout, else a line on stderr; exits 2
-    when the execution cannot be read (a damaged row)."""
+TRACEBACK_HEADER = "Traceback (most recent call last):"
+
+
+def _report_final(ex: Any, show_traceback: bool = False) -> None:
+    """The outcome of ``run``/``result``: the result as JSON on stdout, else a summary on stderr (a
+    failure's exception; its stored traceback after it with ``show_traceback``); exits 2 when the
+    execution cannot be read (a damaged row)."""
     if ex.damage:
         click.echo(f"execution {ex.id} is damaged: {ex.damage}", err=True)
     if ex.status is None:
@@ -350,19 +419,50 @@ def _report_final(ex: Any) -> None:
             click.echo(_json(_result(ex)))
         except _Unreadable as exc:
             _fail(str(exc))
-    elif ex.status in ("failed", "cancelled"):
-        click.echo(f"execution {ex.id} {ex.status}: {_last_line(ex.error)}", err=True)
-    else:
-        click.echo(f"execution {ex.id} is {ex.status} ({_detail(ex) or 'runnable'}); `durable worker` continues it",
+    elif ex.status == "failed":
+        error = (ex.error or "").strip()
+        exception = _exception_of(error)
+        click.echo(f"execution {ex.id} failed" + (": " + exception.replace("\n", "\n  ") if exception else ""),
                    err=True)
+        if TRACEBACK_HEADER in error:
+            click.echo(error if show_traceback else f"(the traceback: durable result {ex.id} --traceback)", err=True)
+    elif ex.status == "cancelled":
+        click.echo(_cancelled(ex), err=True)
+    else:
+        click.echo(f"execution {ex.id} is {_state(ex)}; `durable worker` continues it", err=True)
 
 
-def _last_line(text: str | None) -> str:
-    lines = (text or "").strip().splitlines()
-    return lines[-1] if lines else ""
+def _exception_of(error: str) -> str:
+    """The exception a failure's stored text names (type, message, notes), without the traceback in
+    front of it; the whole text when it holds no traceback (a reason written by the runner)."""
+    lines = error.splitlines()
+    starts = [n for n, line in enumerate(lines) if line.startswith(TRACEBACK_HEADER)]
+    if not starts:
+        return error
+    for n in range(starts[-1] + 1, len(lines)):  # frames are indented; the exception is not
+        if lines[n] and not lines[n][0].isspace():
+            return "\n".join(lines[n:])
+    return lines[-1].strip()
 
 
-@main.command("worker")
+def _cancelled(ex: Any) -> str:
+    """``execution X was cancelled``, with the reason when the record has one beyond the word."""
+    note = (ex.error or "").strip()
+    reason = note[len("cancelled"):] if note.startswith("cancelled") else f": {note}" if note else ""
+    return f"execution {ex.id} was cancelled{reason}"
+
+
+def _state(ex: Any) -> str:
+    """What a running execution is doing, as a phrase: ``waiting for signal 'approval' until ...``."""
+    from runtime.store import WAITING
+
+    if ex.status == WAITING:
+        return f"waiting for {_detail(ex)}"
+    detail = _detail(ex)
+    return f"{ex.status} ({detail})" if ex.status == "pending" and detail else f"{ex.status} {detail}".rstrip()
+
+
+@main.command("worker", short_help="Run due executions until stopped.")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Executions advanced at the same time (threads).")
@@ -388,22 +488,30 @@ def worker_command(store_url: str | None, concurrency: int, lease: float, poll: 
     signals.signal(signals.SIGINT, stop)
     click.echo(f"durable worker {worker.name}: {store.url}, concurrency {concurrency}", err=True)
     worker.run()
-    click.echo(f"durable worker {worker.name}: stopped after {worker.advanced} transitions", err=True)
+    click.echo(f"durable worker {worker.name}: stopped after advancing executions "
+               f"{worker.advanced} time{'' if worker.advanced == 1 else 's'}", err=True)
 
 
-@main.command("ls")
-@click.option("--status", type=click.Choice(["pending", "sleeping", "waiting", "finished", "failed", "cancelled"]))
+STATUS_HELP = ("Only executions in this status: pending (not started yet, or due to run: a worker takes it), "
+               "sleeping (until a timer), waiting (for a signal), finished (has a result), failed (raised, "
+               "or could not continue), cancelled.")
+
+
+@main.command("ls", short_help="List executions, oldest first.")
+@click.option("--status", type=click.Choice(["pending", "sleeping", "waiting", "finished", "failed", "cancelled"]),
+              help=STATUS_HELP)
 @click.option("--store", "store_url", help=STORE_HELP)
-@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list (with each execution's args and kwargs).")
 @_store_errors
 def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None:
-    """List executions, oldest first."""
+    """List executions, oldest first: id, status, last update, function and what it waits for."""
     store = _open(store_url, readonly=True)
     rows = store.list(status=status)
     if as_json:
-        click.echo(_json([{"id": e.id, "function": e.function, "status": e.status, "args": e.args,
-                           "created_at": e.created_at, "updated_at": e.updated_at, "wake_at": e.wake_at,
-                           "waiting_for": e.waiting_for, "progress": e.progress, "damage": e.damage}
+        click.echo(_json([{"id": e.id, "function": e.function, "status": e.status, "args": _call_parts(e.args)[0],
+                           "kwargs": _call_parts(e.args)[1], "created_at": e.created_at,
+                           "updated_at": e.updated_at, "wake_at": e.wake_at, "waiting_for": e.waiting_for,
+                           "progress": e.progress, "damage": e.damage}
                           for e in rows], indent=2))
         return
     click.echo(f"{'ID':14} {'STATUS':10} {'UPDATED':24} {'FUNCTION':32} DETAIL")
@@ -433,8 +541,10 @@ def _source_line(function: str | None, line: int | None) -> str | None:
 
 
 def _describe(store: Any, ex: Any) -> dict[str, Any]:
+    args, kwargs = _call_parts(ex.args)
     info: dict[str, Any] = {
-        "id": ex.id, "function": ex.function, "args": ex.args, "status": ex.status, "version": ex.version,
+        "id": ex.id, "function": ex.function, "args": args, "kwargs": kwargs, "status": ex.status,
+        "version": ex.version,
         "created_at": ex.created_at, "updated_at": ex.updated_at, "request": ex.request, "wake_at": ex.wake_at,
         "waiting_for": ex.waiting_for, "progress": ex.progress, "cancel_requested": ex.cancel_requested,
         "error": ex.error, "damage": ex.damage, "suspended_at": None,
@@ -462,7 +572,7 @@ def _describe(store: Any, ex: Any) -> dict[str, Any]:
     return info
 
 
-@main.command("show")
+@main.command("show", short_help="Show an execution: status, where it is suspended, steps, signals.")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
@@ -476,8 +586,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     if as_json:
         click.echo(_json(info, indent=2))
         return
-    args = ", ".join(_json(a) for a in info["args"]) if isinstance(info["args"], list) else "?"
-    click.echo(f"execution {info['id']}: {info['function'] or '?'}({args})")
+    click.echo(f"execution {info['id']}: {info['function'] or '?'}({_call_text(ex.args)})")
     detail = _detail(ex) if not ex.damage else _detail(ex).rpartition("damaged: ")[0].rstrip("; ")
     click.echo(f"  status    {info['status'] or '?'}" + (f" ({detail})" if detail else ""))
     if ex.damage:
@@ -508,15 +617,16 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
                    + (f"  damaged: {s['damage']}" if s["damage"] else ""))
 
 
-@main.command("signal")
+@main.command("signal", short_help="Send a signal (a JSON payload) to an execution.")
 @click.argument("execution_id")
 @click.argument("name")
 @click.argument("payload_json", required=False, default="null")
 @click.option("--store", "store_url", help=STORE_HELP)
 @_store_errors
 def signal_command(execution_id: str, name: str, payload_json: str, store_url: str | None) -> None:
-    """Send signal NAME with a JSON payload to an execution (queued until the program waits for it)."""
-    from runtime.store import InvalidStateError, NotFoundError
+    """Send signal NAME with a JSON payload (default null) to an execution: queued until the program
+    waits for NAME, which then gets the payload. Warns when the execution is waiting for another name."""
+    from runtime.store import WAITING, InvalidStateError, NotFoundError
 
     payload = _json_argument(payload_json, "the payload")
     store = _open(store_url)
@@ -527,6 +637,10 @@ def signal_command(execution_id: str, name: str, payload_json: str, store_url: s
     except InvalidStateError as exc:
         _fail(str(exc))
     click.echo(f"signal {name!r} sent to {execution_id}", err=True)
+    ex = store.get(execution_id)
+    if ex.status == WAITING and ex.waiting_for is not None and ex.waiting_for != name:
+        click.echo(f"warning: execution {execution_id} is waiting for signal {ex.waiting_for!r}; {name!r} is "
+                   "queued until the program waits for it", err=True)
 
 
 def _now() -> float:
@@ -566,7 +680,7 @@ def _cancel_damaged(store: Any, ex: Any) -> None:
     click.echo(f"execution {ex.id} cancelled (it is damaged: its finally blocks did not run)", err=True)
 
 
-@main.command("cancel")
+@main.command("cancel", short_help="Cancel an execution (its finally blocks run).")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--force", is_flag=True, help="Cancel even if the program's code changed and its finally blocks "
@@ -601,22 +715,29 @@ def cancel_command(execution_id: str, store_url: str | None, force: bool) -> Non
     final = Runner(store, on_event=_print_event).claim_and_advance(execution_id)
     if final is None:
         click.echo(f"cancellation of {execution_id} requested; the worker running it will close it", err=True)
+    elif final.status == "cancelled":
+        click.echo(_cancelled(final), err=True)
     else:
         click.echo(f"execution {execution_id} {final.status}", err=True)
 
 
-@main.command("result")
+@main.command("result", short_help="Print an execution's result as JSON, or why there is none.")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--traceback", "show_traceback", is_flag=True,
+              help="For a failed execution, also print the stored traceback.")
 @_store_errors
-def result_command(execution_id: str, store_url: str | None) -> None:
-    """Print the result as JSON. Exit 0 when finished, 4 while still running, 5 if failed or cancelled."""
+def result_command(execution_id: str, store_url: str | None, show_traceback: bool) -> None:
+    """Print the result as JSON on standard output. A failed execution prints its exception on standard
+    error (with --traceback, the stored traceback after it); a cancelled one, the reason.
+
+    Exit 0 when finished, 4 while still running, 5 if failed or cancelled."""
     store = _open(store_url, readonly=True)
     ex = _get(store, execution_id)
     if ex.status not in (None, "finished", "failed", "cancelled"):
         if ex.damage:
             click.echo(f"execution {ex.id} is damaged: {ex.damage}", err=True)
-        click.echo(f"execution {ex.id} is {ex.status} {_detail(ex)}".rstrip(), err=True)
+        click.echo(f"execution {ex.id} is {_state(ex)}", err=True)
     else:
-        _report_final(ex)
+        _report_final(ex, show_traceback)
     sys.exit(_exit_for(ex.status))
