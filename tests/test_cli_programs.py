@@ -186,6 +186,7 @@ def test_failed_program_exits_5_and_result_prints_the_exception_and_on_request_t
     [(execution_id, status, _)] = rows(work)
     summary = f"execution {execution_id} failed: RuntimeError: broken on purpose\n  hint: it always is\n"
     assert summary in proc.stderr, proc.stderr  # the exception, not its last line alone
+    assert f"[{execution_id}] failed: RuntimeError: broken on purpose\n  hint: it always is\n" in proc.stderr
     result = durable("result", execution_id, cwd=work)
     assert result.returncode == 5 and result.stdout == ""
     assert result.stderr == summary + f"(the traceback: durable result {execution_id} --traceback)\n"

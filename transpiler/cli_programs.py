@@ -184,6 +184,7 @@ def _get(store: Any, execution_id: str) -> Any:
 
 
 def _print_event(execution_id: str, kind: str, text: str) -> None:
+    text = text.replace("\n", "\n  ")  # a message of several lines stays one indented block
     if text.startswith(kind) and text[len(kind):len(kind) + 1] in ("", " ", ";", ","):  # "cancelled: cancelled"
         click.echo(f"[{execution_id}] {text}", err=True)
     else:
