@@ -26,6 +26,7 @@ class FunctionMeta:
     placeholders: tuple[tuple[None, ...], dict[str, None]] | None = None  # restore call arguments
     variant: types.CodeType | None = None  # the cellular variant (runtime.closures), restores use it
     exception_slots: frozenset[str] | None = None  # locals that keep exceptions (runtime._support)
+    globals_plan: Any = None  # the module globals its code reads, carried by reference (runtime.snapshot)
     compiler_locals: dict[str, str] = field(default_factory=dict)
     """What each local the compiler made holds, in the user's terms ("the iterator of the `for` loop at
     line 12"), for error messages; empty for code compiled before the compiler emitted it."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import inspect
 import operator
+import sys
+import threading
 import types
 from typing import Any, Callable
 
@@ -114,11 +116,13 @@ def snapshot(gen: Any) -> bytes:
     finally:
         encoder.reset()
         _TOOLS.append(tools)
+        _local.encoder = None
     key = values.settings.current.key
     return data if key is None else values.sign(data, key)
 
 
 def _envelope(gen: types.GeneratorType, encoder: Encoder) -> list[Any]:
+    _local.encoder = encoder  # for the frames of generators held in values (their records are values)
     envelope: list[Any] = [MAGIC, FORMAT]
     current: types.GeneratorType | None = gen
     while current is not None:
@@ -128,6 +132,7 @@ def _envelope(gen: types.GeneratorType, encoder: Encoder) -> list[Any]:
 
 
 _TOOLS: list[tuple[Encoder, msgpack.Packer]] = []
+_local = threading.local()  # .encoder: the encoder of the snapshot being taken in this thread
 """Idle (optimistic encoder, packer) pairs, reused from one snapshot to the next."""
 _BY_CODE = registry.BY_CODE
 _GeneratorType = types.GeneratorType
@@ -197,6 +202,11 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     meta = _BY_CODE[id(code)]
     if encoder is not None:
         encoder.reserve(gen)  # a closure cell of this frame may hold the generator itself
+    target = encoder or getattr(_local, "encoder", None)
+    if target is not None:
+        globals_read = _globals_of(meta)
+        if globals_read:
+            target.by_reference(globals_read)
     frame_locals = gen.gi_frame.f_locals
     state = frame_locals.get("_dg_s", 0)  # unbound until the body first suspends
     plan = meta.plans.get(state) or _plan(meta, state, code)
@@ -231,6 +241,42 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     if encoder is not None:
         encoder.release(gen)
     return [meta.ident, meta.fingerprint, state, plan.line, names, live, frees], sub
+
+
+def _globals_of(meta: FunctionMeta) -> dict[int, tuple[str, str]]:
+    """The module-level data objects the function's code reads by name (``REGISTRY``, ``config.CLIENT``
+    when ``config`` is an allowed module): a local holding one is written as a reference to it."""
+    namespace = getattr(sys.modules.get(meta.module), "__dict__", None)
+    if type(namespace) is not dict:
+        return {}
+    plan = meta.globals_plan
+    if plan is None or plan[0] != len(namespace):
+        plan = meta.globals_plan = _plan_globals(meta, namespace)
+    found: dict[int, tuple[str, str]] = {}
+    for module_name, holder, name in plan[1]:
+        value = holder.get(name, _UNBOUND)
+        if value is not _UNBOUND and type(value) not in _BY_VALUE and not isinstance(value, values.CODE_TYPES):
+            found.setdefault(id(value), (module_name, name))
+    return found
+
+
+def _plan_globals(meta: FunctionMeta, namespace: dict[str, Any]) -> tuple[int, tuple[tuple[str, Any, str], ...]]:
+    """(size of the module's namespace, the (module, its namespace, name) places the code reads)."""
+    names: set[str] = set()
+    todo = [registry.code_for(meta)]
+    while todo:
+        code = todo.pop()
+        names.update(code.co_names)
+        todo.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
+    places = [(meta.module, namespace, n) for n in sorted(names) if n in namespace]
+    for name in sorted(names):
+        module = namespace.get(name)
+        if isinstance(module, types.ModuleType) and values.module_allowed(module.__name__):
+            places += [(module.__name__, module.__dict__, n) for n in sorted(names) if n in module.__dict__]
+    return len(namespace), tuple(places)
+
+
+_BY_VALUE = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
 def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str], str]:

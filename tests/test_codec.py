@@ -80,6 +80,9 @@ class EncHooks:
             return "box", obj.value, NO_BODY
         return None
 
+    def find_global(self, obj: object) -> None:
+        return None
+
 
 class DecHooks:
     def resolve_class(self, ref: str) -> type:

@@ -65,7 +65,8 @@ class Opaque(Exception):
 
 
 def fails_with_an_uncarriable_exception():
-    raise Opaque(lambda: None)
+    import threading
+    raise Opaque(threading.Lock())  # a lock cannot be carried
 
 
 @durable

@@ -68,6 +68,9 @@ class _NoHooks:
     def custom(self, obj):
         return None
 
+    def find_global(self, obj):
+        return None
+
     def plain_instances(self, cls):
         return False
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from . import code_kinds, objects  # noqa: F401  (register the kinds of user code; standard ones load on first use)
 from . import settings
-from .allow import allow_modules, disallow_modules, import_allowed, ref_of, resolve, serializable
+from .allow import (CODE_TYPES, allow_modules, disallow_modules, import_allowed, module_allowed, ref_of, resolve,
+                    serializable)
 from .decoder import Decoder
 from .encoder import Encoder
 from .envelope import FORMAT, MAGIC, corrupt, frame_fields, open_snapshot
@@ -25,7 +26,8 @@ from .single import dump_value, load_value
 
 __all__ = [
     "settings", "Settings", "configure", "restore_settings",
-    "allow_modules", "disallow_modules", "serializable", "import_allowed", "ref_of", "resolve",
+    "allow_modules", "disallow_modules", "serializable", "import_allowed", "module_allowed", "ref_of", "resolve",
+    "CODE_TYPES",
     "Encoder", "Decoder", "HOOKS", "NO_BODY", "Kind", "Unsupported", "register_codec", "add_kind", "FALLBACKS",
     "MAGIC", "FORMAT", "open_snapshot", "frame_fields", "corrupt", "sign", "dump_value", "load_value",
     "inspect_snapshot", "SnapshotInfo",

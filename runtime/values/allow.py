@@ -146,6 +146,47 @@ def find(module: str, qualname: str) -> Any:
     return obj
 
 
+CODE_TYPES = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType, types.MethodType,
+              types.MethodWrapperType, types.WrapperDescriptorType, types.MethodDescriptorType,
+              types.ClassMethodDescriptorType, classmethod, staticmethod)
+"""What a module global carried by reference may not be: code travels only by the names the allow rules
+resolve (a name cannot reach ``os.system`` through a module that did ``from os import system``)."""
+
+
+def find_global(obj: Any) -> tuple[str, str] | None:
+    """``(module, name)`` if an allowed, imported module holds the data object ``obj`` as one of its
+    globals (the first such name in the module's namespace), else None."""
+    if isinstance(obj, CODE_TYPES):
+        return None
+    for module in sorted(_allowed_imported()):
+        namespace = getattr(sys.modules.get(module), "__dict__", None)
+        if type(namespace) is dict:
+            for name, value in namespace.items():
+                if value is obj and isinstance(name, str) and not name.startswith("__"):
+                    return module, name
+    return None
+
+
+def _allowed_imported() -> set[str]:
+    found = {m for m in registry.MODULES if m in sys.modules}
+    if _PREFIXES:
+        found.update(m for m in list(sys.modules) if any(m == p or m.startswith(p + ".") for p in _PREFIXES))
+    return found
+
+
+def global_value(module: str, name: str) -> Any:
+    """The value of global ``name`` of ``module`` (imported only if allowed), looked up in its namespace."""
+    import_allowed(module, f"snapshot names global {module}.{name}")
+    namespace = getattr(sys.modules.get(module), "__dict__", None)
+    if type(namespace) is not dict or name not in namespace:
+        raise IncompatibleCodeError(f"snapshot names global {module}.{name}, which the module no longer has")
+    value = namespace[name]
+    if isinstance(value, CODE_TYPES):
+        raise NotAllowedError(f"snapshot names global {module}.{name}, a {type(value).__name__}: code travels only "
+                              "by the names the allow rules resolve")
+    return value
+
+
 def _name_of(obj: Any) -> tuple[Any, Any]:
     """``(__module__, __qualname__)`` of a class or function, read without running a metaclass's code."""
     if isinstance(obj, type):

@@ -8,7 +8,7 @@ from typing import Any
 
 from ..errors import UnserializableValueError
 from . import bounds, settings
-from .kinds import FORWARD, INSTANCE, NO_BODY, STALE_ITERATOR, Unsupported
+from .kinds import FORWARD, GLOBAL, INSTANCE, NO_BODY, STALE_ITERATOR, Unsupported
 from .wire import (AGAIN, BIGINT, BUILTIN_EXC, BYTES_IT, BYTES_ITERATOR, CUSTOM, DICT, ENUMERATE, EXC,
                    EXCEPTION_GROUP, EXC_CLS, EncodeHooks, FROZENSET, GROUP, GROUP_CLS, ITEMS_ITERATORS, LIST,
                    LIST_IT, LIST_ITERATOR, LIST_REVERSEITERATOR, LIST_REVIT, LONGRANGE_ITERATOR, OBJECT,
@@ -95,7 +95,7 @@ class Encoder:
     """
 
     __slots__ = ("_hooks", "_memo", "_keep", "_plain", "_open", "_layouts", "_shapes", "_first_dict", "_shaping",
-                 "_hash_check")
+                 "_hash_check", "_globals")
 
     def __init__(self, hooks: EncodeHooks, *, exact: bool = True) -> None:
         self._hooks = hooks
@@ -120,6 +120,8 @@ class Encoder:
         self._shaping = False
         # set elements and dict keys that restore must hash: checked as the decoder will (bounds)
         self._hash_check: bounds.HashCheck | None = None
+        # module-level objects met by reference, not copied: id -> (module, name) (see by_reference)
+        self._globals: dict[int, tuple[str, str]] = {}
 
     def reset(self) -> None:
         """Forget every object encoded so far: the encoder starts afresh (and holds nothing)."""
@@ -132,6 +134,22 @@ class Encoder:
         self._first_dict = None
         self._shaping = False
         self._hash_check = None
+        self._globals.clear()
+
+    def by_reference(self, objects: dict[int, tuple[str, str]]) -> None:
+        """Write these objects (by ``id``: ``(module, name)``, module globals whose values live in this
+        process) as references to the module's name, not as copies: after restore a local holds the
+        module's own object, as it did (kind "global")."""
+        for key, where in objects.items():
+            if key not in self._memo:
+                self._globals[key] = where
+
+    def _global(self, x: Any) -> Any:
+        module, name = self._globals.pop(id(x))
+        self._register(x)  # before its head, as the decoder numbers a custom value
+        head = [module, name]
+        self._keep.append(head)
+        return [CUSTOM, GLOBAL, self._component(x, head)]
 
     def encode(self, value: object, label: str) -> object:
         """Return a msgpack-serializable form of ``value``; ``label`` names it in error paths (``"local 'x'"``)."""
@@ -151,6 +169,9 @@ class Encoder:
                 if tp in plain:
                     continue
                 keep(value)
+                if self._globals and id(value) in self._globals:
+                    values[i] = self._global(value)
+                    continue
                 fn = encoders.get(tp)
                 values[i] = self._other(value) if fn is None else fn(self, value)
         except _Fail as fail:
@@ -164,6 +185,8 @@ class Encoder:
     # -- generic ------------------------------------------------------------------------------
 
     def _enc(self, x: Any) -> Any:
+        if self._globals and id(x) in self._globals:
+            return self._global(x)
         fn = _ENCODERS.get(type(x))
         if fn is None:
             return self._other(x)
@@ -458,7 +481,11 @@ class Encoder:
         except Unsupported as exc:  # a kind that knows why it cannot carry x
             raise _Fail(x, exc.reason) from None
         if handled is None:
-            raise _Fail(x)
+            where = self._hooks.find_global(x)  # last resort: an object some allowed module holds by name
+            if where is None:
+                raise _Fail(x)
+            self._globals[id(x)] = where
+            return self._global(x)
         name, head, body = handled
         self._keep.append(handled)
         self._register(x)  # before its parts: the body may refer back to x

@@ -16,6 +16,9 @@ class StandardHooks:
     def custom(self, obj: object) -> tuple[str, object, object] | None:
         return objects.classify(obj)
 
+    def find_global(self, obj: object) -> tuple[str, str] | None:
+        return allow.find_global(obj)
+
     def plain_instances(self, cls: type) -> bool:
         return objects.plain_instances(cls)
 

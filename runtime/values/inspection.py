@@ -156,6 +156,9 @@ class _Shown:
     def custom(self, obj: object) -> None:  # pragma: no cover - decoding only
         return None
 
+    def find_global(self, obj: object) -> None:  # pragma: no cover - decoding only
+        return None
+
     def resolve_class(self, ref: str) -> type:
         cls = self._classes.get(ref)
         if cls is None:  # a stand-in exception class that only carries the name
@@ -207,6 +210,8 @@ class _Renderer(reprlib.Repr):
 
     def _placeholder(self, p: Placeholder, level: int) -> str:
         head, body = p.head, p.body
+        if p.kind == "global" and isinstance(head, list) and len(head) == 2:
+            return f"<global {head[0]}.{head[1]}>"
         if p.kind in ("ref", "builtin") and isinstance(head, str):
             return f"<{head}>"
         if p.kind == INSTANCE and isinstance(head, Placeholder) and isinstance(head.head, list) \

@@ -23,6 +23,9 @@ from typing import Any, Callable
 NO_BODY: Any = object()
 """The body of an object of a one-phase kind."""
 
+GLOBAL = "global"
+"""The kind of a module-level object carried by reference: head ``[module, name]`` (objects.py)."""
+
 STALE_ITERATOR = "stale-iterator"
 """The kind of a dict or set iterator whose dict or set changed size under it (iterator_kinds)."""
 

@@ -111,7 +111,14 @@ def _create_ref(ref: Any) -> Any:
     return obj
 
 
+def _create_global(head: Any) -> Any:
+    if type(head) is not list or len(head) != 2 or not all(type(part) is str for part in head):
+        raise CorruptSnapshotError("malformed reference to a module global")
+    return allow.global_value(head[0], head[1])
+
+
 kinds.add(Kind("builtin", classified_elsewhere, _create_builtin))
+kinds.add(Kind(kinds.GLOBAL, classified_elsewhere, _create_global))
 kinds.add(Kind("ref", classified_elsewhere, _create_ref))
 
 

@@ -190,6 +190,10 @@ class EncodeHooks(Protocol):
         (head: a layout depending only on the class and the attribute names, body: the values)."""
         ...
 
+    def find_global(self, obj: object) -> tuple[str, str] | None:
+        """``(module, name)`` of an allowed module's global whose value is ``obj``, else None."""
+        ...
+
     def custom(self, obj: object) -> tuple[str, object, object] | None:
         """``(name, head, body)`` for an object the codec does not know, or None (see ``runtime.kinds``).
 
