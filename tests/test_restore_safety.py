@@ -285,9 +285,19 @@ def test_allowed_exception_classes_must_be_exceptions(mod, guard):
 
 
 @pytest.mark.parametrize("name", ["subprocess:CalledProcessError", "subprocess:TimeoutExpired", "os:error",
-                                  "builtins:SystemExit", "json:JSONDecodeError", "antigravity:Error"])
+                                  "builtins:SystemExit", "shutil:Error", "antigravity:Error"])
 def test_exception_classes_outside_the_allow_list_are_refused(mod, guard, name):
     guard.refuses(_as_exception(mod, name), NotAllowedError)
+
+
+def test_classes_of_the_standard_modules_restore_may_name(mod, guard):
+    """json, contextlib, operator, ... (runtime.values.allow.STANDARD_MODULES) compute on what they are given."""
+    import json
+
+    g = guard.restore(_as_exception(mod, "json.decoder:JSONDecodeError"))
+    guard.assert_clean()
+    value, _ = g.send(None)
+    assert type(value) is json.JSONDecodeError
 
 
 # --------------------------------------------------------------------------- the import gate in registry.resolve

@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import datetime
 import enum
+import http
 import json
 import re
 import sys
@@ -469,7 +470,7 @@ BAD_HEADS: list[tuple[str, Any]] = [
     ("slice", [1, 2]), ("slice", None), ("ellipsis", 1),
     ("deque", -1), ("deque", "3"), ("ordereddict", [1]), ("ordereddict", {1: 2}), ("counter", "x"),
     ("defaultdict", 5), ("defaultdict", "list"), ("chainmap", [1]),
-    ("enum", [enum.Enum, 1]), ("enum", [re.RegexFlag, 2]), ("enum", [collections.OrderedDict, 1]), ("enum", "x"),
+    ("enum", [enum.Enum, 1]), ("enum", [http.HTTPStatus, 200]), ("enum", [collections.OrderedDict, 1]), ("enum", "x"),
     ("enum", [1, 1]), ("namedtuple", [uuid.UUID, ()]), ("namedtuple", [tuple, ()]), ("namedtuple", None),
     ("namedtuple", [type(sys.version_info), (1,)]),
 ]

@@ -39,8 +39,21 @@ SAFE_BUILTINS: frozenset[str] = frozenset({
     # types
     "bool", "bytearray", "bytes", "complex", "dict", "float", "frozenset", "int", "list", "object",
     "range", "set", "slice", "str", "tuple", "enumerate", "filter", "map", "reversed", "zip",
+    # every exception and warning class (a class as a value: `except_type = ValueError`)
+    *(name for name, value in vars(builtins).items() if isinstance(value, type) and issubclass(value, BaseException)),
 })
 """Builtins a snapshot may refer to (``eval``, ``exec``, ``open``, ``__import__``, ``getattr``, … are not)."""
+
+STANDARD_MODULES: frozenset[str] = frozenset({
+    "math", "cmath", "operator", "_operator", "functools", "_functools", "itertools", "heapq", "_heapq", "bisect",
+    "_bisect", "string", "statistics", "json", "json.decoder", "json.encoder", "textwrap", "unicodedata",
+    "contextlib", "collections", "collections.abc", "_collections_abc", "datetime", "_datetime", "decimal",
+    "_decimal", "_pydecimal", "fractions", "numbers", "enum", "re", "posixpath", "ntpath", "copy", "keyword",
+    "difflib", "fnmatch", "dataclasses", "typing",
+})
+"""Standard-library modules whose functions and classes a snapshot may name (and whose instances it may
+carry): they compute on the values they are given and touch no file, process or interpreter state.
+Others (``os``, ``subprocess``, ``random``, ...) need ``allow_modules``."""
 
 
 def serializable(cls: T) -> T:
@@ -72,7 +85,7 @@ def disallow_modules(*prefixes: str) -> None:
 
 def module_allowed(module: str) -> bool:
     """True if restore may import ``module`` and resolve names in it."""
-    if module in registry.MODULES:
+    if module in registry.MODULES or module in STANDARD_MODULES:
         return True
     return any(module == p or module.startswith(p + ".") for p in _PREFIXES)
 

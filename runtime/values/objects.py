@@ -200,6 +200,7 @@ class Layout:
 
 
 _layouts: dict[tuple[type, tuple[str, ...], tuple[str, ...]], Layout] = {}
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: set on every class written in C, never on a Python class
 _slot_tables: dict[type, dict[str, Any] | None] = {}
 
 
@@ -213,8 +214,8 @@ def _slots_of(cls: type) -> dict[str, Any] | None:
     found: dict[str, Any] | None = {}
     for klass in type.__getattribute__(cls, "__mro__")[:-1]:  # all but object
         namespace = type.__getattribute__(klass, "__dict__")
-        if namespace.get("__module__") == "builtins" or type.__getattribute__(klass, "__module__") == "builtins":
-            found = None
+        if type.__getattribute__(klass, "__flags__") & _IMMUTABLE_TYPE:
+            found = None  # a class written in C (dict, int, re.Pattern, ...) holds state we cannot see
             break
         declared = namespace.get("__slots__", ())
         for name in (declared,) if isinstance(declared, str) else declared:
