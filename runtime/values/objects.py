@@ -8,7 +8,6 @@ carried; anything else is an unserializable value.
 """
 from __future__ import annotations
 
-import collections
 import types
 from typing import Any, Callable
 
@@ -81,10 +80,8 @@ def _classify_code_or_instance(obj: Any) -> tuple[str, Any, Any] | None:
         name = allow.safe_builtin(obj)
         if name is not None:
             return "builtin", name, NO_BODY
-        if tp is types.BuiltinFunctionType:
-            return _container_method(obj)
-    if tp is types.FunctionType or isinstance(obj, type):
-        ref = allow.ref_of(obj)
+    if tp is types.FunctionType or tp is types.BuiltinFunctionType or isinstance(obj, type):
+        ref = allow.ref_of(obj)  # (a built-in function of an allowed module: math.floor, operator.add)
         return ("ref", ref, NO_BODY) if ref is not None else None
     if tp is types.MethodType:
         return _method(obj)
@@ -106,7 +103,7 @@ def _create_ref(ref: Any) -> Any:
     if type(ref) is not str:
         raise CorruptSnapshotError("malformed class or function reference")
     obj = allow.resolve(ref)
-    if not isinstance(obj, (type, types.FunctionType)):
+    if not isinstance(obj, (type, types.FunctionType, types.BuiltinFunctionType)):
         raise CorruptSnapshotError(f"{ref!r} is not a class or function")
     return obj
 
@@ -158,31 +155,6 @@ def _create_method(head: Any) -> Any:
 
 
 kinds.add(Kind("method", classified_elsewhere, _create_method))
-
-
-# -- methods of built-in containers and strings: `out.append` held across `out.append((yield x))` --
-
-_CONTAINERS = (list, dict, set, frozenset, tuple, str, bytes, bytearray, collections.deque, collections.OrderedDict,
-               collections.defaultdict, collections.Counter)
-
-
-def _container_method(method: Any) -> tuple[str, Any, Any] | None:
-    owner, name = getattr(method, "__self__", None), getattr(method, "__name__", None)
-    if type(owner) not in _CONTAINERS or not isinstance(name, str) or name.startswith("_"):
-        return None
-    return "cmethod", [owner, name], NO_BODY
-
-
-def _create_container_method(head: Any) -> Any:
-    if type(head) is not list or len(head) != 2 or type(head[1]) is not str:
-        raise CorruptSnapshotError("malformed container method")
-    owner, name = head
-    if type(owner) not in _CONTAINERS or name.startswith("_") or not callable(getattr(type(owner), name, None)):
-        raise CorruptSnapshotError(f"method {name!r} of {type(owner).__name__} is not a container method")
-    return getattr(owner, name)
-
-
-kinds.add(Kind("cmethod", classified_elsewhere, _create_container_method))
 
 
 # -- instances of allowed classes -------------------------------------------------------------
