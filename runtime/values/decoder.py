@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from sys import intern
 from typing import Any
 
 from ..errors import CorruptSnapshotError, NotAllowedError, SnapshotError
@@ -19,6 +20,28 @@ class Pairs(list):  # type: ignore[type-arg]
 
 def _corrupt(message: str) -> CorruptSnapshotError:
     return CorruptSnapshotError(f"malformed snapshot value: {message}")
+
+
+# Identifier-like strings come back interned, as the compiler interns such constants, so that
+# `value is SENTINEL` holds after a restore as it did before. The length cap bounds what outside data
+# adds to the interpreter's table (interned strings are immortal on CPython 3.12).
+INTERN_MAX_LENGTH = 64
+
+
+def _name(text: str) -> str:
+    """``text`` interned when it looks like a name."""
+    if len(text) <= INTERN_MAX_LENGTH and text.isidentifier() and text.isascii():
+        return intern(text)
+    return text
+
+
+def _named(values: list[Any]) -> list[Any]:
+    """``values`` (a list the decoder owns) with its name-like strs interned in place."""
+    if str in map(type, values):
+        for i, value in enumerate(values):
+            if type(value) is str:
+                values[i] = _name(value)
+    return values
 
 
 class Decoder:
@@ -54,7 +77,7 @@ class Decoder:
         scalars = SCALARS
         node = self._node
         try:
-            values = [x if type(x) in scalars else node(x) for x in packed]
+            values = _named([x if type(x) in scalars else node(x) for x in packed])
             if self._pending:  # (an index beyond the C range raises OverflowError: corrupt too)
                 for it, index in self._pending:
                     it.__setstate__(index)
@@ -96,14 +119,16 @@ class Decoder:
         return out
 
     def _one(self, x: Any) -> Any:
+        if type(x) is str:
+            return _name(x)
         return x if type(x) in SCALARS else self._node(x)
 
     def _values(self, values: list[Any]) -> list[Any]:
         """``values`` decoded; the list itself when all are scalars."""
         if SCALARS.issuperset(map(type, values)):
-            return values
+            return _named(values)
         node = self._node
-        return [x if type(x) in SCALARS else node(x) for x in values]
+        return _named([x if type(x) in SCALARS else node(x) for x in values])
 
     def _items(self, p: list[Any]) -> list[Any]:
         """The decoded items of ``p`` after its tag."""
@@ -153,12 +178,12 @@ class Decoder:
         items = p[1:]
         if SCALARS.issuperset(map(type, items)):
             self._memo.append(items)
-            return items
+            return _named(items)
         out: list[Any] = []
         self._memo.append(out)
         node = self._node
         scalars = SCALARS
-        out.extend([x if type(x) in scalars else node(x) for x in items])
+        out.extend(_named([x if type(x) in scalars else node(x) for x in items]))
         return out
 
     def _set(self, p: list[Any]) -> set[Any]:
@@ -174,14 +199,18 @@ class Decoder:
         are scalars, used as it is."""
         if not (bounds.RANDOMIZED.issuperset(map(type, p)) and SCALARS.issuperset(map(type, p.values()))):
             raise _corrupt("map with a key that is not a str or a value that is not a scalar")
+        if str in map(type, p.values()):
+            for key, value in p.items():  # (msgpack interns the keys itself)
+                if type(value) is str:
+                    p[key] = _name(value)
         self._memo.append(p)
         return p
 
     def _pairs(self, p: list[tuple[Any, Any]]) -> dict[Any, Any]:
         """A msgpack map read as its pairs (older snapshots wrote maps with int keys), made a dict once
         its keys are checked."""
-        keys = [pair[0] for pair in p]
-        values = [pair[1] for pair in p]
+        keys = _named([pair[0] for pair in p])
+        values = _named([pair[1] for pair in p])
         if not (SCALARS.issuperset(map(type, keys)) and SCALARS.issuperset(map(type, values))):
             raise _corrupt("map with a key or value that is not a scalar")
         bounds.check_keys(keys, self._hashes, self._budget, "the keys of a dict")
