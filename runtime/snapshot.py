@@ -15,6 +15,7 @@ import operator
 import sys
 import threading
 import types
+import weakref
 from typing import Any, Callable
 
 import msgpack
@@ -52,6 +53,10 @@ def _classify_generator(obj: object) -> tuple[str, object, object] | None:
     if gen.gi_frame is None:
         return "gen-done", None, NO_BODY
     record, _ = _frame_record(gen, None, chain=False)
+    if kind == "gen":
+        held = getattr(_local, "held", None)
+        if held is not None:
+            held.append(obj)
     return kind, record, NO_BODY
 
 
@@ -109,14 +114,21 @@ def snapshot(gen: Any) -> bytes:
     except IndexError:
         tools = Encoder(_HOOKS, exact=False), msgpack.Packer(use_bin_type=True)
     encoder, packer = tools
+    held: list[types.GeneratorType] = []
+    _local.held = held
     try:
         data: bytes = packer.pack(_envelope(gen, encoder))
     except (OverflowError, UnicodeEncodeError):  # an int beyond 64 bits or a str msgpack cannot carry
+        held.clear()
         data = packer.pack(_envelope(gen, Encoder(_HOOKS)))
     finally:
         encoder.reset()
         _TOOLS.append(tools)
-        _local.encoder = None
+        _local.encoder = _local.held = None
+    if held:
+        _HELD[gen] = tuple(map(weakref.ref, held))
+    elif _HELD:
+        _HELD.pop(gen, None)
     key = values.settings.current.key
     return data if key is None else values.sign(data, key)
 
@@ -132,7 +144,11 @@ def _envelope(gen: types.GeneratorType, encoder: Encoder) -> list[Any]:
 
 
 _TOOLS: list[tuple[Encoder, msgpack.Packer]] = []
-_local = threading.local()  # .encoder: the encoder of the snapshot being taken in this thread
+_local = threading.local()  # .encoder, .held: the encoder of the snapshot being taken in this thread
+# and the durable generators it met in values (a list's items, an attribute, a map's iterator)
+_HELD: weakref.WeakKeyDictionary[types.GeneratorType, tuple[weakref.ref[types.GeneratorType], ...]] = \
+    weakref.WeakKeyDictionary()
+"""The generators held in values by the last snapshot of a generator: ``detach`` detaches them too."""
 """Idle (optimistic encoder, packer) pairs, reused from one snapshot to the next."""
 _BY_CODE = registry.BY_CODE
 _GeneratorType = types.GeneratorType
@@ -446,11 +462,21 @@ def detach(gen: Any) -> None:
         return
     if id(gen.gi_code) not in registry.BY_CODE:
         raise NotDurableError(f"cannot detach generator {gen.__qualname__!r}: it was not compiled as durable")
-    # Durable generators held in live locals (a for loop's iterator, say) were captured by the
-    # snapshot too: detach them first, so releasing them runs none of their clean-up either.
-    for held in _held_generators(gen):
-        detach(held)
+    # Durable generators held in live locals (a for loop's iterator, say) or anywhere in their values
+    # were captured by the snapshot too: detach them first, so that releasing them runs none of their
+    # clean-up either.
     local = _support._local
+    busy = getattr(local, "detaching_gens", None)
+    if busy is None:
+        busy = local.detaching_gens = set()
+    busy.add(id(gen))
+    try:
+        recorded = [ref() for ref in _HELD.pop(gen, ())]
+        for held in dict.fromkeys([*recorded, *_held_generators(gen)]):
+            if held is not None and id(held) not in busy:  # (a held generator may hold this one)
+                detach(held)
+    finally:
+        busy.discard(id(gen))
     local.detaching = getattr(local, "detaching", 0) + 1
     try:
         gen.throw(_support.Detached())

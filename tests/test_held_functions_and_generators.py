@@ -7,6 +7,8 @@ a fresh process (``harness.differential``); the traces must be identical.
 """
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from harness import NEXT, differential, load_compiled, nexts, send, unload
@@ -209,3 +211,50 @@ def test_a_send_through_a_restored_held_generator_reaches_it():
         got = yield acc[0].send(1)
         yield acc[0].send(got or 0)
     """, [NEXT, send(5), NEXT])
+
+
+def test_detach_also_detaches_durable_generators_held_in_values():
+    """The held generators a snapshot captured continue elsewhere with it: detaching the holder runs
+    none of their clean-up, wherever they are held (a list, an attribute), also when the collector frees
+    them later, and the restored copies still run theirs."""
+    mod = load_compiled("""
+    from runtime import durable
+
+    LOG = []
+
+    @durable
+    def worker(name):
+        try:
+            yield name
+            yield name + "!"
+        finally:
+            LOG.append("cleanup " + name)
+
+    class Holder:
+        pass
+
+    def gen():
+        pool = [worker("a")]
+        pool.append(pool)          # in reference cycles: freed by the collector after the detach
+        holder = Holder()
+        holder.job, holder.me = worker("b"), holder
+        next(pool[0]), next(holder.job)
+        yield "started"
+        yield next(pool[0]), next(holder.job)
+    """)
+    try:
+        g = mod.gen()
+        assert next(g) == "started"
+        data = runtime.snapshot(g)
+        runtime.detach(g)
+        del g
+        gc.collect()
+        assert mod.LOG == []  # natively nothing closed them: they continue in the snapshot
+        back = runtime.restore(data)
+        assert next(back) == ("a!", "b!")
+        back.close()
+        del back
+        gc.collect()
+        assert sorted(mod.LOG) == ["cleanup a", "cleanup b"]
+    finally:
+        unload(mod)
