@@ -237,7 +237,7 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     if delegation is not None and delegation in labels:
         i = labels.index(delegation)
         if type(live[i]) is types.GeneratorType:
-            inner = _delegate(meta, state, plan.delegation, live[i])  # type: ignore[arg-type]
+            inner = _delegate(meta, state, delegation, live[i])  # type: ignore[arg-type]
             if chain:
                 sub, live[i] = inner, None
             else:
@@ -314,13 +314,13 @@ _HINT = ("register a codec for the type (runtime.register_codec), mark your clas
          "close or drop the value before the yield, or keep it out of the generator's locals")
 
 
-def _delegate(meta: FunctionMeta, state: int, name: str, value: types.GeneratorType) -> types.GeneratorType:
+def _delegate(meta: FunctionMeta, state: int, label: str, value: types.GeneratorType) -> types.GeneratorType:
     inner = _unwrap(value)
     if id(inner.gi_code) not in registry.BY_CODE:
         raise UnserializableValueError(
             f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it delegates "
             f"(yield from) to generator {value.__qualname__!r}, which is not durable",
-            path=[f"local {name!r}"], type_name="generator")
+            path=[label], type_name="generator")
     return inner
 
 

@@ -237,6 +237,16 @@ def test_ls_and_show_human_and_json(work: Path):
     assert info["result"] == ["ADA"] and [s["status"] for s in info["steps"]] == ["done"]
 
 
+def test_show_says_what_each_local_the_compiler_made_holds(work: Path):
+    durable("run", "flows:guarded", cwd=work)
+    [execution] = json.loads(durable("ls", "--json", cwd=work).stdout)
+    shown = durable("show", execution["id"], cwd=work)
+    kept = [text for text in shown.stdout.splitlines() if text.strip().startswith("_dg_")]
+    # (show reads the snapshot without importing the program: the note is the inspector's, by kind)
+    assert kept and all(text.endswith("(how a `try` statement was left, for its `finally`)")
+                        for text in kept), shown.stdout
+
+
 def test_show_and_result_of_an_unknown_id_exit_2(work: Path):
     commands = (["show", "nope"], ["result", "nope"], ["signal", "nope", "x"], ["cancel", "nope"])
     for command in commands:  # no store yet: none is created

@@ -16,6 +16,7 @@ from harness import load_compiled
 from runtime import UnserializableValueError, detach, inspect_snapshot, restore, snapshot
 
 HOLDERS = """
+import ast
 import threading
 from runtime import durable
 
@@ -34,6 +35,10 @@ def held():
     lock = threading.Lock()
     pair = (lock, (yield 1))  # TEMP
     return pair
+
+
+def delegated():
+    yield from ast.walk(ast.parse("x"))  # FROM
 """
 
 
@@ -61,6 +66,15 @@ def test_snapshot_errors_describe_the_locals_the_compiler_made(holders, function
     lines = {m: line_of(HOLDERS, m) for m in ("WITH", "FOR", "TEMP")}
     assert str(info.value).startswith(message.format(**lines)), str(info.value)
     assert "_dg_" not in str(info.value)
+    gen.close()
+
+
+def test_a_yield_from_a_generator_that_is_not_durable_is_named_by_its_construct(holders):
+    gen = holders.delegated()
+    next(gen)
+    with pytest.raises(UnserializableValueError, match="delegates \\(yield from\\) to generator 'walk'") as info:
+        snapshot(gen)
+    assert info.value.path == [f"the iterator the `yield from` at line {line_of(HOLDERS, 'FROM')} delegates to"]
     gen.close()
 
 

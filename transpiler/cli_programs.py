@@ -600,8 +600,9 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
         for frame in frames:
             click.echo(f"  suspended in {frame['function']} at line {frame['line']} (state {frame['state']})"
                        + (f": {frame['source']}" if frame.get("source") else ""))
+            notes = frame.get("notes", {})
             for name, value in frame["locals"].items():
-                click.echo(f"      {name} = {value}")
+                click.echo(f"      {name} = {value}" + (f"  ({notes[name]})" if name in notes else ""))
     elif frames:
         click.echo(f"  {frames}")
     if "result" in info:
