@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from . import FORMAT_VERSION, regions
+from . import FORMAT_VERSION, genexps, regions
 from . import diagnostics as dg
 from .cstutil import FRAME, PREFIX, RESTORE, RT, assign, block, body_of, code_of, expr, has_yield, if_, small, stmt
 from .emit import Emitter
@@ -22,7 +22,7 @@ from .lower_stmt import DETACHED_CLASS, DETACHING, RUNTIME_LOCALS, StmtLowerer, 
 MARK = "# dg@"
 """Trailing comment that records the original line of a generated statement."""
 
-_NOT_SAVED = (PREFIX + "wx", *RUNTIME_LOCALS)  # recomputed on restore or bound at start, never carried
+_NOT_SAVED = (PREFIX + "wx", genexps.FUNCTION, *RUNTIME_LOCALS)  # recomputed on restore or bound at start
 
 CELLS = PREFIX + "cells"
 """Local holding a never-called lambda that closes over every captured variable of a durable
@@ -49,6 +49,7 @@ class ModuleState:
     plans: list[FunctionPlan] = field(default_factory=list)
     source: str = ""
     coroutine_decorators: frozenset[str] = frozenset()  # dotted names of types/asyncio.coroutine here
+    genexps: bool = False  # a generator expression was compiled (the module needs genexps.ITER)
     _symtable: symtable.SymbolTable | None = None
 
     def table_of(self, name: str, line: int) -> symtable.SymbolTable | None:
@@ -255,12 +256,42 @@ def captured_names(state: ModuleState, original: cst.FunctionDef) -> tuple[list[
     """(cell variables, free variables) of a durable function: its locals that nested functions,
     lambdas, classes or comprehensions capture, and the enclosing function's variables it uses.
     Comprehensions count on every version (3.12+ inlines them), so the compiled code is the same."""
+    cells, frees, _ = scope_names(state, original)
+    return cells, frees
+
+
+def scope_names(state: ModuleState, original: cst.FunctionDef) -> tuple[list[str], list[str], set[str]]:
+    """``captured_names`` and the names a nested scope of the function resolves in a function
+    scope (its own locals and the enclosing functions' variables it passes through)."""
     header = state.positions.get(original.name)
     table = state.table_of(original.name.value, header.start.line) if header is not None else None
     if table is None:
-        return [], []
+        return [], [], set()
     tree = ast.parse(textwrap.dedent(code_of(original.with_changes(decorators=[], leading_lines=[]))))
-    func = tree.body[0]
+    return _scope_names(table, tree.body[0])
+
+
+def _synthetic_scope_names(definition: cst.FunctionDef, visible: set[str], klass: str | None
+                           ) -> tuple[list[str], list[str], set[str]]:
+    """``scope_names`` of a function the compiler wrote (a generator expression's): its symbol
+    table, in a function binding the names it may resolve in a function scope (and in its class,
+    so that private names are mangled as in the real code)."""
+    code = textwrap.dedent(code_of(definition))
+    binds = f"    {' = '.join(sorted(visible))} = None\n" if visible else "    pass\n"
+    context = f"def {PREFIX}ctx():\n{binds}{textwrap.indent(code, '    ')}"
+    if klass is not None:
+        context = f"class {klass}:\n{textwrap.indent(context, '    ')}"
+    todo = [symtable.symtable(context, "<generator expression>", "exec")]
+    while todo:
+        table = todo.pop()
+        if table.get_type() == "function" and table.get_name() == definition.name.value:
+            cells, frees, inner = _scope_names(table, ast.parse(code).body[0])
+            return cells, frees, visible | inner
+        todo.extend(table.get_children())
+    raise AssertionError("the generator expression's function is missing from its symbol table")
+
+
+def _scope_names(table: symtable.SymbolTable, func: ast.AST) -> tuple[list[str], list[str], set[str]]:
     comprehensions: list[ast.AST] = []
     comp_targets: set[str] = set()
     bound: set[str] = set()  # bound in the function itself, outside comprehension targets
@@ -295,9 +326,10 @@ def captured_names(state: ModuleState, original: cst.FunctionDef) -> tuple[list[
                  *([node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt])]
         cells.update(n.id for part in parts for n in ast.walk(part)
                      if isinstance(n, ast.Name) and n.id in local and n.id not in targets)
+    visible = (local | frees) - {"__class__"}
     cells.discard("__class__")
     frees.discard("__class__")
-    return sorted(cells), sorted(frees - cells)
+    return sorted(cells), sorted(frees - cells), visible
 
 
 def _variant(updated: cst.FunctionDef, body: list[cst.BaseStatement], meta: str, cells: list[str],
@@ -332,14 +364,37 @@ def _variant(updated: cst.FunctionDef, body: list[cst.BaseStatement], meta: str,
 
 
 def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst.FunctionDef,
-                     qualname: str, klass: str | None = None) -> cst.FunctionDef:
-    for node in _names(original.with_changes(decorators=[])):
-        if node.value.startswith(PREFIX):
-            state.report(dg.ReservedName, node, node.value)
-            return updated
+                     qualname: str, klass: str | None = None, *, display: str | None = None,
+                     scope: tuple[list[str], list[str], set[str]] | None = None) -> cst.FunctionDef:
+    """Compile one durable function. ``display`` and ``scope`` are given for a function the compiler
+    wrote itself (a generator expression's): the qualname CPython gives it, and its
+    ``scope_names``."""
+    if scope is None:
+        for node in _names(original.with_changes(decorators=[])):
+            if node.value.startswith(PREFIX):
+                state.report(dg.ReservedName, node, node.value)
+                return updated
     doc, body = _docstring(list(body_of(original.body)))
     hoist = _Hoist()
     body = [_rewrite(s, state.replaced, hoist) for s in body]
+    cells, frees, visible = scope if scope is not None else scope_names(state, original)
+    body, found = genexps.rewrite(body, state.positions)
+    made_here: list[cst.BaseStatement] = []
+    # Their defs run when the function starts: marked with the line of its first statement, so a line
+    # tracer sees no line the function has not reached (their bodies keep the expressions' lines).
+    first_line = state.line_of(body[0]) if body else 0
+    for item in found:  # innermost first: a nested generator expression is compiled inside its own
+        inner_display = f"{display or qualname}.<locals>.<genexpr>"
+        inner = compile_function(state, item.definition, item.definition, f"{qualname}.<locals>.{item.name}", klass,
+                                 display=inner_display,
+                                 scope=_synthetic_scope_names(item.definition, visible, klass))
+        rename = stmt(f"{item.name}.__name__, {item.name}.__qualname__ = '<genexpr>', {inner_display!r}\n")
+        if first_line:
+            inner = _mark_lines(inner, first_line).with_changes(  # type: ignore[assignment]
+                decorators=[d.with_changes(trailing_whitespace=_comment(first_line)) for d in inner.decorators])
+            rename = _mark_lines(rename, first_line)  # type: ignore[assignment]
+        made_here += [inner, rename]
+        state.genexps = True
     lowerer = _MarkingLowerer(state.line_of)
     try:
         lowered = lowerer.lower_body(body)
@@ -350,7 +405,6 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     fast = emitter.fast()
     probe = updated.with_changes(decorators=[], body=block(fast or [small(cst.Pass())]), leading_lines=[])
     params, others, live = analyze(textwrap.dedent(code_of(probe)))
-    cells, frees = captured_names(state, original)
     captured = set(cells) | set(frees)
     states: dict[int, tuple[str, ...]] = {}
     restore_body = emitter.restore()
@@ -375,6 +429,9 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     decls = [small(cst.Global(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) if isinstance(h, cst.Global)
              else small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in _declared(h)])) for h in hoist.found]
     fast_body = emitter.fast_final() or [small(cst.Pass())]
+    # functions of generator expressions: made once per call, in both bodies (never carried)
+    prologue[0:0] = made_here
+    fast_body[0:0] = made_here
     if captured:
         store = stmt(f"{CELLS} = lambda: ({', '.join(sorted(captured))},)\n")
         prologue.insert(0, store)
@@ -393,6 +450,11 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     lines = {k: emitter.lines[k] for k in states}
     yf = sorted(k for k, is_yf in emitter.yield_from.items() if is_yf)
     described = {n: lowerer.made[n] for n in sorted(saved) if n in lowerer.made}
+    if scope is not None:  # a generator expression's function: its loops are the expression's clauses
+        described = {n: text.replace("the `for` loop", "the `for` clause of the generator expression")
+                     for n, text in described.items()}
+        if genexps.ITERATOR in saved:
+            described[genexps.ITERATOR] = f"the iterator of the generator expression at line {state.line_of(original)}"
     # what the compiler's own locals hold, for error messages (left out when there are none)
     extra = f", compiler_locals={described!r}" if described else ""
     declaration = stmt(
@@ -548,7 +610,8 @@ def compile_module_mapped(source: str, path: str = "<string>", *, all_generators
     statements = [s for s in new_module.body if not isinstance(s, cst.SimpleStatementLine)]  # not fillers
     assert len(statements) == len(found), "one compiled statement per region"
     compiled = [new_module.code_for_node(s.with_changes(leading_lines=())) for s in statements]
-    header = [stmt(f"import runtime._support as {RT}\n")] + [p.declaration for p in state.plans]
+    header = [stmt(f"import runtime._support as {RT}\n")] + ([stmt(genexps.HEADER)] if state.genexps else [])
+    header += [p.declaration for p in state.plans]
     header += [s for p in state.plans for s in p.variant]
     header_code = new_module.with_changes(body=header, header=(), footer=()).code
     return _splice(lines, found, compiled, header_code, regions.header_line(tree))

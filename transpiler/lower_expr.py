@@ -22,6 +22,8 @@ class Unsupported(Exception):
         self.node = node
         self.kind = kind
 
+_NEVER_REBOUND = (PREFIX + "genexpr", PREFIX + "iter")
+
 _CONSTANTS = (cst.Integer, cst.Float, cst.Imaginary, cst.SimpleString, cst.Ellipsis)
 
 
@@ -85,8 +87,9 @@ class ExprLowerer:
         return method(node)
 
     def capture(self, node: cst.BaseExpression, pre: Stmts) -> cst.BaseExpression:
-        """Evaluate ``node`` now into a temporary (constants need no temporary)."""
-        if is_constant(node):
+        """Evaluate ``node`` now into a temporary (constants, and the names of the compiler's
+        generator expression functions and of its ``iter``, which nothing rebinds, need none)."""
+        if is_constant(node) or (isinstance(node, cst.Name) and node.value.startswith(_NEVER_REBOUND)):
             return node
         temp = self.new_temp("t", code_of(node))
         pre.append(assign(temp, node))
