@@ -6,6 +6,7 @@ import hashlib
 import symtable
 import textwrap
 from dataclasses import dataclass, field
+from typing import Any
 
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
@@ -35,6 +36,7 @@ class FunctionPlan:
     meta: str
     declaration: cst.BaseStatement
     variant: list[cst.BaseStatement] = field(default_factory=list)
+    registration: cst.BaseStatement | None = None  # a generator expression's decorator, made once
 
 
 @dataclass
@@ -50,6 +52,7 @@ class ModuleState:
     source: str = ""
     coroutine_decorators: frozenset[str] = frozenset()  # dotted names of types/asyncio.coroutine here
     genexps: bool = False  # a generator expression was compiled (the module needs genexps.ITER)
+    module_names: frozenset[str] | Any = frozenset()  # what the module may bind at its top level (bound_names)
     _symtable: symtable.SymbolTable | None = None
 
     def table_of(self, name: str, line: int) -> symtable.SymbolTable | None:
@@ -99,6 +102,35 @@ def coroutine_decorators(tree: ast.Module) -> frozenset[str]:
             names.update(f"{a.asname}.coroutine" for a in node.names if a.name in _COROUTINE_DECORATORS and a.asname)
         elif isinstance(node, ast.ImportFrom) and node.module in _COROUTINE_DECORATORS and not node.level:
             names.update(a.asname or a.name for a in node.names if a.name == "coroutine")
+    return frozenset(names)
+
+
+class _Everything:
+    def __contains__(self, name: object) -> bool:
+        return True
+
+
+def bound_names(tree: ast.Module) -> frozenset[str] | _Everything:
+    """Every name the module's code could bind at its top level: names stored, imported, defined or
+    declared global anywhere in it (on purpose more than the module really binds); everything after
+    a ``from m import *``."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            for alias in node.names:
+                if alias.name == "*":
+                    return _Everything()
+                names.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(node, ast.Global):
+            names.update(node.names)
+        elif isinstance(node, (ast.MatchAs, ast.MatchStar)) and node.name:
+            names.add(node.name)
+        elif isinstance(node, ast.MatchMapping) and node.rest:
+            names.add(node.rest)
     return frozenset(names)
 
 
@@ -378,16 +410,18 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     hoist = _Hoist()
     body = [_rewrite(s, state.replaced, hoist) for s in body]
     cells, frees, visible = scope if scope is not None else scope_names(state, original)
-    body, found = genexps.rewrite(body, state.positions)
+    body, found = genexps.rewrite(body, state.positions,
+                                  lambda name: name in visible or name in state.module_names,
+                                  lambda definition: _synthetic_scope_names(definition, visible, klass))
     made_here: list[cst.BaseStatement] = []
     # Their defs run when the function starts: marked with the line of its first statement, so a line
     # tracer sees no line the function has not reached (their bodies keep the expressions' lines).
     first_line = state.line_of(body[0]) if body else 0
     for item in found:  # innermost first: a nested generator expression is compiled inside its own
-        inner_display = f"{display or qualname}.<locals>.<genexpr>"
+        # CPython adds no <locals> under a comprehension: outer.<locals>.<genexpr>.<genexpr>
+        inner_display = f"{display}.<genexpr>" if display else f"{qualname}.<locals>.<genexpr>"
         inner = compile_function(state, item.definition, item.definition, f"{qualname}.<locals>.{item.name}", klass,
-                                 display=inner_display,
-                                 scope=_synthetic_scope_names(item.definition, visible, klass))
+                                 display=inner_display, scope=item.scope)
         rename = stmt(f"{item.name}.__name__, {item.name}.__qualname__ = '<genexpr>', {inner_display!r}\n")
         if first_line:
             inner = _mark_lines(inner, first_line).with_changes(  # type: ignore[assignment]
@@ -411,14 +445,14 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     saved: set[str] = set()
     for k in sorted(emitter.state_of.values()):
         names = (live.get(k, set()) | emitter.needs.get(k, set()))
-        names = {n for n in names if not n.startswith(_NOT_SAVED) and n not in captured}
+        names = {n for n in names if not n.startswith(_NOT_SAVED) and n not in captured and n != CELLS}
         ordered = tuple(sorted(names, key=lambda n: (n not in params, params.index(n) if n in params else 0, n)))
         states[k] = ordered
         saved.update(ordered)
     prologue: list[cst.BaseStatement] = [assign(PREFIX + "L", expr(f"{FRAME}.values"))]
     for p in params:
-        if p in captured:
-            continue  # carried by its cell
+        if p in captured or p == CELLS:
+            continue  # carried by its cell; a generator expression's cells argument (stored above)
         prologue.append(stmt(f"if {p!r} in {PREFIX}L: {p} = {PREFIX}L[{p!r}]\nelse: del {p}\n"))
     for name in sorted(saved - set(params)):
         prologue.append(stmt(f"if {name!r} in {PREFIX}L: {name} = {PREFIX}L[{name!r}]\n"))
@@ -445,6 +479,11 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     new_body = doc + decls + bindings + [entry]
     target = [d for d in updated.decorators if isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET]
     decorator = cst.Decorator(decorator=expr(f"{RT}.compiled({meta})"))
+    registration = None
+    if scope is not None:  # a generator expression's function is made at every call of the enclosing one
+        register = PREFIX + "reg" + meta[len(PREFIX + "meta"):]
+        registration = stmt(f"{register} = {RT}.compiled({meta})\n")
+        decorator = cst.Decorator(decorator=cst.Name(register))
     if target:  # the on-the-fly compiler's marker stands where the user's first decorator was
         decorator = decorator.with_changes(trailing_whitespace=target[0].trailing_whitespace)
     lines = {k: emitter.lines[k] for k in states}
@@ -461,7 +500,7 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
         f"{meta} = {RT}.declare(__name__, {qualname!r}, {fingerprint(original)!r}, {states!r}, {lines!r}, "
         f"{tuple(yf)!r}, {tuple(params)!r}{extra})\n")
     variant = _variant(updated, new_body, meta, cells, frees, klass) if cells else []
-    state.plans.append(FunctionPlan(qualname, meta, declaration, variant))
+    state.plans.append(FunctionPlan(qualname, meta, declaration, variant, registration))
     kept = [d for d in updated.decorators if not (isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET)]
     body = updated.body.with_changes(body=new_body) if isinstance(updated.body, cst.IndentedBlock) else block(new_body)
     return updated.with_changes(body=body, decorators=[*kept, decorator])
@@ -601,7 +640,7 @@ def compile_module_mapped(source: str, path: str = "<string>", *, all_generators
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope, source=masked,
-                        coroutine_decorators=coroutine_decorators(tree))
+                        coroutine_decorators=coroutine_decorators(tree), module_names=bound_names(tree))
     new_module = wrapper.visit(ModuleCompiler(state))
     if state.diagnostics:
         raise dg.CompileError(state.diagnostics)
@@ -611,7 +650,7 @@ def compile_module_mapped(source: str, path: str = "<string>", *, all_generators
     assert len(statements) == len(found), "one compiled statement per region"
     compiled = [new_module.code_for_node(s.with_changes(leading_lines=())) for s in statements]
     header = [stmt(f"import runtime._support as {RT}\n")] + ([stmt(genexps.HEADER)] if state.genexps else [])
-    header += [p.declaration for p in state.plans]
+    header += [s for p in state.plans for s in (p.declaration, p.registration) if s is not None]
     header += [s for p in state.plans for s in p.variant]
     header_code = new_module.with_changes(body=header, header=(), footer=()).code
     return _splice(lines, found, compiled, header_code, regions.header_line(tree))

@@ -6,22 +6,37 @@ outermost iterable evaluated (and ``iter()`` called on it) where the expression 
 writes that function out (``_dg_genexprN``) so that it is compiled like any nested durable generator:
 a generator expression still live at a suspension travels in snapshots like a held durable generator.
 
+A generator expression passed straight to a builtin that consumes it and keeps no reference to it
+(``sum(x * x for x in xs)``, ``any(...)``, ``"".join(...)``, see ``CONSUMERS``) cannot be live at a
+suspension: it stays native, at CPython's speed.
+
 Each function is defined once at the top of the enclosing function's bodies (a def only makes a
 function object; its closure is the frame's cells, so free variables are read when the expression
-runs, with late binding, exactly as natively), and the expression becomes
-``_dg_genexprN(_dg_iter(A))``. The function's ``__name__`` and ``__qualname__`` are set to the ones
-CPython gives a generator expression (``<genexpr>``, ``outer.<locals>.<genexpr>``), which its
-generators take.
+runs, with late binding, exactly as natively), with its decorator made once at import
+(``_dg_regN``), and the expression becomes ``_dg_genexprN(_dg_iter(A))``, or
+``_dg_genexprN(_dg_iter(A), _dg_cells)`` when it has free variables: a generator that has not started
+has no locals but its arguments, and the enclosing frame's ``_dg_cells`` lambda among them lets a
+snapshot carry its cells (shared with the enclosing frame) instead of their values. Its loop iterates
+``_dg_0`` itself (no second ``iter()``, as natively). The function's ``__name__`` and
+``__qualname__`` are set to the ones CPython gives a generator expression (``<genexpr>``,
+``outer.<locals>.<genexpr>``, ``outer.<locals>.<genexpr>.<genexpr>``), which its generators take.
 
 Left native (a plain generator expression, as before): expressions that are not evaluated in the
 durable function's own scope (inside a lambda's body, a nested ``def``, a class body, or the parts of
 another comprehension that run in that comprehension's scope), asynchronous ones (``async for`` or
 ``await`` inside), ones with an assignment expression (it binds in the enclosing scope), and ones
 that call ``locals``/``vars``/``dir``/``eval``/``exec`` (they would see the compiler's own locals).
+
+What still tells a compiled one from a native one: its code object (``gi_code.co_name`` and the
+function name in a traceback are ``_dg_genexprN``; the line is the user's), its frame's locals (the
+compiler's ``_dg_`` names among them), the qualnames of lambdas written inside it
+(``outer.<locals>._dg_genexpr1.<locals>.<lambda>``), and, until the runtime names restored generators
+from their declaration, the ``__name__``/``__qualname__`` of one that came back from a snapshot.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import libcst as cst
 
@@ -38,7 +53,21 @@ ITER = PREFIX + "iter"
 
 HEADER = f"from builtins import iter as {ITER}\n"
 
+CELLS = PREFIX + "cells"
+"""The enclosing frame's never-called lambda over its captured variables (``generate.CELLS``)."""
+
 _DYNAMIC = {"locals", "vars", "dir", "eval", "exec"}
+
+CONSUMERS = frozenset({"sum", "any", "all", "min", "max", "list", "tuple", "set", "frozenset", "sorted", "dict",
+                       "bytes", "bytearray", "next"})
+"""Builtins that take what they need from a generator expression passed to them and keep no
+reference to it once they return: an expression passed straight to one of them (``sum(x for x in
+xs)``) can never be live at a suspension, so it stays a native generator expression (CPython's speed
+and exact behaviour). So does one passed to ``"sep".join`` on a string literal."""
+
+
+Scope = tuple[list[str], list[str], set[str]]
+"""(cell variables, free variables, names resolved in a function scope) of a function."""
 
 
 @dataclass
@@ -46,6 +75,7 @@ class Found:
     name: str
     node: cst.GeneratorExp
     definition: cst.FunctionDef
+    scope: Scope
 
 
 def _convertible(node: cst.GeneratorExp) -> bool:
@@ -55,7 +85,10 @@ def _convertible(node: cst.GeneratorExp) -> bool:
             return False
         comp = comp.inner_for_in
     blocker = _Blocker()
-    node.visit(blocker)
+    first = node.for_in
+    # the outermost iterable runs in the enclosing scope (a yield there is the enclosing function's)
+    for part in (node.elt, first.target, *first.ifs, *([first.inner_for_in] if first.inner_for_in else [])):
+        part.visit(blocker)
     return not blocker.found
 
 
@@ -68,10 +101,6 @@ class _Blocker(cst.CSTVisitor):
         return False
 
     def visit_NamedExpr(self, node: cst.NamedExpr) -> bool:
-        self.found = True
-        return False
-
-    def visit_Yield(self, node: cst.Yield) -> bool:  # only in the outermost iterable (elsewhere a SyntaxError)
         self.found = True
         return False
 
@@ -88,10 +117,22 @@ class Rewriter(cst.CSTTransformer):
     """Replaces the generator expressions evaluated in the function's own scope with calls of the
     functions it writes out (``found``); ``positions`` gets the source position of their statements."""
 
-    def __init__(self, positions: dict) -> None:  # type: ignore[type-arg]
+    def __init__(self, positions: dict, shadowed: Callable[[str], bool],  # type: ignore[type-arg]
+                 scope_of: Callable[[cst.FunctionDef], Scope]) -> None:
         super().__init__()
         self.positions = positions
+        self.shadowed = shadowed
+        self.scope_of = scope_of
         self.found: list[Found] = []
+        self.consumed: set[int] = set()
+
+    def visit_Call(self, node: cst.Call) -> None:
+        func = node.func
+        if (isinstance(func, cst.Name) and func.value in CONSUMERS and not self.shadowed(func.value)) or (
+                isinstance(func, cst.Attribute) and func.attr.value == "join"
+                and isinstance(func.value, (cst.SimpleString, cst.ConcatenatedString))):
+            self.consumed.update(id(a.value) for a in node.args
+                                 if isinstance(a.value, cst.GeneratorExp) and a.keyword is None and not a.star)
 
     def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
         result = super().on_leave(original, updated)
@@ -156,12 +197,22 @@ class Rewriter(cst.CSTTransformer):
 
     def leave_GeneratorExp(self, original: cst.GeneratorExp, updated: cst.GeneratorExp) -> cst.BaseExpression:
         outermost = self._outermost(updated)
-        if not _convertible(original):
+        if id(original) in self.consumed or not _convertible(original):
             return updated.with_changes(for_in=outermost)
         name = f"{FUNCTION}{len(self.found) + 1}"
-        self.found.append(Found(name, original, self._definition(name, original)))
-        iterator = cst.Call(func=cst.Name(ITER), args=[cst.Arg(value=outermost.iter)])
-        return cst.Call(func=cst.Name(name), args=[cst.Arg(value=iterator)], lpar=updated.lpar, rpar=updated.rpar)
+        definition = self._definition(name, original)
+        scope = self.scope_of(definition)
+        args = [cst.Arg(value=cst.Call(func=cst.Name(ITER), args=[cst.Arg(value=outermost.iter)]))]
+        if scope[1]:
+            # Its free variables' cells, as an argument: a snapshot of the generator before it starts
+            # (it has no locals yet) carries these cells, shared with the enclosing frame.
+            definition = definition.with_changes(params=definition.params.with_changes(
+                params=[*definition.params.params, cst.Param(cst.Name(CELLS))]))
+            self._at(definition, original)
+            self._at(definition.name, original)
+            args.append(cst.Arg(value=cst.Name(CELLS)))
+        self.found.append(Found(name, original, definition, scope))
+        return cst.Call(func=cst.Name(name), args=args, lpar=updated.lpar, rpar=updated.rpar)
 
     # -- the function ------------------------------------------------------------------------
     def _at(self, new: cst.CSTNode, *sources: cst.CSTNode) -> None:
@@ -173,7 +224,9 @@ class Rewriter(cst.CSTTransformer):
 
     def _definition(self, name: str, node: cst.GeneratorExp) -> cst.FunctionDef:
         """``def NAME(_dg_0): for T in _dg_0: if C: ... yield E`` (each statement at its clause's line)."""
-        inner: cst.BaseStatement = small(cst.Expr(value=cst.Yield(value=node.elt)))
+        suspension = cst.Yield(value=node.elt)
+        inner: cst.BaseStatement = small(cst.Expr(value=suspension))
+        self._at(suspension, node.elt, node)
         self._at(inner, node.elt, node)
         clauses: list[cst.CompFor] = []
         comp: cst.CompFor | None = node.for_in
@@ -197,9 +250,12 @@ class Rewriter(cst.CSTTransformer):
         return definition
 
 
-def rewrite(body: list[cst.BaseStatement], positions: dict) -> tuple[list[cst.BaseStatement], list[Found]]:  # type: ignore[type-arg]
-    """The statements with their generator expressions replaced, and the functions written out."""
-    rewriter = Rewriter(positions)
+def rewrite(body: list[cst.BaseStatement], positions: dict, shadowed: Callable[[str], bool],  # type: ignore[type-arg]
+            scope_of: Callable[[cst.FunctionDef], Scope]) -> tuple[list[cst.BaseStatement], list[Found]]:
+    """The statements with their generator expressions replaced, and the functions written out.
+    ``shadowed(name)``: whether a builtin's name may mean something else where the function runs;
+    ``scope_of(definition)``: the ``Scope`` of a function written out."""
+    rewriter = Rewriter(positions, shadowed, scope_of)
     new_body = [s.visit(rewriter) if _has_genexp(s) else s for s in body]  # untouched nodes keep their identity
     return new_body, rewriter.found  # type: ignore[return-value]
 

@@ -18,6 +18,7 @@ import libcst as cst
 
 from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, releasing, rt, small
 from .lower_expr import ExprLowerer, Stmts, Unsupported
+from .genexps import ITERATOR as GENEXP_ITERATOR
 from .names import describe
 
 # Handlers that let the detach signal through may run while the interpreter shuts down, when module
@@ -301,13 +302,15 @@ class StmtLowerer:
             value = self.new_temp("v")
             extra = self.store(target, cst.Name(value))
             target = cst.Name(value)
-        if body_yields:
+        if body_yields and isinstance(iterable, cst.Name) and iterable.value == GENEXP_ITERATOR:
+            it = iterable.value  # a generator expression's outermost iterator: iter() was called on it already
+        elif body_yields:
             it = self.new_temp("it")
             pre.append(assign(it, call(cst.Name("iter"), iterable)))
             iterable = cst.Name(it)
         loop = cst.For(target=target, iter=iterable, body=block(self._loop_body(node.body, extra)),
                        orelse=cst.Else(body=block(orelse)) if orelse is not None else None)
-        if body_yields:
+        if body_yields and it != GENEXP_ITERATOR:  # a generator expression's body ends with its loop
             return pre + [releasing([loop], it)]
         return pre + [loop]
 
