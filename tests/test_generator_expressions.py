@@ -248,6 +248,33 @@ def test_a_generator_expression_driven_directly():
     differential(source, [NEXT, throw(GeneratorExit), NEXT], entry="next(maker())")
 
 
+def test_generator_expressions_in_every_kind_of_statement():
+    differential("""
+    def gen():
+        xs = [1, 2, 3]
+        got = yield from (x * 2 for x in xs)                 # delegation to a generator expression
+        yield got
+        for v in (x + 10 for x in xs if x != 2):             # held by the loop
+            yield v
+        pending = (x for x in xs)
+        while next(pending, None) is not None:
+            yield "while"
+        try:
+            g = (100 // x for x in [4, 0])
+            yield next(g)
+            yield next(g)
+        except ZeroDivisionError:
+            yield "except"
+        finally:
+            last = (x * 3 for x in xs)
+        match (x for x in xs):
+            case it if next(it) == 1:
+                yield "case", next(it)
+        yield next(last)
+        return tuple(x for x in (y for y in xs))
+    """, nexts(14))
+
+
 # -- CPython's semantics of the expression ----------------------------------------------------
 
 def test_the_outermost_iterable_is_evaluated_eagerly_where_the_expression_is_written():
