@@ -7,7 +7,7 @@ import re
 import sys
 import threading
 import types
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 
 from . import closures, registry
 from .closures import cellular  # noqa: F401  (called by compiled modules)
@@ -139,9 +139,15 @@ def function_for(frame: PendingFrame) -> Callable[..., Any]:
     return _named(types.FunctionType(code, module.__dict__, code.co_name, None, closure), meta)
 
 
+_GENEXPR = re.compile(r"_dg_genexpr\d+(?:\.<locals>)?")
+
+
 def _named(fn: types.FunctionType, meta: FunctionMeta) -> types.FunctionType:
-    """Generators take their ``__qualname__`` from the function that creates them."""
-    fn.__qualname__ = meta.qualname
+    """Generators take their names from the function that creates them (a generator expression's are
+    ``<genexpr>`` and ``outer.<locals>.<genexpr>``, as natively, not the compiler's function's)."""
+    fn.__qualname__ = _GENEXPR.sub("<genexpr>", meta.qualname)
+    if fn.__name__.startswith("_dg_genexpr"):
+        fn.__name__ = "<genexpr>"
     return fn
 
 
@@ -245,18 +251,58 @@ def yf_iter(value: Any) -> Any:
     return iter(value)
 
 
+def resume_delegation(value: Any) -> tuple[Any, Any]:
+    """Re-enter a delegation: ``(the delegate, what to yield from)``. A pending durable frame is started
+    and yields the marker itself; any other iterator is driven by ``resumed_delegation``."""
+    if type(value) is PendingFrame:
+        gen = start(value)
+        return gen, gen
+    return value, resumed_delegation(value)
+
+
 def resume_from(value: Any) -> tuple[Any, bool]:
-    """Re-enter a delegation: a pending durable frame yields the marker itself; others need ours."""
+    """``resume_delegation`` as code compiled before it calls it (with ``forward_send``)."""
     if type(value) is PendingFrame:
         return start(value), False
     return value, True
 
 
 def forward_send(iterator: Any, value: Any) -> None:
-    """The first ``send(v)`` after a restore at ``yield from plain_iterator`` goes to the iterator."""
+    """Code compiled before ``resume_delegation``: the first ``send(v)`` after a restore at ``yield from
+    plain_iterator`` goes to the iterator."""
     if value is not None:
         iterator.send(value)
-        raise RuntimeError("send() to a restored delegation over an iterator with a send() method is not supported")
+        raise RuntimeError("send() to a restored delegation over an iterator with a send() method needs the "
+                           "code compiled again (durable compile, or clear the import cache)")
+
+
+def resumed_delegation(iterator: Any) -> Generator[Any, Any, Any]:
+    """``yield from iterator`` re-entered at its suspension (PEP 380 from there on): the marker first,
+    for restore, then every operation of the caller reaches ``iterator`` as natively: ``send`` (``next``
+    for None), ``throw`` (raised here when the iterator has none) and ``close``. A detach never reaches
+    the iterator: dropping the frame runs none of its code."""
+    out: Any = MARKER
+    while True:
+        try:
+            sent = yield out
+        except GeneratorExit:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+            raise
+        except BaseException as exc:
+            thrower = None if detaching(exc) else getattr(iterator, "throw", None)
+            if thrower is None:
+                raise
+            try:
+                out = thrower(exc)
+            except StopIteration as stop:
+                return stop.value
+            continue
+        try:
+            out = next(iterator) if sent is None else iterator.send(sent)
+        except StopIteration as stop:
+            return stop.value
 
 
 _CONTEXT = vars(BaseException)["__context__"]

@@ -12,7 +12,7 @@ from .errors import UnserializableValueError
 
 STATS = {"round_trips": 0, "unserializable": 0}
 
-_WRAPPER_CODES: set[types.CodeType] = set()
+_WRAPPER_CODES = code_kinds.WRAPPER_CODES
 
 
 def _round_trip(current: types.GeneratorType, closure: tuple[Any, ...] | None) -> types.GeneratorType:
@@ -28,7 +28,16 @@ def _round_trip(current: types.GeneratorType, closure: tuple[Any, ...] | None) -
             STATS["unserializable"] += 1
             return current
         fresh = restore(data)
-    detach(current)
+        try:
+            detach(current)  # (chaos wrappers it holds stay live: they are the program's own objects)
+        except Exception:
+            if current.gi_frame is None:  # the frame itself failed: the program's own error
+                raise
+            # The detach never reached the frame (a `yield from` over an object whose attribute lookup
+            # raises): the program goes on with the generator it has, as if this round trip were not made.
+            detach(fresh)
+            STATS["unserializable"] += 1
+            return current
     STATS["round_trips"] += 1
     return fresh
 

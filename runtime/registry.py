@@ -42,6 +42,10 @@ class FunctionMeta:
 
 
 BY_NAME: dict[str, FunctionMeta] = {}
+"""The durable function declared last under each ``module:qualname``."""
+BY_VERSION: dict[tuple[str, bytes], FunctionMeta] = {}
+"""Every durable function declared, by name and fingerprint: nested functions redefined under one name
+(``def one(): ...`` twice in a function) are several functions a snapshot tells apart."""
 BY_CODE: dict[int, FunctionMeta] = {}
 """Durable functions by ``id()`` of their code objects (hashing a code object is slow), which
 ``_CODES`` keeps alive so that an id is never reused."""
@@ -52,6 +56,7 @@ MODULES: set[str] = set()
 
 def declare(meta: FunctionMeta) -> FunctionMeta:
     BY_NAME[meta.ident] = meta
+    BY_VERSION[meta.ident, meta.fingerprint] = meta
     MODULES.add(meta.module)
     return meta
 
@@ -79,12 +84,12 @@ def add_alias(meta: FunctionMeta, code: types.CodeType) -> None:
 
 def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
     """Find the durable function a snapshot names, importing its module only if the allow-list permits it."""
-    meta = BY_NAME.get(ident)
+    meta = _current_version(ident, fingerprint) or BY_NAME.get(ident)
     if meta is None:
         module, _, qualname = ident.partition(":")
         from .values.allow import import_allowed  # the allow rules import this module
         import_allowed(module, f"snapshot names durable function {ident!r}")
-        meta = BY_NAME.get(ident)
+        meta = _current_version(ident, fingerprint) or BY_NAME.get(ident)
         if meta is None:
             raise IncompatibleCodeError(
                 f"snapshot names durable function {ident!r}, which no longer exists "
@@ -95,6 +100,17 @@ def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
             f"(fingerprint {fingerprint.hex()} in the snapshot, {meta.fingerprint.hex()} now); "
             "restore it with the code version that took it")
     return meta
+
+
+def _current_version(ident: str, fingerprint: bytes) -> FunctionMeta | None:
+    """The function declared as ``ident`` with ``fingerprint`` by the module as it is now: one of several
+    under that name is current while the module's namespace still holds its declaration (a reloaded
+    module declares its functions afresh, and the old ones are no longer current)."""
+    meta = BY_VERSION.get((ident, fingerprint))
+    if meta is None or meta is BY_NAME.get(ident):
+        return meta
+    namespace = getattr(sys.modules.get(meta.module), "__dict__", {})
+    return meta if any(value is meta for value in namespace.values()) else None
 
 
 def code_for(meta: FunctionMeta) -> types.CodeType:
@@ -114,16 +130,21 @@ def code_for(meta: FunctionMeta) -> types.CodeType:
         while hasattr(obj, "__wrapped__"):
             obj = obj.__wrapped__
     code = getattr(obj, "__code__", None)
-    for name in [p for p in path if p != "<locals>"]:
-        code = _find_nested(code, name) if code is not None else None
+    names = [p for p in path if p != "<locals>"]
+    for i, name in enumerate(names):
+        code = _find_nested(code, name, meta if i == len(names) - 1 else None) if code is not None else None
     if code is None:
         raise IncompatibleCodeError(f"cannot locate the code of durable function {meta.ident!r}")
     _add_code(meta, code)
     return code
 
 
-def _find_nested(code: types.CodeType, name: str) -> types.CodeType | None:
-    for const in code.co_consts:
-        if isinstance(const, types.CodeType) and const.co_name == name:
-            return const
-    return None
+def _find_nested(code: types.CodeType, name: str, meta: FunctionMeta | None = None) -> types.CodeType | None:
+    """The code of function ``name`` nested in ``code``; of several under that name (redefinitions), the
+    one whose restore prologue reads ``meta``'s declaration (the module global the compiler bound it to)."""
+    found = [c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == name]
+    if len(found) > 1 and meta is not None:
+        namespace = getattr(sys.modules.get(meta.module), "__dict__", {})
+        declared = {key for key, value in namespace.items() if value is meta}
+        return next((c for c in found if declared.intersection(c.co_names)), found[0])
+    return found[0] if found else None

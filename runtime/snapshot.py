@@ -23,7 +23,7 @@ import msgpack
 from . import _support, closures, registry, values
 from .errors import GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError, UnserializableValueError
 from .registry import FunctionMeta
-from .values import FORMAT, MAGIC, NO_BODY, Decoder, Encoder, Kind
+from .values import FORMAT, MAGIC, NO_BODY, Decoder, Encoder, Kind, code_kinds
 
 _GEN_CREATED = inspect.GEN_CREATED
 _GEN_CLOSED = inspect.GEN_CLOSED
@@ -47,6 +47,12 @@ def _classify_generator(obj: object) -> tuple[str, object, object] | None:
         obj, kind = obj.gen, "gen-yf"
     if type(obj) is not types.GeneratorType:
         return None
+    if obj.gi_code is _finished_generator.__code__:  # a finished one a restore made
+        return "gen-done", None, NO_BODY
+    if kind == "gen" and obj.gi_code in code_kinds.WRAPPER_CODES:
+        live = code_kinds.live_wrapper(obj)  # a chaos round trip keeps the program's own wrapper
+        if live is not None:
+            return live
     gen = _unwrap(obj)  # type: ignore[arg-type]
     if id(gen.gi_code) not in registry.BY_CODE or gen.gi_running:
         return None
@@ -419,10 +425,13 @@ def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.P
     return _support.PendingFrame(meta, state, dict(zip(bound, decoded)), closures.cells_by_name(frees))
 
 
+def _finished_generator() -> Any:
+    yield  # pragma: no cover - never resumed
+
+
 def _finished() -> types.GeneratorType:
-    def finished() -> Any:
-        yield  # pragma: no cover - never resumed
-    gen = finished()
+    """What a durable generator that had finished comes back as (it travels again as such)."""
+    gen = _finished_generator()
     gen.close()
     return gen
 
@@ -438,7 +447,8 @@ def _held_generators(gen: types.GeneratorType) -> list[types.GeneratorType]:
         for name in names:
             value = frame_locals.get(name)
             if name is not yf and type(value) is types.GeneratorType and value.gi_frame is not None \
-                    and not value.gi_running and id(_unwrap(value).gi_code) in registry.BY_CODE:
+                    and not value.gi_running and id(_unwrap(value).gi_code) in registry.BY_CODE \
+                    and not (value.gi_code in code_kinds.WRAPPER_CODES and code_kinds.in_live_round_trip()):
                 held.append(value)
         delegate = frame_locals.get(yf) if yf else None
         current = delegate if type(delegate) is types.GeneratorType else None

@@ -83,6 +83,9 @@ class EncHooks:
     def find_global(self, obj: object) -> None:
         return None
 
+    def finished(self) -> None:
+        pass
+
 
 class DecHooks:
     def resolve_class(self, ref: str) -> type:
@@ -102,6 +105,9 @@ class DecHooks:
 
     def fill(self, name: str, obj: object, head: object, body: object) -> None:
         raise CorruptSnapshotError("boxes have no body")
+
+    def finished(self) -> None:
+        pass
 
 
 def pack_all(*values: object) -> list[Any]:

@@ -616,3 +616,21 @@ def test_yield_from_various_iterables():
         yield ("empty returned", r)
     """
     differential(src, nexts(19) + [send("s"), NEXT, NEXT, NEXT])
+
+
+def test_a_for_loop_does_not_call_a_name_iter_of_the_program():
+    """A `for` loop gets its iterator as CPython does, not through whatever `iter` means in the program."""
+    differential("""
+    LOG = []
+
+    def iter(x):
+        LOG.append("module iter")
+        raise AssertionError("a for loop must not call this")
+
+    def gen(items=(1, 2)):
+        for item in items:
+            yield item
+        iter = lambda x: "local"
+        for item in "ab":
+            yield item, iter(0)
+    """, nexts(5))

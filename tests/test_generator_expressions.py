@@ -371,9 +371,6 @@ def test_names_are_cpythons():
         unload(module)
 
 
-@pytest.mark.xfail(strict=True, reason="a restored generator takes its names from the runtime "
-                   "(runtime._support.function_for / _named: meta.qualname and the code's co_name, "
-                   "`_dg_genexprN`); needs the runtime change proposed with issue 11, item 6")
 def test_names_survive_a_restore():
     differential("""
     def gen():

@@ -258,3 +258,34 @@ def test_detach_also_detaches_durable_generators_held_in_values():
         assert sorted(mod.LOG) == ["cleanup a", "cleanup b"]
     finally:
         unload(mod)
+
+
+def test_nested_durable_functions_redefined_under_one_name_each_restore_as_themselves():
+    """Two nested functions with the same qualified name (redefined in one function) are two durable
+    functions: a snapshot of either restores with its own code, here and in a fresh process."""
+    differential("""
+    def gen():
+        def one():
+            yield "first"
+            yield "first again"
+        a = one()
+        def one():
+            yield "second"
+            yield "second again"
+        b = one()
+        yield next(a), next(b)
+        yield next(a), next(b)
+    """, nexts(3))
+
+
+def test_a_finished_durable_generator_held_in_a_local_survives_two_restores():
+    differential("""
+    def leaf():
+        yield 1
+
+    def gen():
+        done = leaf()
+        yield list(done)
+        yield next(done, "empty")
+        yield list(done), done.gi_frame is None
+    """, nexts(4))

@@ -77,6 +77,9 @@ class _NoHooks:
     def plain_layout(self, layout):
         return None
 
+    def finished(self):
+        pass
+
 
 def test_optimistic_encoder_leaves_the_checks_to_msgpack():
     fast = codec.Encoder(_NoHooks(), exact=False)

@@ -151,15 +151,15 @@ class Emitter:
         target = line.body[1].targets[0].target if isinstance(line.body[1], cst.Assign) else None  # type: ignore[attr-defined]
         resume: Stmts = [assign(RESTORE, cst.Integer("0")), assign(STATE, cst.Integer(str(k)))]
         if isinstance(y.value, cst.From):
+            # the delegate comes back (a durable one started, at its own marker); ``through`` yields the
+            # marker for any other iterator, then passes the caller's operations on to it
             sub = y.value.item
             assert isinstance(sub, cst.Name)
-            marker = f"{PREFIX}m"
+            through = cst.Name(f"{PREFIX}m")
             resume.append(small(cst.Assign(
-                targets=[cst.AssignTarget(cst.Tuple([cst.Element(sub), cst.Element(cst.Name(marker))], lpar=[], rpar=[]))],
-                value=call(rt("resume_from"), sub))))
-            resume.append(if_(cst.Name(marker), [small(cst.Expr(call(rt("forward_send"), sub, cst.Yield(
-                value=rt("MARKER"), lpar=[cst.LeftParen()], rpar=[cst.RightParen()]))))]))
-            again: cst.BaseExpression = cst.Yield(value=cst.From(item=sub))
+                targets=[cst.AssignTarget(cst.Tuple([cst.Element(sub), cst.Element(through)], lpar=[], rpar=[]))],
+                value=call(rt("resume_delegation"), sub))))
+            again: cst.BaseExpression = cst.Yield(value=cst.From(item=through))
         else:
             again = cst.Yield(value=rt("MARKER"))
         resume.append(small(cst.Assign([cst.AssignTarget(target)], again)) if target is not None else small(cst.Expr(again)))

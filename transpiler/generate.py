@@ -51,7 +51,6 @@ class ModuleState:
     plans: list[FunctionPlan] = field(default_factory=list)
     source: str = ""
     coroutine_decorators: frozenset[str] = frozenset()  # dotted names of types/asyncio.coroutine here
-    genexps: bool = False  # a generator expression was compiled (the module needs genexps.ITER)
     module_names: frozenset[str] | Any = frozenset()  # what the module may bind at its top level (bound_names)
     _symtable: symtable.SymbolTable | None = None
 
@@ -428,7 +427,6 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
                 decorators=[d.with_changes(trailing_whitespace=_comment(first_line)) for d in inner.decorators])
             rename = _mark_lines(rename, first_line)  # type: ignore[assignment]
         made_here += [inner, rename]
-        state.genexps = True
     lowerer = _MarkingLowerer(state.line_of)
     try:
         lowered = lowerer.lower_body(body)
@@ -649,7 +647,7 @@ def compile_module_mapped(source: str, path: str = "<string>", *, all_generators
     statements = [s for s in new_module.body if not isinstance(s, cst.SimpleStatementLine)]  # not fillers
     assert len(statements) == len(found), "one compiled statement per region"
     compiled = [new_module.code_for_node(s.with_changes(leading_lines=())) for s in statements]
-    header = [stmt(f"import runtime._support as {RT}\n")] + ([stmt(genexps.HEADER)] if state.genexps else [])
+    header = [stmt(f"import runtime._support as {RT}\n"), stmt(genexps.HEADER)]  # (lowered loops use ITER too)
     header += [s for p in state.plans for s in (p.declaration, p.registration) if s is not None]
     header += [s for p in state.plans for s in p.variant]
     header_code = new_module.with_changes(body=header, header=(), footer=()).code

@@ -18,6 +18,7 @@ import libcst as cst
 
 from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, releasing, rt, small
 from .lower_expr import ExprLowerer, Stmts, Unsupported
+from .genexps import ITER
 from .genexps import ITERATOR as GENEXP_ITERATOR
 from .names import describe
 
@@ -306,7 +307,7 @@ class StmtLowerer:
             it = iterable.value  # a generator expression's outermost iterator: iter() was called on it already
         elif body_yields:
             it = self.new_temp("it")
-            pre.append(assign(it, call(cst.Name("iter"), iterable)))
+            pre.append(assign(it, call(cst.Name(ITER), iterable)))  # builtins.iter, whatever `iter` names here
             iterable = cst.Name(it)
         loop = cst.For(target=target, iter=iterable, body=block(self._loop_body(node.body, extra)),
                        orelse=cst.Else(body=block(orelse)) if orelse is not None else None)

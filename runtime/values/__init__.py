@@ -2,7 +2,7 @@
 
 This package is the one place a reviewer reads to know what restore may do with data from outside:
 the wire format (``wire``, ``encoder``, ``decoder``), the value kinds (``kinds``, ``objects``,
-``builtin_kinds``, ``stdlib_kinds``, ``iterator_kinds``, ``code_kinds``), the allow rules (``allow``),
+``builtin_kinds``, ``stdlib_kinds``, ``iterator_kinds``, ``code_kinds``, ``class_kinds``), the allow rules (``allow``),
 what decoding may cost and run (``bounds``), signing, seals and limits (``signing``, ``seals``,
 ``settings``, ``unpack``), the snapshot envelope (``envelope``), single values (``single``) and the
 inspector (``inspection``). The snapshot engine and the execution layer use it only through the names
@@ -11,7 +11,7 @@ below.
 from __future__ import annotations
 
 # the kinds of code and of built-ins (the standard library's load on first use)
-from . import builtin_kinds, code_kinds, objects  # noqa: F401
+from . import builtin_kinds, class_kinds, code_kinds, objects  # noqa: F401
 from . import settings
 from .allow import (CODE_TYPES, allow_modules, disallow_modules, import_allowed, module_allowed, ref_of, resolve,
                     serializable)

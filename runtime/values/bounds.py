@@ -91,6 +91,13 @@ def class_attr(cls: type, name: str, default: Any = None) -> Any:
 _MISSING = object()
 
 
+def is_local(cls: type) -> bool:
+    """True for a class made by a ``class`` statement inside a function (its qualname has ``<locals>``):
+    one of many made at run time, which caches keyed by class must not keep alive."""
+    qualname = type.__getattribute__(cls, "__qualname__")
+    return isinstance(qualname, str) and "<locals>" in qualname
+
+
 def own_method(cls: type, name: str) -> Callable[..., Any] | None:
     """A Python function ``name`` that ``cls`` or one of its bases (not ``object``) defines, else None."""
     found = class_attr(cls, name)

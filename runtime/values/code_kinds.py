@@ -56,7 +56,8 @@ kinds.FORWARD.add("cell")  # a recursive closure: the cell holds the function (o
 
 
 class live_cells:
-    """Chaos mode: a snapshot and restore in this same thread share the live cell objects."""
+    """Chaos mode: a snapshot and restore in this same thread share the live cell objects, and chaos
+    mode's own wrappers (``WRAPPER_CODES``) met in values stay the very objects the program holds."""
 
     def __enter__(self) -> None:
         self.saved = getattr(_local, "live", None)
@@ -64,6 +65,36 @@ class live_cells:
 
     def __exit__(self, *exc: Any) -> None:
         _local.live = self.saved
+
+
+def in_live_round_trip() -> bool:
+    """True inside chaos mode's round trip (``live_cells``)."""
+    return getattr(_local, "live", None) is not None
+
+
+WRAPPER_CODES: set[types.CodeType] = set()
+"""The code of chaos mode's wrapper functions and generators (``runtime.chaos``)."""
+
+
+def live_wrapper(obj: Any) -> tuple[str, Any, Any] | None:
+    """A chaos wrapper (function or generator) met in values during a chaos round trip: kind "live", the
+    same object after the restore in this process, as natively (a copy would not be chaos-driven)."""
+    code = getattr(obj, "gi_code", None) if type(obj) is types.GeneratorType else getattr(obj, "__code__", None)
+    live = getattr(_local, "live", None)
+    if live is None or code not in WRAPPER_CODES:
+        return None
+    live[id(obj)] = obj
+    return "live", id(obj), NO_BODY
+
+
+def _create_live(head: Any) -> Any:
+    live = getattr(_local, "live", None)
+    if live is None or type(head) is not int or head not in live:
+        raise CorruptSnapshotError("snapshot refers to a live object of the process that took it (chaos mode)")
+    return live[head]
+
+
+kinds.add(Kind("live", objects.classified_elsewhere, _create_live))
 
 
 # -- kind "fn": functions made by code of a compiled module ----------------------------------------
@@ -156,6 +187,12 @@ def _classify_function(obj: Any) -> tuple[str, Any, Any] | None:
     if type(obj) is not _FunctionType:
         return None
     code = obj.__code__
+    if code in WRAPPER_CODES:  # chaos mode's wrapper of a durable function
+        live = live_wrapper(obj)
+        if live is not None:
+            return live
+        obj = obj.__wrapped__
+        code = obj.__code__
     nested = registry.BY_CODE.get(id(code))
     if nested is not None:  # a durable function itself (module-level ones travel by name)
         if "<locals>" not in nested.qualname:

@@ -94,6 +94,8 @@ class Decoder:
             self._pending.clear()
             self._depth = 0
             raise CorruptSnapshotError(f"malformed snapshot value: {type(exc).__name__}: {exc}") from exc
+        finally:
+            self._hooks.finished()
         return values
 
     # -- generic ------------------------------------------------------------------------------

@@ -135,6 +135,7 @@ class Encoder:
         self._shaping = False
         self._hash_check = None
         self._globals.clear()
+        self._hooks.finished()
 
     def by_reference(self, objects: dict[int, tuple[str, str]]) -> None:
         """Write these objects (by ``id``: ``(module, name)``, module globals whose values live in this

@@ -25,6 +25,9 @@ class StandardHooks:
     def plain_layout(self, layout: object) -> tuple[type, tuple[str, ...]] | None:
         return objects.plain_layout(layout)
 
+    def finished(self) -> None:
+        objects.forget_local_classes()
+
     def resolve_class(self, ref: str) -> type:
         obj = allow.resolve(ref, "class")
         if not isinstance(obj, type):

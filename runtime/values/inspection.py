@@ -177,6 +177,9 @@ class _Shown:
     def fill(self, name: str, obj: object, head: object, body: object) -> None:
         obj.body = body  # type: ignore[attr-defined]
 
+    def finished(self) -> None:
+        pass
+
 
 class _Renderer(reprlib.Repr):
     """``repr`` with size limits, cycle marks and placeholders shown by class name."""

@@ -9,6 +9,7 @@ carried; anything else is an unserializable value.
 from __future__ import annotations
 
 import types
+import weakref
 from typing import Any, Callable
 
 from ..errors import CorruptSnapshotError, NotAllowedError
@@ -26,6 +27,7 @@ def classify(obj: Any) -> tuple[str, Any, Any] | None:
     if _HANDLERS_GENERATION[0] != kinds.generation:  # the first call, or kinds/the allow-list changed
         kinds.load_standard()
         _HANDLERS.clear()
+        _LOCAL_HANDLERS.clear()
         _HANDLERS_GENERATION[0] = kinds.generation
     handler = _HANDLERS.get(type(obj))
     if handler is not None:
@@ -46,7 +48,27 @@ def classify(obj: Any) -> tuple[str, Any, Any] | None:
 
 Handler = Callable[[Any], "tuple[str, Any, Any]"]
 _HANDLERS: dict[type, Handler] = {}
+_LOCAL_HANDLERS: dict[type, Handler] = {}
+"""The handlers of classes defined in functions, for one snapshot (``forget_local_classes``)."""
 _HANDLERS_GENERATION = [-1]
+
+RESTORED: weakref.WeakSet[type] = weakref.WeakSet()
+"""Classes defined in functions that restore made again in this process (``class_kinds``): their
+instances and bound methods may be rebuilt like those of allowed classes."""
+
+
+def _carried_class(cls: type) -> bool:
+    """True if instances of ``cls`` may travel: an allowed class, or one defined in a function of an
+    allowed module (which then travels by value, ``class_kinds``)."""
+    if allow.ref_of(cls) is not None:
+        return True
+    module = type.__getattribute__(cls, "__module__")
+    return bounds.is_local(cls) and isinstance(module, str) and allow.module_allowed(module)
+
+
+def _rebuildable_class(cls: type) -> bool:
+    """True if restore may rebuild instances of ``cls``: an allowed class, or one it made itself."""
+    return allow.ref_of(cls) is not None or cls in RESTORED
 
 
 def create(name: str, head: Any) -> Any:
@@ -85,11 +107,14 @@ def _classify_code_or_instance(obj: Any) -> tuple[str, Any, Any] | None:
         return ("ref", ref, NO_BODY) if ref is not None else None
     if tp is types.MethodType:
         return _method(obj)
-    handler = _instance_handler(tp)
+    local = bounds.is_local(tp)
+    handler = _LOCAL_HANDLERS.get(tp) if local else None
     if handler is None:
-        return None
-    # decided by the class alone (allowed, plain layout, no fallback claimed it): remember
-    _HANDLERS[tp] = handler
+        handler = _instance_handler(tp)
+        if handler is None:
+            return None
+        # decided by the class alone (allowed, plain layout, no fallback claimed it): remember
+        (_LOCAL_HANDLERS if local else _HANDLERS)[tp] = handler
     return handler(obj)
 
 
@@ -146,7 +171,7 @@ def _create_method(head: Any) -> Any:
         raise CorruptSnapshotError("malformed bound method")
     owner, name = head
     klass = owner if isinstance(owner, type) else type(owner)
-    if allow.ref_of(klass) is None:
+    if not _rebuildable_class(klass):
         raise CorruptSnapshotError(f"bound method {name!r} of a class restore does not allow")
     func = _lookup_function(klass, name)
     if func is None:
@@ -171,9 +196,34 @@ class Layout:
         self.size = len(dict_names) + len(slot_names)
 
 
-_layouts: dict[tuple[type, tuple[str, ...], tuple[str, ...]], Layout] = {}
+_LayoutKey = tuple[type, tuple[str, ...], tuple[str, ...]]
+_layouts: dict[_LayoutKey, Layout] = {}
+_local_layouts: dict[_LayoutKey, Layout] = {}
 _IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: set on every class written in C, never on a Python class
 _slot_tables: dict[type, dict[str, Any] | None] = {}
+_local_slot_tables: dict[type, dict[str, Any] | None] = {}
+
+
+def forget_local_classes() -> None:
+    """Drop what was remembered about classes defined in functions (done after each snapshot and
+    restore): a program makes such classes at run time, any number of them, and these tables, which
+    refer to them, must not keep them alive."""
+    if _LOCAL_HANDLERS or _local_layouts or _local_slot_tables:
+        _LOCAL_HANDLERS.clear()
+        _local_layouts.clear()
+        _local_slot_tables.clear()
+
+
+def _layout(key: _LayoutKey) -> Layout:
+    """The one ``Layout`` of a class and its attribute names (for a class defined in a function: in this
+    snapshot)."""
+    layout = _layouts.get(key)
+    if layout is None:
+        table = _local_layouts if bounds.is_local(key[0]) else _layouts
+        layout = table.get(key)
+        if layout is None:
+            layout = table[key] = Layout(*key)
+    return layout
 
 
 def _slots_of(cls: type) -> dict[str, Any] | None:
@@ -183,6 +233,9 @@ def _slots_of(cls: type) -> dict[str, Any] | None:
     see, or a class replaced a slot or ``__dict__`` with a descriptor of its own."""
     if cls in _slot_tables:
         return _slot_tables[cls]
+    local = bounds.is_local(cls)
+    if local and cls in _local_slot_tables:
+        return _local_slot_tables[cls]
     found: dict[str, Any] | None = {}
     for klass in type.__getattribute__(cls, "__mro__")[:-1]:  # all but object
         namespace = type.__getattribute__(klass, "__dict__")
@@ -191,7 +244,7 @@ def _slots_of(cls: type) -> dict[str, Any] | None:
             break
         declared = namespace.get("__slots__", ())
         for name in (declared,) if isinstance(declared, str) else declared:
-            name = _mangle(klass, name)
+            name = mangle(klass, name)
             if name in ("__dict__", "__weakref__") or name in found:
                 continue
             if type(namespace.get(name)) is not types.MemberDescriptorType:
@@ -203,19 +256,21 @@ def _slots_of(cls: type) -> dict[str, Any] | None:
     dict_attr = bounds.class_attr(cls, "__dict__")
     if dict_attr is not None and type(dict_attr) is not types.GetSetDescriptorType:
         found = None
-    _slot_tables[cls] = found
+    (_local_slot_tables if local else _slot_tables)[cls] = found
     return found
 
 
-def _mangle(klass: type, name: str) -> str:
+def mangle(klass: type, name: str) -> str:
+    """``name`` as Python stores a private name (``__x``) declared in ``klass``."""
     if name.startswith("__") and not name.endswith("__"):
         return f"_{type.__getattribute__(klass, '__name__').lstrip('_')}{name}"
     return name
 
 
 def _instance_handler(cls: type) -> Handler | None:
-    """How instances of ``cls`` travel, if it is an allowed class with a plain layout."""
-    if allow.ref_of(cls) is None:
+    """How instances of ``cls`` travel, if it is an allowed class (or one defined in a function) with a
+    plain layout."""
+    if not _carried_class(cls):
         return None
     slots = _slots_of(cls)
     if slots is None:
@@ -250,9 +305,7 @@ def _call_hook(hook: Callable[[Any], Any], obj: Any, what: str) -> Any:
 def _plain_instance(obj: Any) -> tuple[str, Any, Any]:
     attrs = obj.__dict__
     key = (type(obj), tuple(attrs), ())
-    layout = _layouts.get(key)
-    if layout is None:
-        layout = _layouts[key] = Layout(*key)
+    layout = _layouts.get(key) or _layout(key)
     return INSTANCE, layout, list(attrs.values())
 
 
@@ -262,10 +315,15 @@ def plain_instances(cls: type) -> bool:
 
 
 def plain_layout(layout: object) -> tuple[type, tuple[str, ...]] | None:
-    """The class and attribute names of a decoded layout whose instances hold only ``__dict__`` values."""
-    if type(layout) is Layout and not layout.slot_names and layout.dict_names:
+    """The class and attribute names of a decoded layout whose instances hold only ``__dict__`` values
+    (and whose ``__dict__`` can be read without running a ``__getattribute__`` of the class)."""
+    if type(layout) is Layout and not layout.slot_names and layout.dict_names \
+            and bounds.class_attr(layout.cls, "__getattribute__") is _OBJECT_GETATTRIBUTE:
         return layout.cls, layout.dict_names
     return None
+
+
+_OBJECT_GETATTRIBUTE = object.__dict__["__getattribute__"]
 
 
 def _slot_values(obj: Any, slots: dict[str, Any]) -> dict[str, Any]:
@@ -282,10 +340,7 @@ def _slot_values(obj: Any, slots: dict[str, Any]) -> dict[str, Any]:
 def _slotted_instance(obj: Any, slots: dict[str, Any]) -> tuple[str, Any, Any]:
     attrs = getattr(obj, "__dict__", None)
     slot_values = _slot_values(obj, slots)
-    key = (type(obj), tuple(attrs) if attrs else (), tuple(slot_values))
-    layout = _layouts.get(key)
-    if layout is None:
-        layout = _layouts[key] = Layout(*key)
+    layout = _layout((type(obj), tuple(attrs) if attrs else (), tuple(slot_values)))
     values = list(attrs.values()) if attrs else []
     values.extend(slot_values.values())
     return INSTANCE, layout, values
@@ -301,7 +356,7 @@ def _default_state(obj: Any, slots: dict[str, Any]) -> Any:
 
 
 def _allowed_class(cls: Any) -> type:
-    if not isinstance(cls, type) or allow.ref_of(cls) is None:
+    if not isinstance(cls, type) or not _rebuildable_class(cls):
         raise CorruptSnapshotError("snapshot holds an instance of a class restore does not allow")
     if _slots_of(cls) is None:
         raise CorruptSnapshotError(f"cannot rebuild an instance of {type.__getattribute__(cls, '__qualname__')}")
@@ -345,7 +400,7 @@ def _fill_instance(obj: Any, layout: Layout, values: Any) -> None:
             slots[name].__set__(obj, value)  # type: ignore[index]  # the member itself: frozen dataclasses too
         values = values[:len(layout.dict_names)]
     if values:
-        obj.__dict__.update(zip(layout.dict_names, values))
+        object.__getattribute__(obj, "__dict__").update(zip(layout.dict_names, values))
 
 
 def _create_stateful(cls: Any) -> Any:

@@ -201,6 +201,11 @@ class EncodeHooks(Protocol):
         """
         ...
 
+    def finished(self) -> None:
+        """The encoder is done with one snapshot (or the decoder with one restore's values): forget what
+        was kept about the objects it met that the program makes at run time (classes in functions)."""
+        ...
+
 
 class DecodeHooks(Protocol):
     """What the decoder asks its caller to turn references back into objects."""
@@ -220,5 +225,9 @@ class DecodeHooks(Protocol):
     def plain_layout(self, layout: object) -> tuple[type, tuple[str, ...]] | None:
         """For an ``INSTANCE`` head whose objects are a class and ``__dict__`` values: the class and the
         attribute names (the decoder then rebuilds such objects itself), else None."""
+        ...
+
+    def finished(self) -> None:
+        """As ``EncodeHooks.finished``."""
         ...
 

@@ -13,7 +13,8 @@ the ``unittest.TestCase`` methods of the classes defined in each module (no doct
 * ``plain``   -- ``install_import_hook(SUITES, all_generators=True)``.  Every test must pass except
   the ones listed in ``tests/cpython/allowed.py`` (each with its reason).
 * ``chaos``   -- ``--chaos`` adds a run with ``chaos=True`` too (snapshot/detach/restore at every
-  suspension); at least 90% of the eligible tests (not skipped, passing natively) must pass.
+  suspension); at least 90% of the eligible tests (not skipped, passing natively) must pass, and at
+  least 50% of the suspensions must round-trip (``CHAOS_ROUND_TRIP_SHARE``).
   ``--no-plain`` skips the plain run then.
 
 ``--version-check`` also checks ``allowed.py`` against this interpreter: every allowed test must
@@ -40,6 +41,10 @@ from typing import Any
 SUITES = ("test.test_generators", "test.test_yield_from")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHAOS_THRESHOLD = 0.90
+CHAOS_ROUND_TRIP_SHARE = 0.50
+"""The share of suspensions chaos must round-trip; the others hold values no snapshot carries (above all
+the test case itself, through a closure: unittest's own objects). 36% before issue 11; after it, 86% on
+3.10 and 3.11, 54% on 3.12 and 3.13 (whose suites have more such tests)."""
 TEST_TIMEOUT = 30.0  # seconds per test method (a hung compiled generator must not hang the run)
 CHILD_TIMEOUT = 600.0
 
@@ -348,8 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         chaos_suites = classify(native, chaos, allowed)
         report_mode("chaos", chaos_suites, args.verbose)
         stats = chaos.get("chaos_stats", {})
-        print(f"[chaos] round trips: {stats.get('round_trips', '?')}, "
-              f"unserializable skips: {stats.get('unserializable', '?')}")
+        trips, skips = stats.get("round_trips", 0), stats.get("unserializable", 0)
+        share = trips / (trips + skips) if trips + skips else 0.0
+        print(f"[chaos] round trips: {trips}, unserializable skips: {skips} ({share * 100:.1f}% of the "
+              "suspensions round-tripped)")
+        if share < CHAOS_ROUND_TRIP_SHARE:
+            summary.append(f"chaos round-tripped {share * 100:.1f}% of the suspensions, below "
+                           f"{CHAOS_ROUND_TRIP_SHARE * 100:.0f}%")
+            exit_code = 1
         eligible = sum(s["counts"]["total"] - s["counts"]["skipped"] - s["counts"]["native_broken"]
                        for s in chaos_suites.values())
         passed = _total(chaos_suites, "passed")
