@@ -224,6 +224,17 @@ def check(v):
     return [v[0] is Color.RED, v[2] is Color.RED, v[3] is Level.HIGH, v[3] + 1, v[4] == Perm.R | Perm.X,
             Perm.X in v[4], v[7] == 9, type(v[7]) is Bits, int(v[9])]
 """,
+    "regular expressions": """
+import re
+WORDS = re.compile(r"[a-z]+", re.IGNORECASE)
+
+def make():
+    local = re.compile(rb"(?P<n>[0-9]+)", re.MULTILINE)
+    return [local, local.search, re.compile("x.y", re.DOTALL | re.VERBOSE), re.Pattern.sub, WORDS.findall]
+def check(v):
+    return [v[0].pattern, v[0].flags, v[1](b"ab 12").group("n"), v[2].match("x\\ny") is not None,
+            v[3](re.compile("b"), "-", "abc"), v[4]("Ab cd"), v[1].__self__ is v[0]]
+""",
     "namedtuples": """
 Point = collections.namedtuple("Point", "x y", defaults=[0])
 
@@ -436,7 +447,7 @@ def test_unsupported_items_are_named_in_the_path() -> None:
 
 def test_other_values_stay_unserializable() -> None:
     for expr in ("NotImplemented", "zoneinfo.ZoneInfo.no_cache('UTC').__class__.from_file(open('/usr/share/zoneinfo/UTC', 'rb'))",
-                 "re.compile('x')", "iter(deque())"):
+                 "iter(deque())", "re.compile('x').scanner('x')"):
         error = _snapshot_error(f"import re\ndef make(): return {expr}")
         assert error.path == ["local 'value'"]
 
@@ -468,6 +479,8 @@ BAD_HEADS: list[tuple[str, Any]] = [
     ("path.windows", "C:/x") if sys.platform != "win32" else ("path.posix", "/x"),
     ("bytearray", "abc"), ("memoryview", [b"x"]), ("range", [0, 10, 0]), ("range", [0, 1.0, 1]), ("range", [1, 2]),
     ("slice", [1, 2]), ("slice", None), ("ellipsis", 1),
+    ("re-pattern", ["(", 0]), ("re-pattern", ["x", re.DEBUG]), ("re-pattern", ["x", 1.0]), ("re-pattern", [1, 0]),
+    ("re-pattern", ["x", re.LOCALE]), ("re-pattern", ["x" * (1 << 17), 0]), ("re-pattern", "x"),
     ("deque", -1), ("deque", "3"), ("ordereddict", [1]), ("ordereddict", {1: 2}), ("counter", "x"),
     ("defaultdict", 5), ("defaultdict", "list"), ("chainmap", [1]),
     ("enum", [enum.Enum, 1]), ("enum", [http.HTTPStatus, 200]), ("enum", [collections.OrderedDict, 1]), ("enum", "x"),

@@ -17,6 +17,7 @@ from __future__ import annotations
 import collections
 import functools
 import gc
+import re
 import sys
 import types
 from typing import Any
@@ -27,7 +28,7 @@ from .kinds import NO_BODY, Kind, Unsupported
 
 DATA_TYPES: tuple[type, ...] = (str, bytes, bytearray, int, float, complex, bool, list, tuple, dict, set, frozenset,
                                 range, slice, collections.deque, collections.OrderedDict, collections.defaultdict,
-                                collections.Counter)
+                                collections.Counter, re.Pattern)
 """Built-in types whose methods (unbound, or bound to their values) travel."""
 
 UNSAFE_METHODS = frozenset({
@@ -38,6 +39,8 @@ UNSAFE_METHODS = frozenset({
 """Methods never carried: they reach attributes by name, or build and unpickle objects."""
 
 _METHOD_TYPES = (types.MethodDescriptorType, types.WrapperDescriptorType, types.ClassMethodDescriptorType)
+_BOUND_TYPES = (types.BuiltinMethodType, types.MethodWrapperType, type(re.compile("").match))
+"""Methods bound to a value (the last: a method of a C type that knows its defining class, ``pattern.match``)."""
 
 
 # -- methods of built-in types, unbound: str.upper, int.__add__, dict.fromkeys ---------------------
@@ -70,7 +73,7 @@ def _owner_and_name(what: str, head: Any) -> tuple[Any, str]:
 # -- methods bound to built-in values: text.upper, n.__add__, items.append -----------------------
 
 def _classify_bound(obj: Any) -> tuple[str, Any, Any] | None:
-    if type(obj) not in (types.BuiltinMethodType, types.MethodWrapperType):
+    if type(obj) not in _BOUND_TYPES:
         return None
     owner, name = getattr(obj, "__self__", None), getattr(obj, "__name__", None)
     if not _data_owner(owner) or not isinstance(name, str) or name in UNSAFE_METHODS:

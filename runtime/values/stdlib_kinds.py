@@ -243,6 +243,31 @@ def _create_ellipsis(head: Any) -> Any:
     return Ellipsis
 
 
+# -- compiled regular expressions --------------------------------------------------------------
+
+_PATTERN_FLAGS = re.ASCII | re.IGNORECASE | re.LOCALE | re.MULTILINE | re.DOTALL | re.UNICODE | re.VERBOSE
+"""The flags a snapshot may give a pattern (not ``re.DEBUG``, which prints while compiling)."""
+PATTERN_WORK_PER_CHAR = 64
+"""Budget units charged per character of a pattern restore compiles (``bounds``): compiling costs about
+1.2 µs per character, as much as the costliest bytes of a snapshot to decode."""
+PATTERN_MAX_CHARS = 1 << 16
+"""The longest pattern restore compiles (``re`` keeps the last few hundred compiled patterns)."""
+
+
+def _create_pattern(head: Any) -> re.Pattern[Any]:
+    pattern, flags = _fields("re-pattern", head, 2)
+    if type(pattern) not in (str, bytes) or not _is_int(flags) or flags & ~_PATTERN_FLAGS:
+        raise _corrupt("re-pattern")
+    if len(pattern) > PATTERN_MAX_CHARS:
+        raise _corrupt("re-pattern", f"a pattern of {len(pattern):,} characters (at most {PATTERN_MAX_CHARS:,})")
+    bounds.current().charge(PATTERN_WORK_PER_CHAR * len(pattern), "compiling a regular expression")
+    try:
+        return re.compile(pattern, flags)  # parses and compiles the text: runs no code the snapshot names
+    except (re.error, ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise _corrupt("re-pattern", f"{type(exc).__name__}: {exc}") from None
+
+
+_one_phase("re-pattern", re.Pattern, lambda p: [p.pattern, p.flags], _create_pattern)
 _one_phase("bytearray", bytearray, bytes, _create_bytearray)
 kinds.add(Kind("memoryview", objects.classified_elsewhere, _create_memoryview))  # see _classify_memoryview
 _one_phase("range", range, lambda r: [r.start, r.stop, r.step], _create_range)
