@@ -18,7 +18,7 @@ from . import program_names
 from . import requests as rq
 from .clock import SYSTEM, Clock
 from .errors import CorruptSnapshotError, SignatureError, SnapshotError, UnserializableValueError
-from .snapshot import detach, restore, snapshot
+from .snapshot import detach, restore, snapshot, suspended_at
 from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
                          Execution, StepRecord, Store, StoreError, call_of, call_record)
 from .values import dump_value, load_value, seals, settings
@@ -396,7 +396,7 @@ class Runner:
     def _begin_step(self, gen: types.GeneratorType, request: rq.Step) -> tuple[str, Any]:
         try:
             ref = program_names.step_ref(request.fn)
-            call = dump_value((list(request.args), dict(request.kwargs)), f"the arguments of step {ref}")
+            call = _step_call(ref, gen, request.args, request.kwargs)
         except (TypeError, SnapshotError) as exc:
             return "throw", exc  # a mistake in the program: raised where it yielded the step
         index = self._execution.steps_started
@@ -615,3 +615,22 @@ def _text(exc: BaseException) -> str:
         return str(exc)
     except Exception:  # noqa: BLE001 - a user exception's __str__ may raise anything
         return f"<{type(exc).__qualname__} whose message cannot be shown>"
+
+
+def _step_call(ref: str, gen: types.GeneratorType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The stored form of a step's arguments; one that cannot be stored is named as the program wrote it:
+    "cannot store argument 2 of step flows:charge (yielded at line 12) → .conn: value of type ..."."""
+    try:
+        return dump_value((list(args), dict(kwargs)), "the arguments")
+    except UnserializableValueError as exc:
+        path, name = exc.path, exc.type_name
+        prefix = f"cannot snapshot {' → '.join(path)}: value of type {name!r} "
+        if len(path) < 3 or path[1] not in ("[0]", "[1]") or not str(exc).startswith(prefix):
+            raise
+        which = f"argument {int(path[2][1:-1]) + 1}" if path[1] == "[0]" else f"argument {path[2][1:-1]}"
+        where = suspended_at(gen)
+        yielded = f" (yielded at line {where[1]} of {where[0]})" if where and where[1] else ""
+        inside = "".join(f" → {step}" for step in path[3:])
+        raise UnserializableValueError(
+            f"cannot store {which} of step {ref}{yielded}{inside}: value of type {name!r} {str(exc)[len(prefix):]}",
+            path=[f"{which} of step {ref}", *path[3:]], type_name=name) from None

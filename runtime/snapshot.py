@@ -436,6 +436,20 @@ def _finished() -> types.GeneratorType:
     return gen
 
 
+def suspended_at(gen: types.GeneratorType) -> tuple[str, int | None] | None:
+    """``(module:qualname, source line)`` where the innermost durable frame of ``gen``'s ``yield from``
+    chain is suspended, or None when ``gen`` is not a suspended durable generator."""
+    where = None
+    current: Any = _unwrap(gen) if type(gen) is types.GeneratorType else None
+    while type(current) is types.GeneratorType and current.gi_frame is not None:
+        meta = _BY_CODE.get(id(current.gi_code))
+        if meta is None:
+            break
+        where = meta.ident, meta.line_of(current.gi_frame.f_locals.get("_dg_s", 0))
+        current = current.gi_yieldfrom
+    return where
+
+
 def _held_generators(gen: types.GeneratorType) -> list[types.GeneratorType]:
     """Suspended durable generators in the live locals of ``gen`` and of the frames it delegates to."""
     held: list[types.GeneratorType] = []

@@ -186,6 +186,16 @@ def bad_step():
         yield step(lambda: 1)
     except TypeError as exc:
         return str(exc)[:40]
+
+
+@durable
+def bad_step_argument():
+    import threading
+    lock = threading.Lock()
+    try:
+        yield step(add, 1, b=lock)  # STEP WITH A LOCK
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
 '''
 
 
@@ -378,6 +388,17 @@ def test_a_step_needs_a_module_level_function(env):
     ex = start(env, "bad_step")
     run_all(env)
     assert values.load_value(env.store.get(ex.id).result).startswith("step() needs a module-level function")
+
+
+def test_a_step_argument_that_cannot_be_stored_is_named_with_the_step_and_line(env):
+    ex = start(env, "bad_step_argument")
+    run_all(env)
+    line = [n for n, text in enumerate(PROGRAMS.splitlines(), 1) if text.endswith("# STEP WITH A LOCK")][0]
+    message = values.load_value(env.store.get(ex.id).result)
+    assert message.startswith(f"UnserializableValueError: cannot store argument 'b' of step {env.name}:add "
+                              f"(yielded at line {line} of {env.name}:bad_step_argument): value of type "
+                              "'_thread.lock' is not supported"), message
+    assert "[0]" not in message and "[1]" not in message
 
 
 def test_an_unserializable_local_fails_with_its_name(env):
