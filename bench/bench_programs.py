@@ -43,9 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.timing import Collector, format_ns, measure, median, paired_ratio  # noqa: E402
 
 from runtime import restore  # noqa: E402
-from runtime.runner import Runner, import_program_module  # noqa: E402
-from runtime.store.base import FINISHED, WAITING, Change, Execution  # noqa: E402
-from runtime.store.sqlite import SQLiteStore  # noqa: E402
+from runtime.programs.runner import Runner, import_program_module  # noqa: E402
+from runtime.programs.store.base import FINISHED, WAITING, Change, Execution  # noqa: E402
+from runtime.programs.store.sqlite import SQLiteStore  # noqa: E402
 from runtime.values import load_value  # noqa: E402
 
 FLOWS = "dg_bench_flows"

@@ -4,7 +4,7 @@ from __future__ import annotations
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
                      NotAllowedError, NotDurableError, SignatureError, SnapshotError, UnserializableValueError)
-from .requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep, step,
+from .programs.requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep, step,
                        wait)
 from .snapshot import detach, restore, snapshot
 from .values import (Settings, allow_modules, configure, disallow_modules, register_codec, restore_settings,

@@ -21,7 +21,7 @@ def db(tmp_path: Path) -> Path:
 @pytest.fixture
 def store(db: Path) -> Iterator["SQLiteStore"]:  # noqa: F821 - imported below, once the root is importable
     """A SQLite store at ``db``, closed after the test."""
-    from runtime.store import SQLiteStore
+    from runtime.programs.store import SQLiteStore
 
     with SQLiteStore(db) as s:
         yield s

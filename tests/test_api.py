@@ -162,11 +162,11 @@ def test_public_names():
         "IncompatibleCodeError", "NotAllowedError", "SignatureError", "CorruptSnapshotError",
         "DurableCompileError", "inspect_snapshot", "SnapshotInfo", "register_codec", "configure",
         "restore_settings", "Settings",
-        # durable programs (runtime.requests)
+        # durable programs (runtime.programs.requests)
         "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
         "StepFailed",
     })
-    from runtime import requests
+    from runtime.programs import requests
     assert (runtime.sleep, runtime.wait, runtime.step, runtime.SignalTimeout) == (
         requests.sleep, requests.wait, requests.step, requests.SignalTimeout)
     assert all(hasattr(runtime, name) for name in runtime.__all__)

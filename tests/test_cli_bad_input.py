@@ -14,7 +14,7 @@ import pytest
 from harness import raw_sql
 from click.testing import CliRunner
 
-from runtime.store import FINISHED, WAITING, Change, SQLiteStore, StepRecord
+from runtime.programs.store import FINISHED, WAITING, Change, SQLiteStore, StepRecord
 from runtime.values import dump_value
 from transpiler.cli import main
 
@@ -229,7 +229,7 @@ def test_odd_times_and_huge_ints_are_printed(tmp_path: Path) -> None:
 
 
 def test_times_that_are_no_date_are_shown_as_numbers() -> None:
-    from transpiler.cli_programs import _when
+    from runtime.programs.cli import _when
 
     assert _when(0.0) == "1970-01-01 00:00:00 UTC" and _when(None) == "-"
     for t in (float("nan"), float("inf"), float("-inf"), 1e300, -1.0):

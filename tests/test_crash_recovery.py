@@ -72,7 +72,7 @@ def expected(tag: str) -> list:
     exec(compile(source, "native_crashflows.py", "exec"), namespace)
     gen = namespace["job"](tag, N_STEPS)
     value = None
-    import runtime.requests as rq
+    import runtime.programs.requests as rq
     while True:
         try:
             request = gen.send(value)
@@ -123,7 +123,7 @@ def statuses(work: Path) -> dict[str, str]:
 
 
 def check_invariants(work: Path, ids: list[str], tags: list[str]) -> dict[str, int]:
-    from runtime.store.sqlite import SQLiteStore
+    from runtime.programs.store.sqlite import SQLiteStore
     from runtime.values import load_value
 
     store = SQLiteStore(work / "store.db")

@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from runtime import requests as rq
+from runtime.programs import requests as rq
 from runtime import values
-from runtime.clock import VirtualClock
-from runtime.requests import Checkpoint, Sleep, Step
-from runtime.runner import ProgramError, Runner
-from runtime.store import CANCELLED, FAILED, FINISHED, SLEEPING, WAITING
-from runtime.store.sqlite import SQLiteStore
-from runtime.worker import Worker
+from runtime.programs.clock import VirtualClock
+from runtime.programs.requests import Checkpoint, Sleep, Step
+from runtime.programs.runner import ProgramError, Runner
+from runtime.programs.store import CANCELLED, FAILED, FINISHED, SLEEPING, WAITING
+from runtime.programs.store.sqlite import SQLiteStore
+from runtime.programs.worker import Worker
 
 _ids = itertools.count(1)
 
@@ -561,7 +561,7 @@ def test_a_worker_with_several_threads_runs_each_execution_once(env):
     import threading
     import time
 
-    from runtime.clock import SYSTEM
+    from runtime.programs.clock import SYSTEM
     ids = [env.runner.start(f"{env.name}:adder", [5]).id for _ in range(8)]
     worker = Worker(env.store, concurrency=4, clock=SYSTEM, lease=30, poll=0.01)
     thread = threading.Thread(target=worker.run)

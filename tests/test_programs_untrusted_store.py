@@ -19,11 +19,11 @@ from crafting import FIRST_VALUE_SLOT, shared_tuple_dag
 from harness import raw_sql
 import runtime
 from runtime import values
-from runtime.clock import VirtualClock
-from runtime.runner import ProgramError, Runner
-from runtime.store import FAILED, FINISHED, SLEEPING
-from runtime.store.sqlite import SQLiteStore
-from runtime.worker import Worker
+from runtime.programs.clock import VirtualClock
+from runtime.programs.runner import ProgramError, Runner
+from runtime.programs.store import FAILED, FINISHED, SLEEPING
+from runtime.programs.store.sqlite import SQLiteStore
+from runtime.programs.worker import Worker
 
 _ids = itertools.count(1)
 KEY = b"k" * 32
@@ -177,7 +177,7 @@ def signed(env) -> None:
 def forge_step(env, execution_id: str, **columns: Any) -> None:
     """Change the columns of the step an execution waits on and seal both rows again with a checksum
     (no key): what anyone with write access to an unsigned store can do."""
-    from runtime.runner import _execution_parts, _step_parts
+    from runtime.programs.runner import _execution_parts, _step_parts
     from runtime.values import seals
 
     ex = env.store.get(execution_id)
@@ -404,7 +404,7 @@ def test_requests_check_their_numbers_inside_the_program(env, kind):
 
 def test_request_numbers(env):
     from runtime import sleep, wait
-    from runtime.requests import RetryPolicy
+    from runtime.programs.requests import RetryPolicy
     for bad in (math.nan, math.inf, -1, 1e300, True, "5"):
         with pytest.raises((ValueError, TypeError)):
             sleep(bad)
@@ -455,7 +455,7 @@ def test_the_operator_names_a_module_outside_the_project_and_a_malformed_one_is_
 def test_a_store_error_while_looking_for_timers_does_not_stop_a_worker(env, monkeypatch):
     import threading
 
-    from runtime.store import StoreError
+    from runtime.programs.store import StoreError
 
     events: list[tuple[str, str, str]] = []
     worker = Worker(env.store, clock=env.clock, lease=30, on_event=lambda *e: events.append(e))

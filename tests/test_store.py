@@ -14,10 +14,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from runtime.store import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, WAITING, Change, ConflictError,
+from runtime.programs.store import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, WAITING, Change, ConflictError,
                            Execution, InvalidStateError, NotFoundError, SchemaTooNewError, SQLiteStore, StepRecord,
                            StoreError, open_store)
-from runtime.store import faults, schema, sqlite_path
+from runtime.programs.store import faults, schema, sqlite_path
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -388,7 +388,7 @@ def test_threads_share_a_store(store: SQLiteStore) -> None:
 CLAIM_LOOP = """
 import sys, time
 from pathlib import Path
-from runtime.store import SQLiteStore, Change, FINISHED
+from runtime.programs.store import SQLiteStore, Change, FINISHED
 path, name, go = sys.argv[1:4]
 store = SQLiteStore(path)
 Path(go + "." + name).touch()
@@ -416,7 +416,7 @@ def test_processes_claim_each_execution_once(store: SQLiteStore, tmp_path: Path)
 OPEN_AND_CREATE = """
 import sys, time
 from pathlib import Path
-from runtime.store import SQLiteStore
+from runtime.programs.store import SQLiteStore
 path, name, go = sys.argv[1:4]
 Path(go + "." + name).touch()
 while not Path(go).exists():
@@ -720,7 +720,7 @@ def test_fault_spec_parsing() -> None:
 
 CRASH = """
 import sys
-from runtime.store import SQLiteStore, Change, StepRecord, FINISHED
+from runtime.programs.store import SQLiteStore, Change, StepRecord, FINISHED
 path, action, execution_id = sys.argv[1:4]
 store = SQLiteStore(path)
 if action == "commit":

@@ -12,7 +12,7 @@ import pytest
 
 from harness import raw_sql
 
-from runtime.store import Change, SQLiteStore, StepRecord, StoreError, open_store, schema
+from runtime.programs.store import Change, SQLiteStore, StepRecord, StoreError, open_store, schema
 
 BIG_DIGITS = "1" + "0" * 5000 + "7"  # more digits than int() and json read by default (4,300)
 BIG = 10 ** 5001 + 7

@@ -226,7 +226,10 @@ def inspect_command(file: str, as_json: bool) -> None:
     click.echo(json.dumps(info.to_dict(), indent=2) if as_json else str(info))
 
 
-from . import cli_programs  # noqa: E402,F401  (registers run, worker, ls, show, signal, cancel, result)
+from runtime.programs.cli import commands as _program_commands  # noqa: E402  (run, worker, ls, show, ...)
+
+for _name, _command in _program_commands.commands.items():
+    main.add_command(_command, _name)
 
 
 def run() -> None:  # pragma: no cover - exercised through the console script

@@ -18,7 +18,7 @@ import sys
 import types
 from typing import Any, Callable
 
-from .values import allow
+from ..values import allow
 
 ENV_MODULES = "DURABLE_MODULES"
 

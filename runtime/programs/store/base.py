@@ -49,7 +49,7 @@ class Execution:
     created_at: float
     updated_at: float
     snapshot: bytes | None = None  # None until the program first suspends
-    request: dict[str, Any] | None = None  # JSON: what the program is suspended on (see runtime.requests)
+    request: dict[str, Any] | None = None  # JSON: what the program is suspended on (see runtime.programs.requests)
     wake_at: float | None = None   # a timer: when SLEEPING/WAITING becomes runnable
     waiting_for: str | None = None  # the signal name a WAITING execution waits for
     steps_started: int = 0         # how many steps the program has asked for (the next step's index)

@@ -17,11 +17,11 @@ from typing import Any, Callable
 from . import program_names
 from . import requests as rq
 from .clock import SYSTEM, Clock
-from .errors import CorruptSnapshotError, SignatureError, SnapshotError, UnserializableValueError
-from .snapshot import detach, restore, snapshot, suspended_at
+from ..errors import CorruptSnapshotError, SignatureError, SnapshotError, UnserializableValueError
+from ..snapshot import detach, restore, snapshot, suspended_at
 from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
                          Execution, StepRecord, Store, StoreError, call_of, call_record)
-from .values import dump_value, load_value, seals, settings
+from ..values import dump_value, load_value, seals, settings
 
 EventSink = Callable[[str, str, str], None]
 """``on_event(execution_id, kind, text)``: what the runner reports as it goes (``durable run`` prints it)."""

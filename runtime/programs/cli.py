@@ -15,10 +15,8 @@ from typing import Any, Callable, NoReturn, TypeVar
 
 import click
 
-from .cli import EXIT_OK, EXIT_USAGE, main
-
-EXIT_RUNNING, EXIT_FAILED = 4, 5
-"""``durable result`` (and ``durable run``): 4 while the execution is not finished, 5 when it failed
+EXIT_OK, EXIT_USAGE, EXIT_RUNNING, EXIT_FAILED = 0, 2, 4, 5
+"""Exit codes shared with the compiler's commands (0, 2); ``durable result`` (and ``durable run``): 4 while the execution is not finished, 5 when it failed
 or was cancelled."""
 
 STORE_HELP = "Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db (default: $DURABLE_STORE, " \
@@ -28,6 +26,9 @@ ARGS_HELP = ("a JSON list of positional arguments ('[\"ada@example.com\", 3]'), 
              "('{\"args\": [\"ada@example.com\"], \"kwargs\": {\"nudge_after\": 3}}')")
 MAX_DIGITS = 1_000_000
 """Integers longer than this are shown as "<int with N digits>" instead of their digits."""
+
+commands = click.Group("programs")
+"""The program commands; ``durable`` (transpiler.cli) adds each of them as its own."""
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -42,7 +43,7 @@ def _store_errors(command: _F) -> _F:
     bad input: a message and exit 2, never an internal error."""
     @functools.wraps(command)
     def guarded(*args: Any, **kwargs: Any) -> Any:
-        from runtime.store import StoreError
+        from runtime.programs.store import StoreError
 
         try:
             return command(*args, **kwargs)
@@ -55,7 +56,7 @@ def _store_errors(command: _F) -> _F:
 def _open(url: str | None, *, create: bool = False, readonly: bool = False) -> Any:
     """The store; only ``create`` makes a new one (run, worker), ``readonly`` changes nothing (ls,
     show, result)."""
-    from runtime.store import StoreError, open_store
+    from runtime.programs.store import StoreError, open_store
 
     try:
         store = open_store(url, create=create, readonly=readonly)
@@ -144,7 +145,7 @@ def _module_of_path(path: str) -> str:
 
 def _call_parts(stored: Any) -> tuple[list[Any] | None, dict[str, Any] | None]:
     """The positional and keyword arguments of a stored execution (None, None when the cell is damaged)."""
-    from runtime.store.base import call_of
+    from runtime.programs.store.base import call_of
 
     try:
         args, kwargs = call_of(stored)
@@ -175,7 +176,7 @@ def _arguments(text: str) -> tuple[list[Any], dict[str, Any]]:
 
 
 def _get(store: Any, execution_id: str) -> Any:
-    from runtime.store import NotFoundError
+    from runtime.programs.store import NotFoundError
 
     try:
         return store.get(execution_id)
@@ -205,7 +206,7 @@ def _when(t: float | None) -> str:
 
 
 def _detail(ex: Any) -> str:
-    from runtime.store import SLEEPING, WAITING
+    from runtime.programs.store import SLEEPING, WAITING
 
     detail = ""
     if ex.status == WAITING:
@@ -345,7 +346,7 @@ def _shown(value: Any) -> Any:
 
 
 def _exit_for(status: str) -> int:
-    from runtime.store import CANCELLED, FAILED, FINISHED
+    from runtime.programs.store import CANCELLED, FAILED, FINISHED
 
     return EXIT_OK if status == FINISHED else EXIT_FAILED if status in (FAILED, CANCELLED) else EXIT_RUNNING
 
@@ -368,7 +369,7 @@ def _result(ex: Any) -> Any:
         raise _Unreadable(f"the result of execution {ex.id} cannot be decoded: {type(exc).__name__}: {exc}") from None
 
 
-@main.command("run", short_help="Start a durable program and run it until it finishes or waits.")
+@commands.command("run", short_help="Start a durable program and run it until it finishes or waits.")
 @click.argument("function")
 @click.argument("args_json", required=False, default="[]")
 @click.option("--store", "store_url", help=STORE_HELP)
@@ -386,7 +387,7 @@ def run_command(function: str, args_json: str, store_url: str | None, detach: bo
     object with both kinds ('{"args": ["ada"], "kwargs": {"nudge_after": 3}}').
 
     Exit 0 finished (the result is printed as JSON), 4 not finished yet, 5 failed or cancelled."""
-    from runtime.runner import ProgramError, Runner
+    from runtime.programs.runner import ProgramError, Runner
 
     function = _check_function(function)
     args, kwargs = _arguments(args_json)
@@ -455,7 +456,7 @@ def _cancelled(ex: Any) -> str:
 
 def _state(ex: Any) -> str:
     """What a running execution is doing, as a phrase: ``waiting for signal 'approval' until ...``."""
-    from runtime.store import WAITING
+    from runtime.programs.store import WAITING
 
     if ex.status == WAITING:
         return f"waiting for {_detail(ex)}"
@@ -463,7 +464,7 @@ def _state(ex: Any) -> str:
     return f"{ex.status} ({detail})" if ex.status == "pending" and detail else f"{ex.status} {detail}".rstrip()
 
 
-@main.command("worker", short_help="Run due executions until stopped.")
+@commands.command("worker", short_help="Run due executions until stopped.")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Executions advanced at the same time (threads).")
@@ -476,7 +477,7 @@ def _state(ex: Any) -> str:
 def worker_command(store_url: str | None, concurrency: int, lease: float, poll: float, quiet: bool) -> None:
     """Run due executions (new ones, timers, signals) until stopped. Several workers may share a store;
     SIGTERM or Ctrl-C finishes the current transitions and exits."""
-    from runtime.worker import Worker
+    from runtime.programs.worker import Worker
 
     store = _open(store_url, create=True)
     worker = Worker(store, concurrency=concurrency, lease=lease, poll=poll,
@@ -498,7 +499,7 @@ STATUS_HELP = ("Only executions in this status: pending (not started yet, or due
                "or could not continue), cancelled.")
 
 
-@main.command("ls", short_help="List executions, oldest first.")
+@commands.command("ls", short_help="List executions, oldest first.")
 @click.option("--status", type=click.Choice(["pending", "sleeping", "waiting", "finished", "failed", "cancelled"]),
               help=STATUS_HELP)
 @click.option("--store", "store_url", help=STORE_HELP)
@@ -573,7 +574,7 @@ def _describe(store: Any, ex: Any) -> dict[str, Any]:
     return info
 
 
-@main.command("show", short_help="Show an execution: status, where it is suspended, steps, signals.")
+@commands.command("show", short_help="Show an execution: status, where it is suspended, steps, signals.")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
@@ -619,7 +620,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
                    + (f"  damaged: {s['damage']}" if s["damage"] else ""))
 
 
-@main.command("signal", short_help="Send a signal (a JSON payload) to an execution.")
+@commands.command("signal", short_help="Send a signal (a JSON payload) to an execution.")
 @click.argument("execution_id")
 @click.argument("name")
 @click.argument("payload_json", required=False, default="null")
@@ -628,7 +629,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
 def signal_command(execution_id: str, name: str, payload_json: str, store_url: str | None) -> None:
     """Send signal NAME with a JSON payload (default null) to an execution: queued until the program
     waits for NAME, which then gets the payload. Warns when the execution is waiting for another name."""
-    from runtime.store import WAITING, InvalidStateError, NotFoundError
+    from runtime.programs.store import WAITING, InvalidStateError, NotFoundError
 
     payload = _json_argument(payload_json, "the payload")
     store = _open(store_url)
@@ -646,7 +647,7 @@ def signal_command(execution_id: str, name: str, payload_json: str, store_url: s
 
 
 def _now() -> float:
-    from runtime.clock import SYSTEM
+    from runtime.programs.clock import SYSTEM
 
     return SYSTEM.now()
 
@@ -654,7 +655,7 @@ def _now() -> float:
 def _check_closable(ex: Any) -> None:
     """Refuse (exit 2, nothing changed) to cancel a program whose finally blocks could not run here."""
     import runtime
-    from runtime.runner import ProgramError, load_function
+    from runtime.programs.runner import ProgramError, load_function
 
     if ex.snapshot is None or ex.status in ("finished", "failed", "cancelled"):
         return
@@ -668,7 +669,7 @@ def _check_closable(ex: Any) -> None:
 
 def _cancel_damaged(store: Any, ex: Any) -> None:
     """--force on a damaged execution: record it cancelled without resuming it (a runner cannot)."""
-    from runtime.store import CANCELLED, Change
+    from runtime.programs.store import CANCELLED, Change
 
     owner = f"durable-cancel-{os.getpid()}"
     claimed = store.claim(owner, now=_now(), lease=30.0, execution_id=ex.id)
@@ -682,7 +683,7 @@ def _cancel_damaged(store: Any, ex: Any) -> None:
     click.echo(f"execution {ex.id} cancelled (it is damaged: its finally blocks did not run)", err=True)
 
 
-@main.command("cancel", short_help="Cancel an execution (its finally blocks run).")
+@commands.command("cancel", short_help="Cancel an execution (its finally blocks run).")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--force", is_flag=True, help="Cancel even if the program's code changed and its finally blocks "
@@ -691,8 +692,8 @@ def _cancel_damaged(store: Any, ex: Any) -> None:
 def cancel_command(execution_id: str, store_url: str | None, force: bool) -> None:
     """Cancel an execution: its generator is closed (its finally blocks run) and it is recorded cancelled.
     If a worker holds it right now, that worker does it at its next transition."""
-    from runtime.runner import Runner
-    from runtime.store import InvalidStateError, NotFoundError
+    from runtime.programs.runner import Runner
+    from runtime.programs.store import InvalidStateError, NotFoundError
 
     store = _open(store_url)
     ex = _get(store, execution_id)
@@ -723,7 +724,7 @@ def cancel_command(execution_id: str, store_url: str | None, force: bool) -> Non
         click.echo(f"execution {execution_id} {final.status}", err=True)
 
 
-@main.command("result", short_help="Print an execution's result as JSON, or why there is none.")
+@commands.command("result", short_help="Print an execution's result as JSON, or why there is none.")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--traceback", "show_traceback", is_flag=True,

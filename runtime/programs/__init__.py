@@ -1,0 +1,1 @@
+"""Programs: durable generators run as workflows from a store (requests, runner, worker, clock, stores, CLI)."""
