@@ -571,14 +571,14 @@ def test_schema_too_new_changes_nothing(db: Path, tmp_path: Path) -> None:
     copy = tmp_path / "newer.db"
     shutil.copy(db, copy)
     conn = sqlite3.connect(copy)
-    conn.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(schema.LATEST + 1),))
     conn.commit()
     conn.close()
     before = copy.read_bytes()
     for options in ({}, {"readonly": True}):
         with pytest.raises(SchemaTooNewError) as info:
             SQLiteStore(copy, **options)
-        assert str(info.value) == (f"store {copy} has schema version 3, newer than this durable-generators supports "
+        assert str(info.value) == (f"store {copy} has schema version {schema.LATEST + 1}, newer than this durable-generators supports "
                                    f"({schema.LATEST}): upgrade durable-generators")
     assert copy.read_bytes() == before
 
@@ -618,7 +618,7 @@ def version_1_store(path: Path) -> None:
     conn.close()
 
 
-def test_version_1_store_migrates_to_version_2_signatures(db: Path) -> None:
+def test_version_1_store_migrates_to_the_latest_schema(db: Path) -> None:
     version_1_store(db)
     assert "mac" not in {r[1] for r in rows(db, "PRAGMA table_info(executions)")}
     with SQLiteStore(db) as s:
@@ -629,7 +629,8 @@ def test_version_1_store_migrates_to_version_2_signatures(db: Path) -> None:
         s.commit(Change("old", e.version, step_update=(0, {"mac": b"sig-0"})), now=3.0)
         assert e.mac == b"sig-e" and s.get("old").mac == b"sig-e"
         assert [st.mac for st in s.steps("old")] == [b"sig-0", b"sig-1"]
-    assert rows(db, "SELECT value FROM meta") == [("2",)] and schema.LATEST == 2
+        assert e.held_until is None and s.claim("w", now=4.0, lease=5.0).id == "old"
+    assert rows(db, "SELECT value FROM meta") == [(str(schema.LATEST),)] and schema.LATEST == 3
     assert rows(db, "SELECT typeof(mac) FROM executions UNION ALL SELECT typeof(mac) FROM steps") == [("blob",)] * 3
 
 

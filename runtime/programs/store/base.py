@@ -1,7 +1,8 @@
-"""The store interface: what the runner needs from a database of executions (SQLite now, PostgreSQL next)."""
+"""The store interface: what the runner needs from a database of executions (SQLite, PostgreSQL)."""
 from __future__ import annotations
 
 import abc
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -61,8 +62,12 @@ class Execution:
     lease_owner: str | None = None
     lease_until: float | None = None
     mac: bytes | None = None       # the runner's signature of the row (opaque to the store)
+    held_until: float | None = None  # set aside (it could not be resumed): claim skips it until then, whatever
+                                     # else would make it runnable (a queued signal, a due timer, a cancel)
     damage: str | None = None      # not a column: set when a cell of the row could not be read (which, and
                                    # why); that field is then None (False for flags) and the rest is read
+    taken_from: str | None = None  # not a column: set by claim when it took the execution over from another
+                                   # owner whose lease had lapsed (that owner's name)
 
 
 @dataclass
@@ -146,6 +151,18 @@ class Store(abc.ABC):
         executions with no lease or a lapsed one (lease_until <= now) are claimed. Increments the
         version. Returns None when there is nothing to claim."""
 
+    def claim_many(self, owner: str, *, now: float, lease: float, limit: int) -> list[Execution]:
+        """Lease up to ``limit`` runnable executions to ``owner`` in one transaction (as ``claim`` picks
+        one, most overdue first); an empty list when there is nothing to claim. Implementations should
+        override this default, which claims one at a time."""
+        claimed: list[Execution] = []
+        while len(claimed) < limit:
+            execution = self.claim(owner, now=now, lease=lease)
+            if execution is None:
+                break
+            claimed.append(execution)
+        return claimed
+
     @abc.abstractmethod
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
         """Extend our leases; returns the ids whose lease we no longer hold."""
@@ -154,6 +171,44 @@ class Store(abc.ABC):
     def commit(self, change: Change, *, now: float) -> Execution:
         """Apply ``change`` atomically; raises ConflictError (nothing written) when the version moved
         or the lease is not ``change.owner``'s. Returns the execution as written."""
+
+    def commit_many(self, changes: Sequence[Change], *, now: float) -> list[Execution | StoreError]:
+        """Group commit: apply each change as ``commit`` would, all in one transaction (one fsync), and
+        return, in order, each change's execution as written or the StoreError (ConflictError, ...)
+        that change alone met (nothing of it written; the others are). A failure of the transaction
+        itself raises, and then nothing at all was written. At most one change per execution.
+        Implementations should override this default, which commits one at a time."""
+        results: list[Execution | StoreError] = []
+        for change in changes:
+            try:
+                results.append(self.commit(change, now=now))
+            except (ConflictError, NotFoundError, InvalidStateError) as exc:
+                results.append(exc)
+        return results
+
+    @abc.abstractmethod
+    def release(self, owner: str, execution_ids: Sequence[str] | None = None) -> int:
+        """Give up our leases (on those executions, or all of ``owner``'s) without a transition, so
+        another worker may claim them at once; the version is not bumped. Returns how many."""
+
+    @abc.abstractmethod
+    def next_wake(self, now: float) -> float | None:
+        """The earliest time after ``now`` at which a timer (a sleep, a wait's timeout, a step's retry,
+        the end of a set-aside) or a lapsing lease may make something runnable; None when there is
+        none. Served by an index."""
+
+    @abc.abstractmethod
+    def prune(self, *, finished_before: float, batch: int = 1000) -> int:
+        """Delete executions that ended (finished, failed, cancelled) before ``finished_before`` (their
+        ``updated_at``), with their steps and signals, ``batch`` executions per transaction, so a
+        prune never holds the store for long. Returns how many executions were deleted."""
+
+    def wait_for_work(self, timeout: float, stop: threading.Event) -> None:
+        """Block until there may be new work (a new execution, a signal, a cancel, a commit that made
+        something runnable sooner), ``timeout`` seconds pass, or ``stop`` is set. A store with
+        notifications (PostgreSQL: LISTEN/NOTIFY) returns early when one arrives; this default just
+        waits. Correctness never depends on it: workers poll after ``timeout`` anyway."""
+        stop.wait(timeout)
 
     @abc.abstractmethod
     def steps(self, execution_id: str) -> list[StepRecord]:

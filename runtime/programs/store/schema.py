@@ -72,13 +72,27 @@ _SIGNATURES = (
     "ALTER TABLE steps ADD COLUMN mac BLOB",
 )
 
+_HOLDS = (
+    "ALTER TABLE executions ADD COLUMN held_until REAL",
+    # the claim query's runnable sets, each served by its own index (see SQLiteStore.claim_many)
+    "CREATE INDEX executions_pending ON executions (updated_at) WHERE status = 'pending'",
+    "CREATE INDEX executions_timers ON executions (wake_at) WHERE status IN ('sleeping', 'waiting')",
+    "CREATE INDEX executions_cancels ON executions (id) WHERE cancel_requested",
+    "CREATE INDEX executions_held ON executions (held_until) WHERE held_until IS NOT NULL",
+    "CREATE INDEX executions_leases ON executions (lease_owner) WHERE lease_owner IS NOT NULL",
+    "CREATE INDEX executions_ended ON executions (updated_at) WHERE status IN ('finished', 'failed', 'cancelled')",
+    "CREATE INDEX signals_unconsumed ON signals (execution_id, name) WHERE NOT consumed",
+)
+
 # Columns added by migrations after the first: a store that predates them reads them as NULL (a
 # read-only open does not migrate).
-ADDED_COLUMNS: dict[str, frozenset[str]] = {"executions": frozenset({"mac"}), "steps": frozenset({"mac"})}
+ADDED_COLUMNS: dict[str, frozenset[str]] = {"executions": frozenset({"mac", "held_until"}), "steps": frozenset({"mac"})}
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: executions, steps, signals", _INITIAL),
     Migration(2, "signatures: executions.mac, steps.mac (opaque bytes the runner writes)", _SIGNATURES),
+    Migration(3, "executions.held_until (runs set aside) and partial indexes for claims, timers, leases, pruning",
+              _HOLDS),
 )
 LATEST = MIGRATIONS[-1].version
 

@@ -18,7 +18,8 @@ from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, Confl
                    InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record)
 from .faults import point
 
-_EXECUTION_COLUMNS = tuple(f.name for f in dataclass_fields(Execution) if f.name != "damage")
+_NOT_COLUMNS = frozenset({"damage", "taken_from"})  # attributes a read sets, not cells
+_EXECUTION_COLUMNS = tuple(f.name for f in dataclass_fields(Execution) if f.name not in _NOT_COLUMNS)
 _STEP_COLUMNS = tuple(f.name for f in dataclass_fields(StepRecord) if f.name != "damage")
 _SIGNAL_COLUMNS = tuple(f.name for f in dataclass_fields(Signal) if f.name != "damage")
 _JSON_COLUMNS = frozenset({"args", "request", "progress", "policy", "payload"})
@@ -38,7 +39,7 @@ _EXECUTION_KINDS: dict[str, Any] = {
     "id": _TEXT, "function": _TEXT, "args": _ARGS, "status": STATUSES, "version": _INT, "created_at": _REAL,
     "updated_at": _REAL, "snapshot": _BLOB, "request": _OBJECT, "wake_at": _REAL, "waiting_for": _TEXT,
     "steps_started": _INT, "progress": _JSON, "result": _BLOB, "error": _TEXT, "error_value": _BLOB,
-    "cancel_requested": _BOOL, "lease_owner": _TEXT, "lease_until": _REAL, "mac": _BLOB,
+    "cancel_requested": _BOOL, "lease_owner": _TEXT, "lease_until": _REAL, "mac": _BLOB, "held_until": _REAL,
 }
 _STEP_KINDS: dict[str, Any] = {
     "execution_id": _TEXT, "index": _INT, "function": _TEXT, "call": _BLOB, "policy": _OBJECT,
@@ -301,9 +302,10 @@ def _step_update(execution_id: str, index: int, values: dict[str, Any]) -> tuple
 # Runnable: see Store.claim. Ordered by how long it has been runnable: a due timer since wake_at,
 # anything else since its last transition.
 _CLAIM = """
-SELECT id FROM executions
+SELECT id, lease_owner FROM executions
 WHERE status IN ({live})
   AND (lease_until IS NULL OR lease_until <= :now)
+  AND (held_until IS NULL OR held_until <= :now)
   AND (status = :pending
        OR cancel_requested
        OR (status IN (:sleeping, :waiting) AND wake_at <= :now)
@@ -313,13 +315,13 @@ WHERE status IN ({live})
                AND NOT signals.consumed)))
   {only}
 ORDER BY CASE WHEN wake_at <= :now THEN wake_at ELSE updated_at END, created_at, rowid
-LIMIT 1
+LIMIT :limit
 """
 
 
-def _claim_query(execution_id: str | None, now: float) -> tuple[str, dict[str, Any]]:
+def _claim_query(execution_id: str | None, now: float, limit: int) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {f"live{i}": status for i, status in enumerate(_LIVE)}
-    params.update(now=now, pending=PENDING, sleeping=SLEEPING, waiting=WAITING, id=execution_id)
+    params.update(now=now, pending=PENDING, sleeping=SLEEPING, waiting=WAITING, id=execution_id, limit=limit)
     live = ", ".join(f":live{i}" for i in range(len(_LIVE)))
     return _CLAIM.format(live=live, only="" if execution_id is None else "AND id = :id"), params
 
@@ -651,22 +653,35 @@ class SQLiteStore(Store):
 
     def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
         """See Store.claim; also raises NotFoundError when the ``execution_id`` asked for does not exist."""
+        claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id)
+        return claimed[0] if claimed else None
+
+    def claim_many(self, owner: str, *, now: float, lease: float, limit: int) -> list[Execution]:
+        return self._claim(owner, now=now, lease=lease, limit=limit)
+
+    def _claim(self, owner: str, *, now: float, lease: float, limit: int,
+               execution_id: str | None = None) -> list[Execution]:
         if not owner:
             raise ValueError("owner must be a non-empty string")
         if lease <= 0:
             raise ValueError(f"lease must be positive, not {lease!r}")
-        sql, params = _claim_query(execution_id, now)
+        if limit < 1:
+            return []
+        sql, params = _claim_query(execution_id, now, limit)
+        claimed: list[Execution] = []
         with self._write() as conn:
-            row = conn.execute(sql, params).fetchone()
-            if row is None:
-                if execution_id is not None and not self._exists(conn, execution_id):
-                    raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
-                return None
-            point("claim.selected")
-            conn.execute("UPDATE executions SET lease_owner = ?, lease_until = ?, version = version + 1"
-                         " WHERE id = ?", (owner, now + lease, row[0]))
-            point("claim.updated")
-            return self._fetch(conn, row[0])
+            rows = conn.execute(sql, params).fetchall()
+            if not rows and execution_id is not None and not self._exists(conn, execution_id):
+                raise NotFoundError(f"no execution {execution_id!r} in store {self.path}")
+            for claimed_id, previous in rows:
+                point("claim.selected")
+                conn.execute("UPDATE executions SET lease_owner = ?, lease_until = ?, version = version + 1"
+                             " WHERE id = ?", (owner, now + lease, claimed_id))
+                point("claim.updated")
+                execution = self._fetch(conn, claimed_id)
+                execution.taken_from = previous if previous != owner else None
+                claimed.append(execution)
+        return claimed
 
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
         """See Store.renew. A lease that lapsed but that nobody else claimed is still ours (the
@@ -684,22 +699,84 @@ class SQLiteStore(Store):
         return lost
 
     def commit(self, change: Change, *, now: float) -> Execution:
-        update_sql, update_params = _execution_update(change, now)
-        step_sql = self._step_statement(change)
         with self._write() as conn:
-            if conn.execute(update_sql, update_params).rowcount != 1:
-                raise ConflictError(self._conflict_reason(conn, change, now))
-            point("commit.updated")
-            if step_sql is not None:
-                self._write_step(conn, change.execution_id, *step_sql)
-                point("commit.step_written")
-            if change.consume_signal is not None:
-                self._consume(conn, change.execution_id, change.consume_signal)
-                point("commit.signal_consumed")
-            execution = self._fetch(conn, change.execution_id)
+            execution = self._apply(conn, change, now)
             point("commit.before_commit")
         point("commit.after_commit")
         return execution
+
+    def commit_many(self, changes: Sequence[Change], *, now: float) -> list[Execution | StoreError]:
+        """See Store.commit_many: one transaction, each change inside a savepoint of its own."""
+        if len({change.execution_id for change in changes}) != len(changes):
+            raise ValueError("commit_many takes at most one change per execution")
+        results: list[Execution | StoreError] = []
+        with self._write() as conn:
+            for change in changes:
+                conn.execute("SAVEPOINT change")
+                try:
+                    results.append(self._apply(conn, change, now))
+                except (ConflictError, NotFoundError) as exc:
+                    conn.execute("ROLLBACK TO change")
+                    results.append(exc)
+                conn.execute("RELEASE change")
+            point("commit.before_commit")
+        point("commit.after_commit")
+        return results
+
+    def _apply(self, conn: sqlite3.Connection, change: Change, now: float) -> Execution:
+        """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal."""
+        update_sql, update_params = _execution_update(change, now)
+        step_sql = self._step_statement(change)
+        if conn.execute(update_sql, update_params).rowcount != 1:
+            raise ConflictError(self._conflict_reason(conn, change, now))
+        point("commit.updated")
+        if step_sql is not None:
+            self._write_step(conn, change.execution_id, *step_sql)
+            point("commit.step_written")
+        if change.consume_signal is not None:
+            self._consume(conn, change.execution_id, change.consume_signal)
+            point("commit.signal_consumed")
+        return self._fetch(conn, change.execution_id)
+
+    def release(self, owner: str, execution_ids: Sequence[str] | None = None) -> int:
+        with self._write() as conn:
+            if execution_ids is None:
+                cursor = conn.execute("UPDATE executions SET lease_owner = NULL, lease_until = NULL"
+                                      " WHERE lease_owner = ?", (owner,))
+                return cursor.rowcount
+            released = 0
+            for execution_id in execution_ids:
+                released += conn.execute("UPDATE executions SET lease_owner = NULL, lease_until = NULL"
+                                         " WHERE id = ? AND lease_owner = ?", (execution_id, owner)).rowcount
+            return released
+
+    def next_wake(self, now: float) -> float | None:
+        """See Store.next_wake: the smallest of four index lookups."""
+        row = self._rows(
+            "SELECT MIN(t) FROM ("
+            " SELECT MIN(wake_at) AS t FROM executions WHERE status IN (?, ?) AND wake_at > ?"
+            " UNION ALL SELECT MIN(held_until) FROM executions WHERE held_until IS NOT NULL AND held_until > ?"
+            " UNION ALL SELECT MIN(lease_until) FROM executions WHERE lease_owner IS NOT NULL AND lease_until > ?)",
+            (SLEEPING, WAITING, now, now, now))
+        return None if row[0][0] is None else float(row[0][0])
+
+    def prune(self, *, finished_before: float, batch: int = 1000) -> int:
+        if batch < 1:
+            raise ValueError(f"batch must be at least 1, not {batch!r}")
+        ended = ", ".join("?" for _ in TERMINAL)
+        deleted = 0
+        while True:
+            with self._write() as conn:
+                ids = [row[0] for row in conn.execute(
+                    f"SELECT id FROM executions WHERE status IN ({ended}) AND updated_at < ? LIMIT ?",
+                    (*TERMINAL, finished_before, batch))]
+                if not ids:
+                    return deleted
+                marks = ", ".join("?" for _ in ids)
+                for table, column in (("steps", "execution_id"), ("signals", "execution_id"), ("executions", "id")):
+                    conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
+                point("prune.batch_deleted")
+            deleted += len(ids)
 
     @staticmethod
     def _step_statement(change: Change) -> tuple[int, str, list[Any]] | None:
