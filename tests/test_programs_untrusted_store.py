@@ -177,7 +177,7 @@ def signed(env) -> None:
 def forge_step(env, execution_id: str, **columns: Any) -> None:
     """Change the columns of the step an execution waits on and seal both rows again with a checksum
     (no key): what anyone with write access to an unsigned store can do."""
-    from runtime.programs.runner import _execution_parts, _step_parts
+    from runtime.programs.records import execution_parts as _execution_parts, step_parts as _step_parts
     from runtime.values import seals
 
     ex = env.store.get(execution_id)

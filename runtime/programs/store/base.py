@@ -63,7 +63,8 @@ class Execution:
     lease_until: float | None = None
     mac: bytes | None = None       # the runner's signature of the row (opaque to the store)
     held_until: float | None = None  # set aside (it could not be resumed): claim skips it until then, whatever
-                                     # else would make it runnable (a queued signal, a due timer, a cancel)
+                                     # else would make it runnable (a queued signal, a due timer) — except a
+                                     # requested cancel, which is served at once
     damage: str | None = None      # not a column: set when a cell of the row could not be read (which, and
                                    # why); that field is then None (False for flags) and the rest is read
     taken_from: str | None = None  # not a column: set by claim when it took the execution over from another

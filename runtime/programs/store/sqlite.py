@@ -110,7 +110,7 @@ _CLAIM = """
 SELECT id, lease_owner FROM executions
 WHERE status IN ({live})
   AND (lease_until IS NULL OR lease_until <= :now)
-  AND (held_until IS NULL OR held_until <= :now)
+  AND (held_until IS NULL OR held_until <= :now OR cancel_requested)
   AND (status = :pending
        OR cancel_requested
        OR (status IN (:sleeping, :waiting) AND wake_at <= :now)

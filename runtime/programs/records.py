@@ -1,0 +1,95 @@
+"""What the runner writes and seals: the parts a seal covers, texts of errors and values, stored step calls."""
+from __future__ import annotations
+
+import json
+import reprlib
+import traceback
+import types
+from typing import Any
+
+from ..errors import SnapshotError, UnserializableValueError
+from ..snapshot import suspended_at
+from ..values import dump_value, seals
+from .store.base import Execution, StepRecord, Store
+
+SET_ASIDE = 60.0
+"""Seconds a program that could not be resumed (code changed, module missing) is held before it is tried again."""
+
+
+def to_json(value: Any) -> Any:
+    """``value`` if JSON can carry it, else a short text naming it: how progress values and results are
+    shown (never raises, whatever the value: huge ints, nesting too deep for JSON, a raising repr)."""
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError, RecursionError):
+        pass
+    try:
+        return reprlib.repr(value)
+    except Exception:  # noqa: BLE001 - a user value's repr may raise anything
+        return f"<{type(value).__qualname__} value>"
+
+
+def error_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)).rstrip()
+
+
+def dump_or_none(value: Any) -> bytes | None:
+    try:
+        return dump_value(value)
+    except (SnapshotError, RecursionError):
+        return None
+
+
+def execution_parts(execution_id: str, function: str, args: Any, snapshot: bytes | None, request: Any,
+                     steps_started: int, step_mac: bytes | None) -> list[Any]:
+    """What an execution's seal covers: its program and arguments, and its place in its run (snapshot,
+    the request it is suspended on, the steps it asked for, the state of the step it waits on)."""
+    return [execution_id, function, seals.canonical(args), snapshot, seals.canonical(request), steps_started,
+            step_mac]
+
+
+def step_parts(step: StepRecord) -> list[Any]:
+    """What a step's seal covers: the call a worker makes, and what it recorded of it."""
+    return [step.execution_id, step.index, step.function, step.call, seals.canonical(step.policy), step.status,
+            step.attempts, step.result, step.error_value]
+
+
+def current_step_mac(store: Store, ex: Execution) -> bytes | None:
+    request = ex.request if isinstance(ex.request, dict) else {}
+    if request.get("kind") != "step" or type(request.get("index")) is not int:
+        return None
+    step = store.step(ex.id, request["index"])
+    return step.mac if step is not None else None
+
+
+def call_text(args: list[Any], kwargs: dict[str, Any] | None) -> str:
+    """``1, "a", key=2``: a call's arguments as JSON, for messages."""
+    return ", ".join([*(json.dumps(a) for a in args), *(f"{k}={json.dumps(v)}" for k, v in (kwargs or {}).items())])
+
+
+def text_of(exc: BaseException) -> str:
+    """``str(exc)``, which a user's exception may fail to give."""
+    try:
+        return str(exc)
+    except Exception:  # noqa: BLE001 - a user exception's __str__ may raise anything
+        return f"<{type(exc).__qualname__} whose message cannot be shown>"
+
+
+def step_call(ref: str, gen: types.GeneratorType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """The stored form of a step's arguments; one that cannot be stored is named as the program wrote it:
+    "cannot store argument 2 of step flows:charge (yielded at line 12) → .conn: value of type ..."."""
+    try:
+        return dump_value((list(args), dict(kwargs)), "the arguments")
+    except UnserializableValueError as exc:
+        path, name = exc.path, exc.type_name
+        prefix = f"cannot snapshot {' → '.join(path)}: value of type {name!r} "
+        if len(path) < 3 or path[1] not in ("[0]", "[1]") or not str(exc).startswith(prefix):
+            raise
+        which = f"argument {int(path[2][1:-1]) + 1}" if path[1] == "[0]" else f"argument {path[2][1:-1]}"
+        where = suspended_at(gen)
+        yielded = f" (yielded at line {where[1]} of {where[0]})" if where and where[1] else ""
+        inside = "".join(f" → {step}" for step in path[3:])
+        raise UnserializableValueError(
+            f"cannot store {which} of step {ref}{yielded}{inside}: value of type {name!r} {str(exc)[len(prefix):]}",
+            path=[f"{which} of step {ref}", *path[3:]], type_name=name) from None

@@ -1,0 +1,528 @@
+"""One claimed execution advanced to its next suspension, as a generator of store writes and step calls.
+
+A ``Transition`` never touches the store's write side or runs a step itself: it yields a ``Commit``
+(and receives the execution as written, or has the store's error thrown in) or a ``RunStep`` (and
+receives its ``StepOutcome``). Whoever drives it decides how: ``Runner.advance`` one at a time, the
+``Worker`` many at once, with their commits grouped into one transaction and their steps on a pool.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import threading
+import types
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Generator
+
+from ..errors import CorruptSnapshotError, SignatureError, SnapshotError, UnserializableValueError
+from ..snapshot import detach, restore, snapshot
+from ..values import dump_value, load_value, seals, settings
+from . import program_names
+from . import requests as rq
+from .loading import ProgramError, import_program_module, load_function
+from .records import (SET_ASIDE, current_step_mac, dump_or_none, error_text, execution_parts, step_call, step_parts,
+                      text_of, to_json)
+from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
+                         Execution, StepRecord, StoreError, call_of)
+
+if TYPE_CHECKING:
+    from .runner import Runner
+
+
+@dataclass
+class Commit:
+    """Write ``change``; the transition gets the execution as written, or the StoreError thrown in."""
+
+    change: Change
+
+
+@dataclass
+class StepOutcome:
+    """What a step call did: its return value, or the exception it raised."""
+
+    value: Any = None
+    error: Exception | None = None
+
+
+@dataclass
+class RunStep:
+    """Call a step's function (it may block); the transition gets a ``StepOutcome``."""
+
+    record: StepRecord
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+
+    def call(self) -> StepOutcome:
+        """Run it here, with ``current_step()`` set; never raises what the step raises."""
+        context = rq.StepContext(self.record.execution_id, self.record.index, self.record.attempts + 1)
+        token = rq._CURRENT.set(context)
+        try:
+            return StepOutcome(value=self.fn(*self.args, **self.kwargs))
+        except Exception as exc:
+            return StepOutcome(error=exc)
+        finally:
+            rq._CURRENT.reset(token)
+
+
+Flow = Generator[Any, Any, Any]
+"""A generator of Commit/RunStep instructions (what every method below that may write returns)."""
+
+
+class _Stop(Exception):
+    """Internal: the transition ends (the program suspended, finished, or we lost it)."""
+
+
+class Transition:
+    """Advances one claimed execution until it suspends (sleep, wait, step retry), finishes, fails or is
+    cancelled — one commit per request. ``run()`` is the generator; its return value is the execution
+    as last written (or as claimed, when nothing could be written)."""
+
+    def __init__(self, runner: Runner, execution: Execution) -> None:
+        self.runner = runner
+        self.store = runner.store
+        self.clock = runner.clock
+        self.owner = runner.owner
+        self.on_event = runner.on_event
+        self._execution = execution
+        self._consume: int | None = None  # a signal delivered to the program, consumed by the next commit
+        self._step: StepRecord | None = None  # the step the execution's request names, as last committed
+
+    @property
+    def execution(self) -> Execution:
+        return self._execution
+
+    def run(self) -> Flow:
+        execution = self._execution
+        gen: types.GeneratorType | None = None
+        try:
+            if execution.taken_from is not None:
+                self.on_event(execution.id, "takeover", f"took over from {execution.taken_from} (its lease lapsed)")
+            if execution.damage is not None:
+                yield from self._fail_text(f"its store row is damaged ({execution.damage}): it cannot run")
+            if execution.cancel_requested:
+                yield from self._cancel(None)
+            gen, action = yield from self._resume(execution)
+            while True:
+                request = yield from self._drive(gen, action)
+                action = yield from self._handle(gen, request)
+        except _Stop:
+            pass
+        except ConflictError as exc:
+            self.on_event(execution.id, "conflict", f"another worker advanced it: {exc}")
+        except StoreError as exc:  # the store failed under us: leave it to a later claim, not in a tight loop
+            yield from self._give_up(self._set_aside, f"the store refused a transition: {text_of(exc)}")
+        except Exception as exc:  # we could not record a transition (or a bug): record that, never retry it forever
+            yield from self._give_up(self._fail_text, f"the worker could not record the program's next transition: "
+                                                      f"{type(exc).__name__}: {text_of(exc)}")
+        finally:
+            if gen is not None and gen.gi_frame is not None:
+                detach(gen)  # persisted (or lost to another worker): its finally blocks must not run here
+        return self._execution
+
+    # ------------------------------------------------------------------ resuming
+
+    def _resume(self, ex: Execution) -> Flow:
+        """The program's generator and what to do with it first: ("next", None), ("send", value) or
+        ("throw", exception)."""
+        yield from self._verify(ex)
+        function = yield from self._load(ex)
+        if ex.snapshot is None:
+            args, kwargs = call_of(ex.args)
+            try:
+                gen = function(*args, **kwargs)
+            except TypeError as exc:
+                yield from self._fail_text(f"cannot start {ex.function}: {exc}")
+            return gen, ("next", None)
+        try:
+            gen = restore(ex.snapshot)
+        except CorruptSnapshotError as exc:  # its bytes can never be read: a permanent failure, recorded
+            yield from self._fail_text(f"its snapshot cannot be read: {text_of(exc)}")
+        except SnapshotError as exc:
+            # the code changed under the snapshot, or it names what this process does not allow: leave it
+            # for a fixed deploy
+            yield from self._set_aside(f"cannot restore: {type(exc).__name__}: {text_of(exc)}")
+        try:
+            action = yield from self._first_action(ex)
+        except BaseException:
+            detach(gen)  # suspended again before we return it (a retry, a wait): its finally blocks must not run
+            raise
+        return gen, action
+
+    def _first_action(self, ex: Execution) -> Flow:
+        """What the restored program gets first, from the request it is suspended on (sealed with the
+        snapshot: a status or timer changed in the store cannot wake a program early)."""
+        request = ex.request or {}
+        kind = request.get("kind")
+        if kind == "wait":
+            signal = yield from self._next_signal(request["signal"])
+            return (yield from self._deliver(request, signal, resumed=True))
+        if kind == "step":
+            if self._step is None:
+                yield from self._fail_text(f"step {request.get('index')} of {ex.id} is missing from the store")
+            return (yield from self._step_outcome(self._step))  # type: ignore[arg-type]
+        wake_at = request.get("wake_at") if kind == "sleep" else None
+        if wake_at is not None and wake_at > self.clock.now():  # claimed before its time: sleep on
+            yield from self._commit(status=SLEEPING, wake_at=wake_at, release=True)
+            raise _Stop
+        return "send", None
+
+    def _verify(self, ex: Execution) -> Flow:
+        """Check the seals of what we are about to act on: the execution (program, arguments, snapshot,
+        request, steps asked for) and the step its request names. A signature that does not match is
+        set aside (the right key may come); a checksum that does not match fails it (damaged)."""
+        request = ex.request if isinstance(ex.request, dict) else {}
+        step = None
+        try:
+            if request.get("kind") == "step" and type(request.get("index")) is int:
+                step = self.store.step(ex.id, request["index"])
+                if step is not None:
+                    if step.damage is not None:
+                        yield from self._fail_text(f"the store row of its step {step.index} is damaged ({step.damage})")
+                    seals.verify(step.mac, "step", step_parts(step), f"step {step.index} of execution {ex.id}")
+            seals.verify(ex.mac, "execution", execution_parts(ex.id, ex.function, ex.args, ex.snapshot, ex.request,
+                                                              ex.steps_started, step.mac if step else None),
+                         f"execution {ex.id}")
+            if settings.current.verify_keys and self.store.step(ex.id, ex.steps_started) is not None:
+                raise SignatureError(f"execution {ex.id} has a step past the ones its signed state asked for: its row "
+                                     "was put back from an earlier point of its run")
+        except SignatureError as exc:
+            yield from self._set_aside(text_of(exc))
+        except CorruptSnapshotError as exc:
+            yield from self._fail_text(text_of(exc))
+        self._step = step
+
+    def _load(self, ex: Execution) -> Flow:
+        try:
+            return load_function(ex.function)
+        except ProgramError as exc:
+            yield from self._set_aside(str(exc))
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _set_aside(self, problem: str) -> Flow:
+        """The program cannot be resumed here and now (its module is missing, its code changed under
+        the snapshot): keep everything, hold it for ``SET_ASIDE`` seconds with the problem noted, and
+        release it, so that deploying a fix lets it continue and no worker claims it meanwhile —
+        whatever is queued for it (a signal, a cancel) or due (a timer)."""
+        ex = self._execution
+        self.on_event(ex.id, "error", f"{problem}; set aside, trying again in {SET_ASIDE:g} s")
+        yield from self._commit(held_until=self.clock.now() + SET_ASIDE,
+                                error=f"{problem} (set aside: trying again every {SET_ASIDE:g} s)", release=True)
+        raise _Stop
+
+    # ------------------------------------------------------------------ driving
+
+    def _drive(self, gen: types.GeneratorType, action: tuple[str, Any]) -> Flow:
+        """Run the program to its next request; a return or an exception ends the execution."""
+        if self.runner.stop.is_set():
+            self._consume = None  # the program has not received it: it stays queued
+            yield from self._commit(release=True)  # another worker continues from the last commit
+            raise _Stop
+        kind, value = action
+        try:
+            if kind == "next":
+                return next(gen)
+            if kind == "send":
+                return gen.send(value)
+            return gen.throw(value)
+        except StopIteration as stop:
+            yield from self._finish(stop.value)
+        except Exception as exc:  # the program failed: record it
+            yield from self._fail(exc)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _handle(self, gen: types.GeneratorType, request: Any) -> Flow:
+        """Persist the program at ``request`` and work out what it gets back."""
+        if isinstance(request, rq.Step):
+            return (yield from self._begin_step(gen, request))
+        if isinstance(request, rq.Wait):
+            return (yield from self._wait(gen, request))
+        if isinstance(request, rq.Sleep):
+            return (yield from self._sleep(gen, request))
+        if isinstance(request, rq.Checkpoint):
+            yield from self._checkpoint(gen, {"kind": "checkpoint"})
+            return "send", None
+        progress = to_json(request)
+        yield from self._checkpoint(gen, {"kind": "progress"}, progress=progress)
+        self.on_event(self._execution.id, "progress", json.dumps(progress))
+        return "send", None
+
+    def _snapshot(self, gen: types.GeneratorType) -> Flow:
+        try:
+            return snapshot(gen)
+        except UnserializableValueError as exc:
+            yield from self._fail_text(f"cannot persist the program: {exc}")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _checkpoint(self, gen: types.GeneratorType, request: dict[str, Any], **fields: Any) -> Flow:
+        data = yield from self._snapshot(gen)
+        yield from self._commit(snapshot=data, request=request, status=PENDING, wake_at=None, waiting_for=None,
+                                **fields)
+
+    def _sleep(self, gen: types.GeneratorType, request: rq.Sleep) -> Flow:
+        now = self.clock.now()
+        wake_at = request.wake_at(now)
+        if wake_at <= now:
+            yield from self._checkpoint(gen, {"kind": "sleep"})
+            return "send", None
+        data = yield from self._snapshot(gen)
+        yield from self._commit(snapshot=data, request={"kind": "sleep", "wake_at": wake_at}, status=SLEEPING,
+                                wake_at=wake_at, waiting_for=None, release=True)
+        self.on_event(self._execution.id, "sleep", f"sleeping {wake_at - now:g} s")
+        raise _Stop
+
+    def _wait(self, gen: types.GeneratorType, request: rq.Wait) -> Flow:
+        now = self.clock.now()
+        timeout_at = None if request.timeout is None else now + request.timeout
+        spec = {"kind": "wait", "signal": request.signal, "timeout": request.timeout, "timeout_at": timeout_at}
+        data = yield from self._snapshot(gen)
+        signal = yield from self._next_signal(request.signal)
+        if signal is None and (timeout_at is None or timeout_at > now):
+            yield from self._commit(snapshot=data, request=spec, status=WAITING, waiting_for=request.signal,
+                                    wake_at=timeout_at, release=True)
+            self.on_event(self._execution.id, "wait", f"waiting for signal {request.signal!r}"
+                          + (f" (timeout {request.timeout:g} s)" if request.timeout is not None else ""))
+            raise _Stop
+        yield from self._commit(snapshot=data, request=spec, status=PENDING, waiting_for=None, wake_at=None)
+        return (yield from self._deliver(spec, signal, resumed=False))
+
+    def _next_signal(self, name: str) -> Flow:
+        """The next signal ``name`` to deliver; a damaged one is consumed with a note, never delivered."""
+        while True:
+            signal = self.store.next_signal(self._execution.id, name, exclude=self._consume)
+            if signal is None or signal.damage is None:
+                return signal
+            pending, self._consume = self._consume, signal.id
+            note = f"signal {signal.id} {name!r} was damaged in the store ({signal.damage}) and was skipped"
+            self.on_event(self._execution.id, "error", note)
+            yield from self._commit(error=note)
+            self._consume = pending
+
+    def _deliver(self, spec: dict[str, Any], signal: Any, *, resumed: bool) -> Flow:
+        """What a program waiting as ``spec`` gets: ``signal``'s payload, or SignalTimeout when its
+        time is up; else (``resumed``: claimed for nothing) it waits again."""
+        if signal is not None:
+            self._consume = signal.id  # consumed by the next commit, when the program has moved on
+            self.on_event(self._execution.id, "signal", f"signal {signal.name!r} received")
+            return "send", signal.payload
+        if spec.get("timeout_at") is not None and spec["timeout_at"] <= self.clock.now():
+            self.on_event(self._execution.id, "timeout", f"no signal {spec['signal']!r} in time")
+            return "throw", rq.SignalTimeout(spec["signal"], spec.get("timeout"))
+        if resumed:  # claimed, yet nothing to deliver (the signal went to an earlier wait): wait again
+            yield from self._commit(status=WAITING, waiting_for=spec["signal"], wake_at=spec.get("timeout_at"),
+                                    release=True)
+            raise _Stop
+        raise AssertionError("a wait with neither signal nor timeout")  # pragma: no cover
+
+    # ------------------------------------------------------------------ steps
+
+    def _begin_step(self, gen: types.GeneratorType, request: rq.Step) -> Flow:
+        try:
+            ref = program_names.step_ref(request.fn)
+            call = step_call(ref, gen, request.args, request.kwargs)
+        except (TypeError, SnapshotError) as exc:
+            return "throw", exc  # a mistake in the program: raised where it yielded the step
+        index = self._execution.steps_started
+        record = StepRecord(self._execution.id, index, ref, call, request.policy.to_json(), "pending",
+                            started_at=self.clock.now())
+        data = yield from self._snapshot(gen)
+        yield from self._commit(snapshot=data, request={"kind": "step", "index": index, "function": ref},
+                                status=PENDING, wake_at=None, waiting_for=None, steps_started=index + 1,
+                                new_step=record)
+        return (yield from self._run_step(record, request.fn, request.args, request.kwargs))
+
+    def _step_outcome(self, record: StepRecord) -> Flow:
+        """On resuming at a step: its recorded result, its recorded failure, or run it (again)."""
+        if record.status == "done":
+            return "send", load_value(record.result) if record.result is not None else None
+        if record.status == "failed":
+            return "throw", self._recorded_error(record)
+        try:
+            fn = program_names.step_function(record.function, import_program_module)
+        except program_names.NameError_ as exc:
+            yield from self._set_aside(str(exc))
+        args, kwargs = load_value(record.call)
+        return (yield from self._run_step(record, fn, tuple(args), kwargs))
+
+    def _run_step(self, record: StepRecord, fn: Callable[..., Any], args: tuple[Any, ...],
+                  kwargs: dict[str, Any]) -> Flow:
+        attempt = record.attempts + 1
+        self.on_event(record.execution_id, "step", f"step {record.index} {record.function} attempt {attempt}")
+        outcome: StepOutcome = yield RunStep(record, fn, args, kwargs)
+        if outcome.error is not None:
+            return (yield from self._step_failed(record, attempt, outcome.error))
+        try:
+            encoded = dump_value(outcome.value, f"the result of step {record.function}")
+        except SnapshotError as exc:
+            return (yield from self._step_failed(record, attempt, exc, final=True))
+        yield from self._commit(step_update=(record.index, {"status": "done", "attempts": attempt, "result": encoded,
+                                                            "finished_at": self.clock.now()}))
+        return "send", outcome.value
+
+    def _step_failed(self, record: StepRecord, attempt: int, exc: Exception, *, final: bool = False) -> Flow:
+        policy = rq.RetryPolicy.from_json(record.policy)
+        text = f"{type(exc).__name__}: {text_of(exc)}"
+        update = {"attempts": attempt, "error": text, "error_value": dump_or_none(exc)}
+        if not final and attempt < policy.attempts:
+            wake_at = self.clock.now() + policy.delay(attempt)
+            yield from self._commit(step_update=(record.index, update), status=SLEEPING, wake_at=wake_at, release=True)
+            self.on_event(record.execution_id, "retry", f"step {record.index} failed ({text}); "
+                          f"attempt {attempt + 1} of {policy.attempts} in {policy.delay(attempt):g} s")
+            raise _Stop
+        yield from self._commit(step_update=(record.index, {**update, "status": "failed",
+                                                            "finished_at": self.clock.now()}))
+        self.on_event(record.execution_id, "step-failed", f"step {record.index} failed for good: {text}")
+        if update["error_value"] is None:  # what a resumed run would see too: the same exception type
+            return "throw", rq.StepFailed(record.function, type(exc).__name__, text_of(exc))
+        return "throw", exc
+
+    def _recorded_error(self, record: StepRecord) -> BaseException:
+        if record.error_value is not None:
+            try:
+                error = load_value(record.error_value)
+                if isinstance(error, BaseException):
+                    return error
+            except SnapshotError:
+                pass
+        type_name, _, message = (record.error or "Exception: ").partition(": ")
+        return rq.StepFailed(record.function, type_name, message)
+
+    # ------------------------------------------------------------------ endings
+
+    def _finish(self, value: Any) -> Flow:
+        try:
+            encoded = dump_value(value, "the program's return value")
+        except SnapshotError as exc:
+            yield from self._fail_text(f"the program returned a value that cannot be stored: {exc}")
+        yield from self._commit(status=FINISHED, result=encoded, snapshot=None, request=None, wake_at=None,
+                                waiting_for=None, release=True)
+        self.on_event(self._execution.id, "finished", json.dumps(to_json(value)))
+        raise _Stop
+
+    def _fail(self, exc: BaseException) -> Flow:
+        yield from self._commit(status=FAILED, error=error_text(exc), error_value=dump_or_none(exc), snapshot=None,
+                                request=None, wake_at=None, waiting_for=None, release=True)
+        self.on_event(self._execution.id, "failed", f"{type(exc).__name__}: {text_of(exc)}")
+        raise _Stop
+
+    def _fail_text(self, text: str) -> Flow:
+        yield from self._commit(status=FAILED, error=text, wake_at=None, waiting_for=None, release=True)
+        self.on_event(self._execution.id, "failed", text)
+        raise _Stop
+
+    def _cancel(self, gen: types.GeneratorType | None) -> Flow:
+        ex = self._execution
+        note = "cancelled"
+        if gen is None and ex.snapshot is not None:
+            try:
+                seals.verify(ex.mac, "execution", execution_parts(ex.id, ex.function, ex.args, ex.snapshot, ex.request,
+                                                                  ex.steps_started, current_step_mac(self.store, ex)),
+                             f"execution {ex.id}")
+                load_function(ex.function)
+                gen = restore(ex.snapshot)
+            except (ProgramError, SnapshotError) as exc:
+                note = f"cancelled (its finally blocks could not run: {type(exc).__name__}: {text_of(exc)})"
+        if gen is not None:
+            try:
+                gen.close()  # runs the program's finally blocks and __exit__ methods
+            except Exception as exc:
+                note = f"cancelled; closing it raised {type(exc).__name__}: {text_of(exc)}"
+        yield from self._commit(status=CANCELLED, error=note, snapshot=None, request=None, wake_at=None,
+                                waiting_for=None, release=True)
+        self.on_event(ex.id, "cancelled", note)
+        raise _Stop
+
+    # ------------------------------------------------------------------ the one place that writes
+
+    def _commit(self, *, release: bool = False, new_step: StepRecord | None = None,
+                step_update: tuple[int, dict[str, Any]] | None = None, **fields: Any) -> Flow:
+        """Write one transition (compare-and-swap on the version we hold). What a worker acts on later —
+        the snapshot, the request, the steps asked for and the step the request names — is sealed
+        (``values.seals``) in the same write."""
+        ex = self._execution
+        if ex.held_until is not None and "held_until" not in fields:
+            fields["held_until"] = None  # it could be resumed after all: the hold and its note are over
+            fields.setdefault("error", None)
+        if fields.get("snapshot") is not None and ex.error is not None:
+            fields.setdefault("error", None)  # resumed again: a note left by _set_aside is out of date
+        step = self._step
+        if new_step is not None:
+            new_step.mac = seals.seal("step", step_parts(new_step))
+            step = new_step
+        elif step_update is not None:
+            index, updates = step_update
+            assert step is not None and step.index == index, "a step update for a step the runner does not hold"
+            step = dataclasses.replace(step, **updates)
+            updates["mac"] = step.mac = seals.seal("step", step_parts(step))
+        request = fields.get("request", ex.request)
+        if not (isinstance(request, dict) and request.get("kind") == "step"):
+            step = None
+        if new_step is not None or step_update is not None or fields.keys() & _SEALED:
+            fields["mac"] = seals.seal("execution", execution_parts(
+                ex.id, ex.function, ex.args, fields.get("snapshot", ex.snapshot), request,
+                fields.get("steps_started", ex.steps_started), step.mac if step is not None else None))
+        change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
+                        step_update=step_update, consume_signal=self._consume, release=release,
+                        lease_until=self.clock.now() + self.runner.lease)
+        self._execution = yield Commit(change)
+        self._step = step
+        self._consume = None
+        if self._execution.cancel_requested and not release and self._execution.status not in TERMINAL:
+            yield from self._cancel(None)
+        return self._execution
+
+    def _give_up(self, record: Callable[[str], Flow], problem: str) -> Flow:
+        """After an exception nothing expected: record ``problem`` with ``record`` (set aside, or failed)."""
+        ex = self._execution
+        try:
+            yield from record(problem)
+        except _Stop:
+            pass
+        except Exception as again:  # the store is gone too: the lease lapses and a later claim retries
+            self.on_event(ex.id, "error", f"could not record it either: {type(again).__name__}: {text_of(again)}")
+
+
+_SEALED = frozenset({"snapshot", "request", "steps_started"})
+
+
+def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[[RunStep], StepOutcome]) -> Any:
+    """Run a transition to its end here, one instruction at a time: ``commit`` writes (what it raises is
+    thrown into the transition, which records or reports it), ``run_step`` calls a step. Returns what
+    the flow returns."""
+    value: Any = None
+    error: BaseException | None = None
+    try:
+        while True:
+            try:
+                instruction = flow.throw(error) if error is not None else flow.send(value)
+            except StopIteration as stop:
+                return stop.value
+            value, error = None, None
+            if isinstance(instruction, Commit):
+                try:
+                    value = commit(instruction.change)
+                except Exception as exc:
+                    error = exc
+            else:
+                value = run_step(instruction)
+    finally:
+        flow.close()
+
+
+def keep_lease(runner: Runner, execution_id: str) -> threading.Event:
+    """Renew ``runner``'s lease on one execution every third of its length while a step runs inline (a
+    step may take longer than the lease); set the returned event to stop."""
+    done = threading.Event()
+    interval = max(runner.lease / 3, 0.05)
+
+    def renew() -> None:
+        while not done.wait(interval):
+            try:
+                lost = runner.store.renew(runner.owner, [execution_id], until=runner.clock.now() + runner.lease)
+            except Exception:  # the next commit finds out
+                return
+            if lost:
+                return
+
+    threading.Thread(target=renew, name=f"{runner.owner}-lease", daemon=True).start()
+    return done
