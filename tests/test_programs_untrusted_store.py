@@ -459,16 +459,16 @@ def test_a_store_error_while_looking_for_timers_does_not_stop_a_worker(env, monk
 
     events: list[tuple[str, str, str]] = []
     worker = Worker(env.store, clock=env.clock, lease=30, on_event=lambda *e: events.append(e))
-    real = env.store.list
+    real = env.store.next_wake
     failures = {"left": 3}
 
-    def flaky_list(*args: Any, **kwargs: Any):
+    def flaky_next_wake(*args: Any, **kwargs: Any):
         if failures["left"]:
             failures["left"] -= 1
             raise StoreError("disk I/O error")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(env.store, "list", flaky_list)
+    monkeypatch.setattr(env.store, "next_wake", flaky_next_wake)
     thread = threading.Thread(target=worker.run, daemon=True)
     thread.start()
     try:

@@ -463,7 +463,7 @@ class Transition:
                 fields.get("steps_started", ex.steps_started), step.mac if step is not None else None))
         change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
                         step_update=step_update, consume_signal=self._consume, release=release,
-                        lease_until=self.clock.now() + self.runner.lease)
+                        lease_until=self.clock.now() + self.runner.lease, base=ex)
         self._execution = yield Commit(change)
         self._step = step
         self._consume = None

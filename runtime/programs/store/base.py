@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -116,6 +117,19 @@ class Change:
     consume_signal: int | None = None                      # mark this signal consumed
     release: bool = False                                  # clear the lease
     lease_until: float | None = None                       # else extend our lease to this time
+    base: Execution | None = None  # the execution as the writer holds it (version expected_version): a store may
+                                   # build what commit returns from it and the change instead of reading the
+                                   # row back, reading only what others may change (cancel_requested, lease)
+
+
+def written(change: Change, *, now: float, version: int, cancel_requested: bool, lease_owner: str | None,
+            lease_until: float | None, fields: dict[str, Any]) -> Execution:
+    """The execution a commit wrote, built from ``change.base`` and the change: ``fields`` are the change's
+    fields as they read back from the store (JSON cells decoded again), the rest as the store returned it."""
+    assert change.base is not None
+    return dataclasses.replace(change.base, **fields, version=version, updated_at=now,
+                               cancel_requested=cancel_requested, lease_owner=lease_owner, lease_until=lease_until,
+                               taken_from=None)
 
 
 class Store(abc.ABC):

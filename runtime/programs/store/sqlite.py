@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from . import schema
 from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, ConflictError, Execution,
-                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record)
+                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record,
+                   written)
 from .faults import point
 # The row helpers shared with the PostgreSQL store (rows.py), importable from here as before.
 from .rows import (MAX_INT_DIGITS, STEP_STATUSES, _ARGS, _BLOB, _BLOB_COLUMNS, _BOOL, _BOOL_COLUMNS, _BadText,
@@ -65,7 +66,7 @@ def _sync_folder(folder: str) -> None:
 
 
 def _execution_update(change: Change, now: float) -> tuple[str, list[Any]]:
-    """The compare-and-swap UPDATE of a commit."""
+    """The compare-and-swap UPDATE of a commit; its parameters start with the change's fields, encoded."""
     assignments: list[str] = []
     params: list[Any] = []
     for name, value in change.fields.items():
@@ -517,13 +518,19 @@ class SQLiteStore(Store):
         results: list[Execution | StoreError] = []
         with self._write() as conn:
             for change in changes:
-                conn.execute("SAVEPOINT change")
+                # a change that only updates its execution is one statement, atomic on its own; one that
+                # also writes a step or consumes a signal gets a savepoint to undo it by
+                alone = change.new_step is None and change.step_update is None and change.consume_signal is None
+                if not alone:
+                    conn.execute("SAVEPOINT change")
                 try:
                     results.append(self._apply(conn, change, now))
                 except (ConflictError, NotFoundError) as exc:
-                    conn.execute("ROLLBACK TO change")
+                    if not alone:
+                        conn.execute("ROLLBACK TO change")
                     results.append(exc)
-                conn.execute("RELEASE change")
+                if not alone:
+                    conn.execute("RELEASE change")
             point("commit.before_commit")
         point("commit.after_commit")
         return results
@@ -532,7 +539,12 @@ class SQLiteStore(Store):
         """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal."""
         update_sql, update_params = _execution_update(change, now)
         step_sql = self._step_statement(change)
-        if conn.execute(update_sql, update_params).rowcount != 1:
+        quick = change.base is not None and change.base.damage is None
+        if quick:
+            update_sql += " RETURNING version, cancel_requested, lease_owner, lease_until"
+        cursor = conn.execute(update_sql, update_params)
+        returned = cursor.fetchone() if quick else None
+        if (returned is None) if quick else cursor.rowcount != 1:
             raise ConflictError(self._conflict_reason(conn, change, now))
         point("commit.updated")
         if step_sql is not None:
@@ -541,7 +553,15 @@ class SQLiteStore(Store):
         if change.consume_signal is not None:
             self._consume(conn, change.execution_id, change.consume_signal)
             point("commit.signal_consumed")
-        return self._fetch(conn, change.execution_id)
+        if returned is None:
+            return self._fetch(conn, change.execution_id)
+        version, cancel_requested, lease_owner, lease_until = returned
+        try:  # each field as reading its cell would give it back
+            fields = {name: _cell(_EXECUTION_KINDS[name], encoded) for name, encoded in zip(change.fields, update_params)}
+        except _Damaged:
+            return self._fetch(conn, change.execution_id)
+        return written(change, now=now, version=version, cancel_requested=bool(cancel_requested),
+                       lease_owner=lease_owner, lease_until=lease_until, fields=fields)
 
     def release(self, owner: str, execution_ids: Sequence[str] | None = None) -> int:
         with self._write() as conn:
