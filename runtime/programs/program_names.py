@@ -58,9 +58,8 @@ def may_import(module: str) -> bool:
 
 
 def import_module(module: str, what: str, importer: Callable[[str], types.ModuleType]) -> types.ModuleType:
-    """The module, imported with ``importer`` only if a worker may import it."""
-    if module in sys.modules and may_import(module):
-        return sys.modules[module]
+    """The module, imported with ``importer`` only if a worker may import it (``importer`` also waits for
+    an import of it that another thread has in progress: a module in sys.modules may be half made)."""
     if not may_import(module):
         raise NameError_(
             f"{what} is in module {module!r}, which a worker does not import: it is not a module of the project "
