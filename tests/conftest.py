@@ -60,7 +60,8 @@ def pg_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(server, autocommit=True, connect_timeout=5)
     except psycopg.Error as e:
-        pytest.fail(f"PostgreSQL does not answer at {masked(server)} ({' '.join(str(e).split())}). Start it (README.md, "
+        reason = " ".join(str(e).split())
+        pytest.fail(f"PostgreSQL does not answer at {masked(server)} ({reason}). Start it (README.md, "
                     f'"PostgreSQL: many machines"; .ci/run starts one), point {PG_ENV} at another server, or set '
                     f"{PG_ENV}=skip to skip the PostgreSQL tests", pytrace=False)
     name = f"durable_test_{os.getpid()}_{secrets.token_hex(4)}"

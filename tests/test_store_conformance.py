@@ -220,6 +220,24 @@ def test_a_commit_by_the_lease_holder_extends_its_lease(any_store: Store) -> Non
     assert (released.lease_owner, released.lease_until) == (None, None)  # release wins
 
 
+def test_a_commit_with_its_base_returns_what_it_wrote(any_store: Store) -> None:
+    """With ``Change.base`` a store may build what commit returns instead of reading the row back: it must
+    be the row as written all the same, with what others changed meanwhile (a cancel) included."""
+    fields = dict(status=WAITING, snapshot=b"frames", request={"kind": "wait", "name": "go"}, wake_at=50.0,
+                  waiting_for="go", steps_started=1, progress={"n": 2 ** 70}, error="nul \x00, \udcff")
+    for many in (False, True):
+        e = any_store.create("m:main", [1], now=0.0)
+        claimed = any_store.claim("w", now=1.0, lease=10.0, execution_id=e.id)
+        assert claimed is not None
+        any_store.request_cancel(e.id, now=2.0)  # someone else, after the worker read the row
+        change = Change(e.id, claimed.version, owner="w", fields=fields, lease_until=30.0, base=claimed,
+                        new_step=step_record(e.id, 0))
+        result = any_store.commit_many([change], now=3.0)[0] if many else any_store.commit(change, now=3.0)
+        assert result == any_store.get(e.id)
+        assert isinstance(result, Execution) and result.cancel_requested and result.lease_until == 30.0
+        assert (result.version, result.updated_at, result.progress) == (claimed.version + 1, 3.0, {"n": 2 ** 70})
+
+
 # ============================================================================ group commit
 
 def test_commit_many_writes_the_good_changes_and_reports_the_others(any_store: Store, backend: Backend) -> None:

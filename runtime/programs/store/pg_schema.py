@@ -1,4 +1,4 @@
-"""The PostgreSQL store's schema, versioned: ordered migrations in the store's own namespace, recorded in its ``meta`` table."""
+"""The PostgreSQL store's schema, versioned: ordered migrations in its own namespace, recorded in its ``meta`` table."""
 from __future__ import annotations
 
 import hashlib

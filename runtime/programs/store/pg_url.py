@@ -1,4 +1,4 @@
-"""PostgreSQL store URLs: the ``schema`` query parameter, the connection string libpq reads, and a form safe to print."""
+"""PostgreSQL store URLs: the ``schema`` parameter, the connection string libpq reads, and a form safe to print."""
 from __future__ import annotations
 
 import re

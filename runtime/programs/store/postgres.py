@@ -1,4 +1,4 @@
-"""The PostgreSQL store: executions, steps and signals in one schema of a database that workers on many machines share."""
+"""The PostgreSQL store: executions, steps and signals in a schema of a database shared by workers on many machines."""
 from __future__ import annotations
 
 import os
@@ -16,10 +16,11 @@ from psycopg.pq import TransactionStatus
 
 from . import pg_schema, pg_url
 from .base import (PENDING, STATUSES, TERMINAL, Change, ConflictError, Execution, InvalidStateError, NotFoundError,
-                   Signal, StepRecord, Store, StoreError, call_record)
+                   Signal, StepRecord, Store, StoreError, call_record, written)
 from .faults import point
-from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _EXECUTION_COLUMNS, _FIXED_EXECUTION, _FIXED_STEP, _FREE_TEXT, _JSON,
-                   _SIGNAL_COLUMNS, _STEP_COLUMNS, _cell, _check_field, _columns, _encode, _execution, _signal, _step)
+from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION, _FIXED_STEP,
+                   _FREE_TEXT, _JSON, _SIGNAL_COLUMNS, _STEP_COLUMNS, _cell, _check_field, _columns, _Damaged, _encode,
+                   _execution, _signal, _step)
 
 _T = TypeVar("_T")
 LIVE, ENDED = pg_schema.LIVE, pg_schema.ENDED
@@ -72,6 +73,10 @@ SELECT LEAST(
     (SELECT min(held_until) FROM {s}.executions WHERE held_until IS NOT NULL AND held_until > %(now)s),
     (SELECT min(lease_until) FROM {s}.executions WHERE lease_owner IS NOT NULL AND lease_until > %(now)s))
 """
+
+# What a commit with Change.base reads back: what others may have changed since the writer read the row.
+_CHANGING = "version, cancel_requested, lease_owner, lease_until"
+_Statements = tuple[tuple[str, list[Any]], tuple[int, str, list[Any]] | None]  # the update; the step's, if any
 
 _PRUNE_PICK = """
 SELECT id FROM {s}.executions WHERE status IN {ended} AND updated_at < %(before)s
@@ -529,8 +534,12 @@ class PostgresStore(Store):
             results: list[Execution | StoreError] = []
             for change, statements in prepared:
                 try:
-                    with conn.transaction():  # a savepoint
+                    if statements[1] is None and change.consume_signal is None:
+                        # one UPDATE, atomic on its own: a conflict wrote nothing and aborts nothing
                         results.append(self._apply(conn, change, now, statements))
+                    else:
+                        with conn.transaction():  # a savepoint, to undo the update when the rest fails
+                            results.append(self._apply(conn, change, now, statements))
                 except (ConflictError, NotFoundError) as exc:
                     results.append(exc)
             point("commit.before_commit")
@@ -540,16 +549,17 @@ class PostgresStore(Store):
         point("commit.after_commit")
         return results
 
-    def _statements(self, change: Change, now: float) -> tuple[tuple[str, list[Any]], tuple[int, str, list[Any]] | None]:
+    def _statements(self, change: Change, now: float) -> _Statements:
         """Check a change and build its statements before any transaction starts (ValueError, TypeError)."""
         return self._execution_update(change, now), self._step_statement(change)
 
-    def _apply(self, conn: psycopg.Connection, change: Change, now: float,
-               statements: tuple[tuple[str, list[Any]], tuple[int, str, list[Any]] | None],
+    def _apply(self, conn: psycopg.Connection, change: Change, now: float, statements: _Statements,
                last: bool = False) -> Execution:
         """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal."""
         (update_sql, update_params), step = statements
-        row = conn.execute(update_sql, update_params).fetchone()
+        quick = change.base is not None and change.base.damage is None
+        columns = _CHANGING if quick else self._select("executions")
+        row = conn.execute(f"{update_sql} RETURNING {columns}", update_params).fetchone()
         if row is None:
             raise ConflictError(self._conflict_reason(conn, change, now))
         point("commit.updated")
@@ -559,15 +569,31 @@ class PostgresStore(Store):
         if change.consume_signal is not None:
             self._consume(conn, change.execution_id, change.consume_signal)
             point("commit.signal_consumed")
-        execution = _execution(row)
+        execution = self._written(change, now, row, update_params) if quick else _execution(row)
+        if execution is None:  # a field that does not read back as it was given: read the row
+            execution = self._fetch(conn, change.execution_id)
         if execution.status == PENDING and execution.lease_owner is None:
             self._notify(conn, "commit")
         if last:
             point("commit.before_commit")
         return execution
 
+    @staticmethod
+    def _written(change: Change, now: float, row: tuple[Any, ...], update_params: list[Any]) -> Execution | None:
+        """What a commit wrote, from the writer's ``change.base`` and the change, with what others may
+        have changed (the cancel flag, the lease) as the update returned it: the row is not read back."""
+        version, cancel_requested, lease_owner, lease_until = row
+        try:  # each field as reading its cell would give it back
+            fields = {name: _cell(_EXECUTION_KINDS[name], encoded)
+                      for name, encoded in zip(change.fields, update_params)}
+        except _Damaged:
+            return None
+        return written(change, now=now, version=version, cancel_requested=bool(cancel_requested),
+                       lease_owner=lease_owner, lease_until=lease_until, fields=fields)
+
     def _execution_update(self, change: Change, now: float) -> tuple[str, list[Any]]:
-        """The compare-and-swap UPDATE of a commit, returning the row as written."""
+        """The compare-and-swap UPDATE of a commit (RETURNING to be added); its parameters start with the
+        change's fields, encoded."""
         assignments: list[str] = []
         params: list[Any] = []
         for name, value in change.fields.items():
@@ -588,7 +614,7 @@ class PostgresStore(Store):
         if change.owner is not None:
             sql += " AND lease_owner = %s AND lease_until > %s"
             params += [change.owner, now]
-        return sql + f" RETURNING {self._select('executions')}", params
+        return sql, params
 
     def _step_statement(self, change: Change) -> tuple[int, str, list[Any]] | None:
         """(step index, SQL, parameters) of the step the change inserts or updates, if any."""
