@@ -303,10 +303,28 @@ def test_store_url_option_and_environment(work: Path):
     assert len(json.loads(listing.stdout)) == 1
 
 
-def test_postgres_urls_and_newer_schemas_are_refused(work: Path):
-    proc = durable("ls", "--store", "postgresql://localhost/db", cwd=work)
-    assert proc.returncode == 2 and "PostgreSQL" in proc.stderr
+def test_postgres_urls_and_newer_schemas_are_refused(work: Path, pg_url: str):
+    proc = durable("ls", "--store", "postgresql://me:s3cret@127.0.0.1:1/db", cwd=work)  # nothing on port 1
+    assert proc.returncode == 2 and "cannot connect to PostgreSQL at 127.0.0.1:1" in proc.stderr, proc.stderr
+    assert "postgresql://me:***@127.0.0.1:1/db" in proc.stderr and "s3cret" not in proc.stderr
     no_traceback(proc)
+    schema = pg_url.rpartition("schema=")[2]
+    for command in ("ls", "show", "result"):  # reading a store that is not there creates nothing
+        proc = durable(command, *(["abc"] if command != "ls" else []), "--store", pg_url, cwd=work)
+        assert proc.returncode == 2 and f"no store at {pg_url} (schema '{schema}'" in proc.stderr, proc.stderr
+        no_traceback(proc)
+    proc = durable("run", "flows:greet", '["pg"]', "--store", pg_url, cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    proc = durable("ls", "--store", pg_url, cwd=work)
+    assert proc.returncode == 0 and "flows:greet" in proc.stdout and "finished" in proc.stdout, proc.stderr
+    import psycopg
+
+    with psycopg.connect(pg_url.rpartition("?")[0], autocommit=True) as conn:
+        conn.execute(f'UPDATE "{schema}".meta SET value = \'999\' WHERE key = \'schema_version\'')
+        proc = durable("ls", "--store", pg_url, cwd=work)
+        assert proc.returncode == 2 and "has schema version 999, newer" in proc.stderr, proc.stderr
+        no_traceback(proc)
+        assert conn.execute(f'SELECT value FROM "{schema}".meta').fetchall() == [("999",)]
     durable("run", "flows:greet", '["x"]', cwd=work)
     db = work / ".durable" / "durable.db"
     conn = sqlite3.connect(db)

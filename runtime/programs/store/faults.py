@@ -24,6 +24,10 @@ Points the SQLite store reaches (all inside its write transaction unless marked 
 - ``commit.after_commit``: *after* ``COMMIT``: the change is durable, the caller has not heard yet
 - ``signal.inserted``: a signal's row is inserted
 - ``cancel.updated``: ``cancel_requested`` is set
+- ``prune.batch_deleted``: a batch of ended executions, their steps and signals are deleted
+
+The PostgreSQL store reaches the same points, except ``claim.selected``: its claim selects and leases in
+one statement, after which it reaches ``claim.updated``.
 """
 from __future__ import annotations
 
