@@ -1,6 +1,7 @@
 """The PostgreSQL store: executions, steps and signals in a schema of a database shared by workers on many machines."""
 from __future__ import annotations
 
+import inspect
 import os
 import random
 import threading
@@ -26,6 +27,8 @@ _T = TypeVar("_T")
 LIVE, ENDED = pg_schema.LIVE, pg_schema.ENDED
 RETRIES = 5                # attempts of a transaction that met a serialization failure or a deadlock
 LISTEN_POLL = 0.1          # wait_for_work looks at its stop event this often
+# psycopg 3.2 added notifies(timeout=...); with an older one wait_for_work just waits (workers poll anyway)
+_NOTIFIES_TIMEOUT = "timeout" in inspect.signature(psycopg.Connection.notifies).parameters
 _README = 'see "PostgreSQL: many machines" in README.md'
 
 # Runnable: see Store.claim. The candidates come from four index lookups (pending; due timers; requested
@@ -762,7 +765,7 @@ class PostgresStore(Store):
         if self._listener is not None and self._listener_pid == os.getpid() and not self._listener.closed:
             return self._listener
         self._listener = None
-        if self._pool.closed:
+        if self._pool.closed or not _NOTIFIES_TIMEOUT:
             return None
         try:
             conn = self._connect()
