@@ -1,5 +1,5 @@
 """The commands for durable programs (README: "Durable programs"): run, worker, ls, show, signal,
-cancel, result — each in a real interpreter on a real SQLite store, with its bad inputs.
+cancel, result, prune — each in a real interpreter on a real SQLite store, with its bad inputs.
 
 Exit codes: 0 success (``result``/``run``: finished), 2 bad input (nothing changed in the store),
 4 not finished yet, 5 failed or cancelled.
@@ -70,6 +70,20 @@ FLOWS = textwrap.dedent('''
 
     def plain():
         return 1
+
+
+    def slow(seconds):
+        import time
+        with open("slow.txt", "a") as fh:
+            fh.write("started\\n")
+        time.sleep(seconds)
+        return seconds
+
+
+    @durable
+    def slowpoke(seconds):
+        took = yield step(slow, seconds)
+        return took
 ''')
 
 
@@ -102,20 +116,46 @@ def rows(work: Path) -> list[tuple]:
         return conn.execute("SELECT id, status, version FROM executions ORDER BY created_at").fetchall()
 
 
-def work_until_finished(work: Path, execution_id: str) -> tuple[int, str]:
-    """Run `durable worker` until the execution has a result, then stop it with SIGTERM; returns the
-    worker's exit code and standard error."""
-    worker = subprocess.Popen([sys.executable, "-c", "from transpiler.cli import run; run()", "worker",
-                               "--poll", "0.05"], cwd=str(work), env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def start_worker(work: Path, *args: str) -> subprocess.Popen:
+    """`durable worker --poll 0.05` in the background (its output: text pipes)."""
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
+    environment.pop("DURABLE_STORE", None)
+    return subprocess.Popen([sys.executable, "-c", "from transpiler.cli import run; run()", "worker",
+                             "--poll", "0.05", *args], cwd=str(work), env=environment,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def work_until_finished(work: Path, *execution_ids: str) -> tuple[int, str]:
+    """Run `durable worker` until the executions have ended (finished, failed or cancelled), then stop
+    it with SIGTERM; returns the worker's exit code and standard error."""
+    worker = start_worker(work)
     try:
         deadline = time.time() + 30
-        while time.time() < deadline and durable("result", execution_id, cwd=work).returncode != 0:
-            time.sleep(0.2)
+        for execution_id in execution_ids:
+            while time.time() < deadline and durable("result", execution_id, cwd=work).returncode not in (0, 5):
+                time.sleep(0.2)
     finally:
         worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=30)
     return worker.returncode, err
+
+
+def wait_for(condition, what: str, timeout: float = 20.0) -> None:
+    deadline = time.time() + timeout
+    while not condition():
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.05)
+
+
+def db_rows(work: Path, sql: str, params: tuple = ()) -> list[tuple]:
+    with sqlite3.connect(work / ".durable" / "durable.db") as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def store_of(work: Path):
+    from runtime.programs.store import open_store
+
+    return open_store(str(work / ".durable" / "durable.db"), create=False)
 
 
 # ============================================================================ run
@@ -139,7 +179,8 @@ def test_run_detach_prints_only_the_id_and_a_worker_runs_it(work: Path):
     assert durable("result", execution_id, cwd=work).returncode == 4  # not run yet
     returncode, err = work_until_finished(work, execution_id)
     assert returncode == 0, err
-    assert re.search(r"stopped after advancing executions (1 time|\d+ times)$", err.strip()) and "Traceback" not in err
+    assert re.search(r"stopped after advancing executions (1 time|\d+ times); released \d+ leases?$",
+                     err.strip()) and "Traceback" not in err
     result = durable("result", execution_id, cwd=work)
     assert result.returncode == 0 and json.loads(result.stdout) == ["BO"]
 
@@ -399,12 +440,323 @@ def test_a_worker_with_the_key_in_its_environment_does_not_run_a_forged_snapshot
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 20
-        while time.time() < deadline and "a signing key is configured (trying again" not in \
+        while time.time() < deadline and "trying again every" not in \
                 durable("show", ex_id, cwd=work, env=key).stdout:  # the worker's note
             time.sleep(0.2)
     finally:
         worker.send_signal(signal.SIGTERM)
         worker.communicate(timeout=30)
     shown = durable("show", ex_id, cwd=work, env=key).stdout
-    assert "is not signed, and a signing key is configured" in shown, shown
+    assert re.search(r"^  set aside until .* \(in \d+\.\d s\): .*is not signed, and a signing key is configured",
+                     shown, re.M), shown  # the worker's note, as the reason it is held
     assert durable("result", ex_id, cwd=work, env=key).returncode == 4  # not run
+
+
+# ============================================================================ worker: log lines, takeover, SIGTERM
+
+STAMP = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z"
+
+
+def _stamp_time(line: str) -> float:
+    from datetime import datetime, timezone
+
+    return datetime.strptime(line[:23], "%Y-%m-%dT%H:%M:%S.%f").replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_worker_logs_one_line_per_event_after_its_time(work: Path):
+    greet = durable("run", "flows:greet", '["bo"]', "--detach", cwd=work).stdout.strip()
+    broken = durable("run", "flows:broken", "--detach", cwd=work).stdout.strip()
+    before = time.time()
+    returncode, err = work_until_finished(work, greet, broken)
+    after = time.time()
+    assert returncode == 0, err
+    lines = err.splitlines()
+    assert all(re.match(STAMP + r" (durable worker worker-\d+-[0-9a-f]+: |\[[0-9a-f]+\] \S)", line)
+               for line in lines), err
+    times = [_stamp_time(line) for line in lines]
+    assert before - 1 <= times[0] and times[-1] <= after + 1 and times == sorted(times), err
+    assert re.match(STAMP + r" durable worker worker-\d+-[0-9a-f]+: sqlite:///.*, concurrency 8, in flight 100, lease 30 s$",
+                    lines[0]), lines[0]
+    assert any(line.endswith(f" [{greet}] step 0 flows:shout attempt 1") for line in lines), err
+    assert any(line.endswith(f' [{greet}] finished: ["BO"]') for line in lines), err
+    # an event of several lines is still one line: its line breaks are written \n
+    assert any(line.endswith(f" [{broken}] failed: RuntimeError: broken on purpose\\nhint: it always is")
+               for line in lines), err
+    assert re.search(r" SIGTERM: stopping: no new claims, finishing the current transitions", err), err
+    assert re.match(STAMP + r" durable worker worker-\d+-[0-9a-f]+: stopped after advancing executions \d+ "
+                    r"times?; released 0 leases$", lines[-1]), lines[-1]
+
+
+def test_run_prints_events_without_times(work: Path):
+    proc = durable("run", "flows:greet", '["ada"]', cwd=work)
+    [(execution_id, _, _)] = rows(work)
+    assert proc.returncode == 0 and proc.stderr.startswith(f"[{execution_id}] created: flows:greet(\"ada\")\n"), \
+        proc.stderr
+    assert not re.search(STAMP, proc.stderr)
+
+
+def test_worker_logs_a_takeover_of_a_run_whose_lease_lapsed(work: Path):
+    execution_id = durable("run", "flows:greet", '["ada"]', "--detach", cwd=work).stdout.strip()
+    store = store_of(work)
+    try:  # a worker that died 90 s ago while it held the run
+        assert store.claim("worker-1-dead00-0", now=time.time() - 100, lease=10, execution_id=execution_id)
+    finally:
+        store.close()
+    assert durable("show", execution_id, cwd=work).returncode == 0
+    returncode, err = work_until_finished(work, execution_id)
+    assert returncode == 0, err
+    [line] = [line for line in err.splitlines() if "] takeover" in line]
+    assert re.fullmatch(STAMP + rf" \[{execution_id}\] takeover: took over from worker-1-dead00-0 \(its lease "
+                        r"lapsed.*\)", line), line
+    assert json.loads(durable("result", execution_id, cwd=work).stdout) == ["ADA"]
+
+
+def _leases(work: Path) -> list[tuple[str, str | None]]:
+    return db_rows(work, "SELECT id, lease_owner FROM executions ORDER BY created_at")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_lets_the_running_step_end_releases_the_leases_and_exits_0(work: Path, signum: int):
+    slow = durable("run", "flows:slowpoke", "[2]", "--detach", cwd=work).stdout.strip()
+    waiting = durable("run", "flows:approval", '["ada"]', cwd=work)
+    assert waiting.returncode == 4, waiting.stderr
+    worker = start_worker(work)
+    try:
+        wait_for(lambda: (work / "slow.txt").exists(), "the step to start")
+        [owner] = [owner for _, owner in _leases(work) if owner]
+        assert owner.startswith(f"worker-{worker.pid}-"), _leases(work)
+        sent = time.time()
+        worker.send_signal(signum)
+        late = durable("run", "flows:greet", '["late"]', "--detach", cwd=work).stdout.strip()
+        _, err = worker.communicate(timeout=30)
+        stopped = time.time() - sent
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0, err
+    assert stopped < 10, (stopped, err)  # the step's 2 s, then out: not a lease's 30 s
+    assert "Traceback" not in err, err
+    name = signal.Signals(signum).name
+    assert f": {name}: stopping: no new claims, finishing the current transitions" in err, err
+    assert re.search(r"stopped after advancing executions \d+ times?; released \d+ leases?$", err.strip()), err
+    assert [owner for _, owner in _leases(work)] == [None, None, None]  # another worker need not wait for a lease
+    assert db_rows(work, "SELECT execution_id, status FROM steps") == [(slow, "done")]  # it ended, recorded
+    assert late not in err and db_rows(work, "SELECT status, version FROM executions WHERE id = ?", (late,)) == \
+        [("pending", 1)]  # asked to stop, the worker claimed nothing more
+    returncode, err = work_until_finished(work, slow, late)
+    assert returncode == 0, err
+    assert json.loads(durable("result", slow, cwd=work).stdout) == 2
+    assert (work / "slow.txt").read_text() == "started\n"  # the step did not run again
+
+
+def test_a_second_stop_signal_exits_at_once(work: Path):
+    durable("run", "flows:slowpoke", "[20]", "--detach", cwd=work)
+    worker = start_worker(work)
+    try:
+        wait_for(lambda: (work / "slow.txt").exists(), "the step to start")
+        sent = time.time()
+        worker.send_signal(signal.SIGTERM)
+        time.sleep(0.3)  # the first one is handled: the worker waits for the step
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=15)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert time.time() - sent < 10 and worker.returncode == 128 + signal.SIGTERM, (worker.returncode, err)
+    assert "SIGTERM again: exiting at once; its leases lapse within 30 s" in err, err
+
+
+# ============================================================================ show, ls: leases, runs set aside
+
+WHEN = r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} UTC"
+
+
+def test_show_and_ls_display_leases_and_runs_set_aside(work: Path):
+    from runtime.programs.store import Change
+
+    leased, lapsed, held, plain = (durable("run", "flows:greet", f'["{name}"]', "--detach", cwd=work).stdout.strip()
+                                   for name in ("ada", "bo", "cy", "di"))
+    reason = "cannot restore: IncompatibleCodeError: flows:greet changed\nline two of the reason"
+    now = time.time()
+    store = store_of(work)
+    try:
+        store.claim("worker-77-abcdef-0", now=now, lease=3600, execution_id=leased)
+        store.claim("worker-78-dead00-1", now=now - 100, lease=10, execution_id=lapsed)  # lapsed 90 s ago
+        claimed = store.claim("worker-79-aaaaaa-0", now=now, lease=30, execution_id=held)
+        store.commit(Change(held, claimed.version, owner="worker-79-aaaaaa-0", release=True,
+                            fields={"held_until": now + 600, "error": reason}), now=now)
+    finally:
+        store.close()
+
+    shown = durable("show", leased, cwd=work)
+    assert shown.returncode == 0, shown.stderr
+    assert re.search(rf"^  lease     worker-77-abcdef-0 until {WHEN} \(in 60\.0 min\)$", shown.stdout, re.M), shown.stdout
+    assert "set aside" not in shown.stdout
+    info = json.loads(durable("show", leased, "--json", cwd=work).stdout)
+    assert info["lease"] == {"owner": "worker-77-abcdef-0", "until": pytest.approx(now + 3600), "lapsed": False}
+    assert info["set_aside"] is None
+
+    shown = durable("show", lapsed, cwd=work).stdout
+    assert re.search(rf"^  lease     worker-78-dead00-1 until {WHEN} \(lapsed 9\d\.\d s ago: another worker may take it "
+                     r"over\)$", shown, re.M), shown
+    assert json.loads(durable("show", lapsed, "--json", cwd=work).stdout)["lease"]["lapsed"] is True
+
+    shown = durable("show", held, cwd=work).stdout
+    assert re.search(rf"^  set aside until {WHEN} \(in (10\.0|9\.9) min\): cannot restore: IncompatibleCodeError: "
+                     r"flows:greet changed\n            line two of the reason$", shown, re.M), shown
+    assert "  error " not in shown and "  lease " not in shown and shown.count("IncompatibleCodeError") == 1, shown
+    info = json.loads(durable("show", held, "--json", cwd=work).stdout)
+    assert info["set_aside"] == {"until": pytest.approx(now + 600), "reason": reason} and info["lease"] is None
+    assert info["error"] == reason
+
+    plain_info = json.loads(durable("show", plain, "--json", cwd=work).stdout)
+    assert plain_info["lease"] is None and plain_info["set_aside"] is None
+    assert "  lease " not in durable("show", plain, cwd=work).stdout
+
+    listing = durable("ls", cwd=work).stdout.splitlines()
+    [held_line] = [line for line in listing if line.startswith(held)]
+    assert re.search(rf"pending .* flows:greet +set aside until {WHEN}$", held_line), held_line
+    assert not any("set aside" in line for line in listing if not line.startswith(held)), listing
+    listed = {e["id"]: e for e in json.loads(durable("ls", "--json", cwd=work).stdout)}
+    assert listed[held]["set_aside"] == {"until": pytest.approx(now + 600), "reason": reason}
+    assert listed[leased]["lease"]["owner"] == "worker-77-abcdef-0" and listed[plain]["lease"] is None
+    result = durable("result", held, cwd=work)
+    assert result.returncode == 4 and re.fullmatch(rf"execution {held} is pending, set aside until {WHEN}\n",
+                                                   result.stderr), result.stderr
+
+
+# ============================================================================ prune
+
+DAY = 86400.0
+
+
+def _age(work: Path, execution_id: str, days: float) -> None:
+    with sqlite3.connect(work / ".durable" / "durable.db") as conn:
+        conn.execute("UPDATE executions SET updated_at = updated_at - ? WHERE id = ?", (days * DAY, execution_id))
+
+
+def _counts(work: Path) -> tuple[int, int, int]:
+    return tuple(db_rows(work, f"SELECT COUNT(*) FROM {table}")[0][0]  # type: ignore[return-value]
+                 for table in ("executions", "steps", "signals"))
+
+
+@pytest.fixture
+def ended(work: Path) -> dict[str, str]:
+    """Runs of every kind, those named old_* last updated 40 days ago: a finished one with a step, one
+    that consumed a signal, a failed one, a cancelled one, and one still waiting (with a queued signal);
+    and a run that finished now."""
+    ids: dict[str, str] = {}
+    durable("run", "flows:greet", '["ada"]', cwd=work)
+    ids["old_finished"] = rows(work)[-1][0]
+    durable("run", "flows:approval", '["bo"]', cwd=work)
+    ids["old_signalled"] = rows(work)[-1][0]
+    assert durable("signal", ids["old_signalled"], "approve", "true", cwd=work).returncode == 0
+    assert work_until_finished(work, ids["old_signalled"])[0] == 0
+    durable("run", "flows:broken", cwd=work)
+    ids["old_failed"] = rows(work)[-1][0]
+    durable("run", "flows:guarded", cwd=work)
+    ids["old_cancelled"] = rows(work)[-1][0]
+    assert durable("cancel", ids["old_cancelled"], cwd=work).returncode == 0
+    durable("run", "flows:approval", '["cy"]', cwd=work)
+    ids["old_waiting"] = rows(work)[-1][0]
+    assert durable("signal", ids["old_waiting"], "other", cwd=work).returncode == 0
+    durable("run", "flows:greet", '["di"]', cwd=work)
+    ids["recent_finished"] = rows(work)[-1][0]
+    for name, execution_id in ids.items():
+        if name.startswith("old_"):
+            _age(work, execution_id, 40)
+    assert {status for _, status, _ in rows(work)} == {"finished", "failed", "cancelled", "waiting"}
+    return ids
+
+
+def _date(days_ago: float, form: str) -> str:
+    from datetime import datetime, timedelta, timezone
+
+    moment = datetime.now(timezone.utc) - timedelta(days=days_ago)
+    return moment.strftime(form)
+
+
+@pytest.mark.parametrize("date", [
+    "30d", "720h", "43200m", "2w", "0s",
+    _date(10, "%Y-%m-%d"), _date(10, "%Y-%m-%dT%H:%M:%SZ"), _date(10, "%Y-%m-%dT%H:%M:%S.123+00:00"),
+    _date(10, "%Y-%m-%dT%H:%M:%S"), _date(10, "%Y-%m-%dT12:00:00-05:00"),
+])
+def test_prune_dry_run_counts_the_old_ended_runs_in_every_date_form_and_deletes_nothing(work: Path, ended, date):
+    before = _counts(work)
+    proc = durable("prune", "--finished-before", date, "--dry-run", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    expected = 5 if date == "0s" else 4  # 0s: every run that ended, the recent one too
+    assert re.fullmatch(rf"would delete {expected} runs that ended before {WHEN} \(--dry-run: nothing deleted\)\n",
+                        proc.stderr), proc.stderr
+    assert _counts(work) == before
+
+
+def test_prune_deletes_old_ended_runs_with_their_steps_and_signals(work: Path, ended: dict[str, str]):
+    old_ended = [execution_id for name, execution_id in ended.items() if name.startswith("old_") and
+                 name != "old_waiting"]
+    marks = ", ".join("?" for _ in old_ended)
+    assert db_rows(work, f"SELECT COUNT(*) FROM steps WHERE execution_id IN ({marks})", tuple(old_ended))[0][0] == 1
+    assert db_rows(work, f"SELECT COUNT(*) FROM signals WHERE execution_id IN ({marks})", tuple(old_ended))[0][0] == 1
+    steps_kept = db_rows(work, "SELECT * FROM steps WHERE execution_id = ?", (ended["recent_finished"],))
+    signals_kept = db_rows(work, "SELECT * FROM signals WHERE execution_id = ?", (ended["old_waiting"],))
+    assert steps_kept and signals_kept
+
+    proc = durable("prune", "--finished-before", "30d", "--batch", "1", cwd=work)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(rf"deleted 4 runs that ended before {WHEN}, with their steps and signals\n", proc.stderr), \
+        proc.stderr
+    assert [execution_id for execution_id, _, _ in rows(work)] == [ended["old_waiting"], ended["recent_finished"]]
+    assert db_rows(work, f"SELECT COUNT(*) FROM steps WHERE execution_id IN ({marks})", tuple(old_ended))[0][0] == 0
+    assert db_rows(work, f"SELECT COUNT(*) FROM signals WHERE execution_id IN ({marks})", tuple(old_ended))[0][0] == 0
+    assert db_rows(work, "SELECT * FROM steps WHERE execution_id = ?", (ended["recent_finished"],)) == steps_kept
+    assert db_rows(work, "SELECT * FROM signals WHERE execution_id = ?", (ended["old_waiting"],)) == signals_kept
+    for name in ("old_finished", "old_failed"):
+        gone = durable("show", ended[name], cwd=work)
+        assert gone.returncode == 2 and f"no execution {ended[name]!r}" in gone.stderr
+
+    again = durable("prune", "--finished-before", "30d", cwd=work)
+    assert again.returncode == 0 and again.stderr.startswith("deleted 0 runs that ended before "), again.stderr
+    one = durable("prune", "--finished-before", "0s", cwd=work)
+    assert one.returncode == 0 and one.stderr.startswith("deleted 1 run that ended before "), one.stderr
+    assert [status for _, status, _ in rows(work)] == ["waiting"]  # a run still going is never pruned
+
+
+@pytest.mark.parametrize("date, message", [
+    ("yesterday", "is not a date"),
+    ("30x", "is not a date"),
+    ("30 d", "is not a date"),
+    ("-5d", "is not a date"),
+    ("30D", "is not a date"),
+    ("", "is not a date"),
+    ("2026-13-01", "is not a date"),
+    ("2026-11-01T25:00:00Z", "is not a date"),
+    ("11/01/2026", "is not a date"),
+    ("1e9d", "is not a date"),
+    ("99999999999999d", "reaches back before 1970"),
+    ("3000-01-01", "is in the future"),
+    ("9999-12-31T23:59:59Z", "is in the future"),
+])
+def test_prune_refuses_a_bad_date_with_exit_2_and_changes_nothing(work: Path, date: str, message: str):
+    durable("run", "flows:greet", '["ada"]', cwd=work)
+    _age(work, rows(work)[0][0], 400)
+    before = _counts(work)
+    proc = durable("prune", "--finished-before", date, cwd=work)
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert proc.stderr.startswith(f"durable: error: --finished-before {date!r} {message}"), proc.stderr
+    if message == "is not a date":
+        assert "30d, 12h, 90m" in proc.stderr and "2026-11-01T12:00:00Z" in proc.stderr
+    no_traceback(proc)
+    assert _counts(work) == before
+
+
+def test_prune_bad_options_and_a_missing_store(work: Path):
+    for args in (["prune"], ["prune", "--finished-before", "30d", "--batch", "0"]):
+        proc = durable(*args, cwd=work)
+        assert proc.returncode == 2 and ("--finished-before" in proc.stderr or "--batch" in proc.stderr), proc.stderr
+    for args in (["prune", "--finished-before", "30d"], ["prune", "--finished-before", "30d", "--dry-run"]):
+        proc = durable(*args, cwd=work)  # prune never creates a store
+        assert proc.returncode == 2 and "no store at" in proc.stderr, (args, proc.stderr)
+        no_traceback(proc)
+    assert not (work / ".durable").exists()
+    elsewhere = durable("prune", "--finished-before", "30d", "--store", "sqlite:///other/none.db", cwd=work)
+    assert elsewhere.returncode == 2 and "no store at" in elsewhere.stderr and not (work / "other").exists()

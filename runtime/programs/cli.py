@@ -1,4 +1,4 @@
-"""The ``durable`` commands for durable programs: run, worker, ls, show, signal, cancel, result."""
+"""The ``durable`` commands for durable programs: run, worker, ls, show, signal, cancel, result, prune."""
 from __future__ import annotations
 
 import datetime as dt
@@ -184,12 +184,35 @@ def _get(store: Any, execution_id: str) -> Any:
         _fail(f"no execution {execution_id!r} in {store.url}")
 
 
-def _print_event(execution_id: str, kind: str, text: str) -> None:
-    text = text.replace("\n", "\n  ")  # a message of several lines stays one indented block
+def _event_text(execution_id: str, kind: str, text: str) -> str:
+    """``[ID] kind: text`` (the kind left out when the text starts with it: ``[ID] cancelled``)."""
     if text.startswith(kind) and text[len(kind):len(kind) + 1] in ("", " ", ";", ","):  # "cancelled: cancelled"
-        click.echo(f"[{execution_id}] {text}", err=True)
-    else:
-        click.echo(f"[{execution_id}] {kind}: {text}", err=True)
+        return f"[{execution_id}] {text}"
+    return f"[{execution_id}] {kind}: {text}"
+
+
+def _print_event(execution_id: str, kind: str, text: str) -> None:
+    """An event as ``run`` and ``cancel`` print it: no time (they run it in front of you); a message of
+    several lines stays one indented block."""
+    click.echo(_event_text(execution_id, kind, text.replace("\n", "\n  ")), err=True)
+
+
+def _stamp(t: float) -> str:
+    """``2026-12-05T18:40:01.123Z``: a time as the worker's log lines start (ISO 8601, UTC, milliseconds)."""
+    moment = dt.datetime.fromtimestamp(t, dt.timezone.utc)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _log(line: str) -> None:
+    """One log line of ``worker``, on standard error, after the time it is written."""
+    click.echo(f"{_stamp(_now())} {line}", err=True)
+
+
+def _log_event(execution_id: str, kind: str, text: str) -> None:
+    """An event as ``worker`` logs it: one line per event, after its time; the line breaks of a message
+    of several lines (an exception's notes) are written as ``\\n`` so that the line stays one."""
+    flat = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "\\n")
+    _log(_event_text(execution_id, kind, flat))
 
 
 def _when(t: float | None) -> str:
@@ -205,16 +228,72 @@ def _when(t: float | None) -> str:
         return f"{t!r} (not a valid time)"
 
 
-def _detail(ex: Any) -> str:
+def _span(seconds: float) -> str:
+    """A length of time for people: ``12.3 s``, ``4.5 min``, ``2.0 h``, ``3.0 d``."""
+    size = abs(seconds)
+    if not math.isfinite(size):
+        return f"{seconds!r} s"
+    for unit, length in (("d", 86400.0), ("h", 3600.0), ("min", 120.0)):
+        if size >= length:
+            length = 60.0 if unit == "min" else length
+            return f"{size / length:.1f} {unit}"
+    return f"{size:.1f} s"
+
+
+def _lease(ex: Any, now: float) -> dict[str, Any] | None:
+    """The lease an execution is held under (``owner``, ``until``, ``lapsed``: True once its time has
+    passed, so that another worker may take the execution over), or None when none is held."""
+    if not ex.lease_owner:
+        return None
+    until = ex.lease_until
+    lapsed = None if not isinstance(until, (int, float)) or until != until else bool(until <= now)
+    return {"owner": ex.lease_owner, "until": until, "lapsed": lapsed}
+
+
+def _lease_text(lease: dict[str, Any], now: float) -> str:
+    """``worker-12-ab3f9c-0 until 2026-12-05 18:40:31 UTC (in 12.3 s)``, or ``(lapsed 4.0 s ago ...)``."""
+    text = f"{lease['owner']} until {_when(lease['until'])}"
+    if lease["lapsed"] is None:
+        return text
+    if lease["lapsed"]:
+        return f"{text} (lapsed {_span(now - lease['until'])} ago: another worker may take it over)"
+    return f"{text} (in {_span(lease['until'] - now)})"
+
+
+def _set_aside(ex: Any) -> dict[str, Any] | None:
+    """When the execution is set aside (``held_until``: no worker claims it before then, whatever is
+    queued for it): ``until`` and ``reason`` (its ``error`` while it is held); else None."""
+    if ex.held_until is None:
+        return None
+    return {"until": ex.held_until, "reason": ex.error}
+
+
+def _set_aside_text(ex: Any, now: float) -> str:
+    """``set aside until 2026-12-05 18:41:00 UTC (in 59.8 s): <reason>``."""
+    until = ex.held_until
+    text = f"set aside until {_when(until)}"
+    if isinstance(until, (int, float)) and until == until:
+        text += f" (in {_span(until - now)})" if until > now else f" (over {_span(now - until)} ago: a worker " \
+                                                                  "may take it again)"
+    reason = (ex.error or "").strip()
+    return text + (": " + reason.replace("\n", "\n            ") if reason else "")
+
+
+def _detail(ex: Any, held: bool = True) -> str:
+    """What a running execution waits for (``signal 'approve' until ...``), after ``set aside until
+    ...`` when it is set aside (unless ``held`` is False), and its damage."""
     from runtime.programs.store import SLEEPING, WAITING
 
     detail = ""
+    if held and ex.held_until is not None:
+        detail = f"set aside until {_when(ex.held_until)}; "
     if ex.status == WAITING:
-        detail = f"signal {ex.waiting_for!r}" + (f" until {_when(ex.wake_at)}" if ex.wake_at is not None else "")
+        detail += f"signal {ex.waiting_for!r}" + (f" until {_when(ex.wake_at)}" if ex.wake_at is not None else "")
     elif ex.status == SLEEPING:
-        detail = f"until {_when(ex.wake_at)}"
+        detail += f"until {_when(ex.wake_at)}"
     elif ex.cancel_requested and ex.status not in ("finished", "failed", "cancelled"):
-        detail = "cancel requested"
+        detail += "cancel requested"
+    detail = detail.removesuffix("; ")
     if ex.damage:
         detail += ("; " if detail else "") + f"damaged: {ex.damage}"
     return detail
@@ -458,40 +537,70 @@ def _state(ex: Any) -> str:
     """What a running execution is doing, as a phrase: ``waiting for signal 'approval' until ...``."""
     from runtime.programs.store import WAITING
 
+    held = f", set aside until {_when(ex.held_until)}" if ex.held_until is not None else ""
     if ex.status == WAITING:
-        return f"waiting for {_detail(ex)}"
-    detail = _detail(ex)
-    return f"{ex.status} ({detail})" if ex.status == "pending" and detail else f"{ex.status} {detail}".rstrip()
+        return f"waiting for {_detail(ex, held=False)}{held}"
+    detail = _detail(ex, held=False)
+    if ex.status == "pending" and detail:
+        return f"pending ({detail}){held}"
+    return f"{ex.status} {detail}".rstrip() + held
 
 
 @commands.command("worker", short_help="Run due executions until stopped.")
 @click.option("--store", "store_url", help=STORE_HELP)
-@click.option("--concurrency", type=click.IntRange(1, 256), default=1, show_default=True,
-              help="Executions advanced at the same time (threads).")
+@click.option("--concurrency", type=click.IntRange(1, 256), default=8, show_default=True,
+              help="Steps run at the same time (threads).")
+@click.option("--in-flight", "in_flight", type=click.IntRange(1, 100_000), default=100, show_default=True,
+              help="Executions claimed and advanced at the same time (their transitions are written together).")
 @click.option("--lease", type=click.FloatRange(0.1), default=30.0, show_default=True,
               help="Seconds an execution stays leased to this worker without news from it.")
 @click.option("--poll", type=click.FloatRange(0.01), default=0.5, show_default=True,
               help="Seconds between looks at the store when nothing is due.")
-@click.option("--quiet", is_flag=True, help="Do not print what happens to each execution.")
+@click.option("--quiet", is_flag=True, help="Do not log what happens to each execution.")
 @_store_errors
-def worker_command(store_url: str | None, concurrency: int, lease: float, poll: float, quiet: bool) -> None:
-    """Run due executions (new ones, timers, signals) until stopped. Several workers may share a store;
-    SIGTERM or Ctrl-C finishes the current transitions and exits."""
+def worker_command(store_url: str | None, concurrency: int, in_flight: int, lease: float, poll: float,
+                   quiet: bool) -> None:
+    """Run due executions (new ones, timers, signals) until stopped, logging each event on standard
+    error as one line after its time (2026-12-05T18:40:01.123Z [ID] step: ...). Several workers may
+    share a store. SIGTERM or Ctrl-C stops claiming, lets the current transitions end, releases this
+    worker's leases (so another worker takes its runs at once) and exits 0; a second one exits at once."""
     from runtime.programs.worker import Worker
 
     store = _open(store_url, create=True)
-    worker = Worker(store, concurrency=concurrency, lease=lease, poll=poll,
-                    on_event=None if quiet else _print_event)
+    worker = Worker(store, concurrency=concurrency, in_flight=in_flight, lease=lease, poll=poll,
+                    on_event=None if quiet else _log_event)
+    name = worker.name
 
     def stop(signum: int, frame: Any) -> None:
+        signal_name = signals.Signals(signum).name
+        if worker.stop.is_set():  # asked twice: do not wait for the current transitions
+            _log(f"durable worker {name}: {signal_name} again: exiting at once; its leases lapse within "
+                 f"{lease:g} s")
+            os._exit(128 + signum)
         worker.stop.set()
+        _log(f"durable worker {name}: {signal_name}: stopping: no new claims, finishing the current "
+             "transitions (send it again to exit at once)")
 
     signals.signal(signals.SIGTERM, stop)
     signals.signal(signals.SIGINT, stop)
-    click.echo(f"durable worker {worker.name}: {store.url}, concurrency {concurrency}", err=True)
-    worker.run()
-    click.echo(f"durable worker {worker.name}: stopped after advancing executions "
-               f"{worker.advanced} time{'' if worker.advanced == 1 else 's'}", err=True)
+    _log(f"durable worker {name}: {store.url}, concurrency {concurrency}, in flight {in_flight}, lease {lease:g} s")
+    returned = worker.run()
+    released = _released(store, worker, returned)
+    _log(f"durable worker {name}: stopped after advancing executions {worker.advanced} "
+         f"time{'' if worker.advanced == 1 else 's'}; released {released} lease{'' if released == 1 else 's'}")
+
+
+def _released(store: Any, worker: Any, returned: Any) -> int:
+    """How many leases the worker gave up as it stopped: what ``Worker.run`` returned, or its
+    ``released`` count; a worker that reports neither has its leftover leases (owners named after it)
+    released here."""
+    for count in (returned, getattr(worker, "released", None)):
+        if isinstance(count, int) and not isinstance(count, bool):
+            return count
+    prefix = f"{worker.name}-"
+    owners = {e.lease_owner for e in store.list()
+              if e.lease_owner and (e.lease_owner == worker.name or e.lease_owner.startswith(prefix))}
+    return sum(store.release(owner) for owner in sorted(owners))
 
 
 STATUS_HELP = ("Only executions in this status: pending (not started yet, or due to run: a worker takes it), "
@@ -506,14 +615,17 @@ STATUS_HELP = ("Only executions in this status: pending (not started yet, or due
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (with each execution's args and kwargs).")
 @_store_errors
 def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None:
-    """List executions, oldest first: id, status, last update, function and what it waits for."""
+    """List executions, oldest first: id, status, last update, function and what it waits for (a run
+    set aside, which no worker takes before a time, says so first: set aside until ...)."""
     store = _open(store_url, readonly=True)
     rows = store.list(status=status)
+    now = _now()
     if as_json:
         click.echo(_json([{"id": e.id, "function": e.function, "status": e.status, "args": _call_parts(e.args)[0],
                            "kwargs": _call_parts(e.args)[1], "created_at": e.created_at,
                            "updated_at": e.updated_at, "wake_at": e.wake_at, "waiting_for": e.waiting_for,
-                           "progress": e.progress, "damage": e.damage}
+                           "progress": e.progress, "lease": _lease(e, now), "set_aside": _set_aside(e),
+                           "damage": e.damage}
                           for e in rows], indent=2))
         return
     click.echo(f"{'ID':14} {'STATUS':10} {'UPDATED':24} {'FUNCTION':32} DETAIL")
@@ -542,13 +654,14 @@ def _source_line(function: str | None, line: int | None) -> str | None:
     return None
 
 
-def _describe(store: Any, ex: Any) -> dict[str, Any]:
+def _describe(store: Any, ex: Any, now: float) -> dict[str, Any]:
     args, kwargs = _call_parts(ex.args)
     info: dict[str, Any] = {
         "id": ex.id, "function": ex.function, "args": args, "kwargs": kwargs, "status": ex.status,
         "version": ex.version,
         "created_at": ex.created_at, "updated_at": ex.updated_at, "request": ex.request, "wake_at": ex.wake_at,
         "waiting_for": ex.waiting_for, "progress": ex.progress, "cancel_requested": ex.cancel_requested,
+        "lease": _lease(ex, now), "set_aside": _set_aside(ex),
         "error": ex.error, "damage": ex.damage, "suspended_at": None,
     }
     if ex.snapshot is not None:
@@ -580,17 +693,24 @@ def _describe(store: Any, ex: Any) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @_store_errors
 def show_command(execution_id: str, store_url: str | None, as_json: bool) -> None:
-    """Show an execution: status, where it is suspended (source line and live locals, read from the
-    snapshot without importing anything), its steps and signals."""
+    """Show an execution: status, whether it is set aside (until when, and why) and which worker holds
+    its lease (until when, or that it lapsed), where it is suspended (source line and live locals, read
+    from the snapshot without importing anything), its steps and signals."""
     store = _open(store_url, readonly=True)
     ex = _get(store, execution_id)
-    info = _describe(store, ex)
+    now = _now()
+    info = _describe(store, ex, now)
     if as_json:
         click.echo(_json(info, indent=2))
         return
     click.echo(f"execution {info['id']}: {info['function'] or '?'}({_call_text(ex.args)})")
-    detail = _detail(ex) if not ex.damage else _detail(ex).rpartition("damaged: ")[0].rstrip("; ")
+    detail = _detail(ex, held=False)
+    detail = detail if not ex.damage else detail.rpartition("damaged: ")[0].rstrip("; ")
     click.echo(f"  status    {info['status'] or '?'}" + (f" ({detail})" if detail else ""))
+    if ex.held_until is not None:  # its reason is the error: shown here, not again below
+        click.echo(f"  {_set_aside_text(ex, now)}")
+    if info["lease"] is not None:
+        click.echo(f"  lease     {_lease_text(info['lease'], now)}")
     if ex.damage:
         click.echo(f"  damaged   {ex.damage}")
     click.echo(f"  created   {_when(info['created_at'])}\n  updated   {_when(info['updated_at'])}")
@@ -608,7 +728,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
         click.echo(f"  {frames}")
     if "result" in info:
         click.echo(f"  result    {_json(info['result'])}")
-    if info["error"]:
+    if info["error"] and ex.held_until is None:
         click.echo("  error     " + info["error"].replace("\n", "\n            "))
     for s in info["steps"]:
         click.echo(f"  step {s['index'] if s['index'] is not None else '?':<3} {s['function'] or '?':40} "
@@ -744,3 +864,69 @@ def result_command(execution_id: str, store_url: str | None, show_traceback: boo
     else:
         _report_final(ex, show_traceback)
     sys.exit(_exit_for(ex.status))
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(s|m|h|d|w)")
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+DATE_FORMS = ("an ISO 8601 date or time (2026-11-01, 2026-11-01T12:00:00Z, 2026-11-01T12:00:00+02:00; UTC "
+              "when it has no offset) or how long ago (30d, 12h, 90m, 45s, 2w)")
+
+
+def _cutoff(text: str, now: float) -> float:
+    """The time (epoch seconds) ``--finished-before`` names: an ISO 8601 date or date and time (UTC
+    unless it has an offset), or a duration before ``now``; exit 2 for anything else, or a time in the
+    future."""
+    value = text.strip()
+    duration = _DURATION.fullmatch(value)
+    if duration:
+        seconds = float(duration.group(1)) * _UNITS[duration.group(2)]
+        cutoff = now - seconds
+        if not math.isfinite(cutoff) or cutoff < 0:
+            _fail(f"--finished-before {text!r} reaches back before 1970")
+        return cutoff
+    iso = value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value  # Python 3.10 reads no Z
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}([T ].*)?", iso):  # the same forms on every Python
+            raise ValueError(iso)
+        moment = dt.datetime.fromisoformat(iso)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.timezone.utc)
+        cutoff = moment.timestamp()
+    except (ValueError, OverflowError):
+        _fail(f"--finished-before {text!r} is not a date: give {DATE_FORMS}")
+    if cutoff > now:
+        _fail(f"--finished-before {text!r} is in the future ({_when(cutoff)}); to delete every run that "
+              "ended, give 0s")
+    return cutoff
+
+
+@commands.command("prune", short_help="Delete runs that ended before a date, with their steps and signals.")
+@click.option("--finished-before", "finished_before", required=True, metavar="DATE",
+              help="Delete runs that ended (finished, failed, cancelled) before this: " + DATE_FORMS + ".")
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--batch", type=click.IntRange(1), default=1000, show_default=True,
+              help="Runs deleted per transaction (workers wait at most one batch for the store).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be deleted; change nothing.")
+@_store_errors
+def prune_command(finished_before: str, store_url: str | None, batch: int, dry_run: bool) -> None:
+    """Delete the runs that ended (finished, failed or cancelled) before DATE — their last update is
+    older — with their steps and signals, a batch at a time. Runs still going (pending, sleeping,
+    waiting, set aside) are never deleted. Prints how many runs were deleted on standard error.
+
+    DATE is an ISO 8601 date or time (2026-11-01 is midnight UTC; 2026-11-01T12:00:00Z;
+    2026-11-01T12:00:00+02:00) or how long ago (30d, 12h, 90m, 45s, 2w). Needs an existing store."""
+    from runtime.programs.store import TERMINAL
+
+    cutoff = _cutoff(finished_before, _now())
+    when = _when(cutoff)
+    if dry_run:
+        store = _open(store_url, readonly=True)
+        count = sum(1 for status in TERMINAL for e in store.list(status=status)
+                    if isinstance(e.updated_at, (int, float)) and e.updated_at < cutoff)
+        click.echo(f"would delete {count} run{'' if count == 1 else 's'} that ended before {when} "
+                   "(--dry-run: nothing deleted)", err=True)
+        return
+    store = _open(store_url)
+    count = store.prune(finished_before=cutoff, batch=batch)
+    click.echo(f"deleted {count} run{'' if count == 1 else 's'} that ended before {when}, with their steps and "
+               "signals", err=True)
