@@ -60,7 +60,8 @@ def pg_database() -> Iterator[str]:
     try:
         admin = psycopg.connect(server, autocommit=True, connect_timeout=5)
     except psycopg.Error as e:
-        reason = " ".join(str(e).split())
+        admin, reason = None, " ".join(str(e).split())
+    if admin is None:  # failed outside the except block, so the report is the message alone
         pytest.fail(f"PostgreSQL does not answer at {masked(server)} ({reason}). Start it (README.md, "
                     f'"PostgreSQL: many machines"; .ci/run starts one), point {PG_ENV} at another server, or set '
                     f"{PG_ENV}=skip to skip the PostgreSQL tests", pytrace=False)

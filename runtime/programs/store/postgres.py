@@ -217,7 +217,11 @@ class PostgresStore(Store):
         self._listener: psycopg.Connection | None = None
         self._listener_pid = 0
         self._listen_lock = threading.Lock()
-        self._open()
+        try:
+            self._open()
+        except BaseException:
+            self._pool.close()
+            raise
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
