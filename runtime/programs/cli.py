@@ -208,6 +208,15 @@ def _log(line: str) -> None:
     click.echo(f"{_stamp(_now())} {line}", err=True)
 
 
+def _log_from_handler(line: str) -> None:
+    """``_log`` for a signal handler: straight to file descriptor 2, as the handler may have interrupted a
+    write to sys.stderr, which must not be entered again."""
+    try:
+        os.write(2, f"{_stamp(_now())} {line}\n".encode("utf-8", "replace"))
+    except OSError:  # standard error is gone: nothing to tell
+        pass
+
+
 def _log_event(execution_id: str, kind: str, text: str) -> None:
     """An event as ``worker`` logs it: one line per event, after its time; the line breaks of a message
     of several lines (an exception's notes) are written as ``\\n`` so that the line stays one."""
@@ -261,8 +270,8 @@ def _lease_text(lease: dict[str, Any], now: float) -> str:
 
 
 def _set_aside(ex: Any) -> dict[str, Any] | None:
-    """When the execution is set aside (``held_until``: no worker claims it before then, whatever is
-    queued for it): ``until`` and ``reason`` (its ``error`` while it is held); else None."""
+    """When the execution is set aside (``held_until``: no worker claims it before then for a signal or
+    a timer): ``until`` and ``reason`` (its ``error`` while it is held); else None."""
     if ex.held_until is None:
         return None
     return {"until": ex.held_until, "reason": ex.error}
@@ -574,33 +583,20 @@ def worker_command(store_url: str | None, concurrency: int, in_flight: int, leas
     def stop(signum: int, frame: Any) -> None:
         signal_name = signals.Signals(signum).name
         if worker.stop.is_set():  # asked twice: do not wait for the current transitions
-            _log(f"durable worker {name}: {signal_name} again: exiting at once; its leases lapse within "
-                 f"{lease:g} s")
+            _log_from_handler(f"durable worker {name}: {signal_name} again: exiting at once; its leases lapse "
+                              f"within {lease:g} s")
             os._exit(128 + signum)
         worker.stop.set()
-        _log(f"durable worker {name}: {signal_name}: stopping: no new claims, finishing the current "
-             "transitions (send it again to exit at once)")
+        _log_from_handler(f"durable worker {name}: {signal_name}: stopping: no new claims, finishing the current "
+                          "transitions (send it again to exit at once)")
 
     signals.signal(signals.SIGTERM, stop)
     signals.signal(signals.SIGINT, stop)
     _log(f"durable worker {name}: {store.url}, concurrency {concurrency}, in flight {in_flight}, lease {lease:g} s")
-    returned = worker.run()
-    released = _released(store, worker, returned)
+    worker.run()  # on its way out, it releases its leases (worker.released)
+    released = worker.released
     _log(f"durable worker {name}: stopped after advancing executions {worker.advanced} "
          f"time{'' if worker.advanced == 1 else 's'}; released {released} lease{'' if released == 1 else 's'}")
-
-
-def _released(store: Any, worker: Any, returned: Any) -> int:
-    """How many leases the worker gave up as it stopped: what ``Worker.run`` returned, or its
-    ``released`` count; a worker that reports neither has its leftover leases (owners named after it)
-    released here."""
-    for count in (returned, getattr(worker, "released", None)):
-        if isinstance(count, int) and not isinstance(count, bool):
-            return count
-    prefix = f"{worker.name}-"
-    owners = {e.lease_owner for e in store.list()
-              if e.lease_owner and (e.lease_owner == worker.name or e.lease_owner.startswith(prefix))}
-    return sum(store.release(owner) for owner in sorted(owners))
 
 
 STATUS_HELP = ("Only executions in this status: pending (not started yet, or due to run: a worker takes it), "
