@@ -24,7 +24,7 @@ _ids = itertools.count(1)
 
 PROGRAMS = '''
 import threading
-from runtime import checkpoint, durable, step, wait
+from runtime import checkpoint, durable, sleep, step, wait
 
 GATE = threading.Event()
 BARRIER = threading.Barrier(4, timeout=20)
@@ -70,6 +70,15 @@ def waits_then_gates(x):
 @durable
 def meets(x):
     return (yield step(together, x))
+
+
+@durable
+def alternates(n):
+    total = 0
+    for i in range(n):
+        yield sleep(0.001)
+        total += yield step(double, i)
+    return total
 
 
 @durable
@@ -135,7 +144,8 @@ class Running:
 
     def __init__(self, worker: Worker) -> None:
         self.worker = worker
-        self.thread = threading.Thread(target=worker.run, daemon=True)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Worker:
         self.thread.start()
@@ -145,6 +155,13 @@ class Running:
         self.worker.stop.set()
         self.thread.join(30)
         assert not self.thread.is_alive(), "the worker did not stop"
+        assert self.error is None, f"the worker raised {self.error!r}"
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as error:  # noqa: BLE001 - reported by __exit__
+            self.error = error
 
 
 def test_many_programs_in_flight_share_commits_and_end_as_natively(env: Env) -> None:
@@ -162,6 +179,20 @@ def test_many_programs_in_flight_share_commits_and_end_as_natively(env: Env) -> 
     assert worker.batches * 4 <= worker.commits, (worker.batches, worker.commits)
     assert worker.advanced == 40  # each claimed once: a checkpoint or a step does not give the program up
     assert all(e.lease_owner is None for e in env.store.list())
+
+
+def test_a_run_released_by_its_last_commit_and_due_at_once_is_claimed_again_safely(env: Env) -> None:
+    """A short sleep releases the run and makes it due before its flight has ended: the worker may claim
+    it again while it still holds the old flight (seen: a KeyError that killed the worker)."""
+    module = env.module()
+    ids = [env.start("alternates", 10) for _ in range(20)]
+    worker = env.worker(poll=0.01)
+    with Running(worker):
+        env.wait_for(ids)
+    expected = native(module.alternates, 10, answer=lambda request: request.fn(*request.args)
+                      if hasattr(request, "fn") else None)
+    assert [values.load_value(env.store.get(i).result) for i in ids] == [expected] * 20
+    assert worker.advanced >= 20 * 10  # every sleep gave the run up
 
 
 def test_steps_run_on_the_pool_while_the_scheduler_goes_on(env: Env) -> None:

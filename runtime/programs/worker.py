@@ -136,6 +136,7 @@ class _Scheduler:
         self.pool = pool
         self.flights: dict[str, _Flight] = {}
         self.ready: list[tuple[_Flight, Any, BaseException | None]] = []
+        self.queued: dict[str, Execution] = {}  # claimed while its previous flight was still ending
         self.want_claim = True
         self.backlog = False  # the last claim was full: more is probably waiting
         self.timer_at: float | None = None  # when a timer or a hold next makes something runnable
@@ -144,13 +145,12 @@ class _Scheduler:
     def loop(self) -> None:
         worker = self.worker
         while not (worker.stop.is_set() and not self.flights and not self.ready):
-            claim = self._may_claim()
-            self._collect(block=not self.ready and not claim)
-            if claim or self._may_claim():
-                self._claim()
-            batch = self._advance()
+            self._collect(block=not self.ready and not self._may_claim())
+            batch = self._advance()  # before claiming: a flight whose last commit released its run ends here
             if batch:
                 self._commit(batch)
+            if self._may_claim():
+                self._claim()
             self._renew()
 
     # -- what comes back from the pool and the listener
@@ -210,6 +210,9 @@ class _Scheduler:
             self._start(execution)
 
     def _start(self, execution: Execution) -> None:
+        if execution.id in self.flights:  # claimed again before its flight ended (our lease had lapsed)
+            self.queued[execution.id] = execution
+            return
         flight = _Flight(Transition(self.worker.runner, execution))
         self.flights[execution.id] = flight
         self.ready.append((flight, None, None))
@@ -230,6 +233,8 @@ class _Scheduler:
                 instruction = None
             if instruction is None:
                 del self.flights[flight.id]
+                if flight.id in self.queued:
+                    self._start(self.queued.pop(flight.id))
                 if self.backlog:
                     self.want_claim = True
             elif isinstance(instruction, Commit):
