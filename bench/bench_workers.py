@@ -181,7 +181,7 @@ class Mode:
 QUICK = Mode(programs=100, baseline_programs=20, n=10, repeats=1, dbos_repeats=1, pg_signals=40, sqlite_signals=10,
              takeover_repeats=1, held=10, lease=3.0, claim_sizes=(1_000, 100_000), claim_repeats=50, runnable=100)
 THOROUGH = Mode(programs=100, baseline_programs=20, n=50, repeats=3, dbos_repeats=2, pg_signals=200,
-                sqlite_signals=60, takeover_repeats=3, held=10, lease=5.0, claim_sizes=(1_000, 1_000_000),
+                sqlite_signals=40, takeover_repeats=3, held=10, lease=5.0, claim_sizes=(1_000, 1_000_000),
                 claim_repeats=300, runnable=100)
 
 
@@ -222,7 +222,7 @@ def configs(concurrency: int, mode: Mode) -> list[Config]:
     """The rows of the throughput table. The one-program-at-a-time rows get fewer programs (their rate
     does not depend on how many wait their turn, and they are slow)."""
     few = mode.baseline_programs
-    rows = [Config("previous model", 1, 1, 1, few, until_idle=True)]
+    rows = [Config("baseline, previous model", 1, 1, 1, few, until_idle=True)]
     if has_in_flight():
         rows.append(Config("one program in flight", 1, 1, 1, few))
     else:
@@ -465,6 +465,11 @@ class WorkerProcess:
 
     def stop(self) -> None:
         if self.alive():
+            try:
+                if self.proc.stdin:
+                    self.proc.stdin.close()  # a worker never told to go reads the end of its input and exits
+            except OSError:
+                pass
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(60)
@@ -914,7 +919,7 @@ Each run starts from a new store (SQLite: a file; PostgreSQL: a schema): the pro
 at the last program's final commit (its `updated_at`). A transition is a request the program yielded
 and the worker committed; a step commits twice (the request, then its result), unless the worker
 groups them. `sleep(0)` is due at once: it is committed as a checkpoint and the program goes on.
-"previous model": `Worker.run_until_idle()`, one runner advancing one program at a time inline, one
+"baseline, previous model": `Worker.run_until_idle()`, one runner advancing one program at a time inline, one
 commit (one fsync) per transition, as a worker with `concurrency=1` ran before the worker kept many
 programs in flight; "one program in flight": the scheduler of `Worker.run()` with `in_flight=1`. These
 two rows run {few} programs (one at a time: how many wait does not change the rate). The other rows run
