@@ -239,6 +239,7 @@ class Backend:
 
     name = ""
     wakeup = ""
+    pause = (0.02, 0.2)  # seconds between a program waiting again and the next signal (uniform)
 
     def __init__(self) -> None:
         self.note: str | None = None  # why this store cannot be measured, if it cannot
@@ -283,6 +284,7 @@ class UnsyncedSQLiteStore(SQLiteStore):
 class SQLiteBackend(Backend):
     name = "SQLite"
     wakeup = "polling (`poll=0.5`)"
+    pause = (0.02, 0.62)  # longer than a poll interval (0.5 s ± 20%): signals land anywhere in the cycle
 
     def __init__(self, folder: Path) -> None:
         super().__init__()
@@ -330,6 +332,7 @@ class SQLiteBackend(Backend):
 class PostgresBackend(Backend):
     name = "PostgreSQL"
     wakeup = "LISTEN/NOTIFY (`poll=0.5` as fallback)"
+    pause = (0.02, 0.2)
 
     def __init__(self, base: str) -> None:
         super().__init__()
@@ -666,7 +669,7 @@ def latency(ctx: Context, backend: Backend, signals: int, concurrency: int, prog
         wait_until(idle_waiting(store, execution_id, 0), 60, [worker], "the listener to wait")
         samples = []
         for i in range(signals):
-            time.sleep(random.uniform(0.02, 0.2))  # a random phase against the worker's polling
+            time.sleep(random.uniform(*backend.pause))  # a random moment of the worker's wake-up cycle
             sent = time.time()
             store.send_signal(execution_id, "go", i, now=sent)
             record = None
@@ -890,9 +893,9 @@ def fs_type(path: Path) -> str:
 def git_head() -> str:
     try:
         return subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True,
-                              text=True, timeout=10).stdout.strip()[:100]
+                              text=True, timeout=10).stdout.strip()[:100] or "not a git checkout"
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return "not a git checkout"
 
 
 def machine_info(folder: Path, pg_base: str, backends: list[Backend]) -> str:
@@ -932,10 +935,11 @@ every 0.1 s, `worker_concurrency` = programs / processes); the clock stops at th
 `updated_at`. DBOS's system database is a database of its own on the same server, DBOS defaults
 otherwise (a pool of 20 connections per process, workflows on threads).""",
     "latency": """
-One worker process, idle, one program looping on `wait("go")` then `step(stamp, i)`. Per sample, after a
-random pause of 20–200 ms, the parent sends the signal as `durable signal` does (`store.send_signal`) and
-reads back the step's result: `time.time()` taken by the step, after the commit that consumed the signal.
-Latency = that time − the time of sending. The parent then waits until the program waits again.""",
+One worker process, idle, one program looping on `wait("go")` then `step(stamp, i)`. Per sample, once the
+program waits again and after a random pause (PostgreSQL 20–200 ms; SQLite 20–620 ms, more than a poll
+interval, so that signals land anywhere in the worker's polling cycle), the parent sends the signal as
+`durable signal` does (`store.send_signal`) and reads back the step's result: `time.time()` taken by the
+step, after the commit that consumed the signal. Latency = that time − the time of sending.""",
     "takeover": """
 The first worker process holds {held} programs, each inside a step that runs until released (the worker
 renews its leases every third of the lease); the second worker process is running and idle. The first is
