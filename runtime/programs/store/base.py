@@ -5,7 +5,7 @@ import abc
 import dataclasses
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Sequence, TypeVar
 
 # Execution statuses. RUNNABLE ones are picked up by workers when due.
 PENDING = "pending"      # ready to run now (new, after a checkpoint or a recorded step, or a step to run)
@@ -132,6 +132,15 @@ def written(change: Change, *, now: float, version: int, cancel_requested: bool,
                                taken_from=None)
 
 
+def taken_over(execution: Execution, previous_owner: str | None, owner: str) -> Execution:
+    """The execution as a claim by ``owner`` returns it: ``taken_from`` the lease holder it took over."""
+    execution.taken_from = previous_owner if previous_owner != owner else None
+    return execution
+
+
+_S = TypeVar("_S", bound="Store")
+
+
 class Store(abc.ABC):
     """A durable store of executions. Every method is one transaction. Implementations must make
     ``commit`` a compare-and-swap on ``Execution.version``, so two workers never both advance an
@@ -143,6 +152,12 @@ class Store(abc.ABC):
     fail it instead of a worker retrying it forever."""
 
     url: str
+
+    def __enter__(self: _S) -> _S:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @abc.abstractmethod
     def create(self, function: str, args: Sequence[Any], *, now: float, execution_id: str | None = None,
@@ -164,7 +179,8 @@ class Store(abc.ABC):
         means PENDING; SLEEPING with wake_at <= now; WAITING with an unconsumed signal named
         ``waiting_for`` or wake_at <= now; or any non-terminal one with cancel_requested. Only
         executions with no lease or a lapsed one (lease_until <= now) are claimed. Increments the
-        version. Returns None when there is nothing to claim."""
+        version. Returns None when there is nothing to claim; raises NotFoundError when the
+        ``execution_id`` asked for does not exist."""
 
     def claim_many(self, owner: str, *, now: float, lease: float, limit: int) -> list[Execution]:
         """Lease up to ``limit`` runnable executions to ``owner`` in one transaction (as ``claim`` picks
@@ -180,7 +196,9 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
-        """Extend our leases; returns the ids whose lease we no longer hold."""
+        """Extend our leases; returns the ids whose lease we no longer hold. A lease that lapsed but
+        that nobody else claimed is still ours (the version has not moved, so our next commit is still
+        valid): it is extended too."""
 
     @abc.abstractmethod
     def commit(self, change: Change, *, now: float) -> Execution:
@@ -247,10 +265,20 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def request_cancel(self, execution_id: str, *, now: float) -> Execution:
         """Set cancel_requested (a worker, or ``durable cancel``, then closes the program). Raises
-        NotFoundError or InvalidStateError (terminal)."""
+        NotFoundError or InvalidStateError (terminal). Only sets the flag: the version stays, so a
+        worker holding the lease can still commit its transition (and sees cancel_requested in what
+        commit returns)."""
 
     @abc.abstractmethod
     def close(self) -> None: ...
+
+
+def check_claim(owner: str, lease: float) -> None:
+    """Refuse a claim without an owner or with a lease that is not positive (ValueError)."""
+    if not owner:
+        raise ValueError("owner must be a non-empty string")
+    if lease <= 0:
+        raise ValueError(f"lease must be positive, not {lease!r}")
 
 
 def call_record(args: Sequence[Any], kwargs: dict[str, Any] | None) -> Any:

@@ -2,23 +2,15 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .base import SchemaTooNewError, StoreError
+from . import migrations
+from .base import StoreError
 from .faults import point
+from .migrations import Migration
 
 if TYPE_CHECKING:
     import psycopg
-
-
-@dataclass(frozen=True)
-class Migration:
-    """Statements that take a store from ``version - 1`` to ``version``; ``{s}`` is the quoted schema."""
-
-    version: int
-    summary: str
-    statements: tuple[str, ...]
 
 
 LIVE = "('pending', 'sleeping', 'waiting')"
@@ -89,6 +81,7 @@ _INITIAL = (
     "CREATE INDEX signals_unconsumed ON {s}.signals (execution_id, name, id) WHERE NOT consumed",
 )
 
+# In a migration's statements, ``{s}`` stands for the quoted schema.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "executions, steps, signals; partial indexes for claims, timers, leases, pruning", _INITIAL),
 )
@@ -127,23 +120,17 @@ def read_version(conn: psycopg.Connection, schema: str, url: str) -> int:
                              f"{tables} and no meta table): use another schema (?schema=NAME)")
         return 0
     row = conn.execute(f"SELECT value FROM {quoted(schema)}.meta WHERE key = 'schema_version'").fetchone()
-    try:
-        return int(row[0])
-    except (TypeError, ValueError):
-        raise StoreError(f"store {url} has no valid schema_version in its meta table "
-                         f"({row[0] if row else 'missing'!r}): the store is damaged") from None
+    return migrations.recorded_version(row, url, "the store")
 
 
 def check_supported(version: int, url: str) -> None:
     """Raise SchemaTooNewError when a newer durable-generators wrote the store."""
-    if version > LATEST:
-        raise SchemaTooNewError(f"store {url} has schema version {version}, newer than this "
-                                f"durable-generators supports ({LATEST}): upgrade durable-generators")
+    migrations.check_supported(version, LATEST, url)
 
 
 def pending(version: int) -> list[Migration]:
     """The migrations a store at ``version`` still needs, in order."""
-    return [m for m in MIGRATIONS if m.version > version]
+    return migrations.pending(MIGRATIONS, version)
 
 
 def migrate(conn: psycopg.Connection, schema: str, url: str) -> int:

@@ -16,12 +16,12 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from . import pg_schema, pg_url
-from .base import (PENDING, STATUSES, TERMINAL, Change, ConflictError, Execution, InvalidStateError, NotFoundError,
-                   Signal, StepRecord, Store, StoreError, call_record, written)
+from .base import (PENDING, TERMINAL, Change, ConflictError, Execution, InvalidStateError, NotFoundError,
+                   Signal, StepRecord, Store, StoreError, call_record, check_claim, taken_over)
 from .faults import point
-from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION, _FIXED_STEP,
-                   _FREE_TEXT, _JSON, _SIGNAL_COLUMNS, _STEP_COLUMNS, _cell, _check_field, _columns, _Damaged, _encode,
-                   _execution, _signal, _step)
+from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _EXECUTION_COLUMNS, _FREE_TEXT, _JSON, _SIGNAL_COLUMNS, _STEP_COLUMNS,
+                   _cell, _columns, _encode, _execution, _signal, _step)
+from .statements import CHANGING, Statement, Statements, StepStatement, read_back, reads_back
 
 _T = TypeVar("_T")
 LIVE, ENDED = pg_schema.LIVE, pg_schema.ENDED
@@ -77,9 +77,7 @@ SELECT LEAST(
     (SELECT min(lease_until) FROM {s}.executions WHERE lease_owner IS NOT NULL AND lease_until > %(now)s))
 """
 
-# What a commit with Change.base reads back: what others may have changed since the writer read the row.
-_CHANGING = "version, cancel_requested, lease_owner, lease_until"
-_Statements = tuple[tuple[str, list[Any]], tuple[int, str, list[Any]] | None]  # the update; the step's, if any
+_Statements = tuple[Statement, StepStatement | None]  # the update; the step's, if any
 
 _PRUNE_PICK = """
 SELECT id FROM {s}.executions WHERE status IN {ended} AND updated_at < %(before)s
@@ -212,6 +210,8 @@ class PostgresStore(Store):
         self._conninfo = target.conninfo
         self._connect_timeout = connect_timeout
         self._s = pg_schema.quoted(self.schema)
+        self._sql = Statements(mark="%s", prefix=f"{self._s}.", insertion="seq", encode=_value, store=self.url,
+                               integrity=psycopg.IntegrityError, detail=_first_line, chain=False)
         self._channel = f"durable_{self.schema}"
         self._pool = _Pool(self._connect, max(1, pool_size), timeout, self.url)
         self._listener: psycopg.Connection | None = None
@@ -225,12 +225,6 @@ class PostgresStore(Store):
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.url!r})"
-
-    def __enter__(self) -> PostgresStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- connections and transactions
 
@@ -391,24 +385,14 @@ class PostgresStore(Store):
         return _execution(rows[0])
 
     def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        sql = f"SELECT {self._select('executions', _BLOB_COLUMNS)} FROM {self._s}.executions"
-        params: list[Any] = []
-        if status is not None:
-            sql += " WHERE status = %s"
-            params.append(status)
-        sql += " ORDER BY created_at, seq"
-        if limit is not None:
-            sql += " LIMIT %s"
-            params.append(max(0, int(limit)))
+        sql, params = self._sql.list_query(self._select("executions", _BLOB_COLUMNS), status, limit)
         return [_execution(row) for row in self._rows(sql, params)]
 
     # -- claims and leases
 
     def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
-        """See Store.claim; also raises NotFoundError when the ``execution_id`` asked for does not exist.
-        Claiming one named execution waits for a writer holding its row (claiming any skips it)."""
+        """See Store.claim. Claiming one named execution waits for a writer holding its row (claiming
+        any skips it)."""
         claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id)
         return claimed[0] if claimed else None
 
@@ -426,10 +410,7 @@ class PostgresStore(Store):
 
     def _claim(self, owner: str, *, now: float, lease: float, limit: int,
                execution_id: str | None = None) -> list[Execution]:
-        if not owner:
-            raise ValueError("owner must be a non-empty string")
-        if lease <= 0:
-            raise ValueError(f"lease must be positive, not {lease!r}")
+        check_claim(owner, lease)
         if limit < 1:
             return []
         sql = self.claim_statement(execution_id)
@@ -445,17 +426,9 @@ class PostgresStore(Store):
             return rows
 
         rows = sorted(self._write(lease_them), key=lambda row: row[width + 1:])  # most overdue first
-        claimed: list[Execution] = []
-        for row in rows:
-            execution = _execution(row[:width])
-            previous = row[width]
-            execution.taken_from = previous if previous != owner else None
-            claimed.append(execution)
-        return claimed
+        return [taken_over(_execution(row[:width]), row[width], owner) for row in rows]
 
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
-        """See Store.renew. A lease that lapsed but that nobody else claimed is still ours (the
-        version has not moved, so our next commit is still valid): it is extended too."""
         if not execution_ids:
             return []
         wanted = list(execution_ids)
@@ -558,25 +531,19 @@ class PostgresStore(Store):
 
     def _statements(self, change: Change, now: float) -> _Statements:
         """Check a change and build its statements before any transaction starts (ValueError, TypeError)."""
-        return self._execution_update(change, now), self._step_statement(change)
+        return self._sql.execution_update(change, now), self._sql.step_statement(change)
 
     def _apply(self, conn: psycopg.Connection, change: Change, now: float, statements: _Statements,
                last: bool = False) -> Execution:
         """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal."""
         (update_sql, update_params), step = statements
-        quick = change.base is not None and change.base.damage is None
-        columns = _CHANGING if quick else self._select("executions")
+        quick = reads_back(change)
+        columns = CHANGING if quick else self._select("executions")
         row = conn.execute(f"{update_sql} RETURNING {columns}", update_params).fetchone()
         if row is None:
-            raise ConflictError(self._conflict_reason(conn, change, now))
-        point("commit.updated")
-        if step is not None:
-            self._write_step(conn, change.execution_id, *step)
-            point("commit.step_written")
-        if change.consume_signal is not None:
-            self._consume(conn, change.execution_id, change.consume_signal)
-            point("commit.signal_consumed")
-        execution = self._written(change, now, row, update_params) if quick else _execution(row)
+            raise ConflictError(self._sql.conflict_reason(conn, change, now))
+        self._sql.finish(conn, change, step)
+        execution = read_back(change, now, row, update_params) if quick else _execution(row)
         if execution is None:  # a field that does not read back as it was given: read the row
             execution = self._fetch(conn, change.execution_id)
         if execution.status == PENDING and execution.lease_owner is None:
@@ -584,97 +551,6 @@ class PostgresStore(Store):
         if last:
             point("commit.before_commit")
         return execution
-
-    @staticmethod
-    def _written(change: Change, now: float, row: tuple[Any, ...], update_params: list[Any]) -> Execution | None:
-        """What a commit wrote, from the writer's ``change.base`` and the change, with what others may
-        have changed (the cancel flag, the lease) as the update returned it: the row is not read back."""
-        version, cancel_requested, lease_owner, lease_until = row
-        try:  # each field as reading its cell would give it back
-            fields = {name: _cell(_EXECUTION_KINDS[name], encoded)
-                      for name, encoded in zip(change.fields, update_params)}
-        except _Damaged:
-            return None
-        return written(change, now=now, version=version, cancel_requested=bool(cancel_requested),
-                       lease_owner=lease_owner, lease_until=lease_until, fields=fields)
-
-    def _execution_update(self, change: Change, now: float) -> tuple[str, list[Any]]:
-        """The compare-and-swap UPDATE of a commit (RETURNING to be added); its parameters start with the
-        change's fields, encoded."""
-        assignments: list[str] = []
-        params: list[Any] = []
-        for name, value in change.fields.items():
-            _check_field("Execution", name, _EXECUTION_COLUMNS, _FIXED_EXECUTION)
-            if name == "status" and value not in STATUSES:
-                raise ValueError(f"status {value!r} is not one of {', '.join(STATUSES)}")
-            assignments.append(f'"{name}" = %s')
-            params.append(_value(name, value))
-        if change.release:
-            assignments += ["lease_owner = NULL", "lease_until = NULL"]
-        elif change.lease_until is not None and change.owner is not None:
-            assignments.append("lease_until = %s")  # a transition is news from the lease holder
-            params.append(change.lease_until)
-        assignments += ["version = version + 1", "updated_at = %s"]
-        params.append(now)
-        sql = f"UPDATE {self._s}.executions SET {', '.join(assignments)} WHERE id = %s AND version = %s"
-        params += [change.execution_id, change.expected_version]
-        if change.owner is not None:
-            sql += " AND lease_owner = %s AND lease_until > %s"
-            params += [change.owner, now]
-        return sql, params
-
-    def _step_statement(self, change: Change) -> tuple[int, str, list[Any]] | None:
-        """(step index, SQL, parameters) of the step the change inserts or updates, if any."""
-        if change.new_step is not None and change.step_update is not None:
-            raise ValueError("a Change may insert a step or update one, not both")
-        if change.new_step is not None:
-            step = change.new_step
-            if step.execution_id != change.execution_id:
-                raise ValueError(f"new_step belongs to execution {step.execution_id!r}, not {change.execution_id!r}")
-            params = [_value(name, getattr(step, name)) for name in _STEP_COLUMNS]
-            marks = ", ".join("%s" for _ in _STEP_COLUMNS)
-            return step.index, f"INSERT INTO {self._s}.steps ({_columns(_STEP_COLUMNS)}) VALUES ({marks})", params
-        if change.step_update is not None:
-            index, values = change.step_update
-            for name in values:
-                _check_field("StepRecord", name, _STEP_COLUMNS, _FIXED_STEP)
-            assignments = ", ".join(f'"{name}" = %s' for name in values)
-            params = [_value(name, value) for name, value in values.items()]
-            return (index, f'UPDATE {self._s}.steps SET {assignments} WHERE execution_id = %s AND "index" = %s',
-                    params + [change.execution_id, index])
-        return None
-
-    @staticmethod
-    def _write_step(conn: psycopg.Connection, execution_id: str, index: int, sql: str, params: list[Any]) -> None:
-        try:
-            count = conn.execute(sql, params).rowcount
-        except psycopg.IntegrityError as e:
-            raise StoreError(f"commit: step {index} of execution {execution_id!r} cannot be inserted "
-                             f"({_first_line(e)}); nothing was written") from None
-        if count != 1:
-            raise StoreError(f"commit: execution {execution_id!r} has no step {index}; nothing was written")
-
-    def _consume(self, conn: psycopg.Connection, execution_id: str, signal_id: int) -> None:
-        cursor = conn.execute(f"UPDATE {self._s}.signals SET consumed = true"
-                              " WHERE id = %s AND execution_id = %s AND NOT consumed", (signal_id, execution_id))
-        if cursor.rowcount != 1:
-            raise ConflictError(f"signal {signal_id} of execution {execution_id!r} is already consumed or "
-                                f"does not exist; nothing was written")
-
-    def _conflict_reason(self, conn: psycopg.Connection, change: Change, now: float) -> str:
-        row = conn.execute(f"SELECT version, lease_owner, lease_until FROM {self._s}.executions WHERE id = %s",
-                           (change.execution_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(self._not_found(change.execution_id))
-        version, owner, until = row
-        where = f"execution {change.execution_id!r}"
-        if version != change.expected_version:
-            return (f"{where} is at version {version}, not {change.expected_version}: "
-                    f"it changed since it was read; nothing was written")
-        if owner != change.owner:
-            holder = "nobody" if owner is None else repr(owner)
-            return f"{where} is leased to {holder}, not {change.owner!r}; nothing was written"
-        return f"the lease of {owner!r} on {where} lapsed at {until} (now {now}); nothing was written"
 
     # -- steps
 
@@ -729,8 +605,6 @@ class PostgresStore(Store):
         return [_signal(row) for row in rows]
 
     def request_cancel(self, execution_id: str, *, now: float) -> Execution:
-        """See Store.request_cancel. Only sets the flag: the version stays, so a worker holding the
-        lease can still commit its transition (and sees cancel_requested in what commit returns)."""
         def mark(conn: psycopg.Connection) -> Execution:
             self._check_live(conn, execution_id, "cancel", lock="FOR UPDATE")
             row = conn.execute(f"UPDATE {self._s}.executions SET cancel_requested = true WHERE id = %s"

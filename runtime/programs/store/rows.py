@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import fields as dataclass_fields
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from .base import STATUSES, TERMINAL, Execution, Signal, StepRecord
 
@@ -129,28 +129,31 @@ def _json_cell(text: str) -> Any:
         raise _Damaged(f"is not valid JSON: {e}") from None
 
 
+def _same(value: Any) -> Any:
+    return value
+
+
+# The kinds of cells that are not text: the types a cell of each may hold, how to read it, what it must be.
+_SCALARS: dict[str, tuple[type | tuple[type, ...], Callable[[Any], Any], str]] = {
+    _INT: (int, _same, "an integer"),
+    _REAL: ((int, float), float, "a number"),
+    _BLOB: (bytes, _same, "a blob"),
+    _BOOL: (int, bool, "0 or 1"),
+}
+
+
 def _cell(kind: Any, value: Any) -> Any:
     """The value of one cell, or _Damaged saying why it does not fit its column."""
     if value is None:
         return False if kind is _BOOL else None
     if isinstance(value, _BadText):
         raise _Damaged(f"is not valid UTF-8 text ({value[:40]!r})")
-    if kind is _INT:
-        if isinstance(value, int):
-            return value
-        raise _Damaged(f"holds {_what(value)}, not an integer")
-    if kind is _REAL:
-        if isinstance(value, (int, float)):
-            return float(value)
-        raise _Damaged(f"holds {_what(value)}, not a number")
-    if kind is _BLOB:
-        if isinstance(value, bytes):
-            return value
-        raise _Damaged(f"holds {_what(value)}, not a blob")
-    if kind is _BOOL:
-        if isinstance(value, int):
-            return bool(value)
-        raise _Damaged(f"holds {_what(value)}, not 0 or 1")
+    scalar = _SCALARS.get(kind)
+    if scalar is not None:
+        types, read, wanted = scalar
+        if isinstance(value, types):
+            return read(value)
+        raise _Damaged(f"holds {_what(value)}, not {wanted}")
     if not isinstance(value, str):
         raise _Damaged(f"holds {_what(value)}, not text")
     if kind is _TEXT:

@@ -2,19 +2,11 @@
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
 
-from .base import SchemaTooNewError, StoreError
+from . import migrations
+from .base import StoreError
 from .faults import point
-
-
-@dataclass(frozen=True)
-class Migration:
-    """Statements that take a store from ``version - 1`` to ``version``."""
-
-    version: int
-    summary: str
-    statements: tuple[str, ...]
+from .migrations import Migration
 
 
 _INITIAL = (
@@ -108,23 +100,17 @@ def read_version(conn: sqlite3.Connection, path: str) -> int:
                              f"(it has tables {sorted(tables)} and no meta table): use another path")
         return 0
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    try:
-        return int(row[0])
-    except (TypeError, ValueError):
-        raise StoreError(f"store {path} has no valid schema_version in its meta table "
-                         f"({row[0] if row else 'missing'!r}): the file is damaged") from None
+    return migrations.recorded_version(row, path, "the file")
 
 
 def check_supported(version: int, path: str) -> None:
     """Raise SchemaTooNewError when a newer durable-generators wrote the store."""
-    if version > LATEST:
-        raise SchemaTooNewError(f"store {path} has schema version {version}, newer than this "
-                                f"durable-generators supports ({LATEST}): upgrade durable-generators")
+    migrations.check_supported(version, LATEST, path)
 
 
 def pending(version: int) -> list[Migration]:
     """The migrations a store at ``version`` still needs, in order."""
-    return [m for m in MIGRATIONS if m.version > version]
+    return migrations.pending(MIGRATIONS, version)
 
 
 def migrate(conn: sqlite3.Connection, path: str) -> int:

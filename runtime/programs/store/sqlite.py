@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from . import schema
-from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, ConflictError, Execution,
-                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record,
-                   written)
+from .base import (PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError, Execution, InvalidStateError,
+                   NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim, taken_over)
 from .faults import point
+from .statements import CHANGING, Statements, read_back, reads_back
 # The row helpers shared with the PostgreSQL store (rows.py), importable from here as before.
 from .rows import (MAX_INT_DIGITS, STEP_STATUSES, _ARGS, _BLOB, _BLOB_COLUMNS, _BOOL, _BOOL_COLUMNS, _BadText,
                    _Damaged, _EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION, _FIXED_STEP, _FREE_TEXT,
@@ -63,46 +63,6 @@ def _sync_folder(folder: str) -> None:
         pass
     finally:
         os.close(fd)
-
-
-def _execution_update(change: Change, now: float) -> tuple[str, list[Any]]:
-    """The compare-and-swap UPDATE of a commit; its parameters start with the change's fields, encoded."""
-    assignments: list[str] = []
-    params: list[Any] = []
-    for name, value in change.fields.items():
-        _check_field("Execution", name, _EXECUTION_COLUMNS, _FIXED_EXECUTION)
-        if name == "status" and value not in STATUSES:
-            raise ValueError(f"status {value!r} is not one of {', '.join(STATUSES)}")
-        assignments.append(f'"{name}" = ?')
-        params.append(_encode(name, value))
-    if change.release:
-        assignments += ["lease_owner = NULL", "lease_until = NULL"]
-    elif change.lease_until is not None and change.owner is not None:
-        assignments.append("lease_until = ?")  # a transition is news from the lease holder
-        params.append(change.lease_until)
-    assignments += ["version = version + 1", "updated_at = ?"]
-    params.append(now)
-    sql = f"UPDATE executions SET {', '.join(assignments)} WHERE id = ? AND version = ?"
-    params += [change.execution_id, change.expected_version]
-    if change.owner is not None:
-        sql += " AND lease_owner = ? AND lease_until > ?"
-        params += [change.owner, now]
-    return sql, params
-
-
-def _step_insert(step: StepRecord) -> tuple[str, list[Any]]:
-    params = [_encode(name, getattr(step, name)) for name in _STEP_COLUMNS]
-    marks = ", ".join("?" for _ in _STEP_COLUMNS)
-    return f"INSERT INTO steps ({_columns(_STEP_COLUMNS)}) VALUES ({marks})", params
-
-
-def _step_update(execution_id: str, index: int, values: dict[str, Any]) -> tuple[str, list[Any]]:
-    for name in values:
-        _check_field("StepRecord", name, _STEP_COLUMNS, _FIXED_STEP)
-    assignments = ", ".join(f'"{name}" = ?' for name in values)
-    params = [_encode(name, value) for name, value in values.items()]
-    return (f'UPDATE steps SET {assignments} WHERE execution_id = ? AND "index" = ?',
-            params + [execution_id, index])
 
 
 # Runnable: see Store.claim. Ordered by how long it has been runnable: a due timer since wake_at,
@@ -160,16 +120,12 @@ class SQLiteStore(Store):
         self._connections: weakref.WeakKeyDictionary[_Connection, int] = weakref.WeakKeyDictionary()
         self._inherited: list[_Connection] = []
         self._closed = False
+        self._sql = Statements(mark="?", prefix="", insertion="rowid", encode=_encode, store=self.path,
+                               integrity=sqlite3.IntegrityError, detail=str, chain=True)
         self._open()
 
     def __repr__(self) -> str:
         return f"SQLiteStore({self.path!r})"
-
-    def __enter__(self) -> SQLiteStore:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # -- connections and transactions
 
@@ -444,21 +400,10 @@ class SQLiteStore(Store):
         return _execution(rows[0])
 
     def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
-        if status is not None and status not in STATUSES:
-            raise ValueError(f"status {status!r} is not one of {', '.join(STATUSES)}")
-        sql = f"SELECT {self._select('executions', _BLOB_COLUMNS)} FROM executions"
-        params: list[Any] = []
-        if status is not None:
-            sql += " WHERE status = ?"
-            params.append(status)
-        sql += " ORDER BY created_at, rowid"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(max(0, int(limit)))
+        sql, params = self._sql.list_query(self._select("executions", _BLOB_COLUMNS), status, limit)
         return [_execution(row) for row in self._rows(sql, params)]
 
     def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
-        """See Store.claim; also raises NotFoundError when the ``execution_id`` asked for does not exist."""
         claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id)
         return claimed[0] if claimed else None
 
@@ -467,10 +412,7 @@ class SQLiteStore(Store):
 
     def _claim(self, owner: str, *, now: float, lease: float, limit: int,
                execution_id: str | None = None) -> list[Execution]:
-        if not owner:
-            raise ValueError("owner must be a non-empty string")
-        if lease <= 0:
-            raise ValueError(f"lease must be positive, not {lease!r}")
+        check_claim(owner, lease)
         if limit < 1:
             return []
         sql, params = _claim_query(execution_id, now, limit)
@@ -484,14 +426,10 @@ class SQLiteStore(Store):
                 conn.execute("UPDATE executions SET lease_owner = ?, lease_until = ?, version = version + 1"
                              " WHERE id = ?", (owner, now + lease, claimed_id))
                 point("claim.updated")
-                execution = self._fetch(conn, claimed_id)
-                execution.taken_from = previous if previous != owner else None
-                claimed.append(execution)
+                claimed.append(taken_over(self._fetch(conn, claimed_id), previous, owner))
         return claimed
 
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
-        """See Store.renew. A lease that lapsed but that nobody else claimed is still ours (the
-        version has not moved, so our next commit is still valid): it is extended too."""
         if not execution_ids:
             return []
         lost: list[str] = []
@@ -537,31 +475,18 @@ class SQLiteStore(Store):
 
     def _apply(self, conn: sqlite3.Connection, change: Change, now: float) -> Execution:
         """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal."""
-        update_sql, update_params = _execution_update(change, now)
-        step_sql = self._step_statement(change)
-        quick = change.base is not None and change.base.damage is None
+        update_sql, update_params = self._sql.execution_update(change, now)
+        step = self._sql.step_statement(change)
+        quick = reads_back(change)
         if quick:
-            update_sql += " RETURNING version, cancel_requested, lease_owner, lease_until"
+            update_sql += f" RETURNING {CHANGING}"
         cursor = conn.execute(update_sql, update_params)
         returned = cursor.fetchone() if quick else None
         if (returned is None) if quick else cursor.rowcount != 1:
-            raise ConflictError(self._conflict_reason(conn, change, now))
-        point("commit.updated")
-        if step_sql is not None:
-            self._write_step(conn, change.execution_id, *step_sql)
-            point("commit.step_written")
-        if change.consume_signal is not None:
-            self._consume(conn, change.execution_id, change.consume_signal)
-            point("commit.signal_consumed")
-        if returned is None:
-            return self._fetch(conn, change.execution_id)
-        version, cancel_requested, lease_owner, lease_until = returned
-        try:  # each field as reading its cell would give it back
-            fields = {name: _cell(_EXECUTION_KINDS[name], encoded) for name, encoded in zip(change.fields, update_params)}
-        except _Damaged:
-            return self._fetch(conn, change.execution_id)
-        return written(change, now=now, version=version, cancel_requested=bool(cancel_requested),
-                       lease_owner=lease_owner, lease_until=lease_until, fields=fields)
+            raise ConflictError(self._sql.conflict_reason(conn, change, now))
+        self._sql.finish(conn, change, step)
+        execution = None if returned is None else read_back(change, now, returned, update_params)
+        return self._fetch(conn, change.execution_id) if execution is None else execution
 
     def release(self, owner: str, execution_ids: Sequence[str] | None = None) -> int:
         with self._write() as conn:
@@ -602,53 +527,6 @@ class SQLiteStore(Store):
                     conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
                 point("prune.batch_deleted")
             deleted += len(ids)
-
-    @staticmethod
-    def _step_statement(change: Change) -> tuple[int, str, list[Any]] | None:
-        """(step index, SQL, parameters) of the step the change inserts or updates, if any."""
-        if change.new_step is not None and change.step_update is not None:
-            raise ValueError("a Change may insert a step or update one, not both")
-        if change.new_step is not None:
-            if change.new_step.execution_id != change.execution_id:
-                raise ValueError(f"new_step belongs to execution {change.new_step.execution_id!r}, "
-                                 f"not {change.execution_id!r}")
-            return (change.new_step.index, *_step_insert(change.new_step))
-        if change.step_update is not None:
-            index, values = change.step_update
-            return (index, *_step_update(change.execution_id, index, values))
-        return None
-
-    @staticmethod
-    def _write_step(conn: sqlite3.Connection, execution_id: str, index: int, sql: str, params: list[Any]) -> None:
-        try:
-            count = conn.execute(sql, params).rowcount
-        except sqlite3.IntegrityError as e:
-            raise StoreError(f"commit: step {index} of execution {execution_id!r} cannot be inserted ({e}); "
-                             "nothing was written") from e
-        if count != 1:
-            raise StoreError(f"commit: execution {execution_id!r} has no step {index}; nothing was written")
-
-    def _consume(self, conn: sqlite3.Connection, execution_id: str, signal_id: int) -> None:
-        cursor = conn.execute("UPDATE signals SET consumed = 1 WHERE id = ? AND execution_id = ? AND NOT consumed",
-                              (signal_id, execution_id))
-        if cursor.rowcount != 1:
-            raise ConflictError(f"signal {signal_id} of execution {execution_id!r} is already consumed or "
-                                f"does not exist; nothing was written")
-
-    def _conflict_reason(self, conn: sqlite3.Connection, change: Change, now: float) -> str:
-        row = conn.execute("SELECT version, lease_owner, lease_until FROM executions WHERE id = ?",
-                           (change.execution_id,)).fetchone()
-        if row is None:
-            raise NotFoundError(f"no execution {change.execution_id!r} in store {self.path}")
-        version, owner, until = row
-        where = f"execution {change.execution_id!r}"
-        if version != change.expected_version:
-            return (f"{where} is at version {version}, not {change.expected_version}: "
-                    f"it changed since it was read; nothing was written")
-        if owner != change.owner:
-            holder = "nobody" if owner is None else repr(owner)
-            return f"{where} is leased to {holder}, not {change.owner!r}; nothing was written"
-        return f"the lease of {owner!r} on {where} lapsed at {until} (now {now}); nothing was written"
 
     # -- steps
 
@@ -695,8 +573,6 @@ class SQLiteStore(Store):
         return [_signal(row) for row in rows]
 
     def request_cancel(self, execution_id: str, *, now: float) -> Execution:
-        """See Store.request_cancel. Only sets the flag: the version stays, so a worker holding the
-        lease can still commit its transition (and sees cancel_requested in what commit returns)."""
         with self._write() as conn:
             self._check_live(conn, execution_id, "cancel")
             conn.execute("UPDATE executions SET cancel_requested = 1 WHERE id = ?", (execution_id,))
