@@ -19,8 +19,9 @@ EXIT_OK, EXIT_USAGE, EXIT_RUNNING, EXIT_FAILED = 0, 2, 4, 5
 """Exit codes shared with the compiler's commands (0, 2); ``durable result`` (and ``durable run``): 4 while the execution is not finished, 5 when it failed
 or was cancelled."""
 
-STORE_HELP = "Store URL: sqlite:///relative/path.db or sqlite:////absolute/path.db (default: $DURABLE_STORE, " \
-             "else sqlite:///.durable/durable.db)."
+STORE_HELP = ("Store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
+              "postgresql://USER@HOST:PORT/DATABASE[?schema=NAME] (default: $DURABLE_STORE, else "
+              "sqlite:///.durable/durable.db).")
 NAME_HINT = "use the dotted module name (like python -m), run from the project's directory"
 ARGS_HELP = ("a JSON list of positional arguments ('[\"ada@example.com\", 3]'), or an object with both kinds "
              "('{\"args\": [\"ada@example.com\"], \"kwargs\": {\"nudge_after\": 3}}')")
