@@ -14,17 +14,12 @@ from typing import Any, Iterator
 
 import pytest
 
-from runtime.programs.store import Change, SQLiteStore, StepRecord, StoreError, open_store
+from runtime.programs.store import Change, SQLiteStore, StoreError, open_store
 from runtime.programs.store import faults, pg_url, schema, sqlite_path
 
+from test_store_conformance import step_record
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def step_record(execution_id: str, index: int, **values: Any) -> StepRecord:
-    defaults: dict[str, Any] = dict(function="m:work", call=b"\x92\x90\x80", policy={"attempts": 3},
-                                    status="pending")
-    defaults.update(values)
-    return StepRecord(execution_id=execution_id, index=index, **defaults)
 
 
 def rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
