@@ -952,9 +952,9 @@ One store per size: a finished run made by the runner, copied with one INSERT ..
 SQLite, generate_series on PostgreSQL, then ANALYZE there) to fill the store, and {runnable} pending runs.
 Each sample: `store.claim_many(owner, now=..., lease=60, limit=10)` (one transaction), then
 `store.release(owner)` (one transaction); medians of {repeats} samples, all sizes interleaved. Both commit,
-and a commit waits for the disk's flush, which is most of the time; the last two columns open the same
-store so that commits do not wait for it (SQLite `synchronous=OFF`, PostgreSQL
-`synchronous_commit=off`), leaving the queries themselves.""",
+and each commit waits for the disk's flush; the last two columns open the same store so that commits do
+not wait for it (SQLite `synchronous=OFF`, PostgreSQL `synchronous_commit=off`), leaving the queries and
+the round trips.""",
 }
 
 
