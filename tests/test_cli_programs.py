@@ -676,19 +676,17 @@ def _date(days_ago: float, form: str) -> str:
     return moment.strftime(form)
 
 
-@pytest.mark.parametrize("date", [
-    "30d", "720h", "43200m", "2w", "0s",
-    _date(10, "%Y-%m-%d"), _date(10, "%Y-%m-%dT%H:%M:%SZ"), _date(10, "%Y-%m-%dT%H:%M:%S.123+00:00"),
-    _date(10, "%Y-%m-%dT%H:%M:%S"), _date(10, "%Y-%m-%dT12:00:00-05:00"),
-])
-def test_prune_dry_run_counts_the_old_ended_runs_in_every_date_form_and_deletes_nothing(work: Path, ended, date):
+def test_prune_dry_run_counts_the_old_ended_runs_in_every_date_form_and_deletes_nothing(work: Path, ended):
     before = _counts(work)
-    proc = durable("prune", "--finished-before", date, "--dry-run", cwd=work)
-    assert proc.returncode == 0, proc.stderr
-    expected = 5 if date == "0s" else 4  # 0s: every run that ended, the recent one too
-    assert re.fullmatch(rf"would delete {expected} runs that ended before {WHEN} \(--dry-run: nothing deleted\)\n",
-                        proc.stderr), proc.stderr
-    assert _counts(work) == before
+    for date in ["30d", "720h", "43200m", "2w", "0s",
+                 _date(10, "%Y-%m-%d"), _date(10, "%Y-%m-%dT%H:%M:%SZ"), _date(10, "%Y-%m-%dT%H:%M:%S.123+00:00"),
+                 _date(10, "%Y-%m-%dT%H:%M:%S"), _date(10, "%Y-%m-%dT12:00:00-05:00")]:
+        proc = durable("prune", "--finished-before", date, "--dry-run", cwd=work)
+        assert proc.returncode == 0, (date, proc.stderr)
+        expected = 5 if date == "0s" else 4  # 0s: every run that ended, the recent one too
+        assert re.fullmatch(rf"would delete {expected} runs that ended before {WHEN} \(--dry-run: nothing "
+                            rf"deleted\)\n", proc.stderr), (date, proc.stderr)
+        assert _counts(work) == before
 
 
 def test_prune_deletes_old_ended_runs_with_their_steps_and_signals(work: Path, ended: dict[str, str]):
@@ -721,7 +719,7 @@ def test_prune_deletes_old_ended_runs_with_their_steps_and_signals(work: Path, e
     assert [status for _, status, _ in rows(work)] == ["waiting"]  # a run still going is never pruned
 
 
-@pytest.mark.parametrize("date, message", [
+BAD_DATES = [
     ("yesterday", "is not a date"),
     ("30x", "is not a date"),
     ("30 d", "is not a date"),
@@ -735,18 +733,21 @@ def test_prune_deletes_old_ended_runs_with_their_steps_and_signals(work: Path, e
     ("99999999999999d", "reaches back before 1970"),
     ("3000-01-01", "is in the future"),
     ("9999-12-31T23:59:59Z", "is in the future"),
-])
-def test_prune_refuses_a_bad_date_with_exit_2_and_changes_nothing(work: Path, date: str, message: str):
+]
+
+
+def test_prune_refuses_a_bad_date_with_exit_2_and_changes_nothing(work: Path):
     durable("run", "flows:greet", '["ada"]', cwd=work)
     _age(work, rows(work)[0][0], 400)
     before = _counts(work)
-    proc = durable("prune", "--finished-before", date, cwd=work)
-    assert proc.returncode == 2, (proc.returncode, proc.stderr)
-    assert proc.stderr.startswith(f"durable: error: --finished-before {date!r} {message}"), proc.stderr
-    if message == "is not a date":
-        assert "30d, 12h, 90m" in proc.stderr and "2026-11-01T12:00:00Z" in proc.stderr
-    no_traceback(proc)
-    assert _counts(work) == before
+    for date, message in BAD_DATES:
+        proc = durable("prune", "--finished-before", date, cwd=work)
+        assert proc.returncode == 2, (date, proc.returncode, proc.stderr)
+        assert proc.stderr.startswith(f"durable: error: --finished-before {date!r} {message}"), proc.stderr
+        if message == "is not a date":
+            assert "30d, 12h, 90m" in proc.stderr and "2026-11-01T12:00:00Z" in proc.stderr
+        no_traceback(proc)
+        assert _counts(work) == before
 
 
 def test_prune_bad_options_and_a_missing_store(work: Path):
