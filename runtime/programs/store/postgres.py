@@ -514,8 +514,10 @@ class PostgresStore(Store):
             results: list[Execution | StoreError] = []
             for change, statements in prepared:
                 try:
-                    if statements[1] is None and change.consume_signal is None:
-                        # one UPDATE, atomic on its own: a conflict wrote nothing and aborts nothing
+                    if change.consume_signal is None:
+                        # the UPDATE goes first: a conflict there wrote nothing, and a step that cannot be
+                        # written aborts the whole transaction; only a signal found consumed after the UPDATE
+                        # applied needs a savepoint to undo it
                         results.append(self._apply(conn, change, now, statements))
                     else:
                         with conn.transaction():  # a savepoint, to undo the update when the rest fails

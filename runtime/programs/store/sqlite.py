@@ -456,9 +456,10 @@ class SQLiteStore(Store):
         results: list[Execution | StoreError] = []
         with self._write() as conn:
             for change in changes:
-                # a change that only updates its execution is one statement, atomic on its own; one that
-                # also writes a step or consumes a signal gets a savepoint to undo it by
-                alone = change.new_step is None and change.step_update is None and change.consume_signal is None
+                # the UPDATE goes first: a conflict there wrote nothing, and a step that cannot be written
+                # aborts the whole transaction; only a signal found consumed after the UPDATE applied needs a
+                # savepoint to undo it
+                alone = change.consume_signal is None
                 if not alone:
                     conn.execute("SAVEPOINT change")
                 try:
