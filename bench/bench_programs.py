@@ -40,7 +40,7 @@ from typing import Any, Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.timing import Collector, format_ns, measure, median, paired_ratio  # noqa: E402
+from bench.timing import Collector, format_ns, fs_type, measure, median, paired_ratio  # noqa: E402
 
 from runtime import restore  # noqa: E402
 from runtime.programs.runner import Runner, import_program_module  # noqa: E402
@@ -554,20 +554,6 @@ def resume_table(items: list[Resumable], restores: dict[int, float], dbos_items:
             cells = " | ".join(fmt_time(median(v)) for v in (dbos.body, dbos.replay, dbos.total))
         out.append(f"| {item.k:,} | {durable} | {cells} |")
     return "\n".join(out)
-
-
-def fs_type(path: Path) -> str:
-    """The filesystem holding ``path`` (from /proc/mounts, longest matching mount point)."""
-    best, kind = "", "unknown"
-    try:
-        with open("/proc/mounts", encoding="utf-8") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
-                    best, kind = parts[1], parts[2]
-    except OSError:
-        pass
-    return kind
 
 
 def machine_line(folder: Path) -> str:

@@ -52,7 +52,7 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.timing import median  # noqa: E402
+from bench.timing import fs_type, median  # noqa: E402
 
 from runtime.programs.runner import Runner, import_program_module  # noqa: E402
 from runtime.programs.store import FAILED, FINISHED, WAITING, open_store  # noqa: E402
@@ -877,19 +877,6 @@ def claims_table(results: list[tuple[Backend, list[ClaimVariant] | None]], mode:
 
 
 # -- output ------------------------------------------------------------------------------------
-def fs_type(path: Path) -> str:
-    best, kind = "", "unknown"
-    try:
-        with open("/proc/mounts", encoding="utf-8") as fh:
-            for line in fh:
-                parts = line.split()
-                if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
-                    best, kind = parts[1], parts[2]
-    except OSError:
-        pass
-    return kind
-
-
 def git_head() -> str:
     try:
         return subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True,

@@ -6,6 +6,7 @@ import statistics
 import sys
 import time
 import types
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -107,3 +108,17 @@ def print_measured(make_table: Callable[[], str]) -> int:
         print("Warning: other processes competed for the CPU during the run; times are noisy "
               "(ratios less so). Rerun on an idle machine for reliable numbers.")
     return 0
+
+
+def fs_type(path: Path) -> str:
+    """The filesystem holding ``path`` (from /proc/mounts, longest matching mount point)."""
+    best, kind = "", "unknown"
+    try:
+        with open("/proc/mounts", encoding="utf-8") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) > 2 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, kind = parts[1], parts[2]
+    except OSError:
+        pass
+    return kind

@@ -14,7 +14,6 @@ name is looked up in the module's own namespace: it must be defined there, under
 from __future__ import annotations
 
 import os
-import sys
 import types
 from typing import Any, Callable
 

@@ -16,12 +16,8 @@ from .base import (PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError, 
                    NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim, taken_over)
 from .faults import point
 from .statements import CHANGING, Statements, read_back, reads_back
-# The row helpers shared with the PostgreSQL store (rows.py), importable from here as before.
-from .rows import (MAX_INT_DIGITS, STEP_STATUSES, _ARGS, _BLOB, _BLOB_COLUMNS, _BOOL, _BOOL_COLUMNS, _BadText,
-                   _Damaged, _EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION, _FIXED_STEP, _FREE_TEXT,
-                   _INT, _JSON, _JSON_COLUMNS, _LIVE, _NOT_COLUMNS, _OBJECT, _REAL, _SIGNAL_COLUMNS,
-                   _SIGNAL_KINDS, _STEP_COLUMNS, _STEP_KINDS, _TEXT, _cell, _check_field, _columns, _encode,
-                   _execution, _is_call, _is_utf8, _json_cell, _long_int, _record, _signal, _step, _what)
+from .rows import (_BLOB_COLUMNS, _EXECUTION_COLUMNS, _JSON, _LIVE, _SIGNAL_COLUMNS, _STEP_COLUMNS, _BadText, _cell,
+                   _columns, _encode, _execution, _signal, _step)
 
 _T = TypeVar("_T")
 
