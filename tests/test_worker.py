@@ -2,7 +2,7 @@
 written in groups, steps on a pool, leases renewed, taken over and released, runs that cannot resume
 set aside — on SQLite and PostgreSQL (the ``backend`` fixture), with the real clock.
 
-Results are compared with the same generators driven natively (``native``)."""
+Results are compared with the same generators driven natively (``test_programs.drive_natively``)."""
 from __future__ import annotations
 
 import importlib
@@ -19,6 +19,7 @@ from runtime import values
 from runtime.programs.runner import Runner
 from runtime.programs.store import FINISHED, TERMINAL, Store
 from runtime.programs.worker import Worker
+from test_programs import drive_natively, native_responses
 
 _ids = itertools.count(1)
 
@@ -86,18 +87,6 @@ def approval():
     decision = yield wait("approve")
     return decision
 '''
-
-
-def native(function: Callable[..., Any], *args: Any, answer: Callable[[Any], Any]) -> Any:
-    """Drive a program natively: ``answer(request)`` is what the runner sends back for it."""
-    gen = function.__wrapped__(*args) if hasattr(function, "__wrapped__") else function(*args)
-    value = None
-    while True:
-        try:
-            request = gen.send(value)
-        except StopIteration as stop:
-            return stop.value
-        value = answer(request)
 
 
 class Env:
@@ -170,8 +159,8 @@ def test_many_programs_in_flight_share_commits_and_end_as_natively(env: Env) -> 
     worker = env.worker(in_flight=100)
     with Running(worker):
         env.wait_for(ids)
-    expected_counter = native(module.counter, 20, answer=lambda request: None)
-    expected_doubler = native(module.doubler, 5, answer=lambda request: request.fn(*request.args))
+    expected_counter = drive_natively(module.counter(20), native_responses)
+    expected_doubler = drive_natively(module.doubler(5), native_responses)
     results = [values.load_value(env.store.get(i).result) for i in ids]
     assert results == [expected_counter] * 30 + [expected_doubler] * 10
     # 30 × 21 + 10 × 11 commits (one per request plus the ending), in far fewer transactions
@@ -189,8 +178,7 @@ def test_a_run_released_by_its_last_commit_and_due_at_once_is_claimed_again_safe
     worker = env.worker(poll=0.01)
     with Running(worker):
         env.wait_for(ids)
-    expected = native(module.alternates, 10, answer=lambda request: request.fn(*request.args)
-                      if hasattr(request, "fn") else None)
+    expected = drive_natively(module.alternates(10), native_responses)
     assert [values.load_value(env.store.get(i).result) for i in ids] == [expected] * 20
     assert worker.advanced >= 20 * 10  # every sleep gave the run up
 
