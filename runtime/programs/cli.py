@@ -16,8 +16,8 @@ from typing import Any, Callable, NoReturn, TypeVar
 import click
 
 EXIT_OK, EXIT_USAGE, EXIT_RUNNING, EXIT_FAILED = 0, 2, 4, 5
-"""Exit codes shared with the compiler's commands (0, 2); ``durable result`` (and ``durable run``): 4 while the execution is not finished, 5 when it failed
-or was cancelled."""
+"""Exit codes: 0 and 2 as the compiler's commands (``transpiler.cli``) use them; ``durable result`` (and
+``durable run``): 4 while the execution is not finished, 5 when it failed or was cancelled."""
 
 STORE_HELP = ("Store URL: sqlite:///relative/path.db, sqlite:////absolute/path.db or "
               "postgresql://USER@HOST:PORT/DATABASE[?schema=NAME] (default: $DURABLE_STORE, else "
@@ -339,7 +339,9 @@ def _plain(value: Any, numbers: list[str] | None, marker: str, strict: bool = Fa
         numbers.append(_int_json(value))
         return f"{marker}{len(numbers) - 1}"
     if isinstance(value, float):
-        return value if math.isfinite(value) else "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     if isinstance(value, (list, tuple)):
         return [_plain(item, numbers, marker, strict) for item in value]
     if isinstance(value, dict):

@@ -12,7 +12,7 @@ from .clock import SYSTEM, Clock
 from .loading import ProgramError, import_program_module, load_function
 from .records import SET_ASIDE, call_text, execution_parts, to_json
 from .store.base import Change, Execution, Store, call_record
-from .transition import RunStep, StepOutcome, Transition, drive, keep_lease
+from .transition import RunStep, StepOutcome, Transition, drive
 
 __all__ = ["Runner", "ProgramError", "EventSink", "SET_ASIDE", "import_program_module", "load_function", "to_json"]
 
@@ -77,8 +77,26 @@ class Runner:
         return self.store.commit(change, now=self.clock.now())
 
     def _run_step(self, step: RunStep) -> StepOutcome:
-        keeper = keep_lease(self, step.record.execution_id)
+        keeper = self._keep_lease(step.record.execution_id)
         try:
             return step.call()
         finally:
             keeper.set()
+
+    def _keep_lease(self, execution_id: str) -> threading.Event:
+        """Renew our lease on one execution every third of its length while a step runs here (a step may
+        take longer than the lease); set the returned event to stop."""
+        done = threading.Event()
+        interval = max(self.lease / 3, 0.05)
+
+        def renew() -> None:
+            while not done.wait(interval):
+                try:
+                    lost = self.store.renew(self.owner, [execution_id], until=self.clock.now() + self.lease)
+                except Exception:  # the next commit finds out
+                    return
+                if lost:
+                    return
+
+        threading.Thread(target=renew, name=f"{self.owner}-lease", daemon=True).start()
+        return done

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import threading
 import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator
@@ -507,22 +506,3 @@ def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[
                 value = run_step(instruction)
     finally:
         flow.close()
-
-
-def keep_lease(runner: Runner, execution_id: str) -> threading.Event:
-    """Renew ``runner``'s lease on one execution every third of its length while a step runs inline (a
-    step may take longer than the lease); set the returned event to stop."""
-    done = threading.Event()
-    interval = max(runner.lease / 3, 0.05)
-
-    def renew() -> None:
-        while not done.wait(interval):
-            try:
-                lost = runner.store.renew(runner.owner, [execution_id], until=runner.clock.now() + runner.lease)
-            except Exception:  # the next commit finds out
-                return
-            if lost:
-                return
-
-    threading.Thread(target=renew, name=f"{runner.owner}-lease", daemon=True).start()
-    return done

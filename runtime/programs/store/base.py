@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import abc
-import dataclasses
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence, TypeVar
@@ -122,15 +121,6 @@ class Change:
                                    # row back, reading only what others may change (cancel_requested, lease)
 
 
-def written(change: Change, *, now: float, version: int, cancel_requested: bool, lease_owner: str | None,
-            lease_until: float | None, fields: dict[str, Any]) -> Execution:
-    """The execution a commit wrote, built from ``change.base`` and the change: ``fields`` are the change's
-    fields as they read back from the store (JSON cells decoded again), the rest as the store returned it."""
-    assert change.base is not None
-    return dataclasses.replace(change.base, **fields, version=version, updated_at=now,
-                               cancel_requested=cancel_requested, lease_owner=lease_owner, lease_until=lease_until,
-                               taken_from=None)
-
 
 def taken_over(execution: Execution, previous_owner: str | None, owner: str) -> Execution:
     """The execution as a claim by ``owner`` returns it: ``taken_from`` the lease holder it took over."""
@@ -182,17 +172,10 @@ class Store(abc.ABC):
         version. Returns None when there is nothing to claim; raises NotFoundError when the
         ``execution_id`` asked for does not exist."""
 
+    @abc.abstractmethod
     def claim_many(self, owner: str, *, now: float, lease: float, limit: int) -> list[Execution]:
         """Lease up to ``limit`` runnable executions to ``owner`` in one transaction (as ``claim`` picks
-        one, most overdue first); an empty list when there is nothing to claim. Implementations should
-        override this default, which claims one at a time."""
-        claimed: list[Execution] = []
-        while len(claimed) < limit:
-            execution = self.claim(owner, now=now, lease=lease)
-            if execution is None:
-                break
-            claimed.append(execution)
-        return claimed
+        one, most overdue first); an empty list when there is nothing to claim."""
 
     @abc.abstractmethod
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
@@ -205,19 +188,12 @@ class Store(abc.ABC):
         """Apply ``change`` atomically; raises ConflictError (nothing written) when the version moved
         or the lease is not ``change.owner``'s. Returns the execution as written."""
 
+    @abc.abstractmethod
     def commit_many(self, changes: Sequence[Change], *, now: float) -> list[Execution | StoreError]:
         """Group commit: apply each change as ``commit`` would, all in one transaction (one fsync), and
         return, in order, each change's execution as written or the StoreError (ConflictError, ...)
         that change alone met (nothing of it written; the others are). A failure of the transaction
-        itself raises, and then nothing at all was written. At most one change per execution.
-        Implementations should override this default, which commits one at a time."""
-        results: list[Execution | StoreError] = []
-        for change in changes:
-            try:
-                results.append(self.commit(change, now=now))
-            except (ConflictError, NotFoundError, InvalidStateError) as exc:
-                results.append(exc)
-        return results
+        itself raises, and then nothing at all was written. At most one change per execution."""
 
     @abc.abstractmethod
     def release(self, owner: str, execution_ids: Sequence[str] | None = None) -> int:

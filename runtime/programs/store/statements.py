@@ -1,10 +1,11 @@
 """The SQL statements the SQLite and PostgreSQL stores share, parametrized by what differs between them."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-from .base import STATUSES, Change, ConflictError, Execution, NotFoundError, StepRecord, StoreError, written
+from .base import STATUSES, Change, ConflictError, Execution, NotFoundError, StepRecord, StoreError
 from .faults import point
 from .rows import (_EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION, _FIXED_STEP, _STEP_COLUMNS, _cell,
                    _check_field, _columns, _Damaged)
@@ -43,8 +44,10 @@ def read_back(change: Change, now: float, row: Sequence[Any], update_params: lis
         fields = {name: _cell(_EXECUTION_KINDS[name], encoded) for name, encoded in zip(change.fields, update_params)}
     except _Damaged:
         return None
-    return written(change, now=now, version=version, cancel_requested=bool(cancel_requested),
-                   lease_owner=lease_owner, lease_until=lease_until, fields=fields)
+    assert change.base is not None
+    return dataclasses.replace(change.base, **fields, version=version, updated_at=now,
+                               cancel_requested=bool(cancel_requested), lease_owner=lease_owner,
+                               lease_until=lease_until, taken_from=None)
 
 
 @dataclass(frozen=True)
