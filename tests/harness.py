@@ -31,6 +31,7 @@ from __future__ import annotations
 import ast
 import atexit
 import builtins
+import contextlib
 import dataclasses
 import gc
 import importlib
@@ -48,7 +49,7 @@ import tempfile
 import textwrap
 import types
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent
@@ -130,6 +131,31 @@ def load_compiled(source: str, *, all_generators: bool = True, tag: str = "compi
 
 def unload(module: types.ModuleType) -> None:
     sys.modules.pop(module.__name__, None)
+
+
+@contextlib.contextmanager
+def native_and_hooked(folder: Path, stem: str, source: str, native_source: str | None = None
+                      ) -> Iterator[tuple[types.ModuleType, types.ModuleType]]:
+    """``source`` imported twice from files in ``folder``, by their real names: natively as ``STEM_native``
+    (``native_source`` when given) and compiled by the import hook as ``STEM_flows``, without bytecode
+    files; ``folder`` leaves sys.path and both modules are forgotten on exit."""
+    native_name, compiled_name = f"{stem}_native", f"{stem}_flows"
+    (folder / f"{native_name}.py").write_text(source if native_source is None else native_source, encoding="utf-8")
+    (folder / f"{compiled_name}.py").write_text(source, encoding="utf-8")
+    sys.path.insert(0, str(folder))
+    writing, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    importlib.invalidate_caches()
+    try:
+        from transpiler import install_import_hook
+
+        with install_import_hook([compiled_name]):
+            compiled = importlib.import_module(compiled_name)
+        yield importlib.import_module(native_name), compiled
+    finally:
+        for name in (native_name, compiled_name):
+            sys.modules.pop(name, None)
+        sys.path.remove(str(folder))
+        sys.dont_write_bytecode = writing
 
 
 # --------------------------------------------------------------------------- script operations

@@ -11,7 +11,6 @@ once in a fresh process (``harness.differential``); the traces must be identical
 """
 from __future__ import annotations
 
-import importlib
 import inspect
 import sys
 import textwrap
@@ -20,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import CLOSE, NEXT, differential, load_compiled, nexts, send, throw, unload
-from transpiler import compile_source, install_import_hook
+from harness import CLOSE, NEXT, differential, load_compiled, native_and_hooked, nexts, send, throw, unload
+from transpiler import compile_source
 
 
 # -- live across yields -------------------------------------------------------------------------
@@ -577,18 +576,9 @@ def flow(items):
 
 
 @pytest.fixture
-def hooked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    (tmp_path / "ge_native.py").write_text(SOURCE, encoding="utf-8")
-    (tmp_path / "ge_flows.py").write_text(SOURCE, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    importlib.invalidate_caches()
-    with install_import_hook(["ge_flows"]):
-        compiled = importlib.import_module("ge_flows")
-    native = importlib.import_module("ge_native")
-    yield native, compiled
-    for name in ("ge_native", "ge_flows"):
-        sys.modules.pop(name, None)
+def hooked(tmp_path: Path):
+    with native_and_hooked(tmp_path, "ge", SOURCE) as pair:
+        yield pair
 
 
 def _failure(module):

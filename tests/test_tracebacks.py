@@ -7,7 +7,6 @@ compiled lines; code outside durable functions is copied unchanged.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import re
 import subprocess
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from transpiler import install_import_hook
+from harness import native_and_hooked
 from transpiler.artifact import compile_file_text
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -52,19 +51,10 @@ def line_of(needle: str) -> int:
 
 
 @pytest.fixture
-def hooked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def hooked(tmp_path: Path):
     """Imports SOURCE twice: natively, and compiled through the import hook."""
-    (tmp_path / "traced_native.py").write_text(SOURCE, encoding="utf-8")
-    (tmp_path / "traced_flows.py").write_text(SOURCE, encoding="utf-8")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    importlib.invalidate_caches()
-    with install_import_hook(["traced_flows"]):
-        compiled = importlib.import_module("traced_flows")
-    native = importlib.import_module("traced_native")
-    yield native, compiled
-    for name in ("traced_native", "traced_flows"):
-        sys.modules.pop(name, None)
+    with native_and_hooked(tmp_path, "traced", SOURCE) as pair:
+        yield pair
 
 
 def drive(module, script):
@@ -220,37 +210,25 @@ CARETS = textwrap.dedent('''
 
 def _caret_tracebacks(tmp_path: Path, function: str) -> tuple[list[str], list[str]]:
     """The last two frames of a traceback from ``function``, as printed, native and compiled by the hook."""
-    (tmp_path / "caret_native.py").write_text(
-        CARETS.replace("from runtime import durable", "durable = lambda f: f"), encoding="utf-8")
-    (tmp_path / "caret_flows.py").write_text(CARETS, encoding="utf-8")
-    importlib.invalidate_caches()
-    with install_import_hook(["caret_flows"]):
-        compiled = importlib.import_module("caret_flows")
-    native = importlib.import_module("caret_native")
     shown = []
-    for module in (native, compiled):
-        gen = getattr(module, function)(3)
-        next(gen)
-        with pytest.raises(ValueError) as info:
-            gen.send(500)
-        frames = traceback.format_tb(info.value.__traceback__)[-2:]
-        shown.append([text.replace(module.__file__, "FILE") for text in frames])
+    native_source = CARETS.replace("from runtime import durable", "durable = lambda f: f")
+    with native_and_hooked(tmp_path, "caret", CARETS, native_source) as modules:
+        for module in modules:
+            gen = getattr(module, function)(3)
+            next(gen)
+            with pytest.raises(ValueError) as info:
+                gen.send(500)
+            frames = traceback.format_tb(info.value.__traceback__)[-2:]
+            shown.append([text.replace(module.__file__, "FILE") for text in frames])
     return shown[0], shown[1]
 
 
 @pytest.mark.parametrize("function", ["verbatim", "rewritten"])
-def test_traceback_carets_point_where_native_ones_do_or_are_left_out(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                    function: str):
+def test_traceback_carets_point_where_native_ones_do_or_are_left_out(tmp_path: Path, function: str):
     """A statement the compiler copies (re-indented) keeps the native carets; one it rewrote around a
     yield shows its source line without carets rather than carets at the wrong columns. (3.10 shows no
     carets at all: there the compiled traceback must equal the native one, file, line and text.)"""
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.setattr(sys, "dont_write_bytecode", True)
-    try:
-        native, compiled = _caret_tracebacks(tmp_path, function)
-    finally:
-        for name in ("caret_native", "caret_flows"):
-            sys.modules.pop(name, None)
+    native, compiled = _caret_tracebacks(tmp_path, function)
     assert ("^" in native[0]) == (sys.version_info >= (3, 11)), native
     if function == "verbatim":
         assert compiled == native
