@@ -69,6 +69,19 @@ class CoroutineDecorator(Diagnostic):
             "not be durable); a separate coroutine can drive the durable generator with 'yield from'")
 
 
+class BadPoint(Diagnostic):
+    code = "DG008"
+    message = "invalid point label: {detail}"
+    hint = ("name a suspension point as 'yield point(\"name\", value)' or 'yield from point(\"name\", generator)', "
+            "with the name a string literal")
+
+
+class DuplicatePoint(Diagnostic):
+    code = "DG009"
+    message = "the point name {detail!r} is used twice in this function"
+    hint = "each named point of a function needs a name of its own: rename one of them"
+
+
 class CompileError(Exception):
     """Raised by ``compile_source`` with every diagnostic found in the module."""
 
