@@ -1,23 +1,25 @@
 """Durable generators runtime: snapshot, restore and detach compiled generators (depends on msgpack only)."""
 from __future__ import annotations
 
+from .compat import PointMismatchError
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
                      NotAllowedError, NotDurableError, SignatureError, SnapshotError, UnserializableValueError)
 from .programs.requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep, step,
                        wait)
+from .points import point
 from .snapshot import detach, restore, snapshot
 from .values import (Settings, allow_modules, configure, disallow_modules, register_codec, restore_settings,
                      serializable)
 
 __all__ = [
-    "durable", "snapshot", "restore", "detach", "inspect_snapshot", "SnapshotInfo",
+    "durable", "point", "snapshot", "restore", "detach", "inspect_snapshot", "SnapshotInfo",
     "register_codec", "serializable", "allow_modules", "disallow_modules",
     "configure", "restore_settings", "Settings",
     "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
     "StepFailed",
     "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
-    "IncompatibleCodeError", "CorruptSnapshotError", "NotAllowedError", "SignatureError", "DurableCompileError",
+    "IncompatibleCodeError", "PointMismatchError", "CorruptSnapshotError", "NotAllowedError", "SignatureError", "DurableCompileError",
 ]
 
 

@@ -82,11 +82,15 @@ class PendingFrame:
 
 def declare(module: str, qualname: str, fingerprint: bytes, states: dict[int, tuple[str, ...]],
             lines: dict[int, int], yield_from: tuple[int, ...], params: tuple[str, ...],
-            compiler_locals: dict[str, str] | None = None) -> FunctionMeta:
-    """Module-level declaration of a compiled durable function (``compiler_locals``: what the compiler's own
-    locals hold, in the user's terms; code compiled before it existed leaves it out)."""
+            compiler_locals: dict[str, str] | None = None, version: str | None = None,
+            points: dict[int, tuple[str, str, tuple[str, ...], tuple[str, ...]]] | None = None,
+            legacy_names: dict[str, str] | None = None, source: tuple[int, str] | None = None) -> FunctionMeta:
+    """Module-level declaration of a compiled durable function. The keywords are left out by code compiled
+    before they existed: ``compiler_locals`` (what the compiler's own locals hold, in the user's terms),
+    and what a deploy needs (``version``, ``points``, ``legacy_names``, ``source``: see FunctionMeta)."""
     return registry.declare(FunctionMeta(module, qualname, fingerprint, states, lines, yield_from, params,
-                                         compiler_locals=compiler_locals or {}))
+                                         compiler_locals=compiler_locals or {}, version=version,
+                                         points=points or {}, legacy_names=legacy_names or {}, source=source))
 
 
 def compiled(meta: FunctionMeta) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -206,7 +210,7 @@ def _create(frame: PendingFrame) -> types.GeneratorType:
     return fn(*placeholders[0], **placeholders[1])
 
 
-_EXCEPTION_SLOT = re.compile(r"_dg_(?:e|x|fx|g)\d+")
+_EXCEPTION_SLOT = re.compile(r"_dg_(?:e|x|fx|g)\d+(?:_[0-9a-f]+)?")
 """Locals the compiler keeps exceptions in (caught, raised in a handler, pending in a finally, a group)."""
 
 

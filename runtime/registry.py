@@ -30,16 +30,50 @@ class FunctionMeta:
     compiler_locals: dict[str, str] = field(default_factory=dict)
     """What each local the compiler made holds, in the user's terms ("the iterator of the `for` loop at
     line 12"), for error messages; empty for code compiled before the compiler emitted it."""
+    version: str | None = None
+    """Hash of the canonical code, the same on every Python version (None: compiled before versions)."""
+    points: dict[int, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = field(default_factory=dict)
+    """Per state: the point's key, its label for people, other keys that name it (a named point's
+    default key), and the captured variables the code after it reads."""
+    legacy_names: dict[str, str] = field(default_factory=dict)
+    """The name each saved compiler local had in snapshots of format 1 and 2 (a counter per function)."""
+    source: tuple[int, str] | None = None
+    """(first line, text) of the function's source, for plans and for showing a stored run's line."""
+    keep_version: bool = False
+    """Runs resume only under this exact version (or through a migration), never upgraded."""
     ident: str = field(init=False)  # ``module:qualname``, the name snapshots use
+    _by_key: dict[str, int] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.ident = f"{self.module}:{self.qualname}"
+
+    def state_for(self, key: str) -> int | None:
+        """The state of the point with this key (or alias); 0 for ``<start>``."""
+        if self._by_key is None:
+            by_key: dict[str, int] = {START: 0}
+            for k, (own, _, aliases, _) in self.points.items():
+                by_key.setdefault(own, k)
+            for k, (_, _, aliases, _) in self.points.items():
+                for alias in aliases:
+                    by_key.setdefault(alias, k)
+            self._by_key = by_key
+        return self._by_key.get(key)
+
+    def point_of(self, state: int) -> tuple[str, str]:
+        """(key, label) of the point at ``state``."""
+        if state == 0:
+            return START, START
+        key, display, _, _ = self.points.get(state, (f"#{state}", f"state {state}", (), ()))
+        return key, display
 
     def line_of(self, state: int) -> int | None:
         if state == 0 and self.code is not None:
             return self.code.co_firstlineno
         return self.lines.get(state)
 
+
+START = "<start>"
+"""The key and label of state 0: a generator that has not started."""
 
 BY_NAME: dict[str, FunctionMeta] = {}
 """The durable function declared last under each ``module:qualname``."""
@@ -54,7 +88,12 @@ MODULES: set[str] = set()
 """Modules that declared durable functions: their classes may appear in snapshots."""
 
 
+DECLARED = [0]
+"""How many declarations were made (a module loaded again declares its functions again)."""
+
+
 def declare(meta: FunctionMeta) -> FunctionMeta:
+    DECLARED[0] += 1
     BY_NAME[meta.ident] = meta
     BY_VERSION[meta.ident, meta.fingerprint] = meta
     MODULES.add(meta.module)
@@ -82,24 +121,39 @@ def add_alias(meta: FunctionMeta, code: types.CodeType) -> None:
     BY_CODE[id(code)] = meta
 
 
-def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
-    """Find the durable function a snapshot names, importing its module only if the allow-list permits it."""
+def lookup(ident: str, fingerprint: bytes) -> FunctionMeta | None:
+    """The durable function a snapshot names as loaded now (the exact version when it is current), importing
+    its module only if the allow-list permits it; None when the module has no such function."""
     meta = _current_version(ident, fingerprint) or BY_NAME.get(ident)
     if meta is None:
-        module, _, qualname = ident.partition(":")
         from .values.allow import import_allowed  # the allow rules import this module
-        import_allowed(module, f"snapshot names durable function {ident!r}")
+        import_allowed(ident.partition(":")[0], f"snapshot names durable function {ident!r}")
         meta = _current_version(ident, fingerprint) or BY_NAME.get(ident)
-        if meta is None:
-            raise IncompatibleCodeError(
-                f"snapshot names durable function {ident!r}, which no longer exists "
-                f"(module {module!r} has no durable function {qualname!r})")
+    if meta is not None and not declared_now(meta):
+        return None  # its module was loaded again without it (a deploy removed or renamed it)
+    return meta
+
+
+def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
+    """The durable function a snapshot names, in exactly the version that took it."""
+    meta = lookup(ident, fingerprint)
+    if meta is None:
+        module, _, qualname = ident.partition(":")
+        raise IncompatibleCodeError(
+            f"snapshot names durable function {ident!r}, which no longer exists "
+            f"(module {module!r} has no durable function {qualname!r})")
     if meta.fingerprint != fingerprint:
         raise IncompatibleCodeError(
             f"the code of durable function {ident!r} changed since the snapshot was taken "
             f"(fingerprint {fingerprint.hex()} in the snapshot, {meta.fingerprint.hex()} now); "
             "restore it with the code version that took it")
     return meta
+
+
+def declared_now(meta: FunctionMeta) -> bool:
+    """Whether the module as loaded now declares ``meta`` (a reloaded module declares its functions afresh)."""
+    namespace = getattr(sys.modules.get(meta.module), "__dict__", None)
+    return namespace is None or any(value is meta for value in namespace.values())
 
 
 def _current_version(ident: str, fingerprint: bytes) -> FunctionMeta | None:

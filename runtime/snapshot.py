@@ -20,8 +20,8 @@ from typing import Any, Callable
 
 import msgpack
 
-from . import _support, closures, registry, values
-from .errors import GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError, UnserializableValueError
+from . import _support, closures, compat, registry, values
+from .errors import GeneratorStateError, NotDurableError, SnapshotError, UnserializableValueError
 from .registry import FunctionMeta
 from .values import FORMAT, MAGIC, NO_BODY, Decoder, Encoder, Kind, code_kinds
 
@@ -164,7 +164,7 @@ class _Plan:
     """How to read the live locals of one state of a durable function."""
 
     __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "free_names", "line", "joined",
-                 "name_set", "cells")
+                 "name_set", "cells", "point")
 
     def __init__(self, meta: FunctionMeta, state: int, code: types.CodeType) -> None:
         names = meta.states[state] if state else meta.params
@@ -187,6 +187,8 @@ class _Plan:
         self.joined = ",".join(names)  # a snapshot's names when all are bound
         self.name_set = frozenset(names)
         self.cells = closures.CELLS in code.co_varnames  # captured variables travel as cells
+        # [version, key, label] of the point, written in each frame (None: compiled before versions)
+        self.point = [meta.version, *meta.point_of(state)] if meta.version is not None else None
 
     @staticmethod
     def _labels(meta: FunctionMeta, names: tuple[str, ...]) -> tuple[str, ...]:
@@ -212,8 +214,9 @@ def _plan(meta: FunctionMeta, state: int, code: types.CodeType) -> _Plan:
 
 def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool = True
                   ) -> tuple[list[Any], types.GeneratorType | None]:
-    """One frame: ``[ident, fingerprint, state, line, names, values, frees]`` and the durable generator it
-    delegates to, if any (``chain``: the delegate becomes the next frame instead of a value).
+    """One frame: ``[ident, fingerprint, state, line, names, values, frees, point, tracked]``
+    (``values.envelope``) and the durable generator it delegates to, if any (``chain``: the delegate
+    becomes the next frame instead of a value).
 
     ``values`` are the bound live locals, ``frees`` is ``[names, cells]`` of the frame's closure
     cells (``runtime.closures``; encoded before the values), or nil. ``encoder`` turns the values
@@ -232,12 +235,14 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
     frame_locals = gen.gi_frame.f_locals
     state = frame_locals.get("_dg_s", 0)  # unbound until the body first suspends
     plan = meta.plans.get(state) or _plan(meta, state, code)
+    tracked = None
     try:
         live = list(plan.fetch(frame_locals))
         names = plan.joined
         labels = plan.labels
     except KeyError:
         live, labels, names = _bound_locals(plan, frame_locals)
+        tracked = plan.joined
     sub: types.GeneratorType | None = None
     delegation = plan.delegation_label
     if delegation is not None and delegation in labels:
@@ -262,7 +267,7 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
         raise UnserializableValueError(str(exc) + where, path=exc.path, type_name=exc.type_name) from None
     if encoder is not None:
         encoder.release(gen)
-    return [meta.ident, meta.fingerprint, state, plan.line, names, live, frees], sub
+    return [meta.ident, meta.fingerprint, state, plan.line, names, live, frees, plan.point, tracked], sub
 
 
 def _globals_of(meta: FunctionMeta) -> dict[int, tuple[str, str]]:
@@ -388,41 +393,61 @@ def _detach_all(made: list[types.GeneratorType]) -> None:
                 pass
 
 
-def _check_record(raw: Any) -> FunctionMeta:
-    """Check a frame record's shape and find its function (imported only if allowed)."""
-    ident, fingerprint, state, line, names, packed, frees = values.frame_fields(raw)
-    meta = registry.resolve(ident, fingerprint)
-    if state and state not in meta.states:
-        raise IncompatibleCodeError(f"snapshot of {ident!r} names state {state}, which the current code does not have")
-    plan = meta.plans.get(state) or _plan(meta, state, registry.code_for(meta))
-    if names != plan.joined:
-        bound = names.split(",") if names else []
-        if not (plan.name_set.issuperset(bound) and len(set(bound)) == len(bound) == len(packed)):
-            raise _corrupt("frame locals do not match the function's state table")
-    elif len(packed) != len(plan.names):
+def _check_record(raw: Any) -> tuple[FunctionMeta, compat.Adaptation, list[str]]:
+    """Check a frame record's shape, find its function (imported only if allowed) and judge how it
+    resumes under the code loaded now (``runtime.compat``): the function, the adaptation and the names
+    of the record's values (translated from the names of format 1 and 2)."""
+    ident, fingerprint, state, line, names, packed, frees, point, tracked = values.frame_fields(raw)
+    meta = registry.lookup(ident, fingerprint)
+    bound = names.split(",") if names else []
+    if len(set(bound)) != len(bound) or len(bound) != len(packed):
+        raise _corrupt("frame locals do not match its values")
+    kept = tracked.split(",") if tracked else bound
+    if point is None and meta is not None and meta.legacy_names and meta.fingerprint == fingerprint:
+        renamed = {old: new for new, old in meta.legacy_names.items()}
+        bound = [renamed.get(n, n) for n in bound]
+        kept = [renamed.get(n, n) for n in kept]
+    header = compat.FrameHeader(ident, fingerprint, point[0] if point else None, point[1] if point else None,
+                                point[2] if point else None, state, line, bound, kept, frees[0] if frees else [])
+    adapt = compat.judge(header, meta)
+    assert meta is not None  # the judge refuses a function that is gone
+    plan = meta.plans.get(adapt.state) or _plan(meta, adapt.state, registry.code_for(meta))
+    if adapt.exact and not plan.name_set.issuperset(bound):
         raise _corrupt("frame locals do not match the function's state table")
-    return meta
+    if not all(n.isidentifier() for n in bound):
+        raise _corrupt("frame locals are not names")
+    return meta, adapt, bound
 
 
 def _decode_frame(decoder: Decoder, raw: Any, format: int) -> _support.PendingFrame:
-    meta = _check_record(raw)  # resolves the function before its values
-    ident, fingerprint, state, line, names, packed, frees = raw
+    checked = _check_record(raw)  # resolves the function before its values
+    frees = raw[6]
     slot = decoder.reserve() if format >= 2 else None  # the frame's own generator, made by restore later
     cells = [frees[0], decoder.decode_all(frees[1])] if frees else None  # decoded first, as encoded
-    frame = _pending_frame([ident, fingerprint, state, line, names, decoder.decode_all(packed), cells], meta)
+    frame = _pending_frame([*raw[:5], decoder.decode_all(raw[5]), cells, *raw[7:]], checked)
     if slot is not None:
         frame.on_start = lambda gen: decoder.provide(slot, gen)
     return frame
 
 
-def _pending_frame(payload: Any, meta: FunctionMeta | None = None) -> _support.PendingFrame:
+def _pending_frame(payload: Any, checked: tuple[FunctionMeta, compat.Adaptation, list[str]] | None = None
+                   ) -> _support.PendingFrame:
     """A frame record whose values are decoded already (by ``_decode_frame``, or by the codec for
-    a durable generator held in a local)."""
-    if meta is None:
-        meta = _check_record(payload)
-    _, _, state, _, names, decoded, frees = payload
-    bound = meta.plans[state].names if names == meta.plans[state].joined else names.split(",")
-    return _support.PendingFrame(meta, state, dict(zip(bound, decoded)), closures.cells_by_name(frees))
+    a durable generator held in a local), adapted to the code loaded now."""
+    meta, adapt, bound = checked or _check_record(payload)
+    frame_values = dict(zip(bound, payload[5]))
+    cells = closures.cells_by_name(payload[6])
+    if not adapt.exact:
+        for name in adapt.drop:
+            del frame_values[name]
+        for name in adapt.to_cells:
+            cells[name] = types.CellType(frame_values.pop(name))
+        for name in adapt.from_cells:
+            try:
+                frame_values[name] = cells.pop(name).cell_contents
+            except ValueError:
+                pass  # an empty cell: the local stays unbound
+    return _support.PendingFrame(meta, adapt.state, frame_values, cells)
 
 
 def _finished_generator() -> Any:

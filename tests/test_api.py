@@ -165,6 +165,8 @@ def test_public_names():
         # durable programs (runtime.programs.requests)
         "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
         "StepFailed",
+        # deploys (runtime.points, runtime.compat)
+        "point", "PointMismatchError",
     })
     from runtime.programs import requests
     assert (runtime.sleep, runtime.wait, runtime.step, runtime.SignalTimeout) == (
@@ -355,7 +357,7 @@ def test_restore_against_changed_code_fresh_process(new_source):
     data = _snapshot_in_dir(V1, name, Path(tempfile.mkdtemp(dir=tmp_module_dir())))
     assert _restore_in_child(data, name, V1) == {"ok": [1, 2, 3]}
     out = _restore_in_child(data, name, new_source)
-    assert out.get("error") == "IncompatibleCodeError", out
+    assert out.get("error") == "PointMismatchError", out  # an IncompatibleCodeError naming the point
     assert "gen" in out["message"], out
 
 

@@ -386,7 +386,7 @@ def test_cancel_refuses_a_program_whose_code_changed_unless_forced(work: Path):
     (work / "flows.py").write_text(FLOWS.replace('yield wait("never")', 'yield wait("never", timeout=5)'),
                                    encoding="utf-8")
     proc = durable("cancel", execution_id, cwd=work)
-    assert proc.returncode == 2 and "IncompatibleCodeError" in proc.stderr and "--force" in proc.stderr
+    assert proc.returncode == 2 and "PointMismatchError" in proc.stderr and "--force" in proc.stderr
     no_traceback(proc)
     assert rows(work) == [(execution_id, "waiting", version)]  # nothing changed
     forced = durable("cancel", execution_id, "--force", cwd=work)

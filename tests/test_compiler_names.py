@@ -165,7 +165,7 @@ def test_code_compiled_before_the_table_existed_still_runs_and_says_what_a_local
     from transpiler import compile_source
 
     code = compile_source(textwrap.dedent(HOLDERS), "old.py", all_generators=True)
-    old = re.sub(r", compiler_locals=\{[^}]*\}\)", ")", code)
+    old = re.sub(r", compiler_locals=\{[^}]*\}", "", code)
     assert old != code and "compiler_locals" not in old
     namespace = {"__name__": "dg_old_declarations"}
     exec(compile(old, "old.py", "exec"), namespace)

@@ -62,7 +62,7 @@ def _snapshot() -> tuple[object, bytes]:
 def test_inspect_shows_frames_lines_and_readable_locals():
     mod, data = _snapshot()
     info = runtime.inspect_snapshot(data)
-    assert info.format == 2 and info.size == len(data) and info.signature == "unsigned"
+    assert info.format == 3 and info.size == len(data) and info.signature == "unsigned"
     outer, inner = info.frames
     assert outer.function == f"{mod.__name__}:workflow" and inner.function == f"{mod.__name__}:child"
     assert outer.line == _line("PARENT-YIELD") and inner.line == _line("CHILD-YIELD")
@@ -71,9 +71,11 @@ def test_inspect_shows_frames_lines_and_readable_locals():
     assert outer.locals["seen"] == "{'count': 0}"
     assert outer.locals["problem"] == f"{mod.__name__}:Rejected('late', 3)"
     assert outer.locals["data"] == "[1, 2, <...>]"  # the cycle is marked, not followed
-    assert inner.locals["i"] == "0" and inner.notes["_dg_it1"] == "the iterator of a `for` loop"
-    assert outer.locals["_dg_yf1"] == "<frame 1>"
-    assert outer.notes["_dg_yf1"] == "the iterator a `yield from` delegates to"
+    iterator = next(n for n in inner.notes if n.startswith("_dg_it1_"))  # named by the loop's identity
+    assert inner.locals["i"] == "0" and inner.notes[iterator] == "the iterator of a `for` loop"
+    delegate = next(n for n in outer.locals if n.startswith("_dg_yf1_"))
+    assert outer.locals[delegate] == "<frame 1>"
+    assert outer.notes[delegate] == "the iterator a `yield from` delegates to"
     text = str(info)
     assert f"frame 0: {mod.__name__}:workflow" in text and "order = Order(id=7" in text
     assert json.loads(json.dumps(info.to_dict()))["frames"][1]["locals"]["i"] == "0"

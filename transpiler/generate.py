@@ -11,12 +11,13 @@ from typing import Any
 import libcst as cst
 from libcst.metadata import MetadataWrapper, PositionProvider
 
-from . import FORMAT_VERSION, genexps, regions
+from . import FORMAT_VERSION, genexps, points, regions
 from . import diagnostics as dg
+from .canonical import canonical, digest
 from .cstutil import FRAME, PREFIX, RESTORE, RT, assign, block, body_of, code_of, expr, has_yield, if_, small, stmt
 from .emit import Emitter
 from .linemap import LineTable, column_shift, line_table
-from .liveness import analyze
+from .liveness import analyze_strict
 from .lower_stmt import DETACHED_CLASS, DETACHING, RUNTIME_LOCALS, StmtLowerer, Unsupported
 
 
@@ -51,6 +52,7 @@ class ModuleState:
     plans: list[FunctionPlan] = field(default_factory=list)
     source: str = ""
     coroutine_decorators: frozenset[str] = frozenset()  # dotted names of types/asyncio.coroutine here
+    point_names: frozenset[str] = frozenset()  # dotted names of runtime.point here
     module_names: frozenset[str] | Any = frozenset()  # what the module may bind at its top level (bound_names)
     _symtable: symtable.SymbolTable | None = None
 
@@ -69,6 +71,10 @@ class ModuleState:
     def line_of(self, node: cst.CSTNode) -> int:
         pos = self.positions.get(node)
         return pos.start.line if pos is not None else 0
+
+    def position_of(self, node: cst.CSTNode) -> tuple[int, int] | None:
+        pos = self.positions.get(node)
+        return (pos.start.line, pos.start.column) if pos is not None else None
 
     def report(self, cls: type[dg.Diagnostic], node: cst.CSTNode, detail: str = "") -> None:
         pos = self.positions.get(node)
@@ -156,17 +162,42 @@ def _docstring(body: list[cst.BaseStatement]) -> tuple[list[cst.BaseStatement], 
 
 
 def fingerprint(func: cst.FunctionDef) -> bytes:
-    """Hash of the function's normalized code (comments, formatting and decorators excluded)."""
+    """Hash of the function's normalized code (comments, formatting and decorators excluded), as
+    ``ast.dump`` gives it: it differs between some Python versions, so it identifies the code only for
+    snapshots of format 1 and 2 (``version`` is the identity that is the same on every version)."""
     source = textwrap.dedent(code_of(func.with_changes(decorators=[], leading_lines=[])))
     tree = ast.parse(source)
-    digest = hashlib.blake2b(f"{FORMAT_VERSION}:{ast.dump(tree)}".encode(), digest_size=8)
-    return digest.digest()
+    return hashlib.blake2b(f"{FORMAT_VERSION}:{ast.dump(tree)}".encode(), digest_size=8).digest()
 
 
-class _Substitute(cst.CSTTransformer):
+def version(func: cst.FunctionDef) -> str:
+    """The function's version: a hash of its canonical code (comments, formatting, decorators and
+    positions excluded) that is the same on every supported Python version."""
+    tree = ast.parse(textwrap.dedent(code_of(func.with_changes(decorators=[], leading_lines=[]))))
+    return digest(str(FORMAT_VERSION), canonical(tree))
+
+
+class _KeepPositions(cst.CSTTransformer):
+    """A transformer whose rebuilt nodes keep the source position of the node they replace (the
+    points' labels and the owners of compiler locals are found by position)."""
+
+    def __init__(self, positions: dict) -> None:  # type: ignore[type-arg]
+        self.positions = positions
+
+    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
+        result = super().on_leave(original, updated)
+        if result is not original and isinstance(result, cst.CSTNode) and result not in self.positions:
+            pos = self.positions.get(original)
+            if pos is not None:
+                self.positions[result] = pos
+        return result  # type: ignore[return-value]
+
+
+class _Substitute(_KeepPositions):
     """Puts already-compiled nested functions and classes into an original function body."""
 
-    def __init__(self, replaced: dict[int, cst.CSTNode]) -> None:
+    def __init__(self, replaced: dict[int, cst.CSTNode], positions: dict) -> None:  # type: ignore[type-arg]
+        super().__init__(positions)
         self.replaced = replaced
 
     def leave_FunctionDef(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.CSTNode:
@@ -182,12 +213,13 @@ class _Substitute(cst.CSTTransformer):
         return id(node) not in self.replaced
 
 
-def _rewrite(node: cst.BaseStatement, replaced: dict[int, cst.CSTNode], hoist: "_Hoist") -> cst.BaseStatement:
+def _rewrite(node: cst.BaseStatement, replaced: dict[int, cst.CSTNode], hoist: "_Hoist",
+             positions: dict) -> cst.BaseStatement:  # type: ignore[type-arg]
     """Substitute compiled nested definitions and hoist declarations, rebuilding only what changes
     (untouched nodes keep their identity, which the position table is keyed by)."""
     kinds = {type(n) for n in _walk_scope(node)}
     if kinds & {cst.FunctionDef, cst.ClassDef}:
-        node = node.visit(_Substitute(replaced))  # type: ignore[assignment]
+        node = node.visit(_Substitute(replaced, positions))  # type: ignore[assignment]
     if kinds & {cst.Global, cst.Nonlocal}:
         node = node.visit(hoist)  # type: ignore[assignment]
     return node
@@ -201,10 +233,11 @@ def _walk_scope(node: cst.CSTNode) -> list[cst.CSTNode]:
     return out
 
 
-class _Hoist(cst.CSTTransformer):
+class _Hoist(_KeepPositions):
     """Moves ``global``/``nonlocal`` declarations to the top: both bodies use the names."""
 
-    def __init__(self) -> None:
+    def __init__(self, positions: dict) -> None:  # type: ignore[type-arg]
+        super().__init__(positions)
         self.found: list[cst.BaseSmallStatement] = []
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
@@ -276,7 +309,7 @@ class _MarkingLowerer(StmtLowerer):
         marked: list[cst.BaseStatement] = []
         for s in out:
             m = _mark_lines(s, line)
-            for table in (self.exprs.yield_lines, self.try_info):
+            for table in (self.exprs.yield_lines, self.exprs.yield_nodes, self.try_info):
                 if id(s) in table:
                     table[id(m)] = table.pop(id(s))  # type: ignore[index]
             marked.append(m)
@@ -405,9 +438,16 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
             if node.value.startswith(PREFIX):
                 state.report(dg.ReservedName, node, node.value)
                 return updated
+    labels = points.label_function(original, state.positions, state.point_names) if scope is None else None
+    if labels is not None and labels.problems:
+        for node, problem, detail in labels.problems:
+            state.report(problem, node, detail)
+        return updated
     doc, body = _docstring(list(body_of(original.body)))
-    hoist = _Hoist()
-    body = [_rewrite(s, state.replaced, hoist) for s in body]
+    hoist = _Hoist(state.positions)
+    body = [_rewrite(s, state.replaced, hoist, state.positions) for s in body]
+    if state.point_names:
+        body = points.strip_points(body, state.positions, state.point_names)
     cells, frees, visible = scope if scope is not None else scope_names(state, original)
     body, found = genexps.rewrite(body, state.positions,
                                   lambda name: name in visible or name in state.module_names,
@@ -427,7 +467,11 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
                 decorators=[d.with_changes(trailing_whitespace=_comment(first_line)) for d in inner.decorators])
             rename = _mark_lines(rename, first_line)  # type: ignore[assignment]
         made_here += [inner, rename]
-    lowerer = _MarkingLowerer(state.line_of)
+    def owner_of(node: cst.CSTNode) -> str | None:
+        owner = labels.owners.get(state.position_of(node)) if labels is not None else None  # type: ignore[arg-type]
+        return owner.hash if owner is not None else None
+
+    lowerer = _MarkingLowerer(state.line_of, owner_of)
     try:
         lowered = lowerer.lower_body(body)
     except Unsupported as exc:
@@ -436,7 +480,7 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     emitter = Emitter(lowered, lowerer.exprs.yield_lines, lowerer.try_info)
     fast = emitter.fast()
     probe = updated.with_changes(decorators=[], body=block(fast or [small(cst.Pass())]), leading_lines=[])
-    params, others, live = analyze(textwrap.dedent(code_of(probe)))
+    params, others, live, strict = analyze_strict(textwrap.dedent(code_of(probe)))
     captured = set(cells) | set(frees)
     states: dict[int, tuple[str, ...]] = {}
     restore_body = emitter.restore()
@@ -494,6 +538,7 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
             described[genexps.ITERATOR] = f"the iterator of the generator expression at line {state.line_of(original)}"
     # what the compiler's own locals hold, for error messages (left out when there are none)
     extra = f", compiler_locals={described!r}" if described else ""
+    extra += _identity(state, original, labels, emitter, lowerer, strict, captured, saved)
     declaration = stmt(
         f"{meta} = {RT}.declare(__name__, {qualname!r}, {fingerprint(original)!r}, {states!r}, {lines!r}, "
         f"{tuple(yf)!r}, {tuple(params)!r}{extra})\n")
@@ -502,6 +547,26 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     kept = [d for d in updated.decorators if not (isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET)]
     body = updated.body.with_changes(body=new_body) if isinstance(updated.body, cst.IndentedBlock) else block(new_body)
     return updated.with_changes(body=body, decorators=[*kept, decorator])
+
+
+def _identity(state: ModuleState, original: cst.FunctionDef, labels: points.Labels | None, emitter: Emitter,
+              lowerer: StmtLowerer, strict: dict[int, set[str]], captured: set[str], saved: set[str]) -> str:
+    """The declaration's arguments that say what survives a deploy: the version, each point's
+    label and the captured variables its code reads (its contract's cells; the other locals it
+    needs are its state's names), the names compiler locals had before they were structural, and
+    the function's source text."""
+    by_state: dict[int, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {}
+    for line_id, k in emitter.state_of.items():
+        node = lowerer.exprs.yield_nodes.get(line_id)
+        spec = labels.points.get(state.position_of(node)) if labels is not None and node is not None else None  # type: ignore[arg-type]
+        cells = tuple(sorted(strict.get(k, set()) & captured))
+        if spec is None:  # a generator expression's function: its points are its clauses, in order
+            by_state[k] = (f"#{k}", f"yield at line {emitter.lines[k]}", (), cells)
+        else:
+            by_state[k] = (spec.key, spec.display, spec.aliases, cells)
+    legacy = {name: lowerer.legacy[name] for name in sorted(saved) if name in lowerer.legacy}
+    source = (state.line_of(original), code_of(original.with_changes(leading_lines=[]))) if labels else None
+    return f", version={version(original)!r}, points={by_state!r}, legacy_names={legacy!r}, source={source!r}"
 
 
 def _declared(node: cst.Global | cst.Nonlocal) -> list[str]:
@@ -638,7 +703,8 @@ def compile_module_mapped(source: str, path: str = "<string>", *, all_generators
     wrapper = MetadataWrapper(module, unsafe_skip_copy=True)
     positions = wrapper.resolve(PositionProvider)
     state = ModuleState(path, all_generators, dict(positions), meta_prefix=meta_prefix, scope=scope, source=masked,
-                        coroutine_decorators=coroutine_decorators(tree), module_names=bound_names(tree))
+                        coroutine_decorators=coroutine_decorators(tree), module_names=bound_names(tree),
+                        point_names=points.point_call_names(tree))
     new_module = wrapper.visit(ModuleCompiler(state))
     if state.diagnostics:
         raise dg.CompileError(state.diagnostics)

@@ -209,6 +209,9 @@ class Liveness:
         always = self.cells
         if self.dynamic:
             always = set(self.locals)
+        # What the code after each point may read, without the captured variables kept live everywhere
+        # (a point's contract: what new code needs from a snapshot of old code)
+        self.strict = {k: set(v & self.locals) | (always if self.dynamic else set()) for k, v in self.at_state.items()}
         return {k: (v | always) & self.locals for k, v in self.at_state.items()}
 
     def block(self, stmts: list[ast.stmt], live: frozenset[str], ctx: _Ctx) -> frozenset[str]:
@@ -339,12 +342,21 @@ def _state_of(s: ast.stmt) -> int | None:
 
 def analyze(func_source: str) -> tuple[list[str], set[str], dict[int, set[str]]]:
     """Parameters, other locals, and live locals per state for a rendered lowered function."""
+    params, others, live, _ = analyze_strict(func_source)
+    return params, others, live
+
+
+def analyze_strict(func_source: str) -> tuple[list[str], set[str], dict[int, set[str]], dict[int, set[str]]]:
+    """``analyze``, and the locals each state's code may read (``Liveness.strict``)."""
     tree = ast.parse(func_source)
     func = tree.body[0]
     assert isinstance(func, ast.FunctionDef)
     params, others = local_names(func)
-    live = Liveness(func, set(params) | others).run()
+    liveness = Liveness(func, set(params) | others)
+    live = liveness.run()
+    strict = liveness.strict
     if any(isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "super" for n in ast.walk(func)):
-        first = params[:1]
-        live = {k: v | set(first) for k, v in live.items()}
-    return params, others, live
+        first = set(params[:1])
+        live = {k: v | first for k, v in live.items()}
+        strict = {k: v | first for k, v in strict.items()}
+    return params, others, live, strict

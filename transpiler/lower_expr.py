@@ -45,6 +45,8 @@ class ExprLowerer:
         self.line_of = line_of
         self.yield_lines: dict[int, int] = {}
         """Original source line of each canonical yield line, keyed by ``id`` of the statement node."""
+        self.yield_nodes: dict[int, cst.Yield] = {}
+        """The source's yield each canonical yield line suspends at (its position names the point)."""
 
     # -- canonical suspension statements ---------------------------------------------------
     def yield_stmt(self, node: cst.Yield, target: str | None) -> Stmts:
@@ -71,6 +73,7 @@ class ExprLowerer:
             second = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(target))], value=ynode)
         line = cst.SimpleStatementLine(body=[state, second])
         self.yield_lines[id(line)] = self.line_of(node)
+        self.yield_nodes[id(line)] = node
         if isinstance(value, cst.From):
             pre.append(releasing([line], it))
         else:

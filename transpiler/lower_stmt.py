@@ -28,6 +28,9 @@ DETACHED_CLASS = PREFIX + "D"
 DETACHING = PREFIX + "dt"
 RUNTIME_LOCALS = (DETACHED_CLASS, DETACHING)
 
+# The owner of compiler locals made outside any statement with a structural identity.
+ROOT_OWNER = "00000000"
+
 # Pending completion kinds kept in ``_dg_fkN`` while a finally block runs.
 NORMAL, EXCEPTION, RETURN, BREAK, CONTINUE, DETACHED = range(6)
 
@@ -59,9 +62,16 @@ class _Capture:
 class StmtLowerer:
     """Lowers one durable function body. Dispatches on statement type to ``lower_<Type>``."""
 
-    def __init__(self, line_of: Callable[[cst.CSTNode], int]) -> None:
+    def __init__(self, line_of: Callable[[cst.CSTNode], int],
+                 owner_of: Callable[[cst.CSTNode], str | None] = lambda node: None) -> None:
         self.counter = 0
         self.line_of = line_of
+        self.owner_of = owner_of
+        self.owners: list[str] = []  # structural identity of the statements being lowered, innermost last
+        self.ordinals: dict[tuple[str, str], int] = {}
+        self.legacy: dict[str, str] = {}
+        """The name each compiler local had before names were structural (one counter per function),
+        for snapshots written then."""
         self.exprs = ExprLowerer(self.new_temp, line_of)
         self.try_info: dict[int, TryInfo] = {}
         self.captures: list[_Capture] = []
@@ -71,11 +81,18 @@ class StmtLowerer:
         self.made: dict[str, str] = {}
         """What each local the lowering made holds, in the user's terms (``names.describe``)."""
 
-    def new_temp(self, kind: str, text: str = "", line: int = 0) -> str:
+    def new_temp(self, kind: str, text: str = "", line: int = 0, at: cst.CSTNode | None = None) -> str:
         """A new compiler local of ``kind`` for the construct at ``line`` (default: the statement
-        being lowered); ``text`` is the source of the expression it keeps, if any."""
+        being lowered); ``text`` is the source of the expression it keeps, if any.
+
+        Its name is structural, ``_dg_<kind><n>_<owner>``: the owner is the identity of the statement
+        (or of the clause ``at``) that made it, and n counts the locals of that kind it made. Editing
+        another statement renames nothing, so a snapshot's compiler locals mean the same in new code."""
         self.counter += 1
-        name = f"{PREFIX}{kind}{self.counter}"
+        owner = (self.owner_of(at) if at is not None else None) or self._owner()
+        ordinal = self.ordinals[owner, kind] = self.ordinals.get((owner, kind), 0) + 1
+        name = f"{PREFIX}{kind}{ordinal}_{owner}"
+        self.legacy[name] = f"{PREFIX}{kind}{self.counter}"
         self.made[name] = self.made.get(text) or describe(kind, line or (self.lines[-1] if self.lines else 0), text)
         return name
 
@@ -96,10 +113,15 @@ class StmtLowerer:
         if method is None:
             raise Unsupported(node, type(node).__name__)
         self.lines.append(self.line_of(node) or (self.lines[-1] if self.lines else 0))
+        self.owners.append(self.owner_of(node) or self._owner())
         try:
             return method(node)
         finally:
             self.lines.pop()
+            self.owners.pop()
+
+    def _owner(self) -> str:
+        return self.owners[-1] if self.owners else ROOT_OWNER
 
     # -- simple statements -----------------------------------------------------------------
     def lower_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> Stmts:
@@ -111,7 +133,11 @@ class StmtLowerer:
             method = getattr(self, "small_" + type(part).__name__, None)
             if method is None:
                 raise Unsupported(part, type(part).__name__)
-            out += method(part)
+            self.owners.append(self.owner_of(part) or self._owner())
+            try:
+                out += method(part)
+            finally:
+                self.owners.pop()
         return out
 
     def small_Expr(self, node: cst.Expr) -> Stmts:
@@ -428,14 +454,14 @@ class StmtLowerer:
             if group is not None:
                 # What each handler raised joins the group re-raised after all handlers: keep it, so
                 # restoring into a later handler can raise it again from its (skipped) handler.
-                raised = self.new_temp("x", line=self.line_of(h))
+                raised = self.new_temp("x", line=self.line_of(h), at=h)
                 info.star_raised.append(raised)
                 t = PREFIX + "t"
                 body = [cst.Try(body=block(body), handlers=[cst.ExceptHandler(
                     type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
                     body=block([assign(raised, cst.Name(t)), small(cst.Raise())]))])]
             if has_yield(h.body):
-                exc = self.new_temp("e", line=self.line_of(h))
+                exc = self.new_temp("e", line=self.line_of(h), at=h)
                 info.handler_excs.append(group or exc)
                 if h.name is not None:
                     user = h.name.name

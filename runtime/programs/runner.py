@@ -8,6 +8,7 @@ import uuid
 from typing import Any, Callable
 
 from ..values import seals
+from . import capability
 from .clock import SYSTEM, Clock
 from .loading import ProgramError, import_program_module, load_function
 from .records import SET_ASIDE, call_text, execution_parts, to_json
@@ -34,6 +35,7 @@ class Runner:
         self.lease = lease
         self.on_event = on_event or (lambda execution_id, kind, text: None)
         self.stop = stop or threading.Event()
+        self.recorded: set[tuple[str, str, str]] = set()  # code versions this process knows the store has
 
     def start(self, ref: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> Execution:
         """Record a new execution of ``ref`` (``module:qualname``) with JSON ``args`` (and keyword
@@ -61,7 +63,8 @@ class Runner:
 
     def claim_and_advance(self, execution_id: str | None = None) -> Execution | None:
         """Claim a runnable execution (that one, or any) and advance it; None when there was none."""
-        execution = self.store.claim(self.owner, now=self.clock.now(), lease=self.lease, execution_id=execution_id)
+        execution = self.store.claim(self.owner, now=self.clock.now(), lease=self.lease, execution_id=execution_id,
+                                     skip_keys=capability.keys())
         if execution is None:
             return None
         return self.advance(execution)

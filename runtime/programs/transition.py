@@ -13,10 +13,11 @@ import types
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
-from ..errors import CorruptSnapshotError, SignatureError, SnapshotError, UnserializableValueError
+from ..compat import PointMismatchError
+from ..errors import CorruptSnapshotError, IncompatibleCodeError, SignatureError, SnapshotError, UnserializableValueError
 from ..snapshot import detach, restore, snapshot
 from ..values import dump_value, load_value, seals, settings
-from . import program_names
+from . import capability, program_names, versions
 from . import requests as rq
 from .loading import ProgramError, import_program_module, load_function
 from .records import (SET_ASIDE, current_step_mac, dump_or_none, error_text, execution_parts, step_call, step_parts,
@@ -86,6 +87,7 @@ class Transition:
         self._execution = execution
         self._consume: int | None = None  # a signal delivered to the program, consumed by the next commit
         self._step: StepRecord | None = None  # the step the execution's request names, as last committed
+        self._frames: list[tuple[Any, int]] = []  # the frames of the last snapshot (versions.frames_of)
 
     @property
     def execution(self) -> Execution:
@@ -137,6 +139,8 @@ class Transition:
             gen = restore(ex.snapshot)
         except CorruptSnapshotError as exc:  # its bytes can never be read: a permanent failure, recorded
             yield from self._fail_text(f"its snapshot cannot be read: {text_of(exc)}")
+        except IncompatibleCodeError as exc:  # a deploy changed its code: left for a worker that can run it
+            yield from self._block(exc)
         except SnapshotError as exc:
             # the code changed under the snapshot, or it names what this process does not allow: leave it
             # for a fixed deploy
@@ -209,6 +213,22 @@ class Transition:
                                 error=f"{problem} (set aside: trying again every {SET_ASIDE:g} s)", release=True)
         raise _Stop
 
+    def _block(self, exc: IncompatibleCodeError) -> Flow:
+        """The code loaded here cannot resume the run (a deploy changed it): keep everything and record
+        this process's code key in ``blocked_on``, so that no worker with this code claims it again. A
+        worker with its version, or with code or migrations that can take it, has another key."""
+        ex = self._execution
+        function = exc.function if isinstance(exc, PointMismatchError) else ex.function
+        key = capability.key_for(function.partition(":")[0])
+        blocked = list(ex.blocked_on or [])
+        if key not in blocked:
+            blocked.append(key)
+            self.on_event(ex.id, "blocked", f"{text_of(exc)}; left for a worker that can resume it")
+        yield from self._commit(blocked_on=blocked, held_until=None, release=True,
+                                error=f"cannot resume: {text_of(exc)} (blocked: left for a worker with the code "
+                                      "that suspended it, or for a deploy or migration that can take it)")
+        raise _Stop
+
     # ------------------------------------------------------------------ driving
 
     def _drive(self, gen: types.GeneratorType, action: tuple[str, Any]) -> Flow:
@@ -247,6 +267,7 @@ class Transition:
         return "send", None
 
     def _snapshot(self, gen: types.GeneratorType) -> Flow:
+        self._frames = versions.frames_of(gen)  # where it is suspended, recorded with the snapshot
         try:
             return snapshot(gen)
         except UnserializableValueError as exc:
@@ -444,6 +465,12 @@ class Transition:
             fields.setdefault("error", None)
         if fields.get("snapshot") is not None and ex.error is not None:
             fields.setdefault("error", None)  # resumed again: a note left by _set_aside is out of date
+        if ex.blocked_on and "blocked_on" not in fields:
+            fields["blocked_on"] = None  # resumed after all (a new deploy or migration): no longer blocked
+        recorded: list[versions.CodeVersion] = []
+        if fields.get("snapshot") is not None and self._frames:
+            fields.update(versions.describe(self._frames))
+            recorded = versions.new_versions(self._frames, self.runner.recorded, self.clock.now())
         step = self._step
         if new_step is not None:
             new_step.mac = seals.seal("step", step_parts(new_step))
@@ -462,8 +489,9 @@ class Transition:
                 fields.get("steps_started", ex.steps_started), step.mac if step is not None else None))
         change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
                         step_update=step_update, consume_signal=self._consume, release=release,
-                        lease_until=self.clock.now() + self.runner.lease, base=ex)
+                        lease_until=self.clock.now() + self.runner.lease, base=ex, versions=recorded)
         self._execution = yield Commit(change)
+        self.runner.recorded.update((v.function, v.version, v.source_digest) for v in recorded)
         self._step = step
         self._consume = None
         if self._execution.cancel_requested and not release and self._execution.status not in TERMINAL:

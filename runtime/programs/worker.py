@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import capability
 from .clock import SYSTEM, Clock
 from .records import text_of
 from .runner import EventSink, Runner
@@ -197,7 +198,8 @@ class _Scheduler:
         room = self.worker.in_flight - len(self.flights)
         self.want_claim = False
         try:
-            claimed = self.store.claim_many(self.worker.name, now=now, lease=self.worker.lease, limit=room)
+            claimed = self.store.claim_many(self.worker.name, now=now, lease=self.worker.lease, limit=room,
+                                            skip_keys=capability.keys())
             self.backlog = len(claimed) == room
             if not claimed:
                 self.timer_at = self.store.next_wake(now)

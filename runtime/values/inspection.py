@@ -38,7 +38,7 @@ _INTERNAL = {
     "e": "the exception an `except` clause caught",
     "mc": "the case a `match` statement chose",
 }
-_INTERNAL_NAME = re.compile(r"_dg_([a-z]+)\d*")
+_INTERNAL_NAME = re.compile(r"_dg_([a-z]+)\d*(?:_[0-9a-f]+)?")
 _YIELD_FROM = _INTERNAL["yf"]
 
 
@@ -64,9 +64,13 @@ class FrameInfo:
     line: int | None
     locals: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)  # what compiler-made locals are
+    version: str | None = None  # the code's version and the point's key and label (format 3)
+    point_key: str | None = None
+    point: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"function": self.function, "fingerprint": self.fingerprint, "state": self.state, "line": self.line,
+                "version": self.version, "point_key": self.point_key, "point": self.point,
                 "locals": dict(self.locals), "notes": dict(self.notes)}
 
 
@@ -115,13 +119,15 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
 
 
 def _frame(decoder: Decoder, record: Any, format: int) -> FrameInfo:
-    ident, fingerprint, state, line, joined, values, frees = frame_fields(record)
+    ident, fingerprint, state, line, joined, values, frees, point, _ = frame_fields(record)
     if format >= 2:
         decoder.provide(decoder.reserve(), Placeholder("gen", record))  # the frame's own generator
     names = joined.split(",") if joined else []
     if len(names) != len(values):
         raise corrupt("frame names do not match its values")
     info = FrameInfo(ident, fingerprint.hex(), state, line)
+    if point is not None:
+        info.version, info.point_key, info.point = point
     decoded = decoder.decode_all(values)
     for name, value in zip(names, decoded):
         info.locals[str(name)] = render(value)

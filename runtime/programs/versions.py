@@ -1,0 +1,48 @@
+"""What a commit records about the code a run is suspended in: each frame's function, version and point,
+and the versions (manifest and source text) the store has not seen yet."""
+from __future__ import annotations
+
+import types
+from typing import Any
+
+from .. import registry
+from ..manifest import manifest_json, source_digest
+from ..registry import FunctionMeta
+from .store.base import CodeVersion
+
+
+def frames_of(gen: types.GeneratorType) -> list[tuple[FunctionMeta, int]]:
+    """The durable frames of ``gen``'s ``yield from`` chain, outermost first, with the state of each."""
+    frames: list[tuple[FunctionMeta, int]] = []
+    current: Any = gen
+    while type(current) is types.GeneratorType and current.gi_frame is not None:
+        meta = registry.BY_CODE.get(id(current.gi_code))
+        if meta is None:
+            break
+        frames.append((meta, current.gi_frame.f_locals.get("_dg_s", 0)))
+        current = current.gi_yieldfrom
+    return frames
+
+
+def describe(frames: list[tuple[FunctionMeta, int]]) -> dict[str, Any]:
+    """The execution's columns for ``frames``: ``code_version`` (of the outermost), ``point`` (the innermost's
+    label) and ``frames`` (``[function, version, source digest, key, label, line]`` per frame)."""
+    rows = [[meta.ident, meta.version, source_digest(meta), *meta.point_of(state), meta.line_of(state)]
+            for meta, state in frames]
+    return {"code_version": rows[0][1] if rows else None, "point": rows[-1][4] if rows else None,
+            "frames": rows or None}
+
+
+def new_versions(frames: list[tuple[FunctionMeta, int]], recorded: set[tuple[str, str, str]],
+                 now: float) -> list[CodeVersion]:
+    """The code versions of ``frames`` not in ``recorded`` (what this process knows the store has)."""
+    found: list[CodeVersion] = []
+    for meta, _ in frames:
+        if meta.version is None:
+            continue
+        key = (meta.ident, meta.version, source_digest(meta))
+        if key in recorded or any((v.function, v.version, v.source_digest) == key for v in found):
+            continue
+        first_line, text = meta.source if meta.source else (None, None)
+        found.append(CodeVersion(meta.ident, meta.version, key[2], first_line, text, manifest_json(meta), now))
+    return found
