@@ -4,6 +4,7 @@ group commits, release, timers, pruning, signals, cancels, racing threads and pr
 crash points, notifications, and the indexes that serve the hot queries."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from conftest import BACKENDS, Backend
 from runtime.programs.store import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, WAITING, Change, ConflictError,
                                     Execution, InvalidStateError, NotFoundError, SchemaTooNewError, StepRecord, Store,
                                     StoreError, faults)
+from runtime.programs.store.base import CodeVersion
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -522,6 +524,150 @@ def test_claim_argument_errors(any_store: Store) -> None:
         any_store.claim_many("w", now=0.0, lease=-1.0, limit=3)
 
 
+# ============================================================================ code versions and blocked runs
+
+CODE = dict(code_version="ab12", point="wait for approval", frames=[["m:main", "ab12", "d1", "k1", "wait", 7, 2]],
+            blocked_on=["m@2", "m@1", "m@2"], migrations=[{"migration": "m:fix", "at": 5.0}])
+
+
+def code_version(version: str = "ab12", digest: str = "d1", *, at: float = 1.0, manifest: str = "{}",
+                 function: str = "m:main") -> CodeVersion:
+    return CodeVersion(function, version, digest, 3, "def main():\n    yield 'é'\n", manifest, at)
+
+
+def test_code_columns_round_trip(any_store: Store, backend: Backend) -> None:
+    e = any_store.create("m:main", [], now=0.0)
+    assert (e.code_version, e.point, e.frames, e.blocked_on, e.migrations) == (None,) * 5
+    claimed = any_store.claim("w", now=1.0, lease=10.0)
+    assert claimed is not None
+    for base in (None, claimed):  # read back, or built from the base
+        written = any_store.commit(Change(e.id, any_store.get(e.id).version, fields=CODE, base=base), now=2.0)
+        assert (written.code_version, written.point, written.frames, written.migrations) == \
+            (CODE["code_version"], CODE["point"], CODE["frames"], CODE["migrations"])
+        assert written.blocked_on == ["m@1", "m@2"]  # a set: distinct keys, sorted
+        assert any_store.get(e.id) == written and any_store.list()[0] == dataclasses.replace(written, snapshot=None)
+    assert backend.sql("SELECT blocked_on FROM executions") == [('["m@1", "m@2"]',)]
+    cleared = put(any_store, e.id, now=3.0, blocked_on=None, frames=[], point=None)
+    assert (cleared.blocked_on, cleared.frames, cleared.point) == (None, [], None)
+    for bad in ({"frames": "x"}, {"migrations": {"a": 1}}, {"blocked_on": "m@1"}, {"blocked_on": ["m@1", 2]}):
+        with pytest.raises(TypeError):
+            put(any_store, e.id, now=4.0, **bad)
+    with pytest.raises(TypeError, match="CodeVersion.recorded_at"):
+        any_store.commit(Change(e.id, cleared.version, versions=[dataclasses.replace(code_version(), recorded_at="x")]),
+                         now=4.0)
+    assert any_store.get(e.id) == cleared
+
+
+def test_versions_are_recorded_once_first_writer_wins(any_store: Store, backend: Backend) -> None:
+    a, b, c = (any_store.create("m:main", [], now=0.0) for _ in range(3))
+    any_store.commit(Change(a.id, 1, versions=[code_version(manifest="first"), code_version(manifest="second")]),
+                     now=1.0)
+    any_store.commit(Change(b.id, 1, versions=[code_version(manifest="third")]), now=2.0)
+    # a group commit: two changes with the same new version, and one that fails with a version of its own
+    results = any_store.commit_many([
+        Change(a.id, 2, versions=[code_version("cd34", manifest="first"), code_version()]),
+        Change(b.id, 1, versions=[code_version("ef56")]),  # a stale version
+        Change(c.id, 1, versions=[code_version("cd34", manifest="second")]),
+    ], now=3.0)
+    assert [type(r).__name__ for r in results] == ["Execution", "ConflictError", "Execution"]
+    signal = any_store.send_signal(c.id, "go", None, now=4.0)
+    any_store.commit(Change(c.id, 2, consume_signal=signal.id), now=4.0)
+    results = any_store.commit_many([Change(c.id, 3, consume_signal=signal.id, versions=[code_version("0a0a")])],
+                                    now=5.0)  # its signal is already consumed: the savepoint undoes its version
+    assert isinstance(results[0], ConflictError)
+    with pytest.raises(ConflictError):
+        any_store.commit(Change(a.id, 1, versions=[code_version("0b0b")]), now=6.0)
+    assert sorted(backend.sql("SELECT version, manifest FROM code_versions")) == [("ab12", "first"),
+                                                                                 ("cd34", "first")]
+
+
+def test_stores_racing_to_record_a_version_record_it_once(any_store: Store, other_store: Store,
+                                                          backend: Backend) -> None:
+    ids = [any_store.create("m:main", [], now=0.0).id for _ in range(2)]
+    barrier = threading.Barrier(2)
+    results: list[Any] = []
+
+    def record(store: Store, execution_id: str, manifest: str) -> None:
+        barrier.wait()
+        results.append(store.commit(Change(execution_id, 1, versions=[code_version(manifest=manifest),
+                                                                      code_version("cd34")]), now=1.0))
+
+    threads = [threading.Thread(target=record, args=(store, execution_id, str(i)))
+               for i, (store, execution_id) in enumerate(zip((any_store, other_store), ids))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [type(r).__name__ for r in results] == ["Execution", "Execution"]
+    assert len(backend.sql("SELECT manifest FROM code_versions WHERE version = 'ab12'")) == 1
+    assert count(backend, "code_versions") == 2
+
+
+def test_code_version_lookups(any_store: Store) -> None:
+    e = any_store.create("m:main", [], now=0.0)
+    assert any_store.code_version("m:main", "ab12") is None and any_store.code_versions("m:main") == []
+    recorded = [code_version(digest="d2", at=5.0), code_version(digest="d1", at=7.0), code_version("cd34", at=6.0),
+                code_version(function="m:other", at=1.0),
+                CodeVersion("m:main", "ee00", "d9", None, None, '{"points": []}', 9.5)]
+    any_store.commit(Change(e.id, 1, versions=recorded), now=10.0)
+    assert any_store.code_version("m:main", "ab12", "d1") == recorded[1]
+    assert any_store.code_version("m:main", "ab12") == recorded[0]  # the earliest recorded text
+    assert any_store.code_version("m:main", "ee00") == recorded[4]
+    assert any_store.code_version("m:main", "ab12", "d3") is None and any_store.code_version("m:x", "ab12") is None
+    assert any_store.code_versions("m:main") == [recorded[0], recorded[2], recorded[1], recorded[4]]
+    assert any_store.code_versions("m:other") == [recorded[3]] and any_store.code_versions("m:nope") == []
+
+
+def test_claim_skips_runs_blocked_for_its_keys(any_store: Store) -> None:
+    blocked = _pending(any_store, blocked_on=["app@1", "lib@7"])
+    free = any_store.create("m:main", [], now=5.0).id
+    assert [e.id for e in any_store.claim_many("w", now=10.0, lease=1.0, limit=5, skip_keys=["x@0", "lib@7"])] == \
+        [free]
+    any_store.release("w")
+    put(any_store, free, now=11.0, status=FINISHED)
+    assert any_store.claim("w", now=20.0, lease=1.0, skip_keys=("app@1",)) is None
+    assert any_store.claim("w", now=20.0, lease=1.0, execution_id=blocked, skip_keys=["app@1"]) is None
+    taken = any_store.claim("w", now=20.0, lease=1.0, skip_keys=["app@2"])  # other code: not blocked for it
+    assert taken is not None and taken.id == blocked and taken.blocked_on == ["app@1", "lib@7"]
+    assert [e.id for e in any_store.claim_many("w", now=30.0, lease=1.0, limit=5)] == [blocked]  # no keys
+    any_store.request_cancel(blocked, now=31.0)
+    served = any_store.claim("w", now=40.0, lease=1.0, skip_keys=["app@1"])  # a cancel is always served
+    assert served is not None and served.id == blocked
+    with pytest.raises(TypeError, match="skip_keys"):
+        any_store.claim("w", now=50.0, lease=1.0, skip_keys="app@1")
+
+
+def test_damaged_code_cells_show_as_damage_and_block_no_one(any_store: Store, backend: Backend) -> None:
+    cells = {"frames": "not json", "blocked_on": '{"k@1": 1}', "migrations": "5"}
+    damaged = [_pending(any_store) for _ in cells]
+    for execution_id, (column, text) in zip(damaged, cells.items()):
+        backend.sql(f"UPDATE executions SET {column} = ? WHERE id = ?", (text, execution_id))
+        e = any_store.get(execution_id)
+        assert e.damage is not None and f"column {column!r} is not" in e.damage and getattr(e, column) is None
+    odd = {"not json": None, "[1, 2]": None, '["k@1", 2]': "k@1", '["a", "k@1"]': "k@1", '[["k@1"]]': None}
+    rows = {_pending(any_store, blocked_on=["x@0"]): text for text in odd}
+    for execution_id, text in rows.items():
+        backend.sql("UPDATE executions SET blocked_on = ? WHERE id = ?", (text, execution_id))
+    if backend.name == "sqlite":
+        rows[_pending(any_store)] = None
+        backend.sql("UPDATE executions SET blocked_on = x'ff5b' WHERE id = ?", (list(rows)[-1],))
+    claimed = {e.id for e in any_store.claim_many("w", now=10.0, lease=1.0, limit=20, skip_keys=["k@1"])}
+    # blocked: the lists holding the key (even beside an element that is not a string, which is damage)
+    assert claimed == set(damaged) | {i for i, text in rows.items() if odd.get(text) is None}
+    assert any_store.get(damaged[1]).damage is not None
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_damaged_code_versions_rows_are_read_with_their_damage(any_store: Store, backend: Backend) -> None:
+    e = any_store.create("m:main", [], now=0.0)
+    any_store.commit(Change(e.id, 1, versions=[code_version(), code_version("cd34", at=2.0)]), now=1.0)
+    backend.sql("UPDATE code_versions SET first_line = 'three', source = x'ff' WHERE version = 'ab12'")
+    read = any_store.code_version("m:main", "ab12")
+    assert read is not None and read.damage is not None and "column 'first_line'" in read.damage
+    assert (read.first_line, read.source, read.manifest, read.recorded_at) == (None, None, "{}", 1.0)
+    assert [v.damage is None for v in any_store.code_versions("m:main")] == [False, True]
+
+
 # ============================================================================ timers and pruning
 
 def test_next_wake(any_store: Store) -> None:
@@ -979,6 +1125,56 @@ def test_migrations_apply_in_order_and_roll_back_on_failure(backend: Backend, mo
     assert backend.sql("SELECT count(tag) FROM executions") == [(0,)]
 
 
+def _store_before_code_versions(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store made by the schema before code versions (3 on SQLite, 1 on PostgreSQL), with a sleeping run, a
+    waiting one with a signal, and a step, written as that schema had them."""
+    module = backend.schema_module
+    previous = {"sqlite": 3, "postgres": 1}[backend.name]
+    assert module.LATEST == previous + 1
+    with monkeypatch.context() as patch:
+        patch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:previous])
+        patch.setattr(module, "LATEST", previous)
+        backend.open().close()
+    insert = ("INSERT INTO executions (id, function, args, status, version, created_at, updated_at, wake_at,"
+              " waiting_for) VALUES (?, 'm:main', '[1]', ?, 2, 1.0, 2.0, ?, ?)")
+    backend.sql(insert, ("asleep", SLEEPING, 5.0, None))
+    backend.sql(insert, ("waits", WAITING, None, "go"))
+    backend.sql("""INSERT INTO steps (execution_id, "index", function, call, policy, status)"""
+                " VALUES ('asleep', 0, 'm:work', ?, '{}', 'done')", (b"\x90",))
+    backend.sql("INSERT INTO signals (execution_id, name, payload, created_at) VALUES ('waits', 'go', '1', 3.0)")
+    assert backend.sql("SELECT value FROM meta") == [(str(previous),)]
+
+
+def test_a_read_only_open_of_a_store_before_code_versions_reads_nulls(backend: Backend,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    _store_before_code_versions(backend, monkeypatch)
+    if backend.name == "sqlite":
+        backend.sql("PRAGMA wal_checkpoint(TRUNCATE)")  # into the main file, so its bytes are final
+    before = backend.fingerprint()
+    with backend.open(readonly=True) as r:
+        listed = r.list()
+        assert [(e.id, e.status, e.args, e.damage) for e in listed] == [("asleep", SLEEPING, [1], None),
+                                                                        ("waits", WAITING, [1], None)]
+        assert all((e.code_version, e.point, e.frames, e.blocked_on, e.migrations) == (None,) * 5 for e in listed)
+        assert r.get("asleep") == listed[0] and r.steps("asleep")[0].status == "done"
+        assert r.code_version("m:main", "ab12") is None and r.code_versions("m:main") == []
+    assert backend.fingerprint() == before
+
+
+def test_migration_to_code_versions_keeps_the_runs(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    _store_before_code_versions(backend, monkeypatch)
+    with backend.open() as s:
+        assert backend.sql("SELECT value FROM meta") == [(str(backend.schema_module.LATEST),)]
+        asleep, waits = s.get("asleep"), s.get("waits")
+        assert (asleep.status, asleep.wake_at, asleep.version, asleep.damage) == (SLEEPING, 5.0, 2, None)
+        assert (waits.waiting_for, [g.payload for g in s.signals("waits")]) == ("go", [1])
+        assert (asleep.code_version, asleep.frames, asleep.blocked_on, waits.migrations) == (None,) * 4
+        assert [st.status for st in s.steps("asleep")] == ["done"]
+        written = s.commit(Change("waits", 2, fields=CODE, versions=[code_version()]), now=4.0)
+        assert written.blocked_on == ["m@1", "m@2"] and s.code_version("m:main", "ab12") == code_version()
+        assert [e.id for e in s.claim_many("w", now=10.0, lease=1.0, limit=5, skip_keys=["m@1"])] == ["asleep"]
+
+
 def test_a_damaged_json_cell_costs_only_its_row(any_store: Store, backend: Backend) -> None:
     bad = any_store.create("m:main", [1], now=1.0).id
     good = any_store.create("m:main", [2], now=2.0).id
@@ -1097,6 +1293,7 @@ def _many_ended_runs(backend: Backend, ended: int) -> None:
         backend.sql("INSERT INTO executions (id, function, args, status, version, created_at, updated_at, wake_at,"
                     " waiting_for) VALUES (?, 'm:main', '[]', ?, 1, ?, ?, ?, 'go')",
                     (f"live{i}", status, float(i), float(i), wake_at))
+    backend.sql("UPDATE executions SET blocked_on = '[\"k@1\"]' WHERE id = 'live0'")  # pending, blocked for k@1
     backend.sql("ANALYZE")
 
 
@@ -1104,14 +1301,16 @@ def _many_ended_runs(backend: Backend, ended: int) -> None:
 def test_postgres_hot_queries_are_served_by_indexes(any_store: Store, backend: Backend) -> None:
     _many_ended_runs(backend, 20_000)
     plans = any_store.query_plans(now=55.0)  # type: ignore[attr-defined]
-    assert set(plans) == {"claim", "next_wake", "prune"}
+    assert set(plans) == {"claim", "claim_skipping", "next_wake", "prune"}
     for name, plan in plans.items():
         assert "Seq Scan on executions" not in plan, f"{name}:\n{plan}"
-    assert "executions_pending" in plans["claim"] and "executions_timers" in plans["claim"]
+    for claim in ("claim", "claim_skipping"):
+        assert "executions_pending" in plans[claim] and "executions_timers" in plans[claim]
     assert "executions_timers" in plans["next_wake"] and "executions_ended" in plans["prune"]
     started = time.monotonic()
-    claimed = any_store.claim_many("w", now=55.0, lease=10.0, limit=100)
-    assert len(claimed) == DUE and time.monotonic() - started < 0.5
+    claimed = any_store.claim_many("w", now=55.0, lease=10.0, limit=100, skip_keys=["k@1"])
+    assert len(claimed) == DUE - 1 and time.monotonic() - started < 0.5
+    assert [e.id for e in any_store.claim_many("w", now=55.0, lease=10.0, limit=100)] == ["live0"]
     assert any_store.next_wake(55.0) == NEXT_WAKE
 
 
@@ -1122,11 +1321,12 @@ def test_sqlite_hot_queries_are_served_by_indexes(any_store: Store, backend: Bac
     conn = any_store._conn()  # type: ignore[attr-defined]
     conn.set_trace_callback(statements.append)
     try:
-        claimed = any_store.claim_many("w", now=55.0, lease=10.0, limit=100)
+        claimed = any_store.claim_many("w", now=55.0, lease=10.0, limit=100, skip_keys=["k@1"])
+        claimed += any_store.claim_many("w", now=55.0, lease=10.0, limit=100)
         wake = any_store.next_wake(55.0)
     finally:
         conn.set_trace_callback(None)
-    assert len(claimed) == DUE and wake == NEXT_WAKE
+    assert len(claimed) == DUE and claimed[-1].id == "live0" and wake == NEXT_WAKE
     reads = [s for s in statements if s.lstrip().upper().startswith(("SELECT", "WITH"))]
     assert reads
     for statement in reads:

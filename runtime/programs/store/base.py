@@ -65,6 +65,12 @@ class Execution:
     held_until: float | None = None  # set aside (it could not be resumed): claim skips it until then, whatever
                                      # else would make it runnable (a queued signal, a due timer) — except a
                                      # requested cancel, which is served at once
+    code_version: str | None = None  # the version (hex) of the outermost frame's function, as last committed
+    point: str | None = None       # the display label of the innermost frame's suspension point
+    frames: list[Any] | None = None  # JSON: one description (a list, opaque to the store) per frame, outermost first
+    blocked_on: list[str] | None = None  # JSON: the code keys of workers that could not run it: a claim given any
+                                         # of them as skip_keys passes it over (unless a cancel was requested)
+    migrations: list[Any] | None = None  # JSON: the migrations applied to the run (objects, opaque to the store)
     damage: str | None = None      # not a column: set when a cell of the row could not be read (which, and
                                    # why); that field is then None (False for flags) and the rest is read
     taken_from: str | None = None  # not a column: set by claim when it took the execution over from another
@@ -103,6 +109,22 @@ class Signal:
 
 
 @dataclass
+class CodeVersion:
+    """One row of ``code_versions``: a version of a durable function's code, per distinct text of it (a
+    version ignores comments and blank lines, so one version may have several texts, told by their digest).
+    Recorded the first time a run commits under it; later writers of the same key leave it as it is."""
+
+    function: str                 # "module:qualname"
+    version: str                  # the function's version (hex)
+    source_digest: str            # digest of the exact source text
+    first_line: int | None        # the line of the source's first line in its file
+    source: str | None            # the function's source text, when it was known
+    manifest: str                 # JSON text of the version's manifest (opaque to the store)
+    recorded_at: float
+    damage: str | None = None     # not a column: see Execution.damage
+
+
+@dataclass
 class Change:
     """Everything one transition writes, applied in one transaction, only if the execution's version
     is still ``expected_version`` (and, when ``owner`` is set, its lease is still ours)."""
@@ -119,6 +141,9 @@ class Change:
     base: Execution | None = None  # the execution as the writer holds it (version expected_version): a store may
                                    # build what commit returns from it and the change instead of reading the
                                    # row back, reading only what others may change (cancel_requested, lease)
+    versions: list[CodeVersion] = field(default_factory=list)  # code versions to record, in the same
+                                   # transaction, only if the change applies; a version already recorded
+                                   # (same function, version and source_digest) is left as it is
 
 
 
@@ -164,18 +189,24 @@ class Store(abc.ABC):
         """Executions, oldest first (snapshots and results left out: ``snapshot``/``result`` None)."""
 
     @abc.abstractmethod
-    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
+    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None,
+              skip_keys: Sequence[str] = ()) -> Execution | None:
         """Lease one runnable execution to ``owner`` (the given one, or the most overdue one): runnable
         means PENDING; SLEEPING with wake_at <= now; WAITING with an unconsumed signal named
         ``waiting_for`` or wake_at <= now; or any non-terminal one with cancel_requested. Only
-        executions with no lease or a lapsed one (lease_until <= now) are claimed. Increments the
-        version. Returns None when there is nothing to claim; raises NotFoundError when the
+        executions with no lease or a lapsed one (lease_until <= now) are claimed, and none whose
+        ``blocked_on`` shares a key with ``skip_keys`` (the claimer's code could not run it) unless a
+        cancel was requested. A ``blocked_on`` cell that is not a JSON list blocks no one (the claim
+        returns the run with its ``damage``); its elements that are not strings block no one. Increments
+        the version. Returns None when there is nothing to claim; raises NotFoundError when the
         ``execution_id`` asked for does not exist."""
 
     @abc.abstractmethod
-    def claim_many(self, owner: str, *, now: float, lease: float, limit: int) -> list[Execution]:
+    def claim_many(self, owner: str, *, now: float, lease: float, limit: int,
+                   skip_keys: Sequence[str] = ()) -> list[Execution]:
         """Lease up to ``limit`` runnable executions to ``owner`` in one transaction (as ``claim`` picks
-        one, most overdue first); an empty list when there is nothing to claim."""
+        one, most overdue first, passing over those blocked on ``skip_keys``); an empty list when there
+        is nothing to claim."""
 
     @abc.abstractmethod
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:
@@ -220,6 +251,16 @@ class Store(abc.ABC):
         stop.wait(timeout)
 
     @abc.abstractmethod
+    def code_version(self, function: str, version: str, source_digest: str | None = None) -> CodeVersion | None:
+        """The recorded code version with that key; with ``source_digest`` None, the earliest recorded text
+        of that function and version. None when there is none (or the store predates code versions). A row
+        whose cells cannot be read is returned with ``damage`` set, as executions are."""
+
+    @abc.abstractmethod
+    def code_versions(self, function: str) -> list[CodeVersion]:
+        """Every recorded version and text of ``function``, in the order they were recorded."""
+
+    @abc.abstractmethod
     def steps(self, execution_id: str) -> list[StepRecord]:
         """The execution's steps by index."""
 
@@ -255,6 +296,20 @@ def check_claim(owner: str, lease: float) -> None:
         raise ValueError("owner must be a non-empty string")
     if lease <= 0:
         raise ValueError(f"lease must be positive, not {lease!r}")
+
+
+def claim_keys(skip_keys: Sequence[str]) -> list[str]:
+    """The distinct keys a claim passes over runs blocked on, checked (TypeError for a bare string or a
+    key that is not a string)."""
+    if isinstance(skip_keys, (str, bytes)):
+        raise TypeError(f"skip_keys must be a sequence of code keys, not a single {type(skip_keys).__name__}")
+    keys: list[str] = []
+    for key in skip_keys:
+        if not isinstance(key, str):
+            raise TypeError(f"skip_keys must hold strings, not {type(key).__name__} ({key!r})")
+        if key not in keys:
+            keys.append(key)
+    return keys
 
 
 def call_record(args: Sequence[Any], kwargs: dict[str, Any] | None) -> Any:

@@ -81,10 +81,46 @@ _INITIAL = (
     "CREATE INDEX signals_unconsumed ON {s}.signals (execution_id, name, id) WHERE NOT consumed",
 )
 
+# See schema._VERSIONS. blocked_for(cell, keys) is how a claim reads blocked_on: true when that JSON list
+# holds one of the keys; false for text that is not a JSON list (damage the reader reports, which must not
+# make the claims of other rows fail, as a plain cast to jsonb would).
+_VERSIONS = (
+    """ALTER TABLE {s}.executions
+        ADD COLUMN code_version text,
+        ADD COLUMN point text,
+        ADD COLUMN frames text,
+        ADD COLUMN blocked_on text,
+        ADD COLUMN migrations text""",
+    """CREATE TABLE {s}.code_versions (
+        function text NOT NULL,
+        version text NOT NULL,
+        source_digest text NOT NULL,
+        first_line bigint,
+        source text,
+        manifest text NOT NULL,
+        recorded_at double precision NOT NULL,
+        PRIMARY KEY (function, version, source_digest)
+    )""",
+    """CREATE FUNCTION {s}.blocked_for(cell text, keys text[]) RETURNS boolean
+        LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+    BEGIN
+        RETURN jsonb_typeof(cell::jsonb) = 'array' AND cell::jsonb ?| keys;
+    EXCEPTION WHEN data_exception THEN
+        RETURN false;
+    END $$""",
+)
+
 # In a migration's statements, ``{s}`` stands for the quoted schema.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "executions, steps, signals; partial indexes for claims, timers, leases, pruning", _INITIAL),
+    Migration(2, "code versions: executions.code_version, point, frames, blocked_on, migrations; code_versions; "
+              "blocked_for()", _VERSIONS),
 )
+
+# Columns added by migrations after the first, read as NULL by a read-only open of an older store.
+ADDED_COLUMNS: dict[str, frozenset[str]] = {
+    "executions": frozenset({"code_version", "point", "frames", "blocked_on", "migrations"}),
+}
 LATEST = MIGRATIONS[-1].version
 
 _META = "CREATE TABLE IF NOT EXISTS {s}.meta (key text PRIMARY KEY, value text NOT NULL)"

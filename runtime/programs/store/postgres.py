@@ -16,11 +16,12 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from . import pg_schema, pg_url
-from .base import (PENDING, TERMINAL, Change, ConflictError, Execution, InvalidStateError, NotFoundError,
-                   Signal, StepRecord, Store, StoreError, call_record, check_claim, taken_over)
+from .base import (PENDING, TERMINAL, Change, CodeVersion, ConflictError, Execution, InvalidStateError,
+                   NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim, claim_keys,
+                   taken_over)
 from .faults import point
-from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _EXECUTION_COLUMNS, _FREE_TEXT, _JSON, _SIGNAL_COLUMNS, _STEP_COLUMNS,
-                   _cell, _columns, _encode, _execution, _signal, _step)
+from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _CODE_VERSION_COLUMNS, _EXECUTION_COLUMNS, _FREE_TEXT, _JSON,
+                   _SIGNAL_COLUMNS, _STEP_COLUMNS, _cell, _code_version, _columns, _encode, _execution, _signal, _step)
 from .statements import CHANGING, Statement, Statements, StepStatement, read_back, reads_back
 
 _T = TypeVar("_T")
@@ -58,7 +59,7 @@ _CLAIM = """
            OR (e.status IN ('sleeping', 'waiting') AND e.wake_at <= %(now)s)
            OR (e.status = 'waiting' AND EXISTS (
                  SELECT 1 FROM {s}.signals AS g
-                 WHERE g.execution_id = e.id AND g.name = e.waiting_for AND NOT g.consumed)))
+                 WHERE g.execution_id = e.id AND g.name = e.waiting_for AND NOT g.consumed))){blocked}
     ORDER BY due, e.created_at, e.seq
     LIMIT %(limit)s
     FOR UPDATE OF e {skip}
@@ -70,6 +71,11 @@ WHERE x.id = picked.id
 RETURNING {columns}, picked.lease_owner, picked.due, picked.created_at, picked.seq
 """
 
+# Claims given skip_keys also pass over runs blocked on one of them, unless a cancel was requested (see
+# pg_schema's blocked_for: a cell that is not a JSON list blocks no one, and the claim returns it with its damage).
+_NOT_BLOCKED = """
+      AND (e.blocked_on IS NULL OR e.cancel_requested OR NOT {s}.blocked_for(e.blocked_on, %(keys)s))"""
+
 _NEXT_WAKE = """
 SELECT LEAST(
     (SELECT min(wake_at) FROM {s}.executions WHERE status IN ('sleeping', 'waiting') AND wake_at > %(now)s),
@@ -77,7 +83,7 @@ SELECT LEAST(
     (SELECT min(lease_until) FROM {s}.executions WHERE lease_owner IS NOT NULL AND lease_until > %(now)s))
 """
 
-_Statements = tuple[Statement, StepStatement | None]  # the update; the step's, if any
+_Statements = tuple[Statement, StepStatement | None, Statement | None]  # the update; the step's and versions', if any
 
 _PRUNE_PICK = """
 SELECT id FROM {s}.executions WHERE status IN {ended} AND updated_at < %(before)s
@@ -210,6 +216,9 @@ class PostgresStore(Store):
         self._conninfo = target.conninfo
         self._connect_timeout = connect_timeout
         self._s = pg_schema.quoted(self.schema)
+        # readonly on an older schema: the columns it does not have yet, read as NULL; no code_versions table
+        self._absent: dict[str, frozenset[str]] = {}
+        self._versions_table = True
         self._sql = Statements(mark="%s", prefix=f"{self._s}.", insertion="seq", encode=_value, store=self.url,
                                integrity=psycopg.IntegrityError, detail=_first_line, chain=False)
         self._channel = f"durable_{self.schema}"
@@ -324,12 +333,32 @@ class PostgresStore(Store):
             pg_schema.check_supported(version, self.url)
             if not self.readonly and version < pg_schema.LATEST:
                 pg_schema.migrate(conn, self.schema, self.url)
+            elif version < pg_schema.LATEST:
+                self._read_older(conn, version)
+
+    def _read_older(self, conn: psycopg.Connection, version: int) -> None:
+        """Read-only on an older schema: the columns added since read as NULL; a StoreError when a column
+        this code needs is missing (a writing command migrates the store)."""
+        present: dict[str, set[str]] = {}
+        for table, column in conn.execute("SELECT table_name, column_name FROM information_schema.columns"
+                                          " WHERE table_schema = %s", (self.schema,)):
+            present.setdefault(table, set()).add(column)
+        self._versions_table = "code_versions" in present
+        for table, names in (("executions", _EXECUTION_COLUMNS), ("steps", _STEP_COLUMNS),
+                             ("signals", _SIGNAL_COLUMNS)):
+            missing = frozenset(name for name in names if name not in present.get(table, set()))
+            needed = sorted(missing - pg_schema.ADDED_COLUMNS.get(table, frozenset()))
+            if needed:
+                raise StoreError(f"store {self.url} has schema version {version}, older than this durable-generators "
+                                 f"({pg_schema.LATEST}), and lacks column {table}.{needed[0]}: run `durable worker` "
+                                 "once (opening a store to write migrates it), then read it again")
+            self._absent[table] = missing
 
     # -- reading rows
 
     def _select(self, table: str, leave_out: frozenset[str] = frozenset(), alias: str = "") -> str:
         names = {"executions": _EXECUTION_COLUMNS, "steps": _STEP_COLUMNS, "signals": _SIGNAL_COLUMNS}[table]
-        columns = _columns(names, leave_out)
+        columns = _columns(names, leave_out | self._absent.get(table, frozenset()))
         if not alias:
             return columns
         return ", ".join(c if c == "NULL" else f"{alias}.{c}" for c in columns.split(", "))
@@ -390,31 +419,36 @@ class PostgresStore(Store):
 
     # -- claims and leases
 
-    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
+    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None,
+              skip_keys: Sequence[str] = ()) -> Execution | None:
         """See Store.claim. Claiming one named execution waits for a writer holding its row (claiming
         any skips it)."""
-        claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id)
+        claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id, skip_keys=skip_keys)
         return claimed[0] if claimed else None
 
-    def claim_many(self, owner: str, *, now: float, lease: float, limit: int) -> list[Execution]:
+    def claim_many(self, owner: str, *, now: float, lease: float, limit: int,
+                   skip_keys: Sequence[str] = ()) -> list[Execution]:
         """See Store.claim_many: one statement, locking only the rows it leases."""
-        return self._claim(owner, now=now, lease=lease, limit=limit)
+        return self._claim(owner, now=now, lease=lease, limit=limit, skip_keys=skip_keys)
 
-    def claim_statement(self, execution_id: str | None = None) -> str:
-        """The claim statement (parameters now, limit, owner, until, and id when ``execution_id`` is given)."""
+    def claim_statement(self, execution_id: str | None = None, skipping: bool = False) -> str:
+        """The claim statement (parameters now, limit, owner, until, id when ``execution_id`` is given, and
+        keys, a list of strings, when ``skipping``)."""
         one = execution_id is not None
         return _CLAIM.format(s=self._s, live=LIVE, candidates="" if one else _CANDIDATES.format(s=self._s, live=LIVE),
                              with_="WITH" if one else "", which="e.id = %(id)s" if one else
                              "e.id IN (SELECT id FROM candidates)", skip="" if one else "SKIP LOCKED",
+                             blocked=_NOT_BLOCKED.format(s=self._s) if skipping else "",
                              columns=self._select("executions", alias="x"))
 
-    def _claim(self, owner: str, *, now: float, lease: float, limit: int,
-               execution_id: str | None = None) -> list[Execution]:
+    def _claim(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None = None,
+               skip_keys: Sequence[str] = ()) -> list[Execution]:
         check_claim(owner, lease)
+        keys = claim_keys(skip_keys)
         if limit < 1:
             return []
-        sql = self.claim_statement(execution_id)
-        params = {"now": now, "limit": limit, "owner": owner, "until": now + lease, "id": execution_id}
+        sql = self.claim_statement(execution_id, skipping=bool(keys))
+        params = {"now": now, "limit": limit, "owner": owner, "until": now + lease, "id": execution_id, "keys": keys}
         width = len(_EXECUTION_COLUMNS)
 
         def lease_them(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
@@ -487,8 +521,9 @@ class PostgresStore(Store):
         """EXPLAIN of the statements workers run all the time (claim, next_wake, prune's pick), to check
         that indexes serve them."""
         params = {"now": now, "limit": 10, "owner": "explain", "until": now, "id": None, "before": now,
-                  "batch": 1000}
-        statements = {"claim": self.claim_statement(), "next_wake": _NEXT_WAKE.format(s=self._s),
+                  "batch": 1000, "keys": ["explain@0"]}
+        statements = {"claim": self.claim_statement(), "claim_skipping": self.claim_statement(skipping=True),
+                      "next_wake": _NEXT_WAKE.format(s=self._s),
                       "prune": _PRUNE_PICK.format(s=self._s, ended=ENDED)}
         plans: dict[str, str] = {}
         with self._errors(), self._pool.connection() as conn:
@@ -533,18 +568,20 @@ class PostgresStore(Store):
 
     def _statements(self, change: Change, now: float) -> _Statements:
         """Check a change and build its statements before any transaction starts (ValueError, TypeError)."""
-        return self._sql.execution_update(change, now), self._sql.step_statement(change)
+        sql = self._sql
+        return sql.execution_update(change, now), sql.step_statement(change), sql.versions_insert(change)
 
     def _apply(self, conn: psycopg.Connection, change: Change, now: float, statements: _Statements,
                last: bool = False) -> Execution:
-        """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal."""
-        (update_sql, update_params), step = statements
+        """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal, its
+        code versions."""
+        (update_sql, update_params), step, versions = statements
         quick = reads_back(change)
         columns = CHANGING if quick else self._select("executions")
         row = conn.execute(f"{update_sql} RETURNING {columns}", update_params).fetchone()
         if row is None:
             raise ConflictError(self._sql.conflict_reason(conn, change, now))
-        self._sql.finish(conn, change, step)
+        self._sql.finish(conn, change, step, versions)
         execution = read_back(change, now, row, update_params) if quick else _execution(row)
         if execution is None:  # a field that does not read back as it was given: read the row
             execution = self._fetch(conn, change.execution_id)
@@ -553,6 +590,24 @@ class PostgresStore(Store):
         if last:
             point("commit.before_commit")
         return execution
+
+    # -- code versions
+
+    def code_version(self, function: str, version: str, source_digest: str | None = None) -> CodeVersion | None:
+        found = self._code_versions(function, version, source_digest, limit=1)
+        return found[0] if found else None
+
+    def code_versions(self, function: str) -> list[CodeVersion]:
+        return self._code_versions(function)
+
+    def _code_versions(self, function: str, version: str | None = None, source_digest: str | None = None,
+                       limit: int | None = None) -> list[CodeVersion]:
+        if not self._versions_table:  # read-only, on a store older than code versions
+            return []
+        sql, params = self._sql.code_versions_query(_columns(_CODE_VERSION_COLUMNS), function, version, source_digest)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_code_version(row) for row in self._rows(sql, params)]
 
     # -- steps
 

@@ -7,16 +7,19 @@ import json
 from dataclasses import fields as dataclass_fields
 from typing import Any, Callable, Sequence
 
-from .base import STATUSES, TERMINAL, Execution, Signal, StepRecord
+from .base import STATUSES, TERMINAL, CodeVersion, Execution, Signal, StepRecord
 
 _NOT_COLUMNS = frozenset({"damage", "taken_from"})  # attributes a read sets, not cells
 _EXECUTION_COLUMNS = tuple(f.name for f in dataclass_fields(Execution) if f.name not in _NOT_COLUMNS)
 _STEP_COLUMNS = tuple(f.name for f in dataclass_fields(StepRecord) if f.name != "damage")
 _SIGNAL_COLUMNS = tuple(f.name for f in dataclass_fields(Signal) if f.name != "damage")
-_JSON_COLUMNS = frozenset({"args", "request", "progress", "policy", "payload"})
+_CODE_VERSION_COLUMNS = tuple(f.name for f in dataclass_fields(CodeVersion) if f.name != "damage")
+_JSON_COLUMNS = frozenset({"args", "request", "progress", "policy", "payload", "frames", "blocked_on", "migrations"})
+_LIST_COLUMNS = frozenset({"frames", "blocked_on", "migrations"})  # JSON lists (blocked_on: of distinct strings)
 _BOOL_COLUMNS = frozenset({"cancel_requested", "consumed"})
 _BLOB_COLUMNS = frozenset({"snapshot", "result", "error_value"})  # left out by list()
-_FREE_TEXT = frozenset({"error"})  # text that may be stored with unencodable characters escaped
+# text that may be stored with unencodable characters escaped
+_FREE_TEXT = frozenset({"error", "point", "source", "manifest"})
 # Set by create/claim/renew/commit themselves, never through Change.fields.
 _FIXED_EXECUTION = frozenset({"id", "version", "created_at", "updated_at", "lease_owner", "lease_until"})
 _FIXED_STEP = frozenset({"execution_id", "index"})
@@ -25,11 +28,13 @@ STEP_STATUSES = ("pending", "done", "failed")
 
 # What each column must hold, to read a row cell by cell (see _record).
 _TEXT, _INT, _REAL, _BLOB, _BOOL, _JSON, _ARGS, _OBJECT = "text", "int", "real", "blob", "bool", "json", "args", "obj"
+_LIST, _KEYS = "list", "keys"  # a JSON list; a JSON list of strings
 _EXECUTION_KINDS: dict[str, Any] = {
     "id": _TEXT, "function": _TEXT, "args": _ARGS, "status": STATUSES, "version": _INT, "created_at": _REAL,
     "updated_at": _REAL, "snapshot": _BLOB, "request": _OBJECT, "wake_at": _REAL, "waiting_for": _TEXT,
     "steps_started": _INT, "progress": _JSON, "result": _BLOB, "error": _TEXT, "error_value": _BLOB,
     "cancel_requested": _BOOL, "lease_owner": _TEXT, "lease_until": _REAL, "mac": _BLOB, "held_until": _REAL,
+    "code_version": _TEXT, "point": _TEXT, "frames": _LIST, "blocked_on": _KEYS, "migrations": _LIST,
 }
 _STEP_KINDS: dict[str, Any] = {
     "execution_id": _TEXT, "index": _INT, "function": _TEXT, "call": _BLOB, "policy": _OBJECT,
@@ -40,7 +45,11 @@ _SIGNAL_KINDS: dict[str, Any] = {
     "id": _INT, "execution_id": _TEXT, "name": _TEXT, "payload": _JSON, "created_at": _REAL, "consumed": _BOOL,
 }
 assert set(_EXECUTION_KINDS) == set(_EXECUTION_COLUMNS) and set(_STEP_KINDS) == set(_STEP_COLUMNS)
-assert set(_SIGNAL_KINDS) == set(_SIGNAL_COLUMNS)
+_CODE_VERSION_KINDS: dict[str, Any] = {
+    "function": _TEXT, "version": _TEXT, "source_digest": _TEXT, "first_line": _INT, "source": _TEXT,
+    "manifest": _TEXT, "recorded_at": _REAL,
+}
+assert set(_SIGNAL_KINDS) == set(_SIGNAL_COLUMNS) and set(_CODE_VERSION_KINDS) == set(_CODE_VERSION_COLUMNS)
 MAX_INT_DIGITS = 1_000_000
 """The longest integer a JSON cell may hold (longer than ``int()`` reads by default: see _long_int)."""
 
@@ -66,6 +75,8 @@ def _is_utf8(text: str) -> bool:
 def _encode(column: str, value: Any) -> Any:
     if value is None:
         return None
+    if column in _LIST_COLUMNS:
+        value = _list_value(column, value)
     if column in _JSON_COLUMNS:
         try:
             text = json.dumps(value, ensure_ascii=False)
@@ -79,6 +90,18 @@ def _encode(column: str, value: Any) -> Any:
     if column in _FREE_TEXT and isinstance(value, str) and not _is_utf8(value):
         return value.encode("utf-8", "backslashreplace").decode("utf-8")
     return value
+
+
+def _list_value(column: str, value: Any) -> list[Any]:
+    """What a list column stores: the list (blocked_on: its distinct keys, sorted: it is a set)."""
+    if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple, set, frozenset)):
+        raise TypeError(f"{column} must be a list, not {type(value).__name__}")
+    if column != "blocked_on":
+        return list(value)
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"blocked_on must hold strings (code keys), not {type(key).__name__} ({key!r})")
+    return sorted(set(value))
 
 
 class _Damaged(Exception):
@@ -167,6 +190,10 @@ def _cell(kind: Any, value: Any) -> Any:
         raise _Damaged(f"is not a JSON list of arguments, nor an object of args and kwargs: {value[:40]!r}")
     if kind is _OBJECT and not isinstance(decoded, dict):
         raise _Damaged(f"is not a JSON object: {value[:40]!r}")
+    if kind in (_LIST, _KEYS) and not isinstance(decoded, list):
+        raise _Damaged(f"is not a JSON list: {value[:40]!r}")
+    if kind is _KEYS and not all(isinstance(key, str) for key in decoded):
+        raise _Damaged(f"is not a JSON list of strings: {value[:40]!r}")
     return decoded
 
 
@@ -205,6 +232,10 @@ def _step(row: Sequence[Any]) -> StepRecord:
 
 def _signal(row: Sequence[Any]) -> Signal:
     return Signal(**_record(_SIGNAL_KINDS, _SIGNAL_COLUMNS, row))
+
+
+def _code_version(row: Sequence[Any]) -> CodeVersion:
+    return CodeVersion(**_record(_CODE_VERSION_KINDS, _CODE_VERSION_COLUMNS, row))
 
 
 def _check_field(kind: str, name: str, allowed: Sequence[str], fixed: frozenset[str]) -> None:

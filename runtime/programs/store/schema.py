@@ -76,15 +76,41 @@ _HOLDS = (
     "CREATE INDEX signals_unconsumed ON signals (execution_id, name) WHERE NOT consumed",
 )
 
+# What each run's code is: its version and frames (informational, for `durable ls`/`show` and plans), the
+# code keys of the workers that could not run it (claims pass it over), the migrations applied to it; and
+# each code version's manifest and source text, per distinct text, recorded by the first run committed on it.
+_VERSIONS = (
+    "ALTER TABLE executions ADD COLUMN code_version TEXT",
+    "ALTER TABLE executions ADD COLUMN point TEXT",
+    "ALTER TABLE executions ADD COLUMN frames TEXT",
+    "ALTER TABLE executions ADD COLUMN blocked_on TEXT",
+    "ALTER TABLE executions ADD COLUMN migrations TEXT",
+    """CREATE TABLE code_versions (
+        function TEXT NOT NULL,
+        version TEXT NOT NULL,
+        source_digest TEXT NOT NULL,
+        first_line INTEGER,
+        source TEXT,
+        manifest TEXT NOT NULL,
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (function, version, source_digest)
+    )""",
+)
+
 # Columns added by migrations after the first: a store that predates them reads them as NULL (a
-# read-only open does not migrate).
-ADDED_COLUMNS: dict[str, frozenset[str]] = {"executions": frozenset({"mac", "held_until"}), "steps": frozenset({"mac"})}
+# read-only open does not migrate). Likewise a store without the code_versions table has none recorded.
+ADDED_COLUMNS: dict[str, frozenset[str]] = {
+    "executions": frozenset({"mac", "held_until", "code_version", "point", "frames", "blocked_on", "migrations"}),
+    "steps": frozenset({"mac"}),
+}
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial schema: executions, steps, signals", _INITIAL),
     Migration(2, "signatures: executions.mac, steps.mac (opaque bytes the runner writes)", _SIGNATURES),
     Migration(3, "executions.held_until (runs set aside) and partial indexes for claims, timers, leases, pruning",
               _HOLDS),
+    Migration(4, "code versions: executions.code_version, point, frames, blocked_on, migrations; code_versions",
+              _VERSIONS),
 )
 LATEST = MIGRATIONS[-1].version
 

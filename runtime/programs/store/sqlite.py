@@ -12,12 +12,13 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from . import schema
-from .base import (PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError, Execution, InvalidStateError,
-                   NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim, taken_over)
+from .base import (PENDING, SLEEPING, TERMINAL, WAITING, Change, CodeVersion, ConflictError, Execution,
+                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim,
+                   claim_keys, taken_over)
 from .faults import point
 from .statements import CHANGING, Statements, read_back, reads_back
-from .rows import (_BLOB_COLUMNS, _EXECUTION_COLUMNS, _JSON, _LIVE, _SIGNAL_COLUMNS, _STEP_COLUMNS, _BadText, _cell,
-                   _columns, _encode, _execution, _signal, _step)
+from .rows import (_BLOB_COLUMNS, _CODE_VERSION_COLUMNS, _EXECUTION_COLUMNS, _JSON, _LIVE, _SIGNAL_COLUMNS,
+                   _STEP_COLUMNS, _BadText, _cell, _code_version, _columns, _encode, _execution, _signal, _step)
 
 _T = TypeVar("_T")
 
@@ -75,17 +76,30 @@ WHERE status IN ({live})
              SELECT 1 FROM signals
              WHERE signals.execution_id = executions.id AND signals.name = executions.waiting_for
                AND NOT signals.consumed)))
-  {only}
+  {only}{blocked}
 ORDER BY CASE WHEN wake_at <= :now THEN wake_at ELSE updated_at END, created_at, rowid
 LIMIT :limit
 """
 
 
-def _claim_query(execution_id: str | None, now: float, limit: int) -> tuple[str, dict[str, Any]]:
+# Claims given skip_keys also pass over runs blocked on one of them (unless a cancel was requested): the
+# string elements of the blocked_on list. A cell that is not a JSON list blocks no one (the CASE keeps
+# json_each from failing the whole claim on it: the run is claimed, and read with its damage).
+_NOT_BLOCKED = """
+  AND (blocked_on IS NULL OR cancel_requested OR NOT EXISTS (
+        SELECT 1 FROM json_each(CASE WHEN typeof(blocked_on) <> 'text' OR NOT json_valid(blocked_on) THEN '[]'
+                                     WHEN json_type(blocked_on) = 'array' THEN blocked_on ELSE '[]' END) AS b
+        WHERE b.type = 'text' AND b.value IN ({keys})))"""
+
+
+def _claim_query(execution_id: str | None, now: float, limit: int,
+                 keys: Sequence[str] = ()) -> tuple[str, dict[str, Any]]:
     params: dict[str, Any] = {f"live{i}": status for i, status in enumerate(_LIVE)}
     params.update(now=now, pending=PENDING, sleeping=SLEEPING, waiting=WAITING, id=execution_id, limit=limit)
+    params.update((f"key{i}", key) for i, key in enumerate(keys))
     live = ", ".join(f":live{i}" for i in range(len(_LIVE)))
-    return _CLAIM.format(live=live, only="" if execution_id is None else "AND id = :id"), params
+    blocked = _NOT_BLOCKED.format(keys=", ".join(f":key{i}" for i in range(len(keys)))) if keys else ""
+    return _CLAIM.format(live=live, only="" if execution_id is None else "AND id = :id", blocked=blocked), params
 
 
 class SQLiteStore(Store):
@@ -108,8 +122,9 @@ class SQLiteStore(Store):
         self.timeout = timeout
         self.readonly = readonly
         self.create_missing = create and not readonly
-        # readonly on an older schema: the columns it does not have yet, read as NULL
+        # readonly on an older schema: the columns it does not have yet, read as NULL; no code_versions table
         self._absent: dict[str, frozenset[str]] = {}
+        self._versions_table = True
         self._local = threading.local()
         self._lock = threading.Lock()
         # every thread's connection, with the process that opened it (close() closes ours only)
@@ -141,6 +156,8 @@ class SQLiteStore(Store):
                 schema.check_supported(version, self.path)
                 if self.readonly:
                     self._absent = self._absent_columns(conn, version)
+                    self._versions_table = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                                        " AND name = 'code_versions'").fetchone() is not None
                 else:
                     self._configure(conn)
                     if version < schema.LATEST:
@@ -399,19 +416,22 @@ class SQLiteStore(Store):
         sql, params = self._sql.list_query(self._select("executions", _BLOB_COLUMNS), status, limit)
         return [_execution(row) for row in self._rows(sql, params)]
 
-    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
-        claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id)
+    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None,
+              skip_keys: Sequence[str] = ()) -> Execution | None:
+        claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id, skip_keys=skip_keys)
         return claimed[0] if claimed else None
 
-    def claim_many(self, owner: str, *, now: float, lease: float, limit: int) -> list[Execution]:
-        return self._claim(owner, now=now, lease=lease, limit=limit)
+    def claim_many(self, owner: str, *, now: float, lease: float, limit: int,
+                   skip_keys: Sequence[str] = ()) -> list[Execution]:
+        return self._claim(owner, now=now, lease=lease, limit=limit, skip_keys=skip_keys)
 
-    def _claim(self, owner: str, *, now: float, lease: float, limit: int,
-               execution_id: str | None = None) -> list[Execution]:
+    def _claim(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None = None,
+               skip_keys: Sequence[str] = ()) -> list[Execution]:
         check_claim(owner, lease)
+        keys = claim_keys(skip_keys)
         if limit < 1:
             return []
-        sql, params = _claim_query(execution_id, now, limit)
+        sql, params = _claim_query(execution_id, now, limit, keys)
         claimed: list[Execution] = []
         with self._write() as conn:
             rows = conn.execute(sql, params).fetchall()
@@ -471,9 +491,11 @@ class SQLiteStore(Store):
         return results
 
     def _apply(self, conn: sqlite3.Connection, change: Change, now: float) -> Execution:
-        """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal."""
+        """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal, its
+        code versions."""
         update_sql, update_params = self._sql.execution_update(change, now)
         step = self._sql.step_statement(change)
+        versions = self._sql.versions_insert(change)
         quick = reads_back(change)
         if quick:
             update_sql += f" RETURNING {CHANGING}"
@@ -481,7 +503,7 @@ class SQLiteStore(Store):
         returned = cursor.fetchone() if quick else None
         if (returned is None) if quick else cursor.rowcount != 1:
             raise ConflictError(self._sql.conflict_reason(conn, change, now))
-        self._sql.finish(conn, change, step)
+        self._sql.finish(conn, change, step, versions)
         execution = None if returned is None else read_back(change, now, returned, update_params)
         return self._fetch(conn, change.execution_id) if execution is None else execution
 
@@ -524,6 +546,24 @@ class SQLiteStore(Store):
                     conn.execute(f"DELETE FROM {table} WHERE {column} IN ({marks})", ids)
                 point("prune.batch_deleted")
             deleted += len(ids)
+
+    # -- code versions
+
+    def code_version(self, function: str, version: str, source_digest: str | None = None) -> CodeVersion | None:
+        found = self._code_versions(function, version, source_digest, limit=1)
+        return found[0] if found else None
+
+    def code_versions(self, function: str) -> list[CodeVersion]:
+        return self._code_versions(function)
+
+    def _code_versions(self, function: str, version: str | None = None, source_digest: str | None = None,
+                       limit: int | None = None) -> list[CodeVersion]:
+        if not self._versions_table:  # read-only, on a store older than code versions
+            return []
+        sql, params = self._sql.code_versions_query(_columns(_CODE_VERSION_COLUMNS), function, version, source_digest)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_code_version(row) for row in self._rows(sql, params)]
 
     # -- steps
 

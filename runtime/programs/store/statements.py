@@ -5,10 +5,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence
 
-from .base import STATUSES, Change, ConflictError, Execution, NotFoundError, StepRecord, StoreError
+from .base import STATUSES, Change, CodeVersion, ConflictError, Execution, NotFoundError, StepRecord, StoreError
 from .faults import point
-from .rows import (_EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION, _FIXED_STEP, _STEP_COLUMNS, _cell,
-                   _check_field, _columns, _Damaged)
+from .rows import (_CODE_VERSION_COLUMNS, _EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION, _FIXED_STEP,
+                   _STEP_COLUMNS, _cell, _check_field, _columns, _Damaged)
 
 # What a commit with Change.base reads back: what others may have changed since the writer read the row.
 CHANGING = "version, cancel_requested, lease_owner, lease_until"
@@ -107,6 +107,37 @@ class Statements:
             params += [change.owner, now]
         return sql, params
 
+    def versions_insert(self, change: Change) -> Statement | None:
+        """The INSERT of the change's code versions (None when it has none): one row per key, the first
+        given of each; a key already recorded is left as it is (the first writer wins)."""
+        rows: dict[tuple[str, str, str], CodeVersion] = {}
+        for version in change.versions:
+            _check_version(version)
+            rows.setdefault((version.function, version.version, version.source_digest), version)
+        if not rows:
+            return None
+        # in key order: two transactions recording the same versions wait for each other in the same order
+        ordered = [rows[key] for key in sorted(rows)]
+        marks = "(" + ", ".join(self.mark for _ in _CODE_VERSION_COLUMNS) + ")"
+        params = [self.encode(name, getattr(version, name)) for version in ordered for name in _CODE_VERSION_COLUMNS]
+        return (f"INSERT INTO {self.prefix}code_versions ({_columns(_CODE_VERSION_COLUMNS)})"
+                f" VALUES {', '.join(marks for _ in ordered)}"
+                " ON CONFLICT (function, version, source_digest) DO NOTHING", params)
+
+    def code_versions_query(self, columns: str, function: str, version: str | None = None,
+                            source_digest: str | None = None) -> Statement:
+        """Store.code_version (with ``version``) and Store.code_versions: the rows of ``function``, in the
+        order they were recorded (ties by version and digest)."""
+        sql = f"SELECT {columns} FROM {self.prefix}code_versions WHERE function = {self.mark}"
+        params: list[Any] = [function]
+        if version is not None:
+            sql += f" AND version = {self.mark}"
+            params.append(version)
+        if source_digest is not None:
+            sql += f" AND source_digest = {self.mark}"
+            params.append(source_digest)
+        return sql + " ORDER BY recorded_at, version, source_digest", params
+
     def step_statement(self, change: Change) -> StepStatement | None:
         """The step the change inserts or updates, if any."""
         if change.new_step is not None and change.step_update is not None:
@@ -135,8 +166,10 @@ class Statements:
         return (f'UPDATE {self.prefix}steps SET {assignments} WHERE execution_id = {mark} AND "index" = {mark}',
                 params + [execution_id, index])
 
-    def finish(self, conn: Connection, change: Change, step: StepStatement | None) -> None:
-        """The rest of a commit whose UPDATE applied: its step, its signal."""
+    def finish(self, conn: Connection, change: Change, step: StepStatement | None,
+               versions: Statement | None) -> None:
+        """The rest of a commit whose UPDATE applied: its step, its signal, then its code versions (last,
+        so a change that fails records none)."""
         point("commit.updated")
         if step is not None:
             self.write_step(conn, change.execution_id, *step)
@@ -144,6 +177,8 @@ class Statements:
         if change.consume_signal is not None:
             self.consume(conn, change.execution_id, change.consume_signal)
             point("commit.signal_consumed")
+        if versions is not None:
+            conn.execute(*versions)
 
     def write_step(self, conn: Connection, execution_id: str, index: int, sql: str, params: list[Any]) -> None:
         try:
@@ -177,3 +212,19 @@ class Statements:
             holder = "nobody" if owner is None else repr(owner)
             return f"{where} is leased to {holder}, not {change.owner!r}; nothing was written"
         return f"the lease of {owner!r} on {where} lapsed at {until} (now {now}); nothing was written"
+
+
+def _check_version(version: CodeVersion) -> None:
+    """Refuse a code version whose fields do not fit their columns (TypeError), before anything is written."""
+    if not isinstance(version, CodeVersion):
+        raise TypeError(f"Change.versions must hold CodeVersion records, not {type(version).__name__}")
+    for name in ("function", "version", "source_digest", "manifest"):
+        if not isinstance(getattr(version, name), str):
+            raise TypeError(f"CodeVersion.{name} must be a string, not {type(getattr(version, name)).__name__}")
+    if version.source is not None and not isinstance(version.source, str):
+        raise TypeError(f"CodeVersion.source must be a string or None, not {type(version.source).__name__}")
+    line = version.first_line
+    if line is not None and (isinstance(line, bool) or not isinstance(line, int) or not -2 ** 63 <= line < 2 ** 63):
+        raise TypeError(f"CodeVersion.first_line must be a (64-bit) integer or None, not {line!r}")
+    if isinstance(version.recorded_at, bool) or not isinstance(version.recorded_at, (int, float)):
+        raise TypeError(f"CodeVersion.recorded_at must be a number, not {version.recorded_at!r}")
