@@ -36,7 +36,7 @@ import types
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -140,9 +140,10 @@ class CountingStore(SQLiteStore):
 
     transactions = 0
 
-    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None) -> Execution | None:
+    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None,
+              skip_keys: Sequence[str] = ()) -> Execution | None:
         self.transactions += 1
-        return super().claim(owner, now=now, lease=lease, execution_id=execution_id)
+        return super().claim(owner, now=now, lease=lease, execution_id=execution_id, skip_keys=skip_keys)
 
     def commit(self, change: Change, *, now: float) -> Execution:
         self.transactions += 1
