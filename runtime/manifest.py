@@ -20,8 +20,9 @@ def source_digest(meta: FunctionMeta) -> str:
 def manifest(meta: FunctionMeta) -> dict[str, Any]:
     """What a version of ``meta`` is, as plain data: stored beside runs (``code_versions``), read by
     ``durable plan``. Pure: it reads the declaration only."""
-    points = [{"state": 0, "key": START, "display": START, "aliases": [], "line": meta.source[0] if meta.source else None,
-               "kind": "start", "contract": {"locals": list(meta.params), "slots": [], "cells": []}}]
+    first_line = meta.source[0] if meta.source else None
+    points = [{"state": 0, "key": START, "display": START, "aliases": [], "line": first_line, "kind": "start",
+               "contract": {"locals": list(meta.params), "slots": [], "cells": []}}]
     for state in sorted(meta.states):
         key, display, aliases, cells = meta.points.get(state, (f"#{state}", f"state {state}", (), ()))
         names = meta.states[state]
@@ -33,7 +34,7 @@ def manifest(meta: FunctionMeta) -> dict[str, Any]:
                                    for n in names if _COMPILER_LOCAL.fullmatch(n)],
                          "cells": list(cells)}})
     return {"manifest": MANIFEST_FORMAT, "function": meta.ident, "version": meta.version,
-            "legacy_fingerprint": meta.fingerprint.hex(), "first_line": meta.source[0] if meta.source else None,
+            "legacy_fingerprint": meta.fingerprint.hex(), "first_line": first_line,
             "source_digest": source_digest(meta), "keep_version": meta.keep_version, "params": list(meta.params),
             "points": points}
 

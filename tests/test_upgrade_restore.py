@@ -63,13 +63,13 @@ def _replace(old: str, new: str, source: str = V1) -> str:
 
 EDITS = [
     Edit("line shift", V1, "\n\n\n# a comment above\n" + V1, "IN_LOOP", "exact"),
-    Edit("comment and reformat inside", V1, _replace("        total += got", "        # add it\n        total += (got)"),
-         "IN_LOOP", "exact"),
+    Edit("comment and reformat inside", V1,
+         _replace("        total += got", "        # add it\n        total += (got)"), "IN_LOOP", "exact"),
     Edit("constant changed after the point", V1, _replace('"v1")', '"v2")'), "AT_CONFIRM", "upgrade"),
     Edit("code changed after the point, in the loop", V1,
          _replace("        total += got\n", "        total += got\n        got = None\n"), "IN_LOOP", "upgrade"),
-    Edit("suspension inserted before the point", V1, _replace("    total = 0\n", '    total = 0\n    yield ("hello",)\n'),
-         "AT_CONFIRM", "upgrade", native_lead=1),
+    Edit("suspension inserted before the point", V1,
+         _replace("    total = 0\n", '    total = 0\n    yield ("hello",)\n'), "AT_CONFIRM", "upgrade", native_lead=1),
     Edit("new local read after the point", V1,
          _replace('    total = 0\n', '    total = 0\n    retries = 3\n').replace('"v1")', 'retries)'),
          "AT_CONFIRM", "missing-local", ("local 'retries' is needed at this point in the new code",

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from ..compat import PointMismatchError
-from ..errors import CorruptSnapshotError, IncompatibleCodeError, SignatureError, SnapshotError, UnserializableValueError
+from ..errors import (CorruptSnapshotError, IncompatibleCodeError, SignatureError, SnapshotError,
+                      UnserializableValueError)
 from ..snapshot import detach, restore, snapshot
 from ..values import dump_value, load_value, seals, settings
 from . import capability, program_names, versions
