@@ -88,6 +88,8 @@ TARGET = regions.TARGET
 
 def _is_durable_decorator(d: cst.Decorator) -> bool:
     node = d.decorator
+    if isinstance(node, cst.Call):  # ``@durable(keep_version=True)``
+        node = node.func
     if isinstance(node, cst.Name):
         return node.value in ("durable", TARGET)
     if isinstance(node, cst.Attribute):

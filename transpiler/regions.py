@@ -25,6 +25,8 @@ def split_lines(source: str) -> list[str]:
 
 
 def is_durable_decorator(node: ast.expr) -> bool:
+    if isinstance(node, ast.Call):  # ``@durable(keep_version=True)``
+        node = node.func
     if isinstance(node, ast.Name):
         return node.id in ("durable", TARGET)
     return isinstance(node, ast.Attribute) and node.attr == "durable"
