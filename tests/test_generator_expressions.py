@@ -433,7 +433,9 @@ def test_in_a_method_with_private_names_and_a_walrus_elsewhere():
 # -- what stays native ---------------------------------------------------------------------------
 
 def _compiled_text(source: str, all_generators: bool = False) -> str:
-    return compile_source(textwrap.dedent(source), "m.py", all_generators=all_generators)
+    """The compiled code without its declarations (they carry each function's source text)."""
+    code = compile_source(textwrap.dedent(source), "m.py", all_generators=all_generators)
+    return "\n".join(line for line in code.splitlines() if "_dg_rt.declare(" not in line)
 
 
 def test_generator_expressions_consumed_at_once_by_a_builtin_stay_native():

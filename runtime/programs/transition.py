@@ -222,9 +222,11 @@ class Transition:
         function = exc.function if isinstance(exc, PointMismatchError) else ex.function
         key = capability.key_for(function.partition(":")[0])
         blocked = list(ex.blocked_on or [])
-        if key not in blocked:
-            blocked.append(key)
-            self.on_event(ex.id, "blocked", f"{text_of(exc)}; left for a worker that can resume it")
+        if key in blocked:  # a process that had not loaded the module when it claimed: nothing new to say
+            self.store.release(self.owner, [ex.id])
+            raise _Stop
+        blocked.append(key)
+        self.on_event(ex.id, "blocked", f"{text_of(exc)}; left for a worker that can resume it")
         yield from self._commit(blocked_on=blocked, held_until=None, release=True,
                                 error=f"cannot resume: {text_of(exc)} (blocked: left for a worker with the code "
                                       "that suspended it, or for a deploy or migration that can take it)")

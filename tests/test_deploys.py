@@ -1,0 +1,246 @@
+"""Deploys with runs in the store (issue 13), on SQLite and PostgreSQL: for each kind of edit, what a
+worker with the new code does with a run suspended under the old code — resumes it (and the run ends
+with the new code's result), or blocks it untouched for a worker with the old code (which then finishes
+it) — and a worker with old code and one with new code draining one store side by side.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from runtime import values
+from runtime.programs.clock import VirtualClock
+from runtime.programs.runner import Runner
+from runtime.programs.store import FINISHED, WAITING
+
+ROOT = Path(__file__).resolve().parent.parent
+
+V1 = '''
+from runtime import durable, point, wait
+
+
+@durable
+def inner(k):
+    got = yield wait("inner")
+    return ("inner", k, got)
+
+
+@durable
+def flow(n):
+    total = n
+    for i in range(2):
+        total += yield wait("go")
+    decision = yield wait("approve")
+    return ("v1", total, decision)
+
+
+@durable
+def chained(k):
+    result = yield from inner(k)
+    return ("chained", result)
+'''
+
+NAMED = V1.replace('decision = yield wait("approve")', 'decision = yield point("approve", wait("approve"))')
+
+
+def _edit(old: str, new: str, source: str = V1) -> str:
+    assert old in source, old
+    return source.replace(old, new)
+
+
+@dataclass
+class Edit:
+    name: str
+    v1: str
+    v2: str
+    function: str        # the run's function, started with argument 1
+    signals: list[str]   # sent before the deploy (the run then waits on the next one)
+    outcome: str         # "resume": the new code finishes it; "block": left for the old code
+
+
+EDITS = [
+    Edit("comment and line shift", V1, "# deployed\n\n" + _edit("    total = n\n", "    total = n  # start\n\n"),
+         "flow", ["go", "go"], "resume"),
+    Edit("constant changed after the point", V1, _edit('("v1", total, decision)', '("v2", total, decision)'),
+         "flow", ["go", "go"], "resume"),
+    Edit("statement inserted before the point", V1,
+         _edit("    total = n\n", "    total = n\n    yield wait('hello')\n"), "flow", ["go"], "resume"),
+    Edit("new local read after the point", V1,
+         _edit("    total = n\n", "    total = n\n    tries = 3\n").replace('"v1", total', '"v1", tries'),
+         "flow", ["go", "go"], "block"),
+    Edit("suspending statement rewritten", V1, _edit('wait("approve")', 'wait("approve" + "")'),
+         "flow", ["go", "go"], "block"),
+    Edit("suspending statement rewritten, named point", NAMED,
+         _edit('point("approve", wait("approve"))', 'point("approve", wait("approve" + ""))', NAMED),
+         "flow", ["go", "go"], "resume"),
+    Edit("for header changed around the point", V1, _edit("for i in range(2):", "for i in range(1 + 1):"),
+         "flow", ["go"], "block"),
+    Edit("inner function of a yield from changed after its point", V1,
+         _edit('return ("inner", k, got)', 'return ("inner v2", k, got)'), "chained", [], "resume"),
+    Edit("outer function of a yield from rewritten at its point", V1,
+         _edit("result = yield from inner(k)", "result = yield from inner(k + 0)"), "chained", [], "block"),
+]
+
+
+class Project:
+    """A program module in a folder of its own, deployed in versions, with a runner on one store."""
+
+    def __init__(self, folder: Path, name: str, store: Any) -> None:
+        self.folder, self.name, self.store = folder, name, store
+        self.clock = VirtualClock()
+        self.runner = Runner(store, clock=self.clock, lease=30)
+
+    def deploy(self, source: str) -> None:
+        sys.modules.pop(self.name, None)
+        (self.folder / f"{self.name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+        importlib.invalidate_caches()
+
+    def drain(self, execution_id: str) -> None:
+        while self.runner.claim_and_advance(execution_id) is not None:
+            pass
+
+    def signal(self, execution_id: str, name: str, payload: Any = 1) -> None:
+        self.store.send_signal(execution_id, name, payload, now=self.clock.now())
+        self.drain(execution_id)
+
+
+@pytest.fixture
+def project(tmp_path: Path, backend: Any, monkeypatch: pytest.MonkeyPatch) -> Iterator[Project]:
+    name = f"dg_deploy_{tmp_path.name[-12:].replace('-', '_')}_{backend.name}"
+    monkeypatch.syspath_prepend(str(tmp_path))
+    store = backend.open()
+    try:
+        yield Project(tmp_path, name, store)
+    finally:
+        store.close()
+        sys.modules.pop(name, None)
+
+
+@pytest.mark.parametrize("edit", EDITS, ids=[e.name for e in EDITS])
+def test_what_a_worker_does_with_runs_of_the_old_code(project: Project, edit: Edit) -> None:
+    project.deploy(edit.v1)
+    run = project.runner.start(f"{project.name}:{edit.function}", [1])
+    project.drain(run.id)
+    for name in edit.signals:
+        project.signal(run.id, name)
+    waiting = project.store.get(run.id)
+    assert waiting.status == WAITING and waiting.code_version and waiting.point
+    project.deploy(edit.v2)
+    last = "inner" if edit.function == "chained" else "approve"
+    project.store.send_signal(run.id, last, 7, now=project.clock.now())
+    if edit.function == "flow" and len(edit.signals) < 2:
+        project.store.send_signal(run.id, "go", 5, now=project.clock.now())
+    project.drain(run.id)
+    after = project.store.get(run.id)
+    if edit.outcome == "resume":
+        new_native = _native_result(edit.v2, edit.function, edit.signals)
+        assert after.status == FINISHED, after.error
+        assert values.load_value(after.result) == new_native
+        return
+    # blocked: untouched (status, snapshot, request), the reason recorded, not claimed again by this code
+    assert after.status == WAITING and after.snapshot == waiting.snapshot and after.request == waiting.request
+    assert after.blocked_on and "cannot resume" in after.error
+    assert project.runner.claim_and_advance(run.id) is None
+    # the old code (a worker that still has it) finishes it, and clears the block
+    project.deploy(edit.v1)
+    project.drain(run.id)
+    done = project.store.get(run.id)
+    assert done.status == FINISHED and done.blocked_on is None
+    assert values.load_value(done.result) == _native_result(edit.v1, edit.function, edit.signals)
+
+
+def _native_result(source: str, function: str, before: list[str]) -> Any:
+    """What ``function(1)`` returns run natively on ``source`` with the signals the test sends (1 for each
+    sent before the deploy, then 5 for a last "go" and 7 for the last wait): the oracle. (A wait the
+    new code added before the point gets None: the run passed that place under the old code.)"""
+    namespace: dict[str, Any] = {}
+    exec(compile(textwrap.dedent(source).replace("from runtime import durable, point, wait",
+                                                 "from runtime import point\ndurable = lambda f: f\n"
+                                                 "def wait(name, timeout=None): return ('wait', name)"),
+                 "<native>", "exec"), namespace)
+    gen = namespace[function](1)
+    payloads = {"go": [1] * before.count("go") + [5] * (2 - before.count("go")), "approve": [7], "inner": [7],
+                "hello": [None]}
+    request = next(gen)
+    try:
+        while True:
+            request = gen.send(payloads[request[1]].pop(0))
+    except StopIteration as stop:
+        return stop.value
+
+
+WORKER = """
+import sys, json
+sys.path.insert(0, sys.argv[1])
+from runtime.programs.store import open_store
+from runtime.programs.worker import Worker
+store = open_store(sys.argv[2])
+print(json.dumps(Worker(store, lease=30).run_until_idle()))
+store.close()
+"""
+
+
+def test_old_and_new_workers_drain_one_store_side_by_side(tmp_path: Path, backend: Any) -> None:
+    """Runs started under v1 and under v2, where v2 rewrote the point the runs wait at: the v2 worker
+    finishes its own and blocks v1's (once: a second pass claims nothing); the v1 worker finishes the
+    rest; nothing is left live."""
+    name = f"dg_side_{backend.name}"
+    old, new = tmp_path / "old", tmp_path / "new"
+    v2 = _edit('wait("approve")', 'wait("approve" + "")')
+    for folder, source in ((old, V1), (new, v2)):
+        folder.mkdir()
+        (folder / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    store = backend.open()
+    try:
+        ids = {}
+        for label, folder in (("old", old), ("new", new)):
+            sys.path.insert(0, str(folder))
+            try:
+                runner = Runner(store, lease=30)
+                runs = [runner.start(f"{name}:flow", [k]) for k in (1, 2)]
+                for run in runs:
+                    store.send_signal(run.id, "go", 1, now=0)
+                    store.send_signal(run.id, "go", 1, now=0)
+                    while runner.claim_and_advance(run.id) is not None:
+                        pass
+                    store.send_signal(run.id, "approve", label, now=0)
+                ids[label] = [r.id for r in runs]
+            finally:
+                sys.path.remove(str(folder))
+                sys.modules.pop(name, None)
+
+        def work(folder: Path) -> int:
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            proc = subprocess.run([sys.executable, "-c", WORKER, str(folder), backend.url], cwd=folder, env=env,
+                                  capture_output=True, text=True, timeout=120)
+            assert proc.returncode == 0, proc.stderr
+            return json.loads(proc.stdout.strip().splitlines()[-1])
+
+        assert work(new) > 0
+        assert all(store.get(i).status == FINISHED for i in ids["new"]), [store.get(i) for i in ids["new"]]
+        assert all(store.get(i).blocked_on and store.get(i).status == WAITING for i in ids["old"])
+        blocked = {i: store.get(i) for i in ids["old"]}
+        # blocked for this code: a fresh worker with it claims one at most (to load the module and learn its
+        # key), releases it untouched, and passes over the rest
+        assert work(new) <= 1
+        for i, before in blocked.items():
+            again = store.get(i)
+            assert (again.status, again.snapshot, again.blocked_on, again.error, again.lease_owner) == (
+                before.status, before.snapshot, before.blocked_on, before.error, None)
+        assert work(old) > 0
+        for label in ("old", "new"):
+            for i in ids[label]:
+                done = store.get(i)
+                assert done.status == FINISHED and values.load_value(done.result)[2] == label
+        assert not [e for e in store.list() if e.status not in ("finished",)]
+    finally:
+        store.close()
