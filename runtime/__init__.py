@@ -5,8 +5,9 @@ from .compat import PointMismatchError
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
                      NotAllowedError, NotDurableError, SignatureError, SnapshotError, UnserializableValueError)
-from .programs.requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep, step,
-                       wait)
+from .migrations import Cancel, MigrationCancelled, MigrationError, OldFrame, Resume, migration
+from .programs.requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep,
+                                step, wait)
 from .points import point
 from .snapshot import detach, restore, snapshot
 from .values import (Settings, allow_modules, configure, disallow_modules, register_codec, restore_settings,
@@ -19,7 +20,9 @@ __all__ = [
     "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
     "StepFailed",
     "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
-    "IncompatibleCodeError", "PointMismatchError", "CorruptSnapshotError", "NotAllowedError", "SignatureError", "DurableCompileError",
+    "migration", "OldFrame", "Resume", "Cancel", "MigrationError", "MigrationCancelled",
+    "IncompatibleCodeError", "PointMismatchError", "CorruptSnapshotError", "NotAllowedError", "SignatureError",
+    "DurableCompileError",
 ]
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .errors import IncompatibleCodeError
 from .registry import START, FunctionMeta
@@ -76,12 +77,7 @@ def judge(header: FrameHeader, meta: FunctionMeta | None) -> Adaptation:
     """How ``header``'s frame resumes under ``meta`` (the function as loaded now), or PointMismatchError."""
     where = f"{header.ident} at point {_label(header)}" + (f" (line {header.line} of the code that saved it)"
                                                              if header.line else "")
-
-    def refuse(reason: str, why: str, missing: tuple[str, ...] = ()) -> PointMismatchError:
-        return PointMismatchError(f"cannot resume {where} under the code loaded now: {why}",
-                                  function=header.ident, point=header.key, line=header.line, reason=reason,
-                                  missing=missing)
-
+    refuse = _refuser(header, where)
     if meta is None:
         raise refuse("no-function", f"there is no durable function {header.ident!r} any more")
     if (header.version is not None and header.version == meta.version) or header.fingerprint == meta.fingerprint:
@@ -104,7 +100,43 @@ def judge(header: FrameHeader, meta: FunctionMeta | None) -> Adaptation:
     return _contract(header, meta, state, refuse)
 
 
-def _contract(header: FrameHeader, meta: FunctionMeta, state: int, refuse) -> Adaptation:  # type: ignore[no-untyped-def]
+def judge_migrated(ident: str, point: str, names: list[str], cells: list[str], meta: FunctionMeta,
+                   migration: str) -> Adaptation:
+    """How a frame a migration produced (``runtime.migrations``: resume at ``point``, with the locals and
+    compiler locals ``names`` and the captured variables ``cells``) resumes under ``meta``, or
+    PointMismatchError. The version check is the migration's: it named the frame's version or point."""
+    header = FrameHeader(ident, b"", "migrated", point, point, 0, None, names, names, cells)
+    refuse = _refuser(header, f"{ident} at point `{point}`, where migration {migration} moved it,")
+    state = point_state(meta, point)
+    if state is None:
+        raise refuse("no-point", "the code loaded now has no point with this name, label or key")
+    return _contract(header, meta, state, refuse)
+
+
+def point_state(meta: FunctionMeta, point: str) -> int | None:
+    """The state of the point that ``point`` names in ``meta``: its explicit name (with or without "@"),
+    its key (or an alias) or its label; None when none does, or when the label names several points."""
+    for key in (point, "@" + point):
+        state = meta.state_for(key)
+        if state is not None:
+            return state
+    states = [state for state, (_, display, _, _) in meta.points.items() if display == point]
+    return states[0] if len(states) == 1 else None
+
+
+Refuse = Callable[..., PointMismatchError]
+
+
+def _refuser(header: FrameHeader, where: str) -> Refuse:
+    def refuse(reason: str, why: str, missing: tuple[str, ...] = ()) -> PointMismatchError:
+        return PointMismatchError(f"cannot resume {where} under the code loaded now: {why}",
+                                  function=header.ident, point=header.key, line=header.line, reason=reason,
+                                  missing=missing)
+
+    return refuse
+
+
+def _contract(header: FrameHeader, meta: FunctionMeta, state: int, refuse: Refuse) -> Adaptation:
     have = set(header.names)
     tracked = set(header.tracked)
     cells = set(header.cells)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import msgpack
 
-from . import _support, closures, compat, registry, values
+from . import _support, closures, compat, migrations, registry, values
 from .errors import GeneratorStateError, NotDurableError, SnapshotError, UnserializableValueError
 from .registry import FunctionMeta
 from .values import FORMAT, MAGIC, NO_BODY, Decoder, Encoder, Kind, code_kinds
@@ -338,18 +338,31 @@ def _delegate(meta: FunctionMeta, state: int, label: str, value: types.Generator
 _corrupt = values.corrupt
 
 
-def restore(data: bytes) -> types.GeneratorType:
-    """Rebuild a generator from ``snapshot`` bytes, suspended where the snapshot was taken."""
+def restore(data: bytes, report: list[dict[str, Any]] | None = None) -> types.GeneratorType:
+    """Rebuild a generator from ``snapshot`` bytes, suspended where the snapshot was taken.
+
+    Frames saved under another version of their function resume under the code loaded now when it takes
+    them (``runtime.compat``), or through a registered migration (``runtime.migrations``: the only user code
+    restore runs). When it succeeds, ``report`` gets one entry per migration applied,
+    ``{"migration", "function", "from_version", "from_point", "to_point"}``, and one per frame upgraded
+    without one, ``{"upgrade": function, "from_version", "to_version"}``, in the order the frames were decoded.
+    """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise TypeError(f"restore() needs bytes, not {type(data).__name__!r}")
     data = bytes(data)
     envelope, _ = values.open_snapshot(data)
     decoder = Decoder(_HOOKS, max_depth=values.settings.current.max_depth, input_size=len(data))
     made = _support.collect_started()  # held generators are restored while their values are decoded
+    outer_report = getattr(_local, "report", None)
+    _local.report = applied = []
     try:
-        return _restore_frames(envelope, decoder, made)
+        gen = _restore_frames(envelope, decoder, made)
     finally:
+        _local.report = outer_report
         _support.stop_collecting(made)
+    if report is not None:
+        report.extend(applied)
+    return gen
 
 
 def _restore_frames(envelope: list[Any], decoder: Decoder, made: list[types.GeneratorType]) -> types.GeneratorType:
@@ -393,10 +406,14 @@ def _detach_all(made: list[types.GeneratorType]) -> None:
                 pass
 
 
-def _check_record(raw: Any) -> tuple[FunctionMeta, compat.Adaptation, list[str]]:
+_Checked = tuple[FunctionMeta, "compat.Adaptation | migrations.Migration", list[str], compat.FrameHeader]
+
+
+def _check_record(raw: Any) -> _Checked:
     """Check a frame record's shape, find its function (imported only if allowed) and judge how it
-    resumes under the code loaded now (``runtime.compat``): the function, the adaptation and the names
-    of the record's values (translated from the names of format 1 and 2)."""
+    resumes under the code loaded now (``runtime.compat``): the function, the adaptation (or the migration
+    to run on its decoded values first, ``runtime.migrations``), the names of the record's values
+    (translated from the names of format 1 and 2) and what the record says about where it was saved."""
     ident, fingerprint, state, line, names, packed, frees, point, tracked = values.frame_fields(raw)
     meta = registry.lookup(ident, fingerprint)
     bound = names.split(",") if names else []
@@ -409,14 +426,18 @@ def _check_record(raw: Any) -> tuple[FunctionMeta, compat.Adaptation, list[str]]
         kept = [renamed.get(n, n) for n in kept]
     header = compat.FrameHeader(ident, fingerprint, point[0] if point else None, point[1] if point else None,
                                 point[2] if point else None, state, line, bound, kept, frees[0] if frees else [])
+    if not all(n.isidentifier() for n in bound):
+        raise _corrupt("frame locals are not names")
+    found = migrations.find(header, meta) if migrations.REGISTERED else None
+    if found is not None:
+        assert meta is not None
+        return meta, found, bound, header
     adapt = compat.judge(header, meta)
     assert meta is not None  # the judge refuses a function that is gone
     plan = meta.plans.get(adapt.state) or _plan(meta, adapt.state, registry.code_for(meta))
     if adapt.exact and not plan.name_set.issuperset(bound):
         raise _corrupt("frame locals do not match the function's state table")
-    if not all(n.isidentifier() for n in bound):
-        raise _corrupt("frame locals are not names")
-    return meta, adapt, bound
+    return meta, adapt, bound, header
 
 
 def _decode_frame(decoder: Decoder, raw: Any, format: int) -> _support.PendingFrame:
@@ -430,13 +451,19 @@ def _decode_frame(decoder: Decoder, raw: Any, format: int) -> _support.PendingFr
     return frame
 
 
-def _pending_frame(payload: Any, checked: tuple[FunctionMeta, compat.Adaptation, list[str]] | None = None
-                   ) -> _support.PendingFrame:
+def _pending_frame(payload: Any, checked: _Checked | None = None) -> _support.PendingFrame:
     """A frame record whose values are decoded already (by ``_decode_frame``, or by the codec for
-    a durable generator held in a local), adapted to the code loaded now."""
-    meta, adapt, bound = checked or _check_record(payload)
+    a durable generator held in a local), migrated and adapted to the code loaded now."""
+    meta, adapt, bound, header = checked or _check_record(payload)
     frame_values = dict(zip(bound, payload[5]))
     cells = closures.cells_by_name(payload[6])
+    report = getattr(_local, "report", None)
+    if isinstance(adapt, migrations.Migration):
+        adapt, frame_values, cells = migrations.apply(adapt, header, frame_values, cells, meta, report)
+        _plan(meta, adapt.state, registry.code_for(meta))  # _restore_frames finds the delegation local in it
+    elif not adapt.exact and report is not None:
+        report.append({"upgrade": meta.ident, "from_version": header.version or header.fingerprint.hex(),
+                       "to_version": meta.version})
     if not adapt.exact:
         for name in adapt.drop:
             del frame_values[name]

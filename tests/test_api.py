@@ -165,8 +165,9 @@ def test_public_names():
         # durable programs (runtime.programs.requests)
         "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
         "StepFailed",
-        # deploys (runtime.points, runtime.compat)
-        "point", "PointMismatchError",
+        # deploys (runtime.points, runtime.compat, runtime.migrations)
+        "point", "PointMismatchError", "migration", "OldFrame", "Resume", "Cancel", "MigrationError",
+        "MigrationCancelled",
     })
     from runtime.programs import requests
     assert (runtime.sleep, runtime.wait, runtime.step, runtime.SignalTimeout) == (
