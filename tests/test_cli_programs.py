@@ -615,7 +615,7 @@ def test_show_and_ls_display_leases_and_runs_set_aside(work: Path):
 
     listing = durable("ls", cwd=work).stdout.splitlines()
     [held_line] = [line for line in listing if line.startswith(held)]
-    assert re.search(rf"pending .* flows:greet +set aside until {WHEN}$", held_line), held_line
+    assert re.search(rf"pending .* flows:greet +- +- +set aside until {WHEN}$", held_line), held_line  # VERSION, POINT
     assert not any("set aside" in line for line in listing if not line.startswith(held)), listing
     listed = {e["id"]: e for e in json.loads(durable("ls", "--json", cwd=work).stdout)}
     assert listed[held]["set_aside"] == {"until": pytest.approx(now + 600), "reason": reason}

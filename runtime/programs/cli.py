@@ -1,4 +1,4 @@
-"""The ``durable`` commands for durable programs: run, worker, ls, show, signal, cancel, result, prune."""
+"""The ``durable`` commands for durable programs: run, worker, ls, show, plan, signal, cancel, result, prune."""
 from __future__ import annotations
 
 import datetime as dt
@@ -614,8 +614,16 @@ STATUS_HELP = ("Only executions in this status: pending (not started yet, or due
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list (with each execution's args and kwargs).")
 @_store_errors
 def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None:
-    """List executions, oldest first: id, status, last update, function and what it waits for (a run
-    set aside, which no worker takes before a time, says so first: set aside until ...)."""
+    """List executions, oldest first: id, status, last update, function, the version of its code (8 hex
+    digits of the outermost frame's version as last committed, - before the first suspension), the point
+    it is suspended at (its label, cut to 40 characters) and what it waits for (a run set aside, which no
+    worker takes before a time, says so first: set aside until ...). A run that workers could not resume
+    under their code (a deploy changed it) keeps its status and says BLOCKED first: it waits for a worker
+    with the code that suspended it, or a deploy or migration that takes it (durable plan tells which).
+
+    --json adds code_version, point, frames (per frame, outermost first: [function, version, source
+    digest, point key, point label, line]) and blocked_on (the code keys of the workers that could not
+    resume it)."""
     store = _open(store_url, readonly=True)
     rows = store.list(status=status)
     now = _now()
@@ -624,13 +632,32 @@ def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None
                            "kwargs": _call_parts(e.args)[1], "created_at": e.created_at,
                            "updated_at": e.updated_at, "wake_at": e.wake_at, "waiting_for": e.waiting_for,
                            "progress": e.progress, "lease": _lease(e, now), "set_aside": _set_aside(e),
-                           "damage": e.damage}
+                           "code_version": e.code_version, "point": e.point, "frames": e.frames,
+                           "blocked_on": e.blocked_on, "damage": e.damage}
                           for e in rows], indent=2))
         return
-    click.echo(f"{'ID':14} {'STATUS':10} {'UPDATED':24} {'FUNCTION':32} DETAIL")
+    click.echo(f"{'ID':14} {'STATUS':10} {'UPDATED':24} {'FUNCTION':32} {'VERSION':8} {'POINT':{POINT_WIDTH}} DETAIL")
     for e in rows:
+        detail = _detail(e)
+        if e.blocked_on and e.status not in ("finished", "failed", "cancelled"):
+            detail = "BLOCKED (no worker seen so far can resume it: durable show, durable plan)" \
+                + (f"; {detail}" if detail else "")
         click.echo(f"{e.id or '?':14} {e.status or '?':10} {_when(e.updated_at):24} {e.function or '?':32} "
-                   f"{_detail(e)}".rstrip())
+                   f"{_short_version(e.code_version):8} {_clip(e.point or '-', POINT_WIDTH):{POINT_WIDTH}} "
+                   f"{detail}".rstrip())
+
+
+POINT_WIDTH = 40
+"""How much of a point's label ``ls`` shows."""
+
+
+def _short_version(version: Any) -> str:
+    return version[:8] if isinstance(version, str) and version else "-"
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())  # a label of several lines stays on one row
+    return text if len(text) <= width else text[:width - 1] + "…"
 
 
 def _source_line(function: str | None, line: int | None) -> str | None:
@@ -653,6 +680,28 @@ def _source_line(function: str | None, line: int | None) -> str | None:
     return None
 
 
+def _frame_source(store: Any, ex: Any, index: int, frame: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The text of a suspended frame's line in the text of the version that saved it (the store keeps it
+    per version and text digest), or else in today's file, with a note saying so: (text, note)."""
+    function, version, line = frame["function"], frame.get("version"), frame["line"]
+    rows = ex.frames if isinstance(ex.frames, list) else []
+    row = rows[index] if index < len(rows) else None
+    digest = row[2] if isinstance(row, list) and len(row) >= 3 and row[:2] == [function, version] else None
+    if isinstance(version, str) and isinstance(line, int):
+        from runtime.programs.plan import source_lines
+
+        stored = store.code_version(function, version, digest)
+        if stored is not None and isinstance(stored.source, str):
+            first, lines = source_lines(stored.first_line, stored.source)
+            if 0 <= line - first < len(lines):
+                return lines[line - first].strip(), None
+    text = _source_line(function, line)
+    if text is None:
+        return None, None
+    return text, (f"(today's file: the text of version {_short_version(version)} is not recorded; it may have "
+                  "moved)")
+
+
 def _describe(store: Any, ex: Any, now: float) -> dict[str, Any]:
     args, kwargs = _call_parts(ex.args)
     info: dict[str, Any] = {
@@ -661,15 +710,16 @@ def _describe(store: Any, ex: Any, now: float) -> dict[str, Any]:
         "created_at": ex.created_at, "updated_at": ex.updated_at, "request": ex.request, "wake_at": ex.wake_at,
         "waiting_for": ex.waiting_for, "progress": ex.progress, "cancel_requested": ex.cancel_requested,
         "lease": _lease(ex, now), "set_aside": _set_aside(ex),
-        "error": ex.error, "damage": ex.damage, "suspended_at": None,
+        "error": ex.error, "damage": ex.damage, "code_version": ex.code_version, "point": ex.point,
+        "frames": ex.frames, "blocked_on": ex.blocked_on, "suspended_at": None,
     }
     if ex.snapshot is not None:
         import runtime
 
         try:
             frames = runtime.inspect_snapshot(ex.snapshot).to_dict()["frames"]
-            for frame in frames:
-                frame["source"] = _source_line(frame["function"], frame["line"])
+            for index, frame in enumerate(frames):
+                frame["source"], frame["source_note"] = _frame_source(store, ex, index, frame)
             info["suspended_at"] = frames
         except Exception as exc:  # a damaged snapshot: say so, show the rest
             info["suspended_at"] = f"unreadable snapshot: {type(exc).__name__}: {exc}"
@@ -692,9 +742,12 @@ def _describe(store: Any, ex: Any, now: float) -> dict[str, Any]:
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @_store_errors
 def show_command(execution_id: str, store_url: str | None, as_json: bool) -> None:
-    """Show an execution: status, whether it is set aside (until when, and why) and which worker holds
-    its lease (until when, or that it lapsed), where it is suspended (source line and live locals, read
-    from the snapshot without importing anything), its steps and signals."""
+    """Show an execution: status, whether it is set aside (until when, and why) or blocked (the code keys
+    of the workers that could not resume it, and why) and which worker holds its lease (until when, or
+    that it lapsed), where it is suspended (per frame: the line, the code's version and the point's
+    label, the line's text in the text of THAT version as the store recorded it, else in today's file
+    with a note; the live locals, read from the snapshot without importing anything), its steps and
+    signals."""
     store = _open(store_url, readonly=True)
     ex = _get(store, execution_id)
     now = _now()
@@ -708,6 +761,10 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     click.echo(f"  status    {info['status'] or '?'}" + (f" ({detail})" if detail else ""))
     if ex.held_until is not None:  # its reason is the error: shown here, not again below
         click.echo(f"  {_set_aside_text(ex, now)}")
+    if ex.blocked_on and ex.status not in ("finished", "failed", "cancelled"):
+        click.echo(f"  blocked   on {', '.join(map(str, ex.blocked_on))}: the workers with this code cannot resume "
+                   "it; it waits for a worker with the code that suspended it, or a deploy or migration that "
+                   "takes it (durable plan tells which); why: see error")
     if info["lease"] is not None:
         click.echo(f"  lease     {_lease_text(info['lease'], now)}")
     if ex.damage:
@@ -718,8 +775,14 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     frames = info["suspended_at"]
     if isinstance(frames, list):
         for frame in frames:
-            click.echo(f"  suspended in {frame['function']} at line {frame['line']} (state {frame['state']})"
+            where = [f"version {_short_version(frame.get('version'))}" if frame.get("version") else
+                     f"state {frame['state']}"]
+            if frame.get("point"):
+                where.append(f"point '{frame['point']}'")
+            click.echo(f"  suspended in {frame['function']} at line {frame['line']} ({', '.join(where)})"
                        + (f": {frame['source']}" if frame.get("source") else ""))
+            if frame.get("source_note"):
+                click.echo(f"      {frame['source_note']}")
             notes = frame.get("notes", {})
             for name, value in frame["locals"].items():
                 click.echo(f"      {name} = {value}" + (f"  ({notes[name]})" if name in notes else ""))
@@ -737,6 +800,81 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     for s in info["signals"]:
         click.echo(f"  signal {s['name']!r} {_json(s['payload'])} {'consumed' if s['consumed'] else 'queued'}"
                    + (f"  damaged: {s['damage']}" if s["damage"] else ""))
+
+
+@commands.command("plan", short_help="Say what the code importable now does to each live run (read-only).")
+@click.argument("modules", nargs=-1, metavar="[MODULE]...")
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON object: runs, summary, functions.")
+@_store_errors
+def plan_command(modules: tuple[str, ...], store_url: str | None, as_json: bool) -> None:
+    """Before a deploy: judge every live run (pending, sleeping, waiting) of the store against the code
+    importable now, as a worker with this code would resume it, without changing anything (the store is
+    opened read-only, no value of a snapshot is decoded, no user code runs but the modules' imports).
+
+    Imports MODULE... (dotted names, as python -m takes them, from the current directory), else the
+    modules of the live runs' functions and the modules of [tool.durable]. Each frame of a run is
+    judged; the run's outcome is the worst of its frames': unchanged (the same version), upgrade
+    (resumes under the new code), migrate (a registered migration moves it; none before migrations
+    exist), pinned (its function keeps runs on their version: it waits for a worker with that version;
+    does not fail the plan), stranded (the code cannot resume it: an old worker or a migration must; an
+    unreadable snapshot is stranded too). A run not started yet is judged at <start>: its function must
+    exist and take its arguments.
+
+    Prints, per function and point, how many runs, their outcome and why; for each function whose
+    version changed, a unified diff of the old version's text as the store recorded it against today's
+    (numbered as in their files); then a summary line. --json prints {"runs": [{"id", "function",
+    "point", "line", "outcome", "reason"}], "summary": {"unchanged", "upgrade", "migrate", "pinned",
+    "stranded"}, "store", "functions": [{"function", "old_version", "new_version", "diff"}]}.
+
+    Exit 0 when no run is stranded, 1 when one is, 2 on bad input (an unknown store, a module that
+    fails to import, an unreadable configuration)."""
+    from runtime.programs.plan import PlanInputError, make_plan
+
+    for name in modules:
+        if not all(part.isidentifier() for part in name.split(".")):
+            _fail(f"{name!r} is not a module name: {NAME_HINT}")
+    store = _open(store_url, readonly=True)
+    try:
+        plan = make_plan(store, modules)
+    except PlanInputError as exc:
+        _fail(str(exc))
+    if as_json:
+        click.echo(_json(plan.to_json(), indent=2))
+    else:
+        _print_plan(plan)
+    sys.exit(1 if plan.stranded else EXIT_OK)
+
+
+def _print_plan(plan: Any) -> None:
+    count = len(plan.runs)
+    click.echo(f"plan: {count} live run{'' if count == 1 else 's'} in {plan.store}, judged against the code "
+               "importable now")
+    groups: dict[tuple[Any, ...], list[Any]] = {}
+    for run in plan.runs:
+        groups.setdefault((run.function, run.point, run.outcome, run.reason), []).append(run)
+    functions = list(dict.fromkeys([run.function for run in plan.runs] + [f.function for f in plan.functions]))
+    for function in functions:
+        click.echo(f"\n{function}")
+        for (name, point, outcome, reason), runs in groups.items():
+            if name != function:
+                continue
+            line = runs[0].line
+            where = f"at {point}" if point in (None, "<start>") else f"at '{point}'"
+            where += f" (line {line})" if line is not None else ""
+            click.echo(f"  {len(runs)} run{'' if len(runs) == 1 else 's'}: {outcome} {where}"
+                       + (": " + reason.replace("\n", "\n    ") if reason else ""))
+            if len(runs) <= 5:
+                click.echo(f"    ({', '.join(run.id for run in runs)})")
+        for change in plan.functions:
+            if change.function != function:
+                continue
+            new = (change.new_version or "")[:8] or "(removed)"
+            click.echo(f"  version {(change.old_version or '?')[:8]} -> {new}:")
+            click.echo("\n".join(f"    {line}" for line in change.diff.splitlines()))
+    summary = plan.summary
+    click.echo("\nsummary: " + ", ".join(f"{n} {outcome}" for outcome, n in summary.items())
+               + ("" if not summary["stranded"] else " (stranded runs need the old code or a migration)"))
 
 
 @commands.command("signal", short_help="Send a signal (a JSON payload) to an execution.")
