@@ -381,3 +381,51 @@ def test_the_report_names_upgraded_frames(deploy: Deploy) -> None:
     assert _drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v2"))
     assert report == [{"upgrade": deploy.function, "from_version": _version_of(V1),
                        "to_version": _version_of(V1.replace('"v1"', '"v2"'))}]
+
+
+NESTED = """
+from runtime import durable
+from runtime import point
+
+
+@durable
+def inner(start):
+    count = start
+    got = yield point("ask", ("ask", count))
+    return count + got
+
+
+@durable
+def flow(items):
+    held = [inner(100)]
+    next(held[0])
+    result = yield from inner(len(items))
+    try:
+        held[0].send(1)
+    except StopIteration as stop:
+        return (result, stop.value, "v1")
+"""
+
+
+def test_frames_in_a_yield_from_chain_and_held_in_values_are_migrated_each(deploy: Deploy) -> None:
+    gen = deploy.load(NESTED).flow(ITEMS)
+    assert next(gen) == ("ask", 3)
+    data = snapshot(gen)
+    detach(gen)
+    deploy.load(NESTED.replace("count", "n"))
+    ident = f"{deploy.name}:inner"
+    seen: list[int] = []
+
+    @migration(ident, from_point="ask")
+    def count_to_n(old: OldFrame) -> Resume:
+        seen.append(old.locals["count"])
+        return old.to("ask", n=old.locals["count"])
+
+    try:
+        report: list[dict[str, Any]] = []
+        assert _drive(restore(data, report), [5]) == [("return", (8, 101, "v1"))]
+        assert sorted(seen) == [3, 100]
+        assert sorted(r.get("migration", r.get("upgrade")) for r in report) == [
+            *[f"{__name__}:{count_to_n.__qualname__}"] * 2]
+    finally:
+        migrations.REGISTERED.pop(ident, None)
