@@ -94,10 +94,13 @@ class Plan:
 
 
 def migration_for(header: FrameHeader, meta: FunctionMeta | None) -> str | None:
-    """The migration restore would apply to a frame saved by another version (a match wins over the
-    automatic upgrade): its name, for the reason; or None. The hook for Stage D (``runtime.migrations``):
-    until plan asks it, no run is reported ``migrate``."""
-    return None
+    """The migration restore would apply first to a frame saved by another version (a match wins over the
+    automatic upgrade), by name; None when none matches. Registered migrations are found, never run (what
+    they produce is checked only at restore): raises MigrationError when several match alike."""
+    from .. import migrations
+
+    found = migrations.find(header, meta)
+    return found.name if found is not None else None
 
 
 def make_plan(store: Store, modules: Sequence[str] = ()) -> Plan:
@@ -300,10 +303,12 @@ def _plan_frame(header: FrameHeader, problems: dict[str, str],
 
 def _judge(header: FrameHeader, problems: dict[str, str]) -> tuple[str, str | None]:
     meta = _loaded(header.ident, header.fingerprint)
-    if meta is None or header.version != meta.version:
+    try:
         migration = migration_for(header, meta)
-        if migration is not None:
-            return "migrate", f"migrate: {migration}"
+    except IncompatibleCodeError as exc:  # MigrationError: several migrations match alike
+        return "stranded", f"migration: {exc}"
+    if migration is not None:
+        return "migrate", f"migrate: migration {migration} moves it"
     try:
         adapt = compat.judge(header, meta)
     except PointMismatchError as exc:
