@@ -761,3 +761,65 @@ def test_prune_bad_options_and_a_missing_store(work: Path):
     assert not (work / ".durable").exists()
     elsewhere = durable("prune", "--finished-before", "30d", "--store", "sqlite:///other/none.db", cwd=work)
     assert elsewhere.returncode == 2 and "no store at" in elsewhere.stderr and not (work / "other").exists()
+
+
+# ============================================================================ ls, show: versions and points (deploys)
+
+APPROVE = 'decision = yield wait("approve", timeout=600)'
+
+
+def test_ls_and_show_print_the_version_and_the_point(work: Path):
+    durable("run", "flows:approval", '["bo"]', cwd=work)
+    [listed] = json.loads(durable("ls", "--json", cwd=work).stdout)
+    version = listed["code_version"]
+    assert re.fullmatch(r"[0-9a-f]{16,}", version) and listed["point"] == APPROVE and listed["blocked_on"] is None
+    [[function, frame_version, digest, _, label, line]] = listed["frames"]
+    assert (function, frame_version, label) == ("flows:approval", version, APPROVE) and digest
+    [row] = [text for text in durable("ls", cwd=work).stdout.splitlines() if text.startswith(listed["id"])]
+    assert f" flows:approval {' ' * 17} {version[:8]} {APPROVE[:39]}… signal 'approve'" in row, row
+    shown = durable("show", listed["id"], cwd=work).stdout
+    assert f"  suspended in flows:approval at line {line} (version {version[:8]}, point '{APPROVE}'): {APPROVE}\n" \
+        in shown, shown
+    info = json.loads(durable("show", listed["id"], "--json", cwd=work).stdout)
+    assert info["code_version"] == version and info["point"] == APPROVE and info["frames"] == listed["frames"]
+    assert info["suspended_at"][0]["source"] == APPROVE and info["suspended_at"][0]["source_note"] is None
+
+
+def test_show_pairs_the_line_with_the_text_of_the_version_that_saved_it(work: Path):
+    """The line-shift bug: blank lines inserted above a function do not change its version, so the run
+    resumes under it, but its stored line now points elsewhere in today's file."""
+    durable("run", "flows:approval", '["bo"]', cwd=work)
+    [listed] = json.loads(durable("ls", "--json", cwd=work).stdout)
+    line = listed["frames"][0][5]
+    (work / "flows.py").write_text(FLOWS.replace("@durable\ndef approval", "\n\n\n\n\n@durable\ndef approval"),
+                                   encoding="utf-8")
+    assert (work / "flows.py").read_text().splitlines()[line - 1].strip() != APPROVE  # today's file moved on
+    shown = durable("show", listed["id"], cwd=work).stdout
+    [where] = [text for text in shown.splitlines() if "suspended in flows:approval" in text]
+    assert where.endswith(f"at line {line} (version {listed['code_version'][:8]}, point '{APPROVE}'): {APPROVE}"), where
+    assert "today's file" not in shown
+    with sqlite3.connect(work / ".durable" / "durable.db") as conn:  # a store that did not record the text
+        conn.execute("DELETE FROM code_versions")
+    shown = durable("show", listed["id"], cwd=work).stdout
+    today = (work / "flows.py").read_text().splitlines()[line - 1].strip()
+    [where] = [text for text in shown.splitlines() if "suspended in flows:approval" in text]
+    assert where.endswith(f"'{APPROVE}')" + (f": {today}" if today else "")), where
+    assert (f"      (today's file: the text of version {listed['code_version'][:8]} is not recorded; it may have "
+            "moved)\n") in shown
+
+
+def test_ls_and_show_say_a_run_is_blocked(work: Path):
+    durable("run", "flows:approval", '["bo"]', cwd=work)
+    [listed] = json.loads(durable("ls", "--json", cwd=work).stdout)
+    error = "cannot resume: flows:approval changed (blocked: left for a worker with the code that suspended it)"
+    with sqlite3.connect(work / ".durable" / "durable.db") as conn:  # as a worker's block leaves it
+        conn.execute("UPDATE executions SET blocked_on = ?, error = ? WHERE id = ?",
+                     ('["flows@0123456789abcdef"]', error, listed["id"]))
+    [row] = [text for text in durable("ls", cwd=work).stdout.splitlines() if text.startswith(listed["id"])]
+    assert row.split()[1] == "waiting" and "BLOCKED (no worker seen so far can resume it" in row, row
+    assert json.loads(durable("ls", "--json", cwd=work).stdout)[0]["blocked_on"] == ["flows@0123456789abcdef"]
+    shown = durable("show", listed["id"], cwd=work).stdout
+    assert "  blocked   on flows@0123456789abcdef: the workers with this code cannot resume it" in shown, shown
+    assert f"  error     {error}\n" in shown
+    assert json.loads(durable("show", listed["id"], "--json", cwd=work).stdout)["blocked_on"] == \
+        ["flows@0123456789abcdef"]
