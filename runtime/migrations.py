@@ -114,6 +114,8 @@ class Migration:
 
 REGISTERED: dict[str, list[Migration]] = {}
 """The registered migrations, by the durable function they move (``module:qualname``)."""
+GENERATION = [0]
+"""How many times a migration was registered (workers' code keys include the migrations)."""
 
 
 def migration(function: str, *, from_version: str | None = None, from_point: str | None = None,
@@ -135,6 +137,7 @@ def migration(function: str, *, from_version: str | None = None, from_point: str
             raise TypeError(f"@migration needs a function, not {type(fn).__name__!r}")
         name = f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', repr(fn))}"
         made = Migration(fn, name, function, from_version, from_point, to_version)
+        GENERATION[0] += 1
         known = REGISTERED.setdefault(function, [])
         for i, other in enumerate(known):
             if other.name == name:  # its module was imported again

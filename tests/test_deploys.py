@@ -244,3 +244,69 @@ def test_old_and_new_workers_drain_one_store_side_by_side(tmp_path: Path, backen
         assert not [e for e in store.list() if e.status not in ("finished",)]
     finally:
         store.close()
+
+
+RENAMED = NAMED.replace("total", "acc") + '''
+
+from runtime import migration
+
+CALLS = []
+
+
+@migration(__name__ + ":flow", from_point="approve")
+def keep_the_sum(old):
+    CALLS.append(old.point)
+    MIGRATION_BODY
+'''
+
+
+def test_a_migration_moves_runs_once_and_is_recorded(project: Project) -> None:
+    project.deploy(NAMED)
+    run = project.runner.start(f"{project.name}:flow", [1])
+    project.drain(run.id)
+    project.signal(run.id, "go")
+    project.signal(run.id, "go")
+    # v2 renames total to acc: the run cannot resume as it is, a migration hands the value over
+    project.deploy(RENAMED.replace("MIGRATION_BODY", 'return old.to("approve", acc=old.locals["total"])'))
+    project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
+    project.drain(run.id)
+    done = project.store.get(run.id)
+    assert done.status == FINISHED and values.load_value(done.result) == ("v1", 3, 7)
+    assert [m["migration"] for m in done.migrations] == [f"{project.name}:keep_the_sum"]
+    assert done.migrations[0]["from_point"] and done.migrations[0]["at"] == project.clock.now()
+    assert sys.modules[project.name].CALLS == ["@approve"]  # applied once: the next commit is under v2
+
+
+def test_a_failing_migration_leaves_the_run_until_a_fixed_one_is_deployed(project: Project) -> None:
+    project.deploy(NAMED)
+    run = project.runner.start(f"{project.name}:flow", [1])
+    project.drain(run.id)
+    project.signal(run.id, "go")
+    project.signal(run.id, "go")
+    waiting = project.store.get(run.id)
+    project.deploy(RENAMED.replace("MIGRATION_BODY", 'raise KeyError("acc")'))
+    project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
+    project.drain(run.id)
+    blocked = project.store.get(run.id)
+    assert blocked.status == WAITING and blocked.snapshot == waiting.snapshot and blocked.blocked_on
+    assert "keep_the_sum" in blocked.error and "KeyError" in blocked.error and not blocked.migrations
+    assert project.runner.claim_and_advance(run.id) is None
+    # the fixed migration is another deploy (another code key): it takes the run
+    project.deploy(RENAMED.replace("MIGRATION_BODY", 'return old.to("approve", acc=old.locals["total"] * 10)'))
+    project.drain(run.id)
+    done = project.store.get(run.id)
+    assert done.status == FINISHED and values.load_value(done.result) == ("v1", 30, 7)
+
+
+def test_a_migration_may_cancel_a_run(project: Project) -> None:
+    project.deploy(NAMED)
+    run = project.runner.start(f"{project.name}:flow", [1])
+    project.drain(run.id)
+    project.signal(run.id, "go")
+    project.signal(run.id, "go")
+    project.deploy(RENAMED.replace("MIGRATION_BODY", 'from runtime import Cancel\n    return Cancel("obsolete")'))
+    project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
+    project.drain(run.id)
+    done = project.store.get(run.id)
+    assert done.status == "cancelled" and "obsolete" in done.error and "keep_the_sum" in done.error
+    assert done.migrations[0]["cancel"] == "obsolete"

@@ -5,7 +5,7 @@ import inspect
 import os
 import threading
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ..values import seals
 from . import capability
@@ -21,6 +21,19 @@ EventSink = Callable[[str, str, str], None]
 """``on_event(execution_id, kind, text)``: what the runner reports as it goes (``durable run`` prints it)."""
 
 
+ENV_MIGRATIONS = "DURABLE_MIGRATIONS"
+
+
+def import_migrations(modules: Sequence[str] | None = None) -> None:
+    """Import the modules that register migrations (``runtime.migration``): ``modules``, else those named in
+    ``$DURABLE_MIGRATIONS`` (comma-separated). Migrations in a program's own module need nothing: they are
+    registered when the module is imported, before its runs are restored. Raises ProgramError."""
+    if modules is None:
+        modules = [m.strip() for m in os.environ.get(ENV_MIGRATIONS, "").split(",") if m.strip()]
+    for module in modules:
+        import_program_module(module)
+
+
 class Runner:
     """Drives durable programs kept in ``store``, one at a time in the calling thread (the lease owner is
     the runner's): ``start`` records a new execution, ``advance`` runs a claimed one until it suspends
@@ -28,7 +41,9 @@ class Runner:
     A ``Worker`` keeps many executions in flight with one runner's settings and groups their commits."""
 
     def __init__(self, store: Store, *, clock: Clock = SYSTEM, owner: str | None = None, lease: float = 30.0,
-                 on_event: EventSink | None = None, stop: threading.Event | None = None) -> None:
+                 on_event: EventSink | None = None, stop: threading.Event | None = None,
+                 migrations: Sequence[str] | None = None) -> None:
+        import_migrations(migrations)
         self.store = store
         self.clock = clock
         self.owner = owner or f"{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
 from ..compat import PointMismatchError
+from ..migrations import MigrationCancelled
 from ..errors import (CorruptSnapshotError, IncompatibleCodeError, SignatureError, SnapshotError,
                       UnserializableValueError)
 from ..snapshot import detach, restore, snapshot
@@ -89,6 +90,7 @@ class Transition:
         self._consume: int | None = None  # a signal delivered to the program, consumed by the next commit
         self._step: StepRecord | None = None  # the step the execution's request names, as last committed
         self._frames: list[tuple[Any, int]] = []  # the frames of the last snapshot (versions.frames_of)
+        self._carried: tuple[bytes, list[dict[str, Any]]] | None = None  # see _carry
 
     @property
     def execution(self) -> Execution:
@@ -136,16 +138,21 @@ class Transition:
             except TypeError as exc:
                 yield from self._fail_text(f"cannot start {ex.function}: {exc}")
             return gen, ("next", None)
+        applied: list[dict[str, Any]] = []
         try:
-            gen = restore(ex.snapshot)
+            gen = restore(ex.snapshot, report=applied)
         except CorruptSnapshotError as exc:  # its bytes can never be read: a permanent failure, recorded
             yield from self._fail_text(f"its snapshot cannot be read: {text_of(exc)}")
+        except MigrationCancelled as exc:
+            yield from self._cancelled_by_migration(exc)
         except IncompatibleCodeError as exc:  # a deploy changed its code: left for a worker that can run it
             yield from self._block(exc)
         except SnapshotError as exc:
             # the code changed under the snapshot, or it names what this process does not allow: leave it
             # for a fixed deploy
             yield from self._set_aside(f"cannot restore: {type(exc).__name__}: {text_of(exc)}")
+        if applied:
+            yield from self._carry(gen, applied)
         try:
             action = yield from self._first_action(ex)
         except BaseException:
@@ -212,6 +219,30 @@ class Transition:
         self.on_event(ex.id, "error", f"{problem}; set aside, trying again in {SET_ASIDE:g} s")
         yield from self._commit(held_until=self.clock.now() + SET_ASIDE,
                                 error=f"{problem} (set aside: trying again every {SET_ASIDE:g} s)", release=True)
+        raise _Stop
+
+    def _carry(self, gen: types.GeneratorType, applied: list[dict[str, Any]]) -> Flow:
+        """Restore moved frames to the code loaded now (upgrades, migrations): the first commit carries the
+        run's snapshot under the new code and records the migrations, so that they apply once."""
+        ex = self._execution
+        now = self.clock.now()
+        migrated = [{**entry, "at": now} for entry in applied if "migration" in entry]
+        for entry in applied:
+            what = (f"migrated by {entry['migration']} from {entry['from_point']!r} to {entry['to_point']!r}"
+                    if "migration" in entry else f"upgraded {entry['upgrade']} from version {entry['from_version']} "
+                                                 f"to {entry['to_version']}")
+            self.on_event(ex.id, "deploy", what)
+        data = yield from self._snapshot(gen)
+        self._carried = (data, migrated)
+
+    def _cancelled_by_migration(self, exc: MigrationCancelled) -> Flow:
+        ex = self._execution
+        note = (f"cancelled by migration {exc.migration}: {exc.reason} (its finally blocks did not run: the code "
+                "that suspended it is gone)")
+        entry = {"migration": exc.migration, "function": exc.function, "cancel": exc.reason, "at": self.clock.now()}
+        yield from self._commit(status=CANCELLED, error=note, snapshot=None, request=None, wake_at=None,
+                                waiting_for=None, release=True, migrations=[*(ex.migrations or []), entry])
+        self.on_event(ex.id, "cancelled", note)
         raise _Stop
 
     def _block(self, exc: IncompatibleCodeError) -> Flow:
@@ -470,6 +501,13 @@ class Transition:
             fields.setdefault("error", None)  # resumed again: a note left by _set_aside is out of date
         if ex.blocked_on and "blocked_on" not in fields:
             fields["blocked_on"] = None  # resumed after all (a new deploy or migration): no longer blocked
+        if self._carried is not None:  # the first commit after an upgrade or a migration
+            carried, migrated = self._carried
+            self._carried = None
+            if "snapshot" not in fields:
+                fields["snapshot"] = carried
+            if migrated:
+                fields["migrations"] = [*(ex.migrations or []), *migrated]
         recorded: list[versions.CodeVersion] = []
         if fields.get("snapshot") is not None and self._frames:
             fields.update(versions.describe(self._frames))

@@ -9,7 +9,7 @@ import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Sequence
 
 from . import capability
 from .clock import SYSTEM, Clock
@@ -53,7 +53,8 @@ class Worker:
     flight every third of ``lease``."""
 
     def __init__(self, store: Store, *, concurrency: int = 8, in_flight: int = 100, clock: Clock = SYSTEM,
-                 lease: float = 30.0, poll: float = 0.5, on_event: EventSink | None = None) -> None:
+                 lease: float = 30.0, poll: float = 0.5, on_event: EventSink | None = None,
+                 migrations: Sequence[str] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if in_flight < 1:
@@ -67,7 +68,8 @@ class Worker:
         self.on_event = on_event or (lambda execution_id, kind, text: None)
         self.stop = threading.Event()
         self.name = f"worker-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-        self.runner = Runner(store, clock=clock, owner=self.name, lease=lease, on_event=on_event, stop=self.stop)
+        self.runner = Runner(store, clock=clock, owner=self.name, lease=lease, on_event=on_event, stop=self.stop,
+                             migrations=migrations)
         self.advanced = 0  # executions claimed and advanced
         self.commits = 0   # transitions written
         self.batches = 0   # transactions that wrote them
