@@ -567,8 +567,18 @@ def _identity(state: ModuleState, original: cst.FunctionDef, labels: points.Labe
         else:
             by_state[k] = (spec.key, spec.display, spec.aliases, cells)
     legacy = {name: lowerer.legacy[name] for name in sorted(saved) if name in lowerer.legacy}
-    source = (state.line_of(original), code_of(original.with_changes(leading_lines=[]))) if labels else None
+    source = _source_text(state, original) if labels else None
     return f", version={version(original)!r}, points={by_state!r}, legacy_names={legacy!r}, source={source!r}"
+
+
+def _source_text(state: ModuleState, original: cst.FunctionDef) -> tuple[int, str] | None:
+    """(number of the first line, the lines) of the function as written in its file, decorators included."""
+    start = state.positions.get(original.decorators[0] if original.decorators else original)
+    end = state.positions.get(original)
+    if start is None or end is None:
+        return None
+    lines = state.source.splitlines(keepends=True)[start.start.line - 1:end.end.line]
+    return start.start.line, "".join(lines)
 
 
 def _declared(node: cst.Global | cst.Nonlocal) -> list[str]:

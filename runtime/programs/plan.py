@@ -330,21 +330,9 @@ def _judge(header: FrameHeader, problems: dict[str, str]) -> tuple[str, str | No
     return "upgrade", text
 
 
-_MARK = re.compile(r"\s*#\s*dg@(\d+)\s*$")
-
-
 def source_lines(first_line: int | None, text: str) -> tuple[int, list[str]]:
-    """The lines of a function's recorded text and the number of the first in its file. The compiler's
-    text may carry its ``# dg@N`` marks (the file line of each statement) and start at the decorators
-    while ``first_line`` is the ``def``'s: marks, when present, give the numbering, and are stripped."""
-    lines = text.splitlines()
-    first = first_line or 1
-    for index, line in enumerate(lines):
-        mark = _MARK.search(line)
-        if mark:
-            first = int(mark.group(1)) - index
-            break
-    return first, [_MARK.sub("", line) for line in lines]
+    """The lines of a function's recorded text and the number of the first in its file."""
+    return first_line or 1, text.splitlines()
 
 
 def _diff(store: Store, function: str, old_version: str, digest: str | None, meta: FunctionMeta | None) -> str:
