@@ -569,18 +569,25 @@ def _state(ex: Any) -> str:
 @click.option("--poll", type=click.FloatRange(0.01), default=0.5, show_default=True,
               help="Seconds between looks at the store when nothing is due.")
 @click.option("--quiet", is_flag=True, help="Do not log what happens to each execution.")
+@click.option("--migrations", "migration_modules", multiple=True, metavar="MODULE",
+              help="A module that registers migrations (runtime.migration), imported first; repeat for more "
+                   "(default: $DURABLE_MIGRATIONS, comma-separated).")
 @_store_errors
 def worker_command(store_url: str | None, concurrency: int, in_flight: int, lease: float, poll: float,
-                   quiet: bool) -> None:
+                   quiet: bool, migration_modules: tuple[str, ...]) -> None:
     """Run due executions (new ones, timers, signals) until stopped, logging each event on standard
     error as one line after its time (2026-12-05T18:40:01.123Z [ID] step: ...). Several workers may
     share a store. SIGTERM or Ctrl-C stops claiming, lets the current transitions end, releases this
     worker's leases (so another worker takes its runs at once) and exits 0; a second one exits at once."""
+    from runtime.programs.runner import ProgramError
     from runtime.programs.worker import Worker
 
     store = _open(store_url, create=True)
-    worker = Worker(store, concurrency=concurrency, in_flight=in_flight, lease=lease, poll=poll,
-                    on_event=None if quiet else _log_event)
+    try:
+        worker = Worker(store, concurrency=concurrency, in_flight=in_flight, lease=lease, poll=poll,
+                        on_event=None if quiet else _log_event, migrations=migration_modules or None)
+    except ProgramError as exc:
+        _fail(f"cannot import the migrations: {exc}")
     name = worker.name
 
     def stop(signum: int, frame: Any) -> None:
@@ -806,8 +813,12 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
 @click.argument("modules", nargs=-1, metavar="[MODULE]...")
 @click.option("--store", "store_url", help=STORE_HELP)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object: runs, summary, functions.")
+@click.option("--migrations", "migration_modules", multiple=True, metavar="MODULE",
+              help="A module that registers migrations (runtime.migration), imported first; repeat for more "
+                   "(default: $DURABLE_MIGRATIONS, comma-separated).")
 @_store_errors
-def plan_command(modules: tuple[str, ...], store_url: str | None, as_json: bool) -> None:
+def plan_command(modules: tuple[str, ...], store_url: str | None, as_json: bool,
+                 migration_modules: tuple[str, ...]) -> None:
     """Before a deploy: judge every live run (pending, sleeping, waiting) of the store against the code
     importable now, as a worker with this code would resume it, without changing anything (the store is
     opened read-only, no value of a snapshot is decoded, no user code runs but the modules' imports).
@@ -815,11 +826,11 @@ def plan_command(modules: tuple[str, ...], store_url: str | None, as_json: bool)
     Imports MODULE... (dotted names, as python -m takes them, from the current directory), else the
     modules of the live runs' functions and the modules of [tool.durable]. Each frame of a run is
     judged; the run's outcome is the worst of its frames': unchanged (the same version), upgrade
-    (resumes under the new code), migrate (a registered migration moves it; none before migrations
-    exist), pinned (its function keeps runs on their version: it waits for a worker with that version;
-    does not fail the plan), stranded (the code cannot resume it: an old worker or a migration must; an
-    unreadable snapshot is stranded too). A run not started yet is judged at <start>: its function must
-    exist and take its arguments.
+    (resumes under the new code), migrate (a registered migration moves it: migrations are found in the
+    program modules and in --migrations; plan does not run them), pinned (its function keeps runs on
+    their version: it waits for a worker with that version; does not fail the plan), stranded (the code
+    cannot resume it: an old worker or a migration must; an unreadable snapshot is stranded too). A run
+    not started yet is judged at <start>: its function must exist and take its arguments.
 
     Prints, per function and point, how many runs, their outcome and why; for each function whose
     version changed, a unified diff of the old version's text as the store recorded it against today's
@@ -830,11 +841,16 @@ def plan_command(modules: tuple[str, ...], store_url: str | None, as_json: bool)
     Exit 0 when no run is stranded, 1 when one is, 2 on bad input (an unknown store, a module that
     fails to import, an unreadable configuration)."""
     from runtime.programs.plan import PlanInputError, make_plan
+    from runtime.programs.runner import ProgramError, import_migrations
 
     for name in modules:
         if not all(part.isidentifier() for part in name.split(".")):
             _fail(f"{name!r} is not a module name: {NAME_HINT}")
     store = _open(store_url, readonly=True)
+    try:
+        import_migrations(migration_modules or None)
+    except ProgramError as exc:
+        _fail(f"cannot import the migrations: {exc}")
     try:
         plan = make_plan(store, modules)
     except PlanInputError as exc:
