@@ -48,5 +48,10 @@ class CorruptSnapshotError(SnapshotError):
     """The bytes are not a snapshot this runtime can read: truncated, damaged, foreign or too new."""
 
 
+class SnapshotFormatTooNewError(CorruptSnapshotError):
+    """The snapshot was written by a newer runtime (a higher format): this one cannot read it, a newer one
+    can. A worker leaves such a run as it is instead of failing it (a rolling deploy has both)."""
+
+
 class DurableCompileError(Exception):
     """A function marked ``@durable`` is not compiled and cannot be compiled here."""

@@ -610,3 +610,34 @@ def test_a_worker_with_several_threads_runs_each_execution_once(env):
         assert [(s.index, s.attempts) for s in env.store.steps(execution_id)] == [(i, 1) for i in range(5)]
     adds = [c for c in env.calls() if c[0] == "add"]
     assert len(adds) == 8 * 5 and len({c[3] for c in adds}) == 40  # each step ran once
+
+
+def test_a_snapshot_from_a_newer_runtime_is_left_for_one_not_failed(env):
+    """A rolling deploy runs old and new workers together: a run a newer runtime wrote (a higher snapshot
+    format) is set aside by an older one, untouched, never failed as unreadable."""
+    import msgpack
+
+    from runtime.programs.records import execution_parts
+    from runtime.values import seals
+
+    ex = start(env, "sleeper", 1)
+    env.runner.claim_and_advance(ex.id)
+    before = env.store.get(ex.id)
+    envelope = msgpack.unpackb(before.snapshot, raw=False, strict_map_key=False)
+    envelope[1] = values.FORMAT + 1
+    newer = msgpack.packb(envelope, use_bin_type=True)
+    mac = seals.seal("execution", execution_parts(ex.id, before.function, before.args, newer, before.request,
+                                                  before.steps_started, None))
+    _update(env, newer, mac, ex.id)  # as a newer worker would have written it (sealed with a checksum)
+    env.clock.advance(86400 + 1)
+    env.runner.claim_and_advance(ex.id)
+    after = env.store.get(ex.id)
+    assert after.status == SLEEPING and after.snapshot == newer and after.held_until is not None
+    assert "newer than this runtime supports" in after.error
+
+
+def _update(env, snapshot: bytes, mac: bytes, execution_id: str) -> None:
+    import sqlite3
+
+    with sqlite3.connect(env.dir / "store.db") as conn:
+        conn.execute("UPDATE executions SET snapshot = ?, mac = ? WHERE id = ?", (snapshot, mac, execution_id))

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Generator
 from ..compat import PointMismatchError
 from ..migrations import MigrationCancelled
 from ..errors import (CorruptSnapshotError, IncompatibleCodeError, SignatureError, SnapshotError,
-                      UnserializableValueError)
+                      SnapshotFormatTooNewError, UnserializableValueError)
 from ..snapshot import detach, restore, snapshot
 from ..values import dump_value, load_value, seals, settings
 from . import capability, program_names, versions
@@ -141,6 +141,8 @@ class Transition:
         applied: list[dict[str, Any]] = []
         try:
             gen = restore(ex.snapshot, report=applied)
+        except SnapshotFormatTooNewError as exc:  # a newer worker wrote it (a rolling deploy): leave it to one
+            yield from self._set_aside(f"cannot restore: {text_of(exc)}")
         except CorruptSnapshotError as exc:  # its bytes can never be read: a permanent failure, recorded
             yield from self._fail_text(f"its snapshot cannot be read: {text_of(exc)}")
         except MigrationCancelled as exc:

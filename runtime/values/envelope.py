@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import CorruptSnapshotError
+from ..errors import CorruptSnapshotError, SnapshotFormatTooNewError
 from . import signing
 from .unpack import unpack_checked
 
@@ -37,7 +37,7 @@ def open_snapshot(data: bytes) -> tuple[list[Any], signing.Status]:
     if not isinstance(envelope[1], int) or isinstance(envelope[1], bool):
         raise corrupt("bad format version")
     if envelope[1] > FORMAT:
-        raise CorruptSnapshotError(
+        raise SnapshotFormatTooNewError(
             f"snapshot format {envelope[1]} is newer than this runtime supports ({FORMAT}); upgrade the runtime")
     if envelope[1] not in FORMATS:
         raise CorruptSnapshotError(f"snapshot format {envelope[1]} is not supported (expected one of {FORMATS})")
