@@ -101,12 +101,14 @@ class Migration:
     from_point: str | None
     to_version: str | None
 
-    def rank(self, version: str | None, key: str | None, display: str | None) -> int:
-        """3: it names this version and point, 2: this point, 1: this version, 0: it does not match."""
-        if self.from_version is not None and self.from_version != version:
+    def rank(self, version: str | None, key: str | None, display: str | None, also: frozenset[str] = frozenset()
+             ) -> int:
+        """3: it names this version and point, 2: this point, 1: this version, 0: it does not match. ``also``:
+        the key and label of the point of the current code that answers to ``key`` (a point named since)."""
+        if self.from_version is not None and not (version or "").startswith(self.from_version):
             return 0
         if self.from_point is not None:
-            if not {self.from_point, "@" + self.from_point}.intersection({key, display}):
+            if not {self.from_point, "@" + self.from_point}.intersection({key, display, *also}):
                 return 0
             return 3 if self.from_version is not None else 2
         return 1
@@ -121,13 +123,18 @@ GENERATION = [0]
 def migration(function: str, *, from_version: str | None = None, from_point: str | None = None,
               to_version: str | None = None) -> Callable[[M], M]:
     """Register the decorated ``fn(old: OldFrame) -> Resume | Cancel`` for runs of ``function``
-    (``"module:qualname"``) suspended under ``from_version`` and/or at ``from_point`` (a point's explicit
-    name, its label or its key). ``to_version``: the version of the code ``fn`` moves the run to, when that is
+    (``"module:qualname"``) suspended under ``from_version`` (a version in hex, or its first 8 digits at least,
+    as ``durable ls`` and ``durable plan`` show it) and/or at ``from_point`` (a point's explicit name, its
+    label or its key; also the name or label of the point of the current code that answers to the frame's
+    point: a point named since). ``to_version``: the version of the code ``fn`` moves the run to, when that is
     not the code loaded now (another migration may then take it further); None means the current code."""
     if not isinstance(function, str) or function.count(":") != 1 or not all(function.partition(":")[::2]):
         raise ValueError(f"migration(): the function is named 'module:qualname', not {function!r}")
     if from_version is None and from_point is None:
         raise ValueError(f"migration() for {function}: give from_version, from_point or both")
+    if from_version is not None and (len(from_version) < 8 or not all(c in "0123456789abcdef" for c in from_version)):
+        raise ValueError(f"migration() for {function}: from_version is a version in hex (at least its first 8 "
+                         f"digits, as durable ls and plan show it), not {from_version!r}")
     for what, value in (("from_version", from_version), ("from_point", from_point), ("to_version", to_version)):
         if value is not None and (not isinstance(value, str) or not value):
             raise ValueError(f"migration() for {function}: {what} must be a non-empty str, not {value!r}")
@@ -169,7 +176,9 @@ def find(header: compat.FrameHeader, meta: FunctionMeta | None) -> Migration | N
 
 def _best(ident: str, version: str, key: str | None, display: str | None, meta: FunctionMeta,
           used: set[str]) -> Migration | None:
-    ranked = [(m.rank(version, key, display), m) for m in REGISTERED.get(ident, ()) if m.name not in used
+    state = meta.state_for(key) if key is not None else None
+    also = frozenset(meta.point_of(state)) if state else frozenset()
+    ranked = [(m.rank(version, key, display, also), m) for m in REGISTERED.get(ident, ()) if m.name not in used
               # a pinned function moves only through a migration that names the version it leaves
               and (m.from_version is not None or not meta.keep_version)]
     top = max((rank for rank, _ in ranked), default=0)

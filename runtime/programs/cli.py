@@ -718,7 +718,7 @@ def _describe(store: Any, ex: Any, now: float) -> dict[str, Any]:
         "waiting_for": ex.waiting_for, "progress": ex.progress, "cancel_requested": ex.cancel_requested,
         "lease": _lease(ex, now), "set_aside": _set_aside(ex),
         "error": ex.error, "damage": ex.damage, "code_version": ex.code_version, "point": ex.point,
-        "frames": ex.frames, "blocked_on": ex.blocked_on, "suspended_at": None,
+        "frames": ex.frames, "blocked_on": ex.blocked_on, "migrations": ex.migrations, "suspended_at": None,
     }
     if ex.snapshot is not None:
         import runtime
@@ -799,6 +799,13 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
         click.echo(f"  result    {_json(info['result'])}")
     if info["error"] and ex.held_until is None:
         click.echo("  error     " + info["error"].replace("\n", "\n            "))
+    for m in ex.migrations or []:
+        if isinstance(m, dict):  # recorded by the runner; a hand-edited cell is shown as it is
+            what = (f"cancelled it: {m.get('cancel')}" if "cancel" in m
+                    else f"from '{m.get('from_point')}' to '{m.get('to_point')}'")
+            click.echo(f"  migrated  by {m.get('migration')} at {_when(m.get('at'))}: {what}")
+        else:
+            click.echo(f"  migrated  {_json(m)}")
     for s in info["steps"]:
         click.echo(f"  step {s['index'] if s['index'] is not None else '?':<3} {s['function'] or '?':40} "
                    f"{s['status'] or '?':8} attempts {s['attempts'] if s['attempts'] is not None else '?'}"
