@@ -78,6 +78,9 @@ def test_the_readme_walk_through_a_deploy(tmp_path: Path) -> None:
     plan = _durable("plan", "--json", cwd=samples)
     assert plan.returncode == 1 and json.loads(plan.stdout)["summary"]["stranded"] == 2
     assert "local 'team' is needed at this point in the new code" in plan.stdout
+    told = _durable("plan", cwd=samples).stdout  # says what to do, with a migration to fill in
+    assert "      @runtime.migration('onboarding:onboarding', from_version='" in told
+    assert "          return old.to(old.key, team=...)" in told
     (samples / "onboarding_migrations.py").write_text(_code_block("A migration says how to move them"),
                                                        encoding="utf-8")
     plan = _durable("plan", "--migrations", "onboarding_migrations", cwd=samples)

@@ -889,6 +889,8 @@ def _print_plan(plan: Any) -> None:
                        + (": " + reason.replace("\n", "\n    ") if reason else ""))
             if len(runs) <= 5:
                 click.echo(f"    ({', '.join(run.id for run in runs)})")
+            if outcome == "stranded":
+                click.echo(_migration_hint(runs[0], reason or ""))
         for change in plan.functions:
             if change.function != function:
                 continue
@@ -898,6 +900,21 @@ def _print_plan(plan: Any) -> None:
     summary = plan.summary
     click.echo("\nsummary: " + ", ".join(f"{n} {outcome}" for outcome, n in summary.items())
                + ("" if not summary["stranded"] else " (stranded runs need the old code or a migration)"))
+
+
+def _migration_hint(run: Any, reason: str) -> str:
+    """What to do about stranded runs: the old code, or a migration (a stub naming their version)."""
+    frame = next((f for f in run.frames if f.outcome == "stranded"), None)
+    if frame is None or frame.version is None or not reason.startswith(("missing-local", "no-point")):
+        return "    to do: finish them with workers that still have their code, or cancel them"
+    missing = re.findall(r"local '(\w+)' is needed", reason)
+    to = "old.key" if reason.startswith("missing-local") else '"<a point of the new code>"'
+    changes = "".join(f", {name}=..." for name in missing)
+    return (f"    to do: finish them with workers that still have version {frame.version[:8]}, or move them with a "
+            f"migration (README: Deploying changes):\n"
+            f"      @runtime.migration({frame.function!r}, from_version={frame.version[:8]!r})\n"
+            f"      def move(old):\n"
+            f"          return old.to({to}{changes})")
 
 
 @commands.command("signal", short_help="Send a signal (a JSON payload) to an execution.")
