@@ -230,18 +230,22 @@ def _check_exception_slots(frame: PendingFrame) -> None:
 
 
 def call_arguments(code: types.CodeType, values: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
-    """Rebuild the call that created a not-yet-started generator from its parameter values."""
+    """Rebuild the call that created a not-yet-started generator from its parameter values. A parameter
+    without a value (one the code added since the snapshot, with a default: ``runtime.compat``) is left out,
+    so it gets its default; the positional ones after it are passed by name."""
     names = code.co_varnames
     npos = code.co_argcount
     nkw = code.co_kwonlyargcount
-    args = [values[n] for n in names[:npos]]
-    kwargs = {n: values[n] for n in names[npos:npos + nkw]}
+    positional = names[:npos]
+    given = next((i for i, n in enumerate(positional) if n not in values), npos)
+    args = [values[n] for n in positional[:given]]
+    kwargs = {n: values[n] for n in (*positional[given:], *names[npos:npos + nkw]) if n in values}
     index = npos + nkw
     if code.co_flags & 0x04:  # CO_VARARGS
-        args.extend(values[names[index]])
+        args.extend(values.get(names[index], ()) if given == npos else ())
         index += 1
     if code.co_flags & 0x08:  # CO_VARKEYWORDS
-        kwargs.update(values[names[index]])
+        kwargs.update(values.get(names[index], {}))
     return args, kwargs
 
 

@@ -58,7 +58,6 @@ class FrameHeader:
     names: list[str]      # the bound locals it carries
     tracked: list[str]    # the locals the old code kept at the point (bound or not)
     cells: list[str]      # the captured variables it carries as cells
-    delegates: bool = False  # an inner frame follows (a ``yield from`` chain)
 
 
 @dataclass
@@ -91,7 +90,8 @@ def judge(header: FrameHeader, meta: FunctionMeta | None) -> Adaptation:
                                "or move it with a migration")
     if header.key is None or meta.version is None:
         raise refuse("legacy", "the snapshot was written before points had labels, and the code changed since; "
-                               "resume it with the code that wrote it (then `durable relabel`), or migrate it")
+                               "resume it with the code (and Python version) that wrote it, or migrate it "
+                               f"(from_version={header.fingerprint.hex()!r})")
     state = meta.state_for(header.key)
     if state is None:
         raise refuse("no-point", "the new code has no point with this label (the statement was rewritten, moved "
@@ -170,8 +170,6 @@ def _contract(header: FrameHeader, meta: FunctionMeta, state: int, refuse: Refus
                                  "at this point does not take (dropping it would skip a clean-up or lose a "
                                  "pending exception or value)", (name,))
         adapt.drop.add(name)
-    if header.delegates and state not in meta.yield_from:
-        raise refuse("kind", "the snapshot is suspended in a `yield from`, and the point in the new code is not one")
     return adapt
 
 
@@ -184,13 +182,16 @@ def _captured(meta: FunctionMeta) -> frozenset[str]:
 
 
 def _defaults(meta: FunctionMeta) -> set[str]:
+    """The parameters a call may leave out: those with defaults, and ``*args``/``**kwargs``."""
     fn = meta.function
     if fn is None:
         return set()
     code = fn.__code__
     positional = code.co_varnames[:code.co_argcount]
-    with_default = set(positional[len(positional) - len(fn.__defaults__ or ()):])
-    return with_default | set(fn.__kwdefaults__ or {})
+    optional = set(positional[len(positional) - len(fn.__defaults__ or ()):]) | set(fn.__kwdefaults__ or {})
+    index = code.co_argcount + code.co_kwonlyargcount
+    stars = code.co_varnames[index:index + bool(code.co_flags & 0x04) + bool(code.co_flags & 0x08)]
+    return optional | set(stars)
 
 
 def _label(header: FrameHeader) -> str:

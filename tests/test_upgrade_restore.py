@@ -182,3 +182,30 @@ def test_a_run_held_in_a_yield_from_chain_is_judged_frame_by_frame() -> None:
     with pytest.raises(PointMismatchError) as caught:
         restore(data)
     assert caught.value.reason == "no-point" and f"{name}:outer" in str(caught.value)
+
+
+@pytest.mark.parametrize("signature, outcome", [
+    ("def flow(n, extra=5):", ("return", (2, 5))),
+    ("def flow(n, *more, extra=5, **options):", ("return", (2, 5))),
+    ("def flow(n, extra):", "missing-local"),
+], ids=["new parameter with a default", "new keyword and star parameters", "new required parameter"])
+def test_a_generator_not_started_yet_takes_new_parameters_with_defaults(signature: str, outcome: Any) -> None:
+    source = textwrap.dedent("""
+        from runtime import durable
+
+        @durable
+        def flow(n):
+            got = yield n
+            return (got, extra)
+    """)
+    name = unique_module_name("deploy_start")
+    directory = Path(tempfile.mkdtemp(dir=tmp_module_dir()))
+    v1 = load_compiled(source.replace("(got, extra)", "got"), all_generators=False, name=name, directory=directory)
+    data = snapshot(v1.flow(1))  # not started: its frame is the call's arguments
+    load_compiled(source.replace("def flow(n):", signature), all_generators=False, name=name, directory=directory)
+    if isinstance(outcome, str):
+        with pytest.raises(PointMismatchError) as caught:
+            restore(data)
+        assert caught.value.reason == outcome and "local 'extra' is needed" in str(caught.value)
+        return
+    assert _drive(restore(data), [None, 2]) == [1, outcome]
