@@ -19,6 +19,7 @@ import pytest
 
 from runtime import values
 from runtime.programs.clock import VirtualClock
+from runtime.programs.plan import make_plan
 from runtime.programs.runner import Runner
 from runtime.programs.store import FINISHED, WAITING
 
@@ -65,29 +66,49 @@ class Edit:
     function: str        # the run's function, started with argument 1
     signals: list[str]   # sent before the deploy (the run then waits on the next one)
     outcome: str         # "resume": the new code finishes it; "block": left for the old code
+    plan: str            # what durable plan says of the run before the deploy (its reason's code, if stranded)
 
+
+PINNED = V1.replace("@durable\ndef flow(n):", "@durable(keep_version=True)\ndef flow(n):")
 
 EDITS = [
     Edit("comment and line shift", V1, "# deployed\n\n" + _edit("    total = n\n", "    total = n  # start\n\n"),
-         "flow", ["go", "go"], "resume"),
+         "flow", ["go", "go"], "resume", "unchanged"),
     Edit("constant changed after the point", V1, _edit('("v1", total, decision)', '("v2", total, decision)'),
-         "flow", ["go", "go"], "resume"),
+         "flow", ["go", "go"], "resume", "upgrade"),
     Edit("statement inserted before the point", V1,
-         _edit("    total = n\n", "    total = n\n    yield wait('hello')\n"), "flow", ["go"], "resume"),
+         _edit("    total = n\n", "    total = n\n    yield wait('hello')\n"), "flow", ["go"], "resume", "upgrade"),
     Edit("new local read after the point", V1,
          _edit("    total = n\n", "    total = n\n    tries = 3\n").replace('"v1", total', '"v1", tries'),
-         "flow", ["go", "go"], "block"),
+         "flow", ["go", "go"], "block", "missing-local"),
+    Edit("local renamed across the point", V1, V1.replace("total", "acc"), "flow", ["go", "go"], "block",
+         "missing-local"),
     Edit("suspending statement rewritten", V1, _edit('wait("approve")', 'wait("approve" + "")'),
-         "flow", ["go", "go"], "block"),
+         "flow", ["go", "go"], "block", "no-point"),
     Edit("suspending statement rewritten, named point", NAMED,
          _edit('point("approve", wait("approve"))', 'point("approve", wait("approve" + ""))', NAMED),
-         "flow", ["go", "go"], "resume"),
+         "flow", ["go", "go"], "resume", "upgrade"),
+    Edit("point removed", V1, _edit('decision = yield wait("approve")', 'decision = "auto"'),
+         "flow", ["go", "go"], "block", "no-point"),
+    Edit("try added around a named point", NAMED,
+         _edit('    decision = yield point("approve", wait("approve"))\n',
+               '    try:\n        decision = yield point("approve", wait("approve"))\n'
+               '    except KeyError:\n        decision = None\n', NAMED), "flow", ["go", "go"], "resume", "upgrade"),
+    Edit("with added around a named point", NAMED,
+         _edit('    decision = yield point("approve", wait("approve"))\n',
+               '    import contextlib\n    with contextlib.nullcontext():\n'
+               '        decision = yield point("approve", wait("approve"))\n', NAMED),
+         "flow", ["go", "go"], "block", "missing-slot"),
     Edit("for header changed around the point", V1, _edit("for i in range(2):", "for i in range(1 + 1):"),
-         "flow", ["go"], "block"),
+         "flow", ["go"], "block", "no-point"),
+    Edit("function kept on its version changed", PINNED,
+         _edit('("v1", total, decision)', '("v2", total, decision)', PINNED), "flow", ["go", "go"], "block",
+         "pinned"),
     Edit("inner function of a yield from changed after its point", V1,
-         _edit('return ("inner", k, got)', 'return ("inner v2", k, got)'), "chained", [], "resume"),
+         _edit('return ("inner", k, got)', 'return ("inner v2", k, got)'), "chained", [], "resume", "upgrade"),
     Edit("outer function of a yield from rewritten at its point", V1,
-         _edit("result = yield from inner(k)", "result = yield from inner(k + 0)"), "chained", [], "block"),
+         _edit("result = yield from inner(k)", "result = yield from inner(k + 0)"), "chained", [], "block",
+         "no-point"),
 ]
 
 
@@ -135,6 +156,10 @@ def test_what_a_worker_does_with_runs_of_the_old_code(project: Project, edit: Ed
     waiting = project.store.get(run.id)
     assert waiting.status == WAITING and waiting.code_version and waiting.point
     project.deploy(edit.v2)
+    [planned] = make_plan(project.store, [project.name]).runs  # before the deploy: what would it do?
+    assert (planned.outcome if planned.outcome != "stranded" else planned.reason.split(":")[0]) == edit.plan, \
+        planned
+    sys.modules.pop(project.name, None)
     last = "inner" if edit.function == "chained" else "approve"
     project.store.send_signal(run.id, last, 7, now=project.clock.now())
     if edit.function == "flow" and len(edit.signals) < 2:
@@ -164,7 +189,8 @@ def _native_result(source: str, function: str, before: list[str]) -> Any:
     new code added before the point gets None: the run passed that place under the old code.)"""
     namespace: dict[str, Any] = {}
     exec(compile(textwrap.dedent(source).replace("from runtime import durable, point, wait",
-                                                 "from runtime import point\ndurable = lambda f: f\n"
+                                                 "from runtime import point\n"
+                                                 "def durable(f=None, **options): return f or (lambda g: g)\n"
                                                  "def wait(name, timeout=None): return ('wait', name)"),
                  "<native>", "exec"), namespace)
     gen = namespace[function](1)
