@@ -74,16 +74,17 @@ class Adaptation:
 
 def judge(header: FrameHeader, meta: FunctionMeta | None) -> Adaptation:
     """How ``header``'s frame resumes under ``meta`` (the function as loaded now), or PointMismatchError."""
+    if meta is not None and ((header.version is not None and header.version == meta.version)
+                             or header.fingerprint == meta.fingerprint):
+        if header.state and header.state not in meta.states:
+            raise IncompatibleCodeError(f"snapshot of {header.ident!r} names state {header.state}, "
+                                        "which the current code does not have")
+        return Adaptation(header.state, exact=True)
     where = f"{header.ident} at point {_label(header)}" + (f" (line {header.line} of the code that saved it)"
                                                              if header.line else "")
     refuse = _refuser(header, where)
     if meta is None:
         raise refuse("no-function", f"there is no durable function {header.ident!r} any more")
-    if (header.version is not None and header.version == meta.version) or header.fingerprint == meta.fingerprint:
-        if header.state and header.state not in meta.states:
-            raise IncompatibleCodeError(f"snapshot of {header.ident!r} names state {header.state}, "
-                                        "which the current code does not have")
-        return Adaptation(header.state, exact=True)
     if meta.keep_version:
         raise refuse("pinned", f"{header.ident} keeps its runs on the version they started with "
                                f"({header.version or header.fingerprint.hex()}); resume it with that version's code "

@@ -43,6 +43,7 @@ class FunctionMeta:
     """Runs resume only under this exact version (or through a migration), never upgraded."""
     ident: str = field(init=False)  # ``module:qualname``, the name snapshots use
     _by_key: dict[str, int] | None = field(default=None, init=False, repr=False)
+    _declared: tuple[int, int, bool] | None = field(default=None, init=False, repr=False)  # see declared_now
 
     def __post_init__(self) -> None:
         self.ident = f"{self.module}:{self.qualname}"
@@ -151,9 +152,19 @@ def resolve(ident: str, fingerprint: bytes) -> FunctionMeta:
 
 
 def declared_now(meta: FunctionMeta) -> bool:
-    """Whether the module as loaded now declares ``meta`` (a reloaded module declares its functions afresh)."""
-    namespace = getattr(sys.modules.get(meta.module), "__dict__", None)
-    return namespace is None or any(value is meta for value in namespace.values())
+    """Whether the module as loaded now declares ``meta`` (a reloaded module declares its functions afresh).
+    The answer changes only when a module is loaded again (a new module object, or new declarations): it is
+    kept until then, so restoring does not scan the module's namespace each time."""
+    module = sys.modules.get(meta.module)
+    namespace = getattr(module, "__dict__", None)
+    if namespace is None:
+        return True
+    known = meta._declared
+    if known is not None and known[0] == DECLARED[0] and known[1] == id(module):
+        return known[2]
+    found = any(value is meta for value in namespace.values())
+    meta._declared = (DECLARED[0], id(module), found)
+    return found
 
 
 def _current_version(ident: str, fingerprint: bytes) -> FunctionMeta | None:

@@ -406,7 +406,19 @@ def _detach_all(made: list[types.GeneratorType]) -> None:
                 pass
 
 
-_Checked = tuple[FunctionMeta, "compat.Adaptation | migrations.Migration", list[str], compat.FrameHeader]
+_Checked = tuple[FunctionMeta, "compat.Adaptation | migrations.Migration", "list[str] | tuple[str, ...]",
+                 "compat.FrameHeader | None"]
+
+
+class _Exact(dict):  # type: ignore[type-arg]
+    """The adaptation of a frame resumed by the code that saved it, one per state (made once)."""
+
+    def __missing__(self, state: int) -> compat.Adaptation:
+        made = self[state] = compat.Adaptation(state, exact=True)
+        return made
+
+
+_EXACT = _Exact()
 
 
 def _check_record(raw: Any) -> _Checked:
@@ -416,6 +428,12 @@ def _check_record(raw: Any) -> _Checked:
     (translated from the names of format 1 and 2) and what the record says about where it was saved."""
     ident, fingerprint, state, line, names, packed, frees, point, tracked = values.frame_fields(raw)
     meta = registry.lookup(ident, fingerprint)
+    if meta is not None and (fingerprint == meta.fingerprint or (point is not None and point[0] == meta.version)):
+        # the code that saved it (the common case): no judging, the names must be the state's
+        plan = meta.plans.get(state) or (_plan(meta, state, registry.code_for(meta)) if not state or state in
+                                         meta.states else None)
+        if plan is not None and names == plan.joined and len(packed) == len(plan.names):
+            return meta, _EXACT[state], plan.names, None
     bound = names.split(",") if names else []
     if len(set(bound)) != len(bound) or len(bound) != len(packed):
         raise _corrupt("frame locals do not match its values")
