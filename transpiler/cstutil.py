@@ -108,15 +108,19 @@ def code_of(node: cst.CSTNode) -> str:
     return cst.Module(body=[]).code_for_node(node)
 
 
-class _YieldFinder(cst.CSTVisitor):
-    """Finds a yield that belongs to the scope being searched (not to nested functions or classes)."""
+def dotted_name(node: cst.BaseExpression) -> str | None:
+    """``a.b.c`` for a name or a chain of attributes, else None."""
+    if isinstance(node, cst.Name):
+        return node.value
+    if isinstance(node, cst.Attribute):
+        base = dotted_name(node.value)
+        return f"{base}.{node.attr.value}" if base is not None else None
+    return None
 
-    def __init__(self) -> None:
-        self.found = False
 
-    def visit_Yield(self, node: cst.Yield) -> bool:
-        self.found = True
-        return False
+class OwnScope:
+    """Mixin of a libcst visitor or transformer that stays in the scope it starts in: it does not enter
+    nested functions, lambdas or classes."""
 
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
         return False
@@ -125,6 +129,36 @@ class _YieldFinder(cst.CSTVisitor):
         return False
 
     def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+
+class KeepPositions(cst.CSTTransformer):
+    """A transformer whose rebuilt nodes keep the source position of the node they replace in
+    ``positions`` (lines of statements and yields, the labels of points and the owners of compiler locals
+    are found by position)."""
+
+    def __init__(self, positions: dict | None) -> None:  # type: ignore[type-arg]
+        super().__init__()
+        self.positions = positions
+
+    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
+        result = super().on_leave(original, updated)
+        if (self.positions is not None and result is not original and isinstance(result, cst.CSTNode)
+                and result not in self.positions):
+            pos = self.positions.get(original)
+            if pos is not None:
+                self.positions[result] = pos
+        return result  # type: ignore[return-value]
+
+
+class _YieldFinder(OwnScope, cst.CSTVisitor):
+    """Finds a yield that belongs to the scope being searched (not to nested functions or classes)."""
+
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Yield(self, node: cst.Yield) -> bool:
+        self.found = True
         return False
 
     def _comprehension(self, node: cst.BaseComp) -> bool:

@@ -14,7 +14,8 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from . import FORMAT_VERSION, genexps, points, regions
 from . import diagnostics as dg
 from .canonical import canonical, digest
-from .cstutil import FRAME, PREFIX, RESTORE, RT, assign, block, body_of, code_of, expr, has_yield, if_, small, stmt
+from .cstutil import (FRAME, PREFIX, RESTORE, RT, KeepPositions, assign, block, body_of, code_of, dotted_name, expr,
+                      has_yield, if_, small, stmt)
 from .emit import Emitter
 from .linemap import LineTable, column_shift, line_table
 from .liveness import analyze_strict
@@ -141,18 +142,9 @@ def bound_names(tree: ast.Module) -> frozenset[str] | _Everything:
     return frozenset(names)
 
 
-def _dotted(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return f"{base}.{node.attr.value}" if base is not None else None
-    return None
-
-
 def _coroutine_decorator(func: cst.FunctionDef, names: frozenset[str]) -> cst.Decorator | None:
     """The decorator that makes ``func`` a generator-based coroutine, if it has one."""
-    return next((d for d in func.decorators if _dotted(d.decorator) in names), None)
+    return next((d for d in func.decorators if dotted_name(d.decorator) in names), None)
 
 
 def _docstring(body: list[cst.BaseStatement]) -> tuple[list[cst.BaseStatement], list[cst.BaseStatement]]:
@@ -179,23 +171,7 @@ def version(func: cst.FunctionDef) -> str:
     return digest(str(FORMAT_VERSION), canonical(tree))
 
 
-class _KeepPositions(cst.CSTTransformer):
-    """A transformer whose rebuilt nodes keep the source position of the node they replace (the
-    points' labels and the owners of compiler locals are found by position)."""
-
-    def __init__(self, positions: dict) -> None:  # type: ignore[type-arg]
-        self.positions = positions
-
-    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
-        result = super().on_leave(original, updated)
-        if result is not original and isinstance(result, cst.CSTNode) and result not in self.positions:
-            pos = self.positions.get(original)
-            if pos is not None:
-                self.positions[result] = pos
-        return result  # type: ignore[return-value]
-
-
-class _Substitute(_KeepPositions):
+class _Substitute(KeepPositions):
     """Puts already-compiled nested functions and classes into an original function body."""
 
     def __init__(self, replaced: dict[int, cst.CSTNode], positions: dict) -> None:  # type: ignore[type-arg]
@@ -235,7 +211,7 @@ def _walk_scope(node: cst.CSTNode) -> list[cst.CSTNode]:
     return out
 
 
-class _Hoist(_KeepPositions):
+class _Hoist(KeepPositions):
     """Moves ``global``/``nonlocal`` declarations to the top: both bodies use the names."""
 
     def __init__(self, positions: dict) -> None:  # type: ignore[type-arg]
@@ -657,7 +633,7 @@ class ModuleCompiler(cst.CSTTransformer):
         coroutine = _coroutine_decorator(original, self.state.coroutine_decorators)
         if coroutine is not None:  # types.coroutine replaces the code object: never durable
             if marked:
-                detail = f"@{_dotted(coroutine.decorator)} on @durable function {original.name.value!r}"
+                detail = f"@{dotted_name(coroutine.decorator)} on @durable function {original.name.value!r}"
                 self.state.report(dg.CoroutineDecorator, coroutine, detail)
             return updated
         if marked and not is_gen:

@@ -40,7 +40,7 @@ from typing import Callable
 
 import libcst as cst
 
-from .cstutil import PREFIX, block, small
+from .cstutil import PREFIX, KeepPositions, block, small
 
 FUNCTION = PREFIX + "genexpr"
 """Prefix of the functions that stand for generator expressions (locals of the enclosing function)."""
@@ -113,14 +113,13 @@ class _Blocker(cst.CSTVisitor):
             self.found = True
 
 
-class Rewriter(cst.CSTTransformer):
+class Rewriter(KeepPositions):
     """Replaces the generator expressions evaluated in the function's own scope with calls of the
     functions it writes out (``found``); ``positions`` gets the source position of their statements."""
 
     def __init__(self, positions: dict, shadowed: Callable[[str], bool],  # type: ignore[type-arg]
                  scope_of: Callable[[cst.FunctionDef], Scope]) -> None:
-        super().__init__()
-        self.positions = positions
+        super().__init__(positions)
         self.shadowed = shadowed
         self.scope_of = scope_of
         self.found: list[Found] = []
@@ -133,14 +132,6 @@ class Rewriter(cst.CSTTransformer):
                 and isinstance(func.value, (cst.SimpleString, cst.ConcatenatedString))):
             self.consumed.update(id(a.value) for a in node.args
                                  if isinstance(a.value, cst.GeneratorExp) and a.keyword is None and not a.star)
-
-    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
-        result = super().on_leave(original, updated)
-        if result is not original and isinstance(result, cst.CSTNode) and result not in self.positions:
-            pos = self.positions.get(original)
-            if pos is not None:  # rebuilt nodes keep their source position (lines of statements, yields)
-                self.positions[result] = pos
-        return result  # type: ignore[return-value]
 
     # -- scopes: only what they evaluate in this scope ----------------------------------------
     def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:

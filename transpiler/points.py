@@ -14,6 +14,7 @@ from libcst.metadata import CodeRange
 
 from . import diagnostics as dg
 from .canonical import canonical, digest
+from .cstutil import KeepPositions, OwnScope, dotted_name
 
 SEPARATOR = " › "
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
@@ -82,17 +83,8 @@ def point_call_names(tree: ast.Module) -> frozenset[str]:
     return frozenset(names)
 
 
-def _dotted(node: cst.BaseExpression) -> str | None:
-    if isinstance(node, cst.Name):
-        return node.value
-    if isinstance(node, cst.Attribute):
-        base = _dotted(node.value)
-        return f"{base}.{node.attr.value}" if base is not None else None
-    return None
-
-
 def _is_point(node: cst.CSTNode | None, names: frozenset[str]) -> bool:
-    return isinstance(node, cst.Call) and _dotted(node.func) in names
+    return isinstance(node, cst.Call) and dotted_name(node.func) in names
 
 
 def _operand(node: cst.Yield) -> cst.BaseExpression | None:
@@ -116,7 +108,7 @@ def _literal_name(call: cst.Call) -> str | None:
 
 # -- walking one scope -------------------------------------------------------------------------------
 
-class _Yields(cst.CSTVisitor):
+class _Yields(OwnScope, cst.CSTVisitor):
     """The yields of the function's own scope under a node, in the order they finish (inner first):
     nested functions, lambdas and classes are skipped, and of a comprehension only its first iterable
     (evaluated in the enclosing scope) is looked at."""
@@ -126,15 +118,6 @@ class _Yields(cst.CSTVisitor):
 
     def leave_Yield(self, original: cst.Yield) -> None:
         self.found.append(original)
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        return False
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-        return False
-
-    def visit_Lambda(self, node: cst.Lambda) -> bool:
-        return False
 
     def _comprehension(self, node: cst.BaseComp | cst.DictComp) -> bool:
         node.for_in.iter.visit(self)
@@ -175,31 +158,13 @@ class _Calls(_Yields):
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension  # type: ignore[assignment]
 
 
-class _Stripper(cst.CSTTransformer):
+class _Stripper(OwnScope, KeepPositions):
     """Replaces ``yield point(n, v)`` by ``yield v`` in the function's own scope; rebuilt nodes get the
     position of the node they replace (when a position table is given)."""
 
     def __init__(self, names: frozenset[str], positions: dict | None = None) -> None:  # type: ignore[type-arg]
+        super().__init__(positions)
         self.names = names
-        self.positions = positions
-
-    def on_leave(self, original: cst.CSTNode, updated: cst.CSTNode) -> cst.CSTNode:  # type: ignore[override]
-        result = super().on_leave(original, updated)
-        if (self.positions is not None and result is not original and isinstance(result, cst.CSTNode)
-                and result not in self.positions):
-            pos = self.positions.get(original)
-            if pos is not None:
-                self.positions[result] = pos
-        return result  # type: ignore[return-value]
-
-    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
-        return False
-
-    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
-        return False
-
-    def visit_Lambda(self, node: cst.Lambda) -> bool:
-        return False
 
     def leave_Yield(self, original: cst.Yield, updated: cst.Yield) -> cst.Yield:
         delegates = isinstance(updated.value, cst.From)

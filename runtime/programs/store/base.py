@@ -250,15 +250,21 @@ class Store(abc.ABC):
         waits. Correctness never depends on it: workers poll after ``timeout`` anyway."""
         stop.wait(timeout)
 
-    @abc.abstractmethod
     def code_version(self, function: str, version: str, source_digest: str | None = None) -> CodeVersion | None:
         """The recorded code version with that key; with ``source_digest`` None, the earliest recorded text
         of that function and version. None when there is none (or the store predates code versions). A row
         whose cells cannot be read is returned with ``damage`` set, as executions are."""
+        found = self._code_versions(function, version, source_digest, limit=1)
+        return found[0] if found else None
 
-    @abc.abstractmethod
     def code_versions(self, function: str) -> list[CodeVersion]:
         """Every recorded version and text of ``function``, in the order they were recorded."""
+        return self._code_versions(function)
+
+    @abc.abstractmethod
+    def _code_versions(self, function: str, version: str | None = None, source_digest: str | None = None,
+                       limit: int | None = None) -> list[CodeVersion]:
+        """The rows of ``code_versions`` of ``function`` (of that version and text), as recorded, up to ``limit``."""
 
     @abc.abstractmethod
     def steps(self, execution_id: str) -> list[StepRecord]:

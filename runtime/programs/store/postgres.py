@@ -20,8 +20,8 @@ from .base import (PENDING, TERMINAL, Change, CodeVersion, ConflictError, Execut
                    NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim, claim_keys,
                    taken_over)
 from .faults import point
-from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _CODE_VERSION_COLUMNS, _EXECUTION_COLUMNS, _FREE_TEXT, _JSON,
-                   _SIGNAL_COLUMNS, _STEP_COLUMNS, _cell, _code_version, _columns, _encode, _execution, _signal, _step)
+from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _EXECUTION_COLUMNS, _FREE_TEXT, _JSON,
+                   _SIGNAL_COLUMNS, _STEP_COLUMNS, _cell, _columns, _encode, _execution, _signal, _step)
 from .statements import CHANGING, Statement, Statements, StepStatement, read_back, reads_back
 
 _T = TypeVar("_T")
@@ -593,21 +593,11 @@ class PostgresStore(Store):
 
     # -- code versions
 
-    def code_version(self, function: str, version: str, source_digest: str | None = None) -> CodeVersion | None:
-        found = self._code_versions(function, version, source_digest, limit=1)
-        return found[0] if found else None
-
-    def code_versions(self, function: str) -> list[CodeVersion]:
-        return self._code_versions(function)
-
     def _code_versions(self, function: str, version: str | None = None, source_digest: str | None = None,
                        limit: int | None = None) -> list[CodeVersion]:
         if not self._versions_table:  # read-only, on a store older than code versions
             return []
-        sql, params = self._sql.code_versions_query(_columns(_CODE_VERSION_COLUMNS), function, version, source_digest)
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [_code_version(row) for row in self._rows(sql, params)]
+        return self._sql.code_versions(self._rows, function, version, source_digest, limit)
 
     # -- steps
 

@@ -8,7 +8,7 @@ from typing import Any, Callable, Protocol, Sequence
 from .base import STATUSES, Change, CodeVersion, ConflictError, Execution, NotFoundError, StepRecord, StoreError
 from .faults import point
 from .rows import (_CODE_VERSION_COLUMNS, _EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION, _FIXED_STEP,
-                   _STEP_COLUMNS, _cell, _check_field, _columns, _Damaged)
+                   _STEP_COLUMNS, _cell, _check_field, _code_version, _columns, _Damaged)
 
 # What a commit with Change.base reads back: what others may have changed since the writer read the row.
 CHANGING = "version, cancel_requested, lease_owner, lease_until"
@@ -124,10 +124,19 @@ class Statements:
                 f" VALUES {', '.join(marks for _ in ordered)}"
                 " ON CONFLICT (function, version, source_digest) DO NOTHING", params)
 
+    def code_versions(self, rows: Callable[[str, list[Any]], list[tuple[Any, ...]]], function: str,
+                      version: str | None = None, source_digest: str | None = None, limit: int | None = None
+                      ) -> list[CodeVersion]:
+        """Store.code_version (with ``version``, ``limit`` 1) and Store.code_versions, read with ``rows``."""
+        sql, params = self.code_versions_query(_columns(_CODE_VERSION_COLUMNS), function, version, source_digest)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_code_version(row) for row in rows(sql, params)]
+
     def code_versions_query(self, columns: str, function: str, version: str | None = None,
                             source_digest: str | None = None) -> Statement:
-        """Store.code_version (with ``version``) and Store.code_versions: the rows of ``function``, in the
-        order they were recorded (ties by version and digest)."""
+        """The rows of ``function`` in ``code_versions``, in the order they were recorded (ties by version and
+        digest)."""
         sql = f"SELECT {columns} FROM {self.prefix}code_versions WHERE function = {self.mark}"
         params: list[Any] = [function]
         if version is not None:
