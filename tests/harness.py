@@ -236,6 +236,19 @@ def nexts(n: int) -> list[Op]:
     return [NEXT] * n
 
 
+def drive(gen: Any, inputs: list[Any]) -> list[Any]:
+    """What ``gen`` yields for each input in turn (sent; an exception instance is thrown in), ending with
+    ``("return", value)`` when it returns."""
+    out: list[Any] = []
+    for value in inputs:
+        try:
+            out.append(gen.throw(value) if isinstance(value, BaseException) else gen.send(value))
+        except StopIteration as stop:
+            out.append(("return", stop.value))
+            break
+    return out
+
+
 # --------------------------------------------------------------------------- value specs
 
 def encode_value(v: Any) -> dict:

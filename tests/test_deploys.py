@@ -286,12 +286,18 @@ def keep_the_sum(old):
 '''
 
 
-def test_a_migration_moves_runs_once_and_is_recorded(project: Project) -> None:
+def _waiting_for_approval(project: Project) -> Any:
+    """A run of NAMED's flow suspended at its named point "approve"."""
     project.deploy(NAMED)
     run = project.runner.start(f"{project.name}:flow", [1])
     project.drain(run.id)
     project.signal(run.id, "go")
     project.signal(run.id, "go")
+    return run
+
+
+def test_a_migration_moves_runs_once_and_is_recorded(project: Project) -> None:
+    run = _waiting_for_approval(project)
     # v2 renames total to acc: the run cannot resume as it is, a migration hands the value over
     project.deploy(RENAMED.replace("MIGRATION_BODY", 'return old.to("approve", acc=old.locals["total"])'))
     project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
@@ -304,11 +310,7 @@ def test_a_migration_moves_runs_once_and_is_recorded(project: Project) -> None:
 
 
 def test_a_failing_migration_leaves_the_run_until_a_fixed_one_is_deployed(project: Project) -> None:
-    project.deploy(NAMED)
-    run = project.runner.start(f"{project.name}:flow", [1])
-    project.drain(run.id)
-    project.signal(run.id, "go")
-    project.signal(run.id, "go")
+    run = _waiting_for_approval(project)
     waiting = project.store.get(run.id)
     project.deploy(RENAMED.replace("MIGRATION_BODY", 'raise KeyError("acc")'))
     project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
@@ -325,11 +327,7 @@ def test_a_failing_migration_leaves_the_run_until_a_fixed_one_is_deployed(projec
 
 
 def test_a_migration_may_cancel_a_run(project: Project) -> None:
-    project.deploy(NAMED)
-    run = project.runner.start(f"{project.name}:flow", [1])
-    project.drain(run.id)
-    project.signal(run.id, "go")
-    project.signal(run.id, "go")
+    run = _waiting_for_approval(project)
     project.deploy(RENAMED.replace("MIGRATION_BODY", 'from runtime import Cancel\n    return Cancel("obsolete")'))
     project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
     project.drain(run.id)

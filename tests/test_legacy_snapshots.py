@@ -12,24 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from harness import load_compiled, load_native, tmp_module_dir
+from harness import drive, load_compiled, load_native, tmp_module_dir
 from runtime import inspect_snapshot, restore
 from runtime.compat import PointMismatchError
 
 DATA = Path(__file__).parent / "data" / "format2"
 SOURCE = (DATA / "legacy_flow.py").read_text(encoding="utf-8")
 SAME_FINGERPRINT = sys.version_info < (3, 12)  # ast.dump as on 3.11, where the snapshots were taken
-
-
-def _drive(gen, ops):
-    out = []
-    for op in ops:
-        try:
-            out.append(gen.throw(op) if isinstance(op, BaseException) else gen.send(op))
-        except StopIteration as stop:
-            out.append(("return", stop.value))
-            break
-    return out
 
 
 @pytest.mark.parametrize("name, before, after", [
@@ -47,10 +36,10 @@ def test_a_format_2_snapshot_restores_under_the_same_code(name, before, after) -
                 restore(data)
             assert caught.value.reason == "legacy" and "written before points had labels" in str(caught.value)
             return
-        resumed = _drive(restore(data), after)
+        resumed = drive(restore(data), after)
         native = load_native(SOURCE)
         reference = native.legacy_flow(3)
-        _drive(reference, before)
-        assert resumed == _drive(reference, after)
+        drive(reference, before)
+        assert resumed == drive(reference, after)
     finally:
         sys.modules.pop("legacy_flow", None)

@@ -19,7 +19,7 @@ from runtime import (Cancel, IncompatibleCodeError, MigrationError, OldFrame, Re
 from runtime import migrations
 from runtime.compat import PointMismatchError
 from runtime.migrations import MigrationCancelled
-from tests.harness import load_compiled, load_native, tmp_module_dir, unique_module_name
+from harness import drive, load_compiled, load_native, tmp_module_dir, unique_module_name
 
 V1 = """
 from runtime import durable
@@ -56,21 +56,10 @@ class Deploy:
 
     def suspended(self, source: str, inputs: list[Any] = TO_ASK) -> bytes:
         gen = self.load(source).flow(ITEMS)
-        _drive(gen, inputs)
+        drive(gen, inputs)
         data = snapshot(gen)
         detach(gen)
         return data
-
-
-def _drive(gen: Any, inputs: list[Any]) -> list[Any]:
-    out: list[Any] = []
-    for value in inputs:
-        try:
-            out.append(gen.send(value))
-        except StopIteration as stop:
-            out.append(("return", stop.value))
-            break
-    return out
 
 
 def _version_of(source: str) -> str:
@@ -167,7 +156,7 @@ def test_a_point_is_named_by_its_label_or_its_key(deploy: Deploy, by: str) -> No
         return old.to('for item in items: › got = yield ("ask", item, n)', n=old.locals["count"])
 
     report: list[dict[str, Any]] = []
-    assert _drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v1"))
+    assert drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v1"))
     assert report[0]["to_point"] == 'for item in items: › got = yield ("ask", item, n)'
 
 
@@ -186,9 +175,9 @@ def test_not_applied_to_frames_of_the_current_version(deploy: Deploy) -> None:
         return old.to("ask")
 
     report: list[dict[str, Any]] = []
-    assert _drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v1"))
+    assert drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v1"))
     deploy.load("\n\n# lines shifted, same version\n" + V1)
-    assert _drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v1"))
+    assert drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v1"))
     assert ran == [] and report == []
 
 
@@ -205,10 +194,10 @@ def test_a_renamed_local_gives_what_the_new_code_gives_natively(deploy: Deploy) 
         return old.to("ask", n=old.locals["count"])
 
     report: list[dict[str, Any]] = []
-    resumed = _drive(restore(data, report), REST)
+    resumed = drive(restore(data, report), REST)
     native = load_native(V2).flow(ITEMS)
-    _drive(native, TO_ASK)
-    assert resumed == _drive(native, REST)
+    drive(native, TO_ASK)
+    assert resumed == drive(native, REST)
     assert resumed[-1] == ("return", (60, "ok", "v2"))
     [old] = seen
     assert (old.function, old.version, old.point, old.key, old.line) == (deploy.function, _version_of(V1), "@ask",
@@ -239,7 +228,7 @@ def test_a_chain_across_two_deploys_never_loads_the_middle_version(deploy: Deplo
         return Resume("ask", {"n": old.locals["count"]}, old.slots)
 
     report: list[dict[str, Any]] = []
-    assert _drive(restore(data, report), REST)[-1] == ("return", (61, "ok", "v3"))
+    assert drive(restore(data, report), REST)[-1] == ("return", (61, "ok", "v3"))
     assert [(o.version, o.point, dict(o.locals)) for o in seen] == [(v1, "@ask", {"count": 10}),
                                                                     (v2, "ask", {"n": 10})]
     assert seen[1].line is None and list(seen[1].slots) == list(seen[0].slots)
@@ -271,7 +260,7 @@ def test_a_migration_that_raises_leaves_the_run_as_it_was(deploy: Deploy) -> Non
     def broken(old: OldFrame) -> Resume:  # noqa: F811 - the fix, deployed under the same name
         return old.to("ask", n=old.locals["count"])
 
-    assert _drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v2"))
+    assert drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v2"))
     assert len(report) == 1
 
 
@@ -322,11 +311,11 @@ PINNED = V1.replace("@durable\n", "@durable(keep_version=True)\n")
 def test_keep_version_resumes_only_the_exact_version_or_through_a_migration_naming_it(deploy: Deploy) -> None:
     data = deploy.suspended(PINNED)
     changed = PINNED.replace('"v1"', '"v2"')  # after the point: an unpinned function would upgrade
-    assert _drive(restore(data), REST)[-1] == ("return", (60, "ok", "v1"))
+    assert drive(restore(data), REST)[-1] == ("return", (60, "ok", "v1"))
     unpinned = Deploy()
     plain = unpinned.suspended(V1)
     unpinned.load(V1.replace('"v1"', '"v2"'))
-    assert _drive(restore(plain), REST)[-1] == ("return", (60, "ok", "v2"))
+    assert drive(restore(plain), REST)[-1] == ("return", (60, "ok", "v2"))
 
     assert deploy.load(changed).flow.__durable__.keep_version
     with pytest.raises(PointMismatchError) as caught:
@@ -349,11 +338,11 @@ def test_keep_version_resumes_only_the_exact_version_or_through_a_migration_nami
         return old.to("ask", count=old.locals["count"] * 2)
 
     report: list[dict[str, Any]] = []
-    assert _drive(restore(data, report), REST)[-1] == ("return", (70, "ok", "v2"))
+    assert drive(restore(data, report), REST)[-1] == ("return", (70, "ok", "v2"))
     assert ran == ["version"] and report[0]["migration"].endswith("by_version")
     deploy.load(PINNED)
     ran.clear()
-    assert _drive(restore(data), REST)[-1] == ("return", (60, "ok", "v1"))  # its own version again
+    assert drive(restore(data), REST)[-1] == ("return", (60, "ok", "v1"))  # its own version again
     assert ran == []
 
 
@@ -378,7 +367,7 @@ def test_the_report_names_upgraded_frames(deploy: Deploy) -> None:
     data = deploy.suspended(V1)
     deploy.load(V1.replace('"v1"', '"v2"'))
     report: list[dict[str, Any]] = []
-    assert _drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v2"))
+    assert drive(restore(data, report), REST)[-1] == ("return", (60, "ok", "v2"))
     assert report == [{"upgrade": deploy.function, "from_version": _version_of(V1),
                        "to_version": _version_of(V1.replace('"v1"', '"v2"'))}]
 
@@ -423,7 +412,7 @@ def test_frames_in_a_yield_from_chain_and_held_in_values_are_migrated_each(deplo
 
     try:
         report: list[dict[str, Any]] = []
-        assert _drive(restore(data, report), [5]) == [("return", (8, 101, "v1"))]
+        assert drive(restore(data, report), [5]) == [("return", (8, 101, "v1"))]
         assert sorted(seen) == [3, 100]
         assert sorted(r.get("migration", r.get("upgrade")) for r in report) == [
             *[f"{__name__}:{count_to_n.__qualname__}"] * 2]

@@ -19,7 +19,7 @@ import pytest
 from runtime import detach, restore, snapshot
 from runtime.compat import PointMismatchError
 from runtime.errors import IncompatibleCodeError
-from tests.harness import load_compiled, load_native, tmp_module_dir, unique_module_name
+from harness import drive, load_compiled, load_native, tmp_module_dir, unique_module_name
 
 V1 = """
 from runtime import durable
@@ -106,35 +106,23 @@ EDITS = [
 ]
 
 
-def _drive(gen: Any, inputs: list[Any]) -> list[Any]:
-    """What the generator yields (and returns, last) for ``inputs`` (None: next())."""
-    out: list[Any] = []
-    for value in inputs:
-        try:
-            out.append(gen.send(value))
-        except StopIteration as stop:
-            out.append(("return", stop.value))
-            break
-    return out
-
-
 @pytest.mark.parametrize("edit", EDITS, ids=[e.name for e in EDITS])
 def test_a_deploy_resumes_what_it_can_and_names_what_it_cannot(edit: Edit) -> None:
     name = unique_module_name("deploy")
     directory = Path(tempfile.mkdtemp(dir=tmp_module_dir()))
     v1 = load_compiled(textwrap.dedent(edit.v1), all_generators=False, name=name, directory=directory)
     gen = v1.flow(2)
-    _drive(gen, IN_LOOP if edit.at == "IN_LOOP" else AT_CONFIRM)
+    drive(gen, IN_LOOP if edit.at == "IN_LOOP" else AT_CONFIRM)
     data = snapshot(gen)
     detach(gen)
     load_compiled(textwrap.dedent(edit.v2), all_generators=False, name=name, directory=directory)
     rest = REST[edit.at]
     if edit.outcome in ("exact", "upgrade"):
-        resumed = _drive(restore(data), rest)
+        resumed = drive(restore(data), rest)
         native = load_native(edit.v2).flow(2)
         lead = [None] * edit.native_lead
-        _drive(native, lead + (IN_LOOP if edit.at == "IN_LOOP" else AT_CONFIRM))
-        assert resumed == _drive(native, rest)
+        drive(native, lead + (IN_LOOP if edit.at == "IN_LOOP" else AT_CONFIRM))
+        assert resumed == drive(native, rest)
         assert resumed[-1][0] == "return"
         return
     with pytest.raises(PointMismatchError) as caught:
@@ -175,7 +163,7 @@ def test_a_run_held_in_a_yield_from_chain_is_judged_frame_by_frame() -> None:
     detach(gen)
     # the inner function changed after its point: the inner frame upgrades, the outer one is exact
     load_compiled(outer_v1.replace("got * 2", "got * 3"), all_generators=False, name=name, directory=directory)
-    assert _drive(restore(data), [5]) == [("return", ("outer", 15))]
+    assert drive(restore(data), [5]) == [("return", ("outer", 15))]
     # the outer's suspending statement rewritten: the outer frame cannot resume, and the error says so
     load_compiled(outer_v1.replace("a = yield from inner(1)", "a = yield from inner(1 + 0)"),
                   all_generators=False, name=name, directory=directory)
@@ -208,4 +196,4 @@ def test_a_generator_not_started_yet_takes_new_parameters_with_defaults(signatur
             restore(data)
         assert caught.value.reason == outcome and "local 'extra' is needed" in str(caught.value)
         return
-    assert _drive(restore(data), [None, 2]) == [1, outcome]
+    assert drive(restore(data), [None, 2]) == [1, outcome]
