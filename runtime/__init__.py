@@ -4,7 +4,8 @@ from __future__ import annotations
 from .compat import PointMismatchError
 from .decorator import durable
 from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateError, IncompatibleCodeError,
-                     NotAllowedError, NotDurableError, SignatureError, SnapshotError, UnserializableValueError)
+                     NotAllowedError, NotDurableError, SignatureError, SnapshotError, SnapshotFormatTooNewError,
+                     UnserializableValueError)
 from .migrations import Cancel, MigrationCancelled, MigrationError, OldFrame, Resume, migration
 from .programs.requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep,
                                 step, wait)
@@ -21,7 +22,8 @@ __all__ = [
     "StepFailed",
     "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
     "migration", "OldFrame", "Resume", "Cancel", "MigrationError", "MigrationCancelled",
-    "IncompatibleCodeError", "PointMismatchError", "CorruptSnapshotError", "NotAllowedError", "SignatureError",
+    "IncompatibleCodeError", "PointMismatchError", "CorruptSnapshotError", "SnapshotFormatTooNewError",
+    "NotAllowedError", "SignatureError",
     "DurableCompileError",
 ]
 

@@ -166,8 +166,8 @@ def test_public_names():
         "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
         "StepFailed",
         # deploys (runtime.points, runtime.compat, runtime.migrations)
-        "point", "PointMismatchError", "migration", "OldFrame", "Resume", "Cancel", "MigrationError",
-        "MigrationCancelled",
+        "point", "PointMismatchError", "SnapshotFormatTooNewError", "migration", "OldFrame", "Resume", "Cancel",
+        "MigrationError", "MigrationCancelled",
     })
     from runtime.programs import requests
     assert (runtime.sleep, runtime.wait, runtime.step, runtime.SignalTimeout) == (
