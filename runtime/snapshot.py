@@ -434,18 +434,8 @@ def _check_record(raw: Any) -> _Checked:
                                          meta.states else None)
         if plan is not None and names == plan.joined and len(packed) == len(plan.names):
             return meta, _EXACT[state], plan.names, None
-    bound = names.split(",") if names else []
-    if len(set(bound)) != len(bound) or len(bound) != len(packed):
-        raise _corrupt("frame locals do not match its values")
-    kept = tracked.split(",") if tracked else bound
-    if point is None and meta is not None and meta.legacy_names and meta.fingerprint == fingerprint:
-        renamed = {old: new for new, old in meta.legacy_names.items()}
-        bound = [renamed.get(n, n) for n in bound]
-        kept = [renamed.get(n, n) for n in kept]
-    header = compat.FrameHeader(ident, fingerprint, point[0] if point else None, point[1] if point else None,
-                                point[2] if point else None, state, line, bound, kept, frees[0] if frees else [])
-    if not all(n.isidentifier() for n in bound):
-        raise _corrupt("frame locals are not names")
+    header = frame_header(raw, meta)
+    bound = header.names
     found = migrations.find(header, meta) if migrations.REGISTERED else None
     if found is not None:
         assert meta is not None
@@ -456,6 +446,26 @@ def _check_record(raw: Any) -> _Checked:
     if adapt.exact and not plan.name_set.issuperset(bound):
         raise _corrupt("frame locals do not match the function's state table")
     return meta, adapt, bound, header
+
+
+def frame_header(raw: Any, meta: FunctionMeta | None) -> compat.FrameHeader:
+    """What a frame record (its fields checked) says about where it was saved, its locals named as the code
+    ``meta`` names them (the counter names of formats 1 and 2 translated when it is the same code). No value
+    is decoded: ``durable plan`` reads stored snapshots with it."""
+    ident, fingerprint, state, line, names, packed, frees, point, tracked = values.frame_fields(raw)
+    bound = names.split(",") if names else []
+    if len(set(bound)) != len(bound) or len(bound) != len(packed):
+        raise _corrupt("frame locals do not match its values")
+    if not all(n.isidentifier() for n in bound):
+        raise _corrupt("frame locals are not names")
+    kept = tracked.split(",") if tracked else bound
+    if point is None and meta is not None and meta.legacy_names and meta.fingerprint == fingerprint:
+        renamed = {old: new for new, old in meta.legacy_names.items()}
+        bound = [renamed.get(n, n) for n in bound]
+        kept = [renamed.get(n, n) for n in kept]
+    version, key, display = point if point is not None else (None, None, None)
+    return compat.FrameHeader(ident, fingerprint, version, key, display, state, line, bound, kept,
+                              frees[0] if frees else [])
 
 
 def _decode_frame(decoder: Decoder, raw: Any, format: int) -> _support.PendingFrame:

@@ -15,15 +15,16 @@ from .. import compat, registry, values
 from ..compat import FrameHeader, PointMismatchError
 from ..errors import IncompatibleCodeError
 from ..registry import START, FunctionMeta
+from ..snapshot import frame_header
 from . import program_names
 from .loading import ProgramError, import_program_module
 from .store.base import PENDING, SLEEPING, WAITING, Execution, Store, call_of
 
 OUTCOMES = ("unchanged", "upgrade", "migrate", "pinned", "stranded")
 """From best to worst: a run's outcome is the worst of its frames'. ``unchanged``: the same version resumes
-it; ``upgrade``: the new code takes its frames; ``migrate``: a registered migration moves it (Stage D: none
-yet); ``pinned``: its function keeps runs on their version, so it waits for a worker with that version;
-``stranded``: the code importable now cannot resume it (an old worker or a migration must)."""
+it; ``upgrade``: the new code takes its frames; ``migrate``: a registered migration moves it; ``pinned``:
+its function keeps runs on their version, so it waits for a worker with that version; ``stranded``: the
+code importable now cannot resume it (an old worker or a migration must)."""
 LIVE = (PENDING, SLEEPING, WAITING)
 NOT_RECORDED = "(old text not recorded)"
 
@@ -269,25 +270,10 @@ def _plan_start(ex: Execution, problems: dict[str, str]) -> FramePlan:
 
 
 def _headers(snapshot: bytes) -> list[FrameHeader]:
-    """The frame headers of a snapshot, outermost first, without decoding any value (as
-    ``snapshot._check_record`` builds them)."""
+    """The frame headers of a snapshot, outermost first, without decoding any value (as restore reads them)."""
     envelope, _ = values.open_snapshot(snapshot)
-    headers = []
-    for raw in envelope[2:]:
-        ident, fingerprint, state, line, names, packed, frees, point, tracked = values.frame_fields(raw)
-        bound = names.split(",") if names else []
-        if len(set(bound)) != len(bound) or len(bound) != len(packed):
-            raise values.corrupt("frame locals do not match its values")
-        kept = tracked.split(",") if tracked else bound
-        meta = _loaded(ident, fingerprint)
-        if point is None and meta is not None and meta.legacy_names and meta.fingerprint == fingerprint:
-            renamed = {old: new for new, old in meta.legacy_names.items()}
-            bound = [renamed.get(n, n) for n in bound]
-            kept = [renamed.get(n, n) for n in kept]
-        headers.append(FrameHeader(ident, fingerprint, point[0] if point else None, point[1] if point else None,
-                                   point[2] if point else None, state, line, bound, kept,
-                                   frees[0] if frees else []))
-    return headers
+    return [frame_header(raw, _loaded(raw[0], raw[1]) if isinstance(raw, list) and len(raw) > 1 else None)
+            for raw in envelope[2:]]
 
 
 def _plan_frame(header: FrameHeader, problems: dict[str, str],
