@@ -17,9 +17,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from runtime import values
+from runtime import inspect_snapshot, values
 from runtime.programs.clock import VirtualClock
 from runtime.programs.plan import make_plan
+from runtime.programs.relabel import relabel
+from runtime.programs.store.base import Change
 from runtime.programs.runner import Runner
 from runtime.programs.store import FINISHED, WAITING
 
@@ -334,3 +336,44 @@ def test_a_migration_may_cancel_a_run(project: Project) -> None:
     done = project.store.get(run.id)
     assert done.status == "cancelled" and "obsolete" in done.error and "keep_the_sum" in done.error
     assert done.migrations[0]["cancel"] == "obsolete"
+
+
+def _as_format_2(project: Project, execution_id: str) -> None:
+    """Store the run's snapshot as the runtime before labels wrote it (format 2: seven fields per frame, the
+    compiler's locals under counter names), sealed as that runtime would have."""
+    import msgpack
+
+    from runtime.programs.records import current_step_mac, execution_parts
+    from runtime.values import seals
+
+    ex = project.store.get(execution_id)
+    envelope = msgpack.unpackb(ex.snapshot, raw=False, strict_map_key=False)
+    meta = sys.modules[project.name].flow.__durable__
+    frames = [[*frame[:4], ",".join(meta.legacy_names.get(n, n) for n in frame[4].split(",") if n), *frame[5:7]]
+              for frame in envelope[2:]]
+    old = msgpack.packb([envelope[0], 2, *frames], use_bin_type=True)
+    mac = seals.seal("execution", execution_parts(ex.id, ex.function, ex.args, old, ex.request, ex.steps_started,
+                                                  current_step_mac(project.store, ex)))
+    project.store.commit(Change(ex.id, ex.version, fields={"snapshot": old, "mac": mac}), now=project.clock.now())
+
+
+def test_relabel_stores_old_runs_with_labels_so_that_a_deploy_can_upgrade_them(project: Project) -> None:
+    project.deploy(V1)
+    run = project.runner.start(f"{project.name}:flow", [1])
+    project.drain(run.id)
+    project.signal(run.id, "go")  # waiting in the loop: its frame keeps the loop's iterator
+    _as_format_2(project, run.id)
+    before = project.store.get(run.id)
+    done = relabel(project.store, clock=project.clock)
+    assert done.done == [run.id] and not done.left
+    after = project.store.get(run.id)
+    assert inspect_snapshot(after.snapshot).format == values.FORMAT and after.point == "for i in range(2): › " \
+        "total += yield wait(\"go\")"
+    assert (after.status, after.request, after.waiting_for) == (before.status, before.request, before.waiting_for)
+    assert relabel(project.store, clock=project.clock).current == 1  # nothing more to do
+    # the deploy that follows upgrades it (a format-2 run would need the old code)
+    project.deploy(_edit('("v1", total, decision)', '("v2", total, decision)'))
+    for name, payload in (("go", 5), ("approve", 7)):
+        project.store.send_signal(run.id, name, payload, now=project.clock.now())
+    project.drain(run.id)
+    assert values.load_value(project.store.get(run.id).result) == ("v2", 7, 7)

@@ -869,6 +869,26 @@ def plan_command(modules: tuple[str, ...], store_url: str | None, as_json: bool,
     sys.exit(1 if plan.stranded else EXIT_OK)
 
 
+@commands.command("relabel", short_help="Store runs saved before points had labels in the current format.")
+@click.option("--store", "store_url", help=STORE_HELP)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Relabel at most this many runs.")
+@_store_errors
+def relabel_command(store_url: str | None, limit: int | None) -> None:
+    """Once, after upgrading to a runtime with point labels and before deploying code changes: restore every
+    live run whose snapshot predates labels (format 1 or 2) under the code it was saved by, and store it
+    again with its points' labels, so that later deploys can upgrade it (see durable plan). Nothing else
+    changes (status, request, timers, steps, signals) and no user code runs. Runs a worker holds now,
+    whose code changed since, or whose seal does not verify are left as they are, with the reason."""
+    from runtime.programs.relabel import relabel
+
+    store = _open(store_url)
+    done = relabel(store, limit=limit)
+    for execution_id, why in done.left:
+        _log(f"left {execution_id}: {why}")
+    _log(f"relabelled {len(done.done)} run{'' if len(done.done) == 1 else 's'}; {done.current} already labelled; "
+         f"{len(done.left)} left")
+
+
 def _print_plan(plan: Any) -> None:
     count = len(plan.runs)
     click.echo(f"plan: {count} live run{'' if count == 1 else 's'} in {plan.store}, judged against the code "
