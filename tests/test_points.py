@@ -124,7 +124,7 @@ def test_small_statements_of_one_line_are_units() -> None:
         a = 1; b = yield a; yield b
     """)
     labels = label(source)
-    assert sorted(labels.owners) == [(3, 4), (3, 11), (3, 24)]
+    assert sorted(labels.owners) == [(3, 11), (3, 24)]  # a = 1 holds no yield: it needs no identity
     b, last = points_on(source, "a = 1")
     assert last.display == "yield b" and b.display == "b = yield a"
     assert key(source.replace("a = 1; ", "a = 2; "), "b = yield") == b.key  # another small statement changed
@@ -284,7 +284,7 @@ def test_nested_scopes_are_not_points_of_the_function() -> None:
     assert sorted(p.display for p in labels.points.values()) == [
         "first = [x for x in (yield 'iterable')]", "yield 'own'"]
     assert not {(4, 8), (6, 8), (7, 12)} & set(labels.owners)  # inside nested scopes
-    assert labels.owners[3, 4].display == "def inner():"
+    assert (3, 4) not in labels.owners  # the def holds no yield of this function
     # the outermost iterable of a comprehension is evaluated in the function: its yield is a point
     edited = source.replace("yield 'inner'", "yield 'changed'").replace("lambda: (yield", "lambda: (yield 1 or")
     assert key(edited, "'own'") == key(source, "'own'")
@@ -460,13 +460,8 @@ def test_owners_of_statements_and_clauses() -> None:
         (5, 12): "with open(p) as fh, lock: › for x in xs: › try:",
         (6, 16): "with open(p) as fh, lock: › for x in xs: › try: › yield x",
         (7, 12): "with open(p) as fh, lock: › for x in xs: › try: › except OSError:",
-        (8, 16): "with open(p) as fh, lock: › for x in xs: › try: › except OSError: › pass",
         (9, 12): "with open(p) as fh, lock: › for x in xs: › try: › finally:",
-        (10, 16): "with open(p) as fh, lock: › for x in xs: › try: › finally: › close()",
-        (11, 4): "match xs:",
-        (12, 8): "match xs: › case [a, *_] if a:",
-        (13, 12): "match xs: › case [a, *_] if a: › pass",
-    }
+    }  # the clauses of a statement that holds a yield, and the statements that hold one: not `pass`, `match`
     assert all(len(o.hash) == 8 for o in owners.values())
     assert len({o.hash for o in owners.values()}) == len(owners)
 

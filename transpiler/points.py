@@ -126,6 +126,25 @@ class _Yields(OwnScope, cst.CSTVisitor):
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension  # type: ignore[assignment]
 
 
+class _Suspending(_Yields):
+    """The nodes under which the function's own scope has a yield (by id), found in one walk."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[int] = []
+        self.marked: set[int] = set()
+
+    def on_visit(self, node: cst.CSTNode) -> bool:
+        self.stack.append(id(node))
+        if isinstance(node, cst.Yield):
+            self.marked.update(self.stack)
+        return super().on_visit(node)
+
+    def on_leave(self, original_node: cst.CSTNode) -> None:
+        super().on_leave(original_node)
+        self.stack.pop()
+
+
 def _yields(*nodes: cst.CSTNode | None) -> list[cst.Yield]:
     finder = _Yields()
     for node in nodes:
@@ -382,10 +401,12 @@ def _clauses(node: cst.CSTNode) -> list[tuple[Clause, bool]]:
 
 
 class _Labeler:
-    def __init__(self, positions: Mapping[cst.CSTNode, CodeRange], names: frozenset[str]) -> None:
+    def __init__(self, positions: Mapping[cst.CSTNode, CodeRange], names: frozenset[str],
+                 suspending: set[int]) -> None:
         self.positions = positions
         self.names = names
         self.labels = Labels()
+        self.suspending = suspending  # ids of the nodes that hold a yield of the function's own scope
 
     def at(self, node: cst.CSTNode) -> tuple[int, int] | None:
         pos = self.positions.get(node)
@@ -395,12 +416,17 @@ class _Labeler:
         """Label the statements of one block (or the clauses of one statement), siblings in order."""
         seen: Counter[tuple[str, bool]] = Counter()
         for node in units:
-            self.unit(node, parent, seen, False)
+            # A statement without a yield owns no point and no local a snapshot keeps, and is not counted
+            # among its siblings that suspend: it needs no label (its compiler locals, if a suspending
+            # finally around it makes any, are named after the statement around it).
+            if id(node) in self.suspending:
+                self.unit(node, parent, seen, False)
 
     def unit(self, node: cst.CSTNode, parent: _Path, seen: Counter[tuple[str, bool]], elif_: bool) -> None:
         own = _yields(*_header_parts(node))
         # an elif's own part is its test and body: the clauses after it belong to the first if
-        suspends = bool(_yields(node.test, node.body) if elif_ else _yields(node))  # type: ignore[attr-defined]
+        parts = (node.test, node.body) if elif_ else (node,)  # type: ignore[attr-defined]
+        suspends = any(id(part) in self.suspending for part in parts)
         segment = _segment(node, self.names, elif_)
         seen[segment, suspends] += 1
         path = parent.child(segment, seen[segment, suspends], _text(node, elif_))
@@ -460,7 +486,9 @@ def label_function(fn: cst.FunctionDef, positions: Mapping[cst.CSTNode, CodeRang
                    point_names: frozenset[str]) -> Labels:
     """The owners and point labels of one durable function, computed on its original code, and the
     problems with its ``point(...)`` calls."""
-    labeler = _Labeler(positions, point_names)
+    finder = _Suspending()
+    fn.body.visit(finder)
+    labeler = _Labeler(positions, point_names, finder.marked)
     if point_names:
         labeler.check(fn.body)
     labeler.block(_units(fn.body), _ROOT)
