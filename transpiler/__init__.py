@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 FORMAT_VERSION = 1
 """Bumped whenever the compiled form or the snapshot layout changes incompatibly."""
