@@ -195,7 +195,7 @@ def test_check_and_compile_with_no_files_say_so(tmp_path: Path):
 def test_every_command_has_a_whole_summary_and_ls_explains_each_status():
     overview = invoke("--help").stdout
     commands = overview.split("Commands:")[1].strip().splitlines()
-    assert len(commands) == 12 and not any(line.endswith("...") for line in commands), overview
+    assert len(commands) == 13 and not any(line.endswith("...") for line in commands), overview
     listing = " ".join(invoke("ls", "--help").stdout.split())
     for status in ("pending (", "sleeping (", "waiting (", "finished (", "failed (", "cancelled"):
         assert status in listing, listing

@@ -86,7 +86,8 @@ def _plural(n: int, word: str) -> str:
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Durable generators: compile generator functions into resumable state machines, inspect their
-    snapshots, and run durable programs on a store (run, worker, ls, show, signal, cancel, result, plan).
+    snapshots, and run durable programs on a store (run, worker, ls, show, signal, cancel, result), and
+    deploy changes to them (plan, relabel).
 
     Snapshots and store rows are signed and verified with the key in DURABLE_SIGNING_KEY (older keys
     that still verify: DURABLE_ACCEPTED_KEYS, comma-separated) by every command."""
