@@ -58,7 +58,7 @@ def test_the_manifest_says_each_points_label_line_and_contract() -> None:
 
 
 def test_every_point_of_random_programs_has_a_label_of_its_own() -> None:
-    for seed in range(12):  # 400 seeds checked by hand for the issue note
+    for seed in range(5):  # 400 seeds checked by hand for the issue note
         program = random_program(seed)
         module = load_compiled(program.source)
         for name in ("gen", "sub"):

@@ -23,7 +23,7 @@ from runtime import detach, restore, snapshot
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
 PROBE = "'__deploy_probe__'"
-_EXAMPLES = int(os.environ.get("DG_DEPLOY_EXAMPLES", "15"))
+_EXAMPLES = int(os.environ.get("DG_DEPLOY_EXAMPLES", "8"))
 
 
 def _with_probe(source: str) -> str:
