@@ -59,6 +59,17 @@ class FrameHeader:
     tracked: list[str]    # the locals the old code kept at the point (bound or not)
     cells: list[str]      # the captured variables it carries as cells
 
+    @property
+    def saved_version(self) -> str:
+        """The version that saved it, as people and migrations name it (the legacy fingerprint before
+        versions existed)."""
+        return self.version or self.fingerprint.hex()
+
+
+def same_code(version: str | None, fingerprint: bytes, meta: FunctionMeta) -> bool:
+    """Whether a frame saved under ``version`` (or ``fingerprint``, before versions) was saved by ``meta``'s code."""
+    return (version is not None and version == meta.version) or fingerprint == meta.fingerprint
+
 
 @dataclass
 class Adaptation:
@@ -74,8 +85,7 @@ class Adaptation:
 
 def judge(header: FrameHeader, meta: FunctionMeta | None) -> Adaptation:
     """How ``header``'s frame resumes under ``meta`` (the function as loaded now), or PointMismatchError."""
-    if meta is not None and ((header.version is not None and header.version == meta.version)
-                             or header.fingerprint == meta.fingerprint):
+    if meta is not None and same_code(header.version, header.fingerprint, meta):
         if header.state and header.state not in meta.states:
             raise IncompatibleCodeError(f"snapshot of {header.ident!r} names state {header.state}, "
                                         "which the current code does not have")
@@ -87,7 +97,7 @@ def judge(header: FrameHeader, meta: FunctionMeta | None) -> Adaptation:
         raise refuse("no-function", f"there is no durable function {header.ident!r} any more")
     if meta.keep_version:
         raise refuse("pinned", f"{header.ident} keeps its runs on the version they started with "
-                               f"({header.version or header.fingerprint.hex()}); resume it with that version's code "
+                               f"({header.saved_version}); resume it with that version's code "
                                "or move it with a migration")
     if header.key is None or meta.version is None:
         raise refuse("legacy", "the snapshot was written before points had labels, and the code changed since; "

@@ -159,19 +159,11 @@ def migration(function: str, *, from_version: str | None = None, from_point: str
     return register
 
 
-def is_current(header: compat.FrameHeader, meta: FunctionMeta) -> bool:
-    return (header.version is not None and header.version == meta.version) or header.fingerprint == meta.fingerprint
-
-
-def _version(header: compat.FrameHeader) -> str:
-    return header.version or header.fingerprint.hex()  # a frame from before versions: its legacy fingerprint
-
-
 def find(header: compat.FrameHeader, meta: FunctionMeta | None) -> Migration | None:
     """The migration restore applies first to ``header``'s frame under ``meta`` (None: none applies)."""
-    if meta is None or is_current(header, meta) or header.ident not in REGISTERED:
+    if meta is None or compat.same_code(header.version, header.fingerprint, meta) or header.ident not in REGISTERED:
         return None
-    return _best(header.ident, _version(header), header.key, header.display, meta, set())
+    return _best(header.ident, header.saved_version, header.key, header.display, meta, set())
 
 
 def _best(ident: str, version: str, key: str | None, display: str | None, meta: FunctionMeta,
@@ -202,7 +194,7 @@ def apply(first: Migration, header: compat.FrameHeader, values: dict[str, Any], 
             user[name] = cell.cell_contents
         except ValueError:
             pass  # an empty cell: the variable is unbound
-    old = OldFrame(header.ident, _version(header), header.display, header.key, header.line, user,
+    old = OldFrame(header.ident, header.saved_version, header.display, header.key, header.line, user,
                    {n: v for n, v in values.items() if n.startswith(_INTERNAL)})
     current: Migration | None = first
     used: set[str] = set()

@@ -122,11 +122,11 @@ def add_alias(meta: FunctionMeta, code: types.CodeType) -> None:
     BY_CODE[id(code)] = meta
 
 
-def lookup(ident: str, fingerprint: bytes) -> FunctionMeta | None:
+def lookup(ident: str, fingerprint: bytes | None = None, *, load: bool = True) -> FunctionMeta | None:
     """The durable function a snapshot names as loaded now (the exact version when it is current), importing
-    its module only if the allow-list permits it; None when the module has no such function."""
+    its module only if the allow-list permits it (``load``); None when the module has no such function."""
     meta = _current_version(ident, fingerprint) or BY_NAME.get(ident)
-    if meta is None:
+    if meta is None and load:
         from .values.allow import import_allowed  # the allow rules import this module
         import_allowed(ident.partition(":")[0], f"snapshot names durable function {ident!r}")
         meta = _current_version(ident, fingerprint) or BY_NAME.get(ident)
@@ -167,15 +167,14 @@ def declared_now(meta: FunctionMeta) -> bool:
     return found
 
 
-def _current_version(ident: str, fingerprint: bytes) -> FunctionMeta | None:
+def _current_version(ident: str, fingerprint: bytes | None) -> FunctionMeta | None:
     """The function declared as ``ident`` with ``fingerprint`` by the module as it is now: one of several
     under that name is current while the module's namespace still holds its declaration (a reloaded
     module declares its functions afresh, and the old ones are no longer current)."""
-    meta = BY_VERSION.get((ident, fingerprint))
+    meta = BY_VERSION.get((ident, fingerprint)) if fingerprint is not None else None
     if meta is None or meta is BY_NAME.get(ident):
         return meta
-    namespace = getattr(sys.modules.get(meta.module), "__dict__", {})
-    return meta if any(value is meta for value in namespace.values()) else None
+    return meta if meta.module in sys.modules and declared_now(meta) else None
 
 
 def code_for(meta: FunctionMeta) -> types.CodeType:

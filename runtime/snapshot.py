@@ -428,7 +428,7 @@ def _check_record(raw: Any) -> _Checked:
     (translated from the names of format 1 and 2) and what the record says about where it was saved."""
     ident, fingerprint, state, line, names, packed, frees, point, tracked = values.frame_fields(raw)
     meta = registry.lookup(ident, fingerprint)
-    if meta is not None and (fingerprint == meta.fingerprint or (point is not None and point[0] == meta.version)):
+    if meta is not None and compat.same_code(point[0] if point is not None else None, fingerprint, meta):
         # the code that saved it (the common case): no judging, the names must be the state's
         plan = meta.plans.get(state) or (_plan(meta, state, registry.code_for(meta)) if not state or state in
                                          meta.states else None)
@@ -490,7 +490,7 @@ def _pending_frame(payload: Any, checked: _Checked | None = None) -> _support.Pe
         adapt, frame_values, cells = migrations.apply(adapt, header, frame_values, cells, meta, report)
         _plan(meta, adapt.state, registry.code_for(meta))  # _restore_frames finds the delegation local in it
     elif not adapt.exact and report is not None:
-        report.append({"upgrade": meta.ident, "from_version": header.version or header.fingerprint.hex(),
+        report.append({"upgrade": meta.ident, "from_version": header.saved_version,
                        "to_version": meta.version})
     if not adapt.exact:
         for name in adapt.drop:

@@ -118,7 +118,7 @@ def make_plan(store: Store, modules: Sequence[str] = ()) -> Plan:
         run = _plan_run(ex, problems, judged)
         runs.append(run)
         for frame, stored in zip(run.frames, _frame_rows(ex, len(run.frames))):
-            meta = _current(frame.function)
+            meta = registry.lookup(frame.function, load=False)
             new = meta.version if meta is not None else None
             if frame.version is not None and frame.version != new:
                 digest = stored[2] if stored and stored[:2] == [frame.function, frame.version] else None
@@ -195,20 +195,6 @@ def _configured_modules() -> tuple[str, ...]:
         raise PlanInputError(str(exc)) from None
 
 
-def _current(ident: str) -> FunctionMeta | None:
-    """The durable function ``ident`` as declared by its module as loaded now (never importing anything)."""
-    meta = registry.BY_NAME.get(ident)
-    return meta if meta is not None and registry.declared_now(meta) else None
-
-
-def _loaded(ident: str, fingerprint: bytes) -> FunctionMeta | None:
-    """The function a frame names, as loaded now: the exact version when it is current (as restore finds it)."""
-    meta = registry.BY_VERSION.get((ident, fingerprint))
-    if meta is not None and registry.declared_now(meta):
-        return meta
-    return _current(ident)
-
-
 def _plan_run(ex: Execution, problems: dict[str, str], judged: dict[tuple[Any, ...], tuple[str, str | None]]
               ) -> RunPlan:
     function = ex.function or "?"
@@ -241,7 +227,7 @@ def _unreadable(ex: Execution, why: str) -> RunPlan:
 def _plan_start(ex: Execution, problems: dict[str, str]) -> FramePlan:
     """A run not started yet: its function must exist and take its arguments."""
     function = ex.function or "?"
-    meta = _current(function)
+    meta = registry.lookup(function, load=False)
 
     def frame(outcome: str, reason: str | None) -> FramePlan:
         return FramePlan(function, ex.code_version, START, START, None, outcome, reason)
@@ -272,8 +258,11 @@ def _plan_start(ex: Execution, problems: dict[str, str]) -> FramePlan:
 def _headers(snapshot: bytes) -> list[FrameHeader]:
     """The frame headers of a snapshot, outermost first, without decoding any value (as restore reads them)."""
     envelope, _ = values.open_snapshot(snapshot)
-    return [frame_header(raw, _loaded(raw[0], raw[1]) if isinstance(raw, list) and len(raw) > 1 else None)
-            for raw in envelope[2:]]
+    headers = []
+    for raw in envelope[2:]:
+        ident, fingerprint = values.frame_fields(raw)[:2]
+        headers.append(frame_header(raw, registry.lookup(ident, fingerprint, load=False)))
+    return headers
 
 
 def _plan_frame(header: FrameHeader, problems: dict[str, str],
@@ -288,7 +277,7 @@ def _plan_frame(header: FrameHeader, problems: dict[str, str],
 
 
 def _judge(header: FrameHeader, problems: dict[str, str]) -> tuple[str, str | None]:
-    meta = _loaded(header.ident, header.fingerprint)
+    meta = registry.lookup(header.ident, header.fingerprint, load=False)
     try:
         migration = migration_for(header, meta)
     except IncompatibleCodeError as exc:  # MigrationError: several migrations match alike
