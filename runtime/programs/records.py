@@ -8,8 +8,9 @@ import types
 from typing import Any
 
 from ..errors import SnapshotError, UnserializableValueError
-from ..snapshot import suspended_at
+from ..snapshot import restore, suspended_at
 from ..values import dump_value, seals
+from .loading import load_function
 from .store.base import Execution, StepRecord, Store
 
 SET_ASIDE = 60.0
@@ -53,6 +54,17 @@ def step_parts(step: StepRecord) -> list[Any]:
     """What a step's seal covers: the call a worker makes, and what it recorded of it."""
     return [step.execution_id, step.index, step.function, step.call, seals.canonical(step.policy), step.status,
             step.attempts, step.result, step.error_value]
+
+
+def restore_stored(store: Store, ex: Execution) -> types.GeneratorType:
+    """The program of a stored run, restored from its snapshot once its seal is checked and its module
+    loaded (when nothing is about to resume it: a cancel closes it, a relabel snapshots it again). Raises
+    ProgramError or a SnapshotError."""
+    seals.verify(ex.mac, "execution", execution_parts(ex.id, ex.function, ex.args, ex.snapshot, ex.request,
+                                                      ex.steps_started, current_step_mac(store, ex)),
+                 f"execution {ex.id}")
+    load_function(ex.function)
+    return restore(ex.snapshot)  # type: ignore[arg-type]
 
 
 def current_step_mac(store: Store, ex: Execution) -> bytes | None:

@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import SnapshotError
-from ..snapshot import detach, restore, snapshot
+from ..snapshot import detach, snapshot
 from ..values import open_snapshot, seals
 from . import versions
 from .clock import SYSTEM, Clock
-from .loading import ProgramError, load_function
-from .records import current_step_mac, execution_parts, text_of
+from .loading import ProgramError
+from .records import current_step_mac, execution_parts, restore_stored, text_of
 from .store.base import TERMINAL, Change, ConflictError, Execution, Store
 
 
@@ -64,12 +64,8 @@ def _relabel_one(store: Store, ex: Execution, clock: Clock) -> str | None:
         return ""
     if ex.lease_owner is not None and (ex.lease_until or 0) > clock.now():
         return f"{ex.lease_owner} holds it now"
-    step_mac = current_step_mac(store, ex)
-    parts: tuple[Any, ...] = (ex.id, ex.function, ex.args, ex.snapshot, ex.request, ex.steps_started, step_mac)
     try:
-        seals.verify(ex.mac, "execution", execution_parts(*parts), f"execution {ex.id}")
-        load_function(ex.function)
-        gen = restore(ex.snapshot)
+        gen = restore_stored(store, ex)
     except (ProgramError, SnapshotError) as exc:
         return f"{type(exc).__name__}: {text_of(exc)}"
     try:
@@ -78,7 +74,8 @@ def _relabel_one(store: Store, ex: Execution, clock: Clock) -> str | None:
     finally:
         detach(gen)
     fields: dict[str, Any] = {"snapshot": data, **versions.describe(frames)}
-    fields["mac"] = seals.seal("execution", execution_parts(*parts[:3], data, *parts[4:]))
+    fields["mac"] = seals.seal("execution", execution_parts(ex.id, ex.function, ex.args, data, ex.request,
+                                                            ex.steps_started, current_step_mac(store, ex)))
     store.commit(Change(ex.id, ex.version, fields=fields, versions=versions.new_versions(frames, set(), clock.now())),
                  now=clock.now())
     return None

@@ -22,7 +22,7 @@ from ..values import dump_value, load_value, seals, settings
 from . import capability, program_names, versions
 from . import requests as rq
 from .loading import ProgramError, import_program_module, load_function
-from .records import (SET_ASIDE, current_step_mac, dump_or_none, error_text, execution_parts, step_call, step_parts,
+from .records import (SET_ASIDE, dump_or_none, error_text, execution_parts, restore_stored, step_call, step_parts,
                       text_of, to_json)
 from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
                          Execution, StepRecord, StoreError, call_of)
@@ -471,11 +471,7 @@ class Transition:
         note = "cancelled"
         if gen is None and ex.snapshot is not None:
             try:
-                seals.verify(ex.mac, "execution", execution_parts(ex.id, ex.function, ex.args, ex.snapshot, ex.request,
-                                                                  ex.steps_started, current_step_mac(self.store, ex)),
-                             f"execution {ex.id}")
-                load_function(ex.function)
-                gen = restore(ex.snapshot)
+                gen = restore_stored(self.store, ex)
             except (ProgramError, SnapshotError) as exc:
                 note = f"cancelled (its finally blocks could not run: {type(exc).__name__}: {text_of(exc)})"
         if gen is not None:
