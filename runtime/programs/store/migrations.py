@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from .base import SchemaTooNewError, StoreError
+from .rows import _EXECUTION_COLUMNS, _SIGNAL_COLUMNS, _STEP_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -37,3 +38,21 @@ def check_supported(version: int, latest: int, store: str) -> None:
 def pending(migrations: Sequence[Migration], version: int) -> list[Migration]:
     """The migrations a store at ``version`` still needs, in order."""
     return [m for m in migrations if m.version > version]
+
+
+def absent_columns(present: Callable[[str], set[str]], added: Mapping[str, frozenset[str]], version: int,
+                   latest: int, store: str) -> dict[str, frozenset[str]]:
+    """Read-only on an older schema: per table, the columns added since (``added``), which read as NULL;
+    ``present(table)`` names the columns the store has. A StoreError when a column this code needs is
+    missing (a writing command migrates the store)."""
+    absent: dict[str, frozenset[str]] = {}
+    for table, names in (("executions", _EXECUTION_COLUMNS), ("steps", _STEP_COLUMNS), ("signals", _SIGNAL_COLUMNS)):
+        have = present(table)
+        missing = frozenset(name for name in names if name not in have)
+        needed = sorted(missing - added.get(table, frozenset()))
+        if needed:
+            raise StoreError(f"store {store} has schema version {version}, older than this durable-generators "
+                             f"({latest}), and lacks column {table}.{needed[0]}: run `durable worker` once "
+                             "(opening a store to write migrates it), then read it again")
+        absent[table] = missing
+    return absent

@@ -15,7 +15,7 @@ from psycopg import errors as pg_errors
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
-from . import pg_schema, pg_url
+from . import migrations, pg_schema, pg_url
 from .base import (PENDING, TERMINAL, Change, CodeVersion, ConflictError, Execution, InvalidStateError,
                    NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim, claim_keys,
                    taken_over)
@@ -344,15 +344,8 @@ class PostgresStore(Store):
                                           " WHERE table_schema = %s", (self.schema,)):
             present.setdefault(table, set()).add(column)
         self._versions_table = "code_versions" in present
-        for table, names in (("executions", _EXECUTION_COLUMNS), ("steps", _STEP_COLUMNS),
-                             ("signals", _SIGNAL_COLUMNS)):
-            missing = frozenset(name for name in names if name not in present.get(table, set()))
-            needed = sorted(missing - pg_schema.ADDED_COLUMNS.get(table, frozenset()))
-            if needed:
-                raise StoreError(f"store {self.url} has schema version {version}, older than this durable-generators "
-                                 f"({pg_schema.LATEST}), and lacks column {table}.{needed[0]}: run `durable worker` "
-                                 "once (opening a store to write migrates it), then read it again")
-            self._absent[table] = missing
+        self._absent = migrations.absent_columns(lambda table: present.get(table, set()), pg_schema.ADDED_COLUMNS,
+                                                 version, pg_schema.LATEST, self.url)
 
     # -- reading rows
 

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
-from . import schema
+from . import migrations, schema
 from .base import (PENDING, SLEEPING, TERMINAL, WAITING, Change, CodeVersion, ConflictError, Execution,
                    InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim,
                    claim_keys, taken_over)
@@ -206,18 +206,8 @@ class SQLiteStore(Store):
         if version == 0:
             raise StoreError(f"{self.path} is a SQLite database without tables, not yet a store: "
                              "`durable run` or `durable worker` make it one")
-        absent: dict[str, frozenset[str]] = {}
-        for table, names in (("executions", _EXECUTION_COLUMNS), ("steps", _STEP_COLUMNS),
-                             ("signals", _SIGNAL_COLUMNS)):
-            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
-            missing = frozenset(name for name in names if name not in present)
-            needed = sorted(missing - schema.ADDED_COLUMNS.get(table, frozenset()))
-            if needed:
-                raise StoreError(f"store {self.path} has schema version {version}, older than this durable-generators "
-                                 f"({schema.LATEST}), and lacks column {table}.{needed[0]}: run `durable worker` once "
-                                 "(opening a store to write migrates it), then read it again")
-            absent[table] = missing
-        return absent
+        return migrations.absent_columns(lambda table: {row[1] for row in conn.execute(f"PRAGMA table_info({table})")},
+                                         schema.ADDED_COLUMNS, version, schema.LATEST, self.path)
 
     def _read_version(self, conn: _Connection) -> int:
         conn.execute("BEGIN")  # one consistent read, before changing anything
