@@ -280,15 +280,23 @@ def _blank(node: ast.AST) -> ast.AST:
     return node
 
 
-def _segment(node: cst.CSTNode, names: frozenset[str], elif_: bool = False) -> str:
-    """The canonical text of the header of a statement or clause, with point(...) calls stripped (so
-    that naming a point changes no path)."""
+def _keyword(node: cst.CSTNode) -> str | None:
+    """The one word that is the whole header of a ``try`` (also ``try*``), ``else`` or ``finally``."""
     if isinstance(node, (cst.Try, cst.TryStar)):
         return "try"
     if isinstance(node, cst.Else):
         return "else"
     if isinstance(node, cst.Finally):
         return "finally"
+    return None
+
+
+def _segment(node: cst.CSTNode, names: frozenset[str], elif_: bool = False) -> str:
+    """The canonical text of the header of a statement or clause, with point(...) calls stripped (so
+    that naming a point changes no path)."""
+    word = _keyword(node)
+    if word is not None:
+        return word
     if isinstance(node, (cst.FunctionDef, cst.ClassDef)):
         header = node.with_changes(leading_lines=[])  # a nested scope: all of it is its identity
     else:
@@ -346,12 +354,9 @@ def _tidy(code: str, header: bool) -> str:
 
 def _text(node: cst.CSTNode, elif_: bool = False) -> str:
     """How a statement or clause reads in a label's display."""
-    if isinstance(node, (cst.Try, cst.TryStar)):
-        return "try:"
-    if isinstance(node, cst.Else):
-        return "else:"
-    if isinstance(node, cst.Finally):
-        return "finally:"
+    word = _keyword(node)
+    if word is not None:
+        return word + ":"
     header = _header_only(node)
     if elif_:
         return "el" + _tidy(_RENDER.code_for_node(header), header=True)
