@@ -155,19 +155,21 @@ def _docstring(body: list[cst.BaseStatement]) -> tuple[list[cst.BaseStatement], 
     return [], body
 
 
-def fingerprint(func: cst.FunctionDef) -> bytes:
+def definition_tree(func: cst.FunctionDef) -> ast.Module:
+    """The ``ast`` of a function's definition, decorators left out: what its fingerprint and version hash."""
+    return ast.parse(textwrap.dedent(code_of(func.with_changes(decorators=[], leading_lines=[]))))
+
+
+def fingerprint(tree: ast.Module) -> bytes:
     """Hash of the function's normalized code (comments, formatting and decorators excluded), as
     ``ast.dump`` gives it: it differs between some Python versions, so it identifies the code only for
     snapshots of format 1 and 2 (``version`` is the identity that is the same on every version)."""
-    source = textwrap.dedent(code_of(func.with_changes(decorators=[], leading_lines=[])))
-    tree = ast.parse(source)
     return hashlib.blake2b(f"{FORMAT_VERSION}:{ast.dump(tree)}".encode(), digest_size=8).digest()
 
 
-def version(func: cst.FunctionDef) -> str:
+def version(tree: ast.Module) -> str:
     """The function's version: a hash of its canonical code (comments, formatting, decorators and
     positions excluded) that is the same on every supported Python version."""
-    tree = ast.parse(textwrap.dedent(code_of(func.with_changes(decorators=[], leading_lines=[]))))
     return digest(str(FORMAT_VERSION), canonical(tree))
 
 
@@ -516,9 +518,10 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
             described[genexps.ITERATOR] = f"the iterator of the generator expression at line {state.line_of(original)}"
     # what the compiler's own locals hold, for error messages (left out when there are none)
     extra = f", compiler_locals={described!r}" if described else ""
-    extra += _identity(state, original, labels, emitter, lowerer, strict, captured, saved)
+    tree = definition_tree(original)
+    extra += _identity(state, original, tree, labels, emitter, lowerer, strict, captured, saved)
     declaration = stmt(
-        f"{meta} = {RT}.declare(__name__, {qualname!r}, {fingerprint(original)!r}, {states!r}, {lines!r}, "
+        f"{meta} = {RT}.declare(__name__, {qualname!r}, {fingerprint(tree)!r}, {states!r}, {lines!r}, "
         f"{tuple(yf)!r}, {tuple(params)!r}{extra})\n")
     variant = _variant(updated, new_body, meta, cells, frees, klass) if cells else []
     state.plans.append(FunctionPlan(qualname, meta, declaration, variant, registration))
@@ -527,8 +530,9 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     return updated.with_changes(body=body, decorators=[*kept, decorator])
 
 
-def _identity(state: ModuleState, original: cst.FunctionDef, labels: points.Labels | None, emitter: Emitter,
-              lowerer: StmtLowerer, strict: dict[int, set[str]], captured: set[str], saved: set[str]) -> str:
+def _identity(state: ModuleState, original: cst.FunctionDef, tree: ast.Module, labels: points.Labels | None,
+              emitter: Emitter, lowerer: StmtLowerer, strict: dict[int, set[str]], captured: set[str],
+              saved: set[str]) -> str:
     """The declaration's arguments that say what survives a deploy: the version, each point's
     label and the captured variables its code reads (its contract's cells; the other locals it
     needs are its state's names), the names compiler locals had before they were structural, and
@@ -544,7 +548,7 @@ def _identity(state: ModuleState, original: cst.FunctionDef, labels: points.Labe
             by_state[k] = (spec.key, spec.display, spec.aliases, cells)
     legacy = {name: lowerer.legacy[name] for name in sorted(saved) if name in lowerer.legacy}
     source = _source_text(state, original) if labels else None
-    return f", version={version(original)!r}, points={by_state!r}, legacy_names={legacy!r}, source={source!r}"
+    return f", version={version(tree)!r}, points={by_state!r}, legacy_names={legacy!r}, source={source!r}"
 
 
 def _source_text(state: ModuleState, original: cst.FunctionDef) -> tuple[int, str] | None:
