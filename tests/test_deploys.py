@@ -298,13 +298,18 @@ def _waiting_for_approval(project: Project) -> Any:
     return run
 
 
+def _approved_under(project: Project, run: Any, migration_body: str) -> Any:
+    """The run after deploying RENAMED with that migration body and approving it."""
+    project.deploy(RENAMED.replace("MIGRATION_BODY", migration_body))
+    project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
+    project.drain(run.id)
+    return project.store.get(run.id)
+
+
 def test_a_migration_moves_runs_once_and_is_recorded(project: Project) -> None:
     run = _waiting_for_approval(project)
     # v2 renames total to acc: the run cannot resume as it is, a migration hands the value over
-    project.deploy(RENAMED.replace("MIGRATION_BODY", 'return old.to("approve", acc=old.locals["total"])'))
-    project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
-    project.drain(run.id)
-    done = project.store.get(run.id)
+    done = _approved_under(project, run, 'return old.to("approve", acc=old.locals["total"])')
     assert done.status == FINISHED and values.load_value(done.result) == ("v1", 3, 7)
     assert [m["migration"] for m in done.migrations] == [f"{project.name}:keep_the_sum"]
     assert done.migrations[0]["from_point"] and done.migrations[0]["at"] == project.clock.now()
@@ -314,10 +319,7 @@ def test_a_migration_moves_runs_once_and_is_recorded(project: Project) -> None:
 def test_a_failing_migration_leaves_the_run_until_a_fixed_one_is_deployed(project: Project) -> None:
     run = _waiting_for_approval(project)
     waiting = project.store.get(run.id)
-    project.deploy(RENAMED.replace("MIGRATION_BODY", 'raise KeyError("acc")'))
-    project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
-    project.drain(run.id)
-    blocked = project.store.get(run.id)
+    blocked = _approved_under(project, run, 'raise KeyError("acc")')
     assert blocked.status == WAITING and blocked.snapshot == waiting.snapshot and blocked.blocked_on
     assert "keep_the_sum" in blocked.error and "KeyError" in blocked.error and not blocked.migrations
     assert project.runner.claim_and_advance(run.id) is None
@@ -330,10 +332,7 @@ def test_a_failing_migration_leaves_the_run_until_a_fixed_one_is_deployed(projec
 
 def test_a_migration_may_cancel_a_run(project: Project) -> None:
     run = _waiting_for_approval(project)
-    project.deploy(RENAMED.replace("MIGRATION_BODY", 'from runtime import Cancel\n    return Cancel("obsolete")'))
-    project.store.send_signal(run.id, "approve", 7, now=project.clock.now())
-    project.drain(run.id)
-    done = project.store.get(run.id)
+    done = _approved_under(project, run, 'from runtime import Cancel\n    return Cancel("obsolete")')
     assert done.status == "cancelled" and "obsolete" in done.error and "keep_the_sum" in done.error
     assert done.migrations[0]["cancel"] == "obsolete"
 
