@@ -691,15 +691,12 @@ def _frame_source(store: Any, ex: Any, index: int, frame: dict[str, Any]) -> tup
     """The text of a suspended frame's line in the text of the version that saved it (the store keeps it
     per version and text digest), or else in today's file, with a note saying so: (text, note)."""
     function, version, line = frame["function"], frame.get("version"), frame["line"]
-    rows = ex.frames if isinstance(ex.frames, list) else []
-    row = rows[index] if index < len(rows) else None
-    digest = row[2] if isinstance(row, list) and len(row) >= 3 and row[:2] == [function, version] else None
     if isinstance(version, str) and isinstance(line, int):
-        from runtime.programs.plan import source_lines
+        from runtime.programs import versions
 
-        stored = store.code_version(function, version, digest)
+        stored = store.code_version(function, version, versions.recorded_digest(ex.frames, index, function, version))
         if stored is not None and isinstance(stored.source, str):
-            first, lines = source_lines(stored.first_line, stored.source)
+            first, lines = versions.source_lines(stored.first_line, stored.source)
             if 0 <= line - first < len(lines):
                 return lines[line - first].strip(), None
     text = _source_line(function, line)

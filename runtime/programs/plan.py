@@ -16,7 +16,7 @@ from ..compat import FrameHeader, PointMismatchError
 from ..errors import IncompatibleCodeError
 from ..registry import START, FunctionMeta
 from ..snapshot import frame_header
-from . import program_names
+from . import program_names, versions
 from .loading import ProgramError, import_program_module
 from .store.base import PENDING, SLEEPING, WAITING, Execution, Store, call_of
 
@@ -117,21 +117,17 @@ def make_plan(store: Store, modules: Sequence[str] = ()) -> Plan:
         ex = store.get(row.id)  # list() leaves the snapshot out
         run = _plan_run(ex, problems, judged)
         runs.append(run)
-        for frame, stored in zip(run.frames, _frame_rows(ex, len(run.frames))):
+        rows = ex.frames if isinstance(ex.frames, list) and len(ex.frames) == len(run.frames) else None
+        for index, frame in enumerate(run.frames):
             meta = registry.lookup(frame.function, load=False)
             new = meta.version if meta is not None else None
             if frame.version is not None and frame.version != new:
-                digest = stored[2] if stored and stored[:2] == [frame.function, frame.version] else None
+                digest = versions.recorded_digest(rows, index, frame.function, frame.version)
                 key = (frame.function, frame.version, digest)
                 if key not in changed:
                     changed[key] = FunctionChange(frame.function, frame.version, new,
                                                   _diff(store, frame.function, frame.version, digest, meta))
     return Plan(store.url, runs, list(changed.values()))
-
-
-def _frame_rows(ex: Execution, count: int) -> list[list[Any] | None]:
-    rows = ex.frames if isinstance(ex.frames, list) and len(ex.frames) == count else []
-    return [row if isinstance(row, list) and len(row) >= 3 else None for row in rows] or [None] * count
 
 
 def _import_modules(modules: Sequence[str], live: list[Execution]) -> dict[str, str]:
@@ -305,19 +301,14 @@ def _judge(header: FrameHeader, problems: dict[str, str]) -> tuple[str, str | No
     return "upgrade", text
 
 
-def source_lines(first_line: int | None, text: str) -> tuple[int, list[str]]:
-    """The lines of a function's recorded text and the number of the first in its file."""
-    return first_line or 1, text.splitlines()
-
-
 def _diff(store: Store, function: str, old_version: str, digest: str | None, meta: FunctionMeta | None) -> str:
     """Unified diff of the stored text of ``old_version`` against today's text of the function, with the
     lines numbered as in their files."""
     old = store.code_version(function, old_version, digest) or store.code_version(function, old_version)
     if old is None or old.source is None:
         return NOT_RECORDED
-    new_first, new_lines = source_lines(*meta.source) if meta is not None and meta.source else (1, [])
-    old_first, old_lines = source_lines(old.first_line, old.source)
+    new_first, new_lines = versions.source_lines(*meta.source) if meta is not None and meta.source else (1, [])
+    old_first, old_lines = versions.source_lines(old.first_line, old.source)
     lines = difflib.unified_diff(old_lines, new_lines, lineterm="",
                                  fromfile=f"{function} {old_version[:8]} (stored)",
                                  tofile=f"{function} {(meta.version or '?')[:8] if meta else '(removed)'} (now)")

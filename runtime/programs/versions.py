@@ -46,3 +46,15 @@ def new_versions(frames: list[tuple[FunctionMeta, int]], recorded: set[tuple[str
         first_line, text = meta.source if meta.source else (None, None)
         found.append(CodeVersion(meta.ident, meta.version, key[2], first_line, text, manifest_json(meta), now))
     return found
+
+
+def recorded_digest(frames: Any, index: int, function: str, version: str | None) -> str | None:
+    """The source digest a run's ``frames`` column (``describe``) records for its frame ``index``, when that
+    row is of ``function`` under ``version``; None otherwise (no row, or a damaged one)."""
+    row = frames[index] if isinstance(frames, list) and 0 <= index < len(frames) else None
+    return row[2] if isinstance(row, list) and len(row) >= 3 and row[:2] == [function, version] else None
+
+
+def source_lines(first_line: int | None, text: str) -> tuple[int, list[str]]:
+    """The lines of a function's recorded source text and the number of the first in its file."""
+    return first_line or 1, text.splitlines()
