@@ -15,7 +15,13 @@ from .records import SET_ASIDE, call_text, execution_parts, to_json
 from .store.base import Change, Execution, Store, call_record
 from .transition import RunStep, StepOutcome, Transition, drive
 
-__all__ = ["Runner", "ProgramError", "EventSink", "SET_ASIDE", "import_program_module", "load_function", "to_json"]
+__all__ = ["Runner", "ProgramError", "EventSink", "Tracer", "SET_ASIDE", "import_program_module", "load_function", "to_json"]
+
+Tracer = Callable[[str, tuple[str, Any], str, Any], None]
+"""``tracer(execution_id, action, outcome, value)``: called after each resumption of a program with what it
+was given (``("next", None)``, ``("send", value)`` or ``("throw", exception)``) and what it did: ``"yield"``
+and the request, ``"return"`` and the value, or ``"raise"`` and the exception (the test kit records runs).
+"""
 
 EventSink = Callable[[str, str, str], None]
 """``on_event(execution_id, kind, text)``: what the runner reports as it goes (``durable run`` prints it)."""
@@ -51,11 +57,14 @@ class Runner:
         self.on_event = on_event or (lambda execution_id, kind, text: None)
         self.stop = stop or threading.Event()
         self.recorded: set[tuple[str, str, str]] = set()  # code versions this process knows the store has
+        self.tracer: Tracer | None = None
 
-    def start(self, ref: str, args: list[Any], kwargs: dict[str, Any] | None = None) -> Execution:
+    def start(self, ref: str, args: list[Any], kwargs: dict[str, Any] | None = None, *,
+              execution_id: str | None = None) -> Execution:
         """Record a new execution of ``ref`` (``module:qualname``) with JSON ``args`` (and keyword
-        arguments ``kwargs``). Raises ProgramError (nothing written) for an unknown function or
-        arguments that do not fit."""
+        arguments ``kwargs``), under ``execution_id`` when given (a test kit picks reproducible ids; the
+        store raises StoreError when it is taken), else a new random id. Raises ProgramError (nothing
+        written) for an unknown function or arguments that do not fit."""
         fn = load_function(ref, named_by_operator=True)
         if not isinstance(args, list) or not isinstance(kwargs or {}, dict):
             raise ProgramError("the arguments must be a JSON list of positional arguments (and an object of "
@@ -65,7 +74,7 @@ class Runner:
         except TypeError as exc:
             raise ProgramError(f"arguments {call_text(args, kwargs)} do not fit {ref}{inspect.signature(fn)}: "
                                f"{exc}") from None
-        execution_id = uuid.uuid4().hex[:12]
+        execution_id = execution_id or uuid.uuid4().hex[:12]
         call = call_record(args, kwargs)
         try:
             mac = seals.seal("execution", execution_parts(execution_id, ref, call, None, None, 0, None))

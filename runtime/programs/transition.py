@@ -274,16 +274,26 @@ class Transition:
             yield from self._commit(release=True)  # another worker continues from the last commit
             raise _Stop
         kind, value = action
+        tracer = self.runner.tracer
         try:
             if kind == "next":
-                return next(gen)
-            if kind == "send":
-                return gen.send(value)
-            return gen.throw(value)
+                request = next(gen)
+            elif kind == "send":
+                request = gen.send(value)
+            else:
+                request = gen.throw(value)
         except StopIteration as stop:
+            if tracer is not None:
+                tracer(self._execution.id, action, "return", stop.value)
             yield from self._finish(stop.value)
         except Exception as exc:  # the program failed: record it
+            if tracer is not None:
+                tracer(self._execution.id, action, "raise", exc)
             yield from self._fail(exc)
+        else:
+            if tracer is not None:
+                tracer(self._execution.id, action, "yield", request)
+            return request
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _handle(self, gen: types.GeneratorType, request: Any) -> Flow:
