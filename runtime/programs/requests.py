@@ -7,6 +7,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
+from ..values.allow import serializable
+
 MAX_SECONDS = 10 ** 9
 """The longest sleep, wait timeout or retry backoff (about 31 years): time arithmetic stays exact and
 every wake time can be shown as a date."""
@@ -155,6 +157,7 @@ def checkpoint() -> Checkpoint:
     return Checkpoint()
 
 
+@serializable  # a program may hold it across a yield (a step in its ``except`` block)
 class SignalTimeout(TimeoutError):
     """Raised inside a program whose ``wait(name, timeout=...)`` saw no signal in time."""
 
@@ -165,6 +168,7 @@ class SignalTimeout(TimeoutError):
         self.timeout = timeout
 
 
+@serializable
 class StepFailed(Exception):
     """Raised inside a program when a step's attempts are used up and its own exception could not be
     carried (stored and rebuilt): ``type_name`` and ``message`` describe it."""

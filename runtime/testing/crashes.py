@@ -53,7 +53,8 @@ class CrashPoint:
             if m.kind == "step result":
                 return f"right after the result of step {m.function} (request {m.request_no}) was committed, " \
                        "before the program went on"
-            return f"right after request {m.request_no} at {m.where()} was committed, before it was served"
+            then = "before the step ran" if m.function else "before the program went on"
+            return f"right after request {m.request_no} at {m.where()} was committed, {then}"
         if m.kind == "step result":
             return f"after step {m.function} (request {m.request_no}, at {m.where()}) returned, before its result " \
                    "was committed"

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..values.allow import serializable
+
 if TYPE_CHECKING:
     from .findings import Finding
 
@@ -13,6 +15,7 @@ class SimulationError(Exception):
     script never sends. The message says what is wrong and what to do."""
 
 
+@serializable  # a program may hold it across a yield, as any exception a step raised
 class InjectedFailure(Exception):
     """What a step raises when a simulation injects a failure into one of its attempts (``failures=``)."""
 

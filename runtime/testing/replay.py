@@ -115,6 +115,7 @@ def _child(data: bytes) -> dict[str, Any]:
             install_import_hook(modules, all_generators=all_generators)
     from ..programs.loading import ProgramError, load_function
     from ..snapshot import restore
+    from . import errors  # noqa: F401 - InjectedFailure, which an answer may carry
 
     try:
         load_function(message["ref"], named_by_operator=True)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ..errors import SnapshotError
 from ..programs import capability
+from ..programs import requests as rq
 from ..programs.clock import VirtualClock
 from ..programs.runner import Runner
 from ..programs.store.base import FAILED, FINISHED, TERMINAL, WAITING, Change, Execution, StoreError
@@ -137,6 +138,11 @@ class Crash(Exception):
     """Internal: the simulated worker dies here."""
 
 
+class _Limit(BaseException):
+    """Internal: the program went past its request limit (a BaseException, so that it leaves the runner's
+    transition, which records the program's own exceptions, and becomes a SimulationError here)."""
+
+
 class Engine:
     """Runs one execution in a ``World`` to its end: claims it, advances it with the runner's own transition
     code (stepping through its commits and step calls), moves the virtual clock and sends scripted signals
@@ -178,11 +184,13 @@ class Engine:
         self.requests += 1
         if outcome == "yield":
             self._check_limit()
+            if isinstance(value, rq.Wait):
+                self.waited.add(value.signal)
         self.observer.traced(self, action, outcome, value)
 
     def _check_limit(self) -> None:
         if self.requests > self.config.max_requests:
-            raise SimulationError(
+            raise _Limit(
                 f"{self.config.ref} made more than {self.config.max_requests} requests without finishing (a loop "
                 f"that never ends?); the last events: {'; '.join(t for _, t in self.events[-3:])}. Pass a larger "
                 "max_requests= if the program is meant to run this long")
@@ -204,6 +212,8 @@ class Engine:
             if claimed is not None:
                 try:
                     self._advance(claimed)
+                except _Limit as limit:
+                    raise SimulationError(str(limit)) from None
                 except Crash:
                     self.crash(execution_id)
                     if self._deploying:
@@ -213,8 +223,6 @@ class Engine:
 
     def _advance(self, execution: Execution) -> None:
         """One transition, stepped here: each commit offered to the observer first (and after)."""
-        if execution.status == WAITING and execution.waiting_for:
-            self.waited.add(execution.waiting_for)
         flow = Transition(self.runner, execution).run()
         value: Any = None
         error: BaseException | None = None
@@ -240,8 +248,6 @@ class Engine:
         except StoreError as exc:
             return None, exc
         self.commits += 1
-        if written.status == WAITING and written.waiting_for:
-            self.waited.add(written.waiting_for)
         if self.observer.after_commit(self, written):
             raise Crash
         if self.upgrade is not None and self.upgrade.due(written, self.requests):
@@ -289,7 +295,6 @@ class Engine:
     def _idle(self, ex: Execution) -> None:
         """Nothing to run now: send the signal it waits for, or move the clock to the next thing due."""
         if ex.status == WAITING and ex.waiting_for:
-            self.waited.add(ex.waiting_for)
             for index, signal in enumerate(self.config.signals):
                 if index not in self.world.sent and signal.at is None and signal.name == ex.waiting_for:
                     self._send(ex.id, index, signal)
