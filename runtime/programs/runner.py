@@ -15,7 +15,8 @@ from .records import SET_ASIDE, call_text, execution_parts, to_json
 from .store.base import Change, Execution, Store, call_record
 from .transition import RunStep, StepOutcome, Transition, drive
 
-__all__ = ["Runner", "ProgramError", "EventSink", "Tracer", "SET_ASIDE", "import_program_module", "load_function", "to_json"]
+__all__ = ["Runner", "ProgramError", "EventSink", "Tracer", "SET_ASIDE", "import_program_module", "load_function",
+           "to_json"]
 
 Tracer = Callable[[str, tuple[str, Any], str, Any], None]
 """``tracer(execution_id, action, outcome, value)``: called after each resumption of a program with what it

@@ -23,7 +23,10 @@ _WHERE = {
     "InjectedFailure": "errors",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "Call", "DEFAULTS", "Finding", "InjectedFailure", "Outcome", "Report", "Signal", "Simulation", "SimulationError",
+    "SimulationWarning", "SurvivalError", "Upgrade", "assert_survives_crashes", "spy",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -180,7 +180,7 @@ def assert_survives_crashes(fn: Callable[..., Any], /, *args: Any, steps: Mappin
                         max_requests=max_requests)
     watched = [*spies, *config.fakes.values()]
     for obj in watched:
-        spies_module_check(obj)
+        _watchable(obj)
     recorder = _Recorder(watched)
     engine = Engine(config, World(MemoryStore(), START), recorder)
     execution_id = engine.start()
@@ -209,7 +209,7 @@ def assert_survives_crashes(fn: Callable[..., Any], /, *args: Any, steps: Mappin
     return Report(outcome, len(recorder.marks), len(chosen), len(every), len(fresh_marks))
 
 
-def spies_module_check(obj: Any) -> None:
+def _watchable(obj: Any) -> None:
     spies.outside_calls(obj)  # raises TypeError for what cannot be watched
 
 

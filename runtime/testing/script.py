@@ -85,7 +85,6 @@ def fakes_of(steps: Mapping[Any, Callable[..., Any]] | None, program: Callable[.
     return fakes
 
 
-FailureSpec = "int | Iterable[int] | Mapping[int, BaseException]"
 
 
 def failures_of(failures: Mapping[Any, Any] | None, program: Callable[..., Any]) -> dict[str, dict[int, Any]]:
