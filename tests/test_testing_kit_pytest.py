@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 from hypothesis import Phase, find, given, settings
 from hypothesis import strategies as st
-from hypothesis.errors import InvalidArgument
 
 from runtime.testing import InjectedFailure, Signal, Simulation, SurvivalError
 from runtime.testing.strategies import Schedule, schedules
@@ -173,12 +172,14 @@ def test_a_schedule_passes_signals_points_and_seed_through() -> None:
     assert report.crash_points == 1  # the indices wrap around
 
 
-def test_a_signal_payload_that_is_not_a_strategy() -> None:
-    strategy = schedules(signals={"x": 3})  # type: ignore[dict-item]  # accepted: Hypothesis builds it lazily
-
-    @given(strategy)
-    def draw(schedule: Schedule) -> None:
-        pass
-
-    with pytest.raises(InvalidArgument, match="Expected a SearchStrategy but got 3"):
-        draw()
+def test_bad_arguments_of_schedules_are_refused_at_once() -> None:
+    with pytest.raises(TypeError, match="payloads of signal 'x' must be a Hypothesis strategy"):
+        schedules(signals={"x": 3})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="takes a mapping of signal name"):
+        schedules(signals=["x"])  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="a signal name must be a non-empty str, not 3"):
+        schedules(signals={3: st.just(1)})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match=r"schedules\(steps=...\): 3 is not a step function"):
+        schedules(steps=[3])
+    with pytest.raises(ValueError, match="max_failures"):
+        schedules(max_failures=-1)

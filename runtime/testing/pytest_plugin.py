@@ -22,16 +22,28 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="the seed of durable_sim (default: one derived from each test's name)")
 
 
+_SAVED = pytest.StashKey[dict]()
+
+
 def pytest_configure(config: pytest.Config) -> None:
     crash_all = config.getoption("durable_crash_all", default=False)
     fresh = config.getoption("durable_fresh", default=None)
     if crash_all or fresh is not None:
         from .crashes import DEFAULTS  # the kit loads only when asked for
 
+        config.stash[_SAVED] = dict(DEFAULTS)
         if crash_all:
             DEFAULTS["points"] = "all"
         if fresh is not None:
             DEFAULTS["fresh"] = fresh
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    saved = config.stash.get(_SAVED, None)
+    if saved is not None:  # a session run inside another (pytester) must not leave its options behind
+        from .crashes import DEFAULTS
+
+        DEFAULTS.update(saved)
 
 
 class DurableSim:

@@ -40,8 +40,10 @@ def schedules(signals: Mapping[str, st.SearchStrategy[Any]] | None = None, *, st
     payloads) and runs the step functions ``steps``: up to ``max_signals`` signals per name, each sent when
     the program waits for it or after a delay of up to ``max_delay`` virtual seconds; up to ``max_failures``
     failing attempts per step function (attempts 1, 2, ...); up to ``max_crash_points`` crash points. They
-    shrink towards no signals sent at times, no failures, the first crash point, seed 0."""
-    names = dict(signals or {})
+    shrink towards fewer signals, each sent when the program waits for it, no failures, the first crash
+    point and seed 0. Arguments are checked at once (TypeError/ValueError naming the argument)."""
+    names = _checked(signals, steps, max_signals=max_signals, max_failures=max_failures,
+                     max_crash_points=max_crash_points, max_delay=max_delay)
 
     def one_signal(name: str) -> st.SearchStrategy[Signal]:
         at = st.one_of(st.none(), st.floats(min_value=0, max_value=max_delay, allow_nan=False))
@@ -56,3 +58,26 @@ def schedules(signals: Mapping[str, st.SearchStrategy[Any]] | None = None, *, st
                      unique=True).map(tuple)
     return st.builds(Schedule, all_signals, failing.map(lambda d: {k: v for k, v in d.items() if v}), crash,
                      st.integers(min_value=0, max_value=2 ** 32 - 1))
+
+
+def _checked(signals: Any, steps: Any, **bounds: float) -> dict[str, st.SearchStrategy[Any]]:
+    """``signals`` as a dict of name to payload strategy, everything given to ``schedules`` checked."""
+    if signals is not None and not isinstance(signals, Mapping):
+        raise TypeError(f"schedules(signals=...) takes a mapping of signal name to a strategy of payloads, such as "
+                        f"{{'approval': st.booleans()}}, not {signals!r}")
+    names = dict(signals or {})
+    for name, payloads in names.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"schedules(signals=...): a signal name must be a non-empty str, not {name!r}")
+        if not isinstance(payloads, st.SearchStrategy):
+            raise TypeError(f"schedules(signals=...): the payloads of signal {name!r} must be a Hypothesis strategy "
+                            f"(st.just({payloads!r}) for a fixed one), not {payloads!r}")
+    if isinstance(steps, (str, bytes)) or not isinstance(steps, Sequence):
+        raise TypeError(f"schedules(steps=...) takes a list of step functions, not {steps!r}")
+    for item in steps:
+        if not callable(item) and not isinstance(item, str):
+            raise TypeError(f"schedules(steps=...): {item!r} is not a step function (or its name)")
+    for what, value in bounds.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"schedules({what}=...) must be a number >= 0, not {value!r}")
+    return names
