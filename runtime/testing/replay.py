@@ -94,7 +94,8 @@ def check_in_fresh_interpreter(config: "Config", mark: "CommitMark",
                    "codecs or allowed modules set up by the test) is not there after a crash or on another machine")
 
 
-def _same(expected: Any, got: Any) -> bool:
+def same_value(expected: Any, got: Any) -> bool:
+    """Equal (``==``), or encoded alike (values whose class has no ``__eq__``, rebuilt from a snapshot)."""
     try:
         if expected == got:
             return True
@@ -132,7 +133,7 @@ def _child(data: bytes) -> dict[str, Any]:
             got = describe("return", stop.value)
         except Exception as exc:  # noqa: BLE001 - the program's own exception is what is compared
             got = describe("raise", exc)
-        if not _same(tuple(expected), got):
+        if not same_value(tuple(expected), got):
             return {"ok": False, "problem": f"after the restore the program {_show(got)} (resumption {number} after "
                                             f"it); without a crash it {_show(tuple(expected))}"}
     return {"ok": True, "turns": len(message["turns"])}

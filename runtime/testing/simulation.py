@@ -14,12 +14,13 @@ from ..programs import capability
 from ..programs import requests as rq
 from ..programs.clock import VirtualClock
 from ..programs.runner import Runner
-from ..programs.store.base import FAILED, FINISHED, TERMINAL, WAITING, Change, Execution, StoreError
+from ..programs.store.base import FAILED, FINISHED, TERMINAL, WAITING, Change, Execution
 from ..programs.store.memory import MemoryStore
-from ..programs.transition import Commit, RunStep, StepOutcome, Transition
+from ..programs.transition import RunStep, StepOutcome, Transition, drive
 from ..values import load_value
 from . import script
 from .errors import SimulationError
+from .replay import same_value
 from .upgrade import Upgrade
 
 START = 1_700_000_000.0
@@ -65,19 +66,10 @@ class Outcome:
         if self.status != other.status:
             return False
         if self.status == FINISHED:
-            return _same(self.value, other.value)
+            return same_value(self.value, other.value)
         if self.status == FAILED and self.error is not None and other.error is not None:
-            return type(self.error) is type(other.error) and _same(self.error.args, other.error.args)
+            return type(self.error) is type(other.error) and same_value(self.error.args, other.error.args)
         return _last_line(self.error_text) == _last_line(other.error_text)
-
-
-def _same(a: Any, b: Any) -> bool:
-    try:
-        if a == b:
-            return True
-    except Exception:  # noqa: BLE001 - a user __eq__ may raise anything
-        pass
-    return _short(a, 10 ** 6) == _short(b, 10 ** 6)
 
 
 def _short(value: Any, limit: int = 80) -> str:
@@ -134,8 +126,9 @@ class Observer:
         pass
 
 
-class Crash(Exception):
-    """Internal: the simulated worker dies here."""
+class Crash(BaseException):
+    """Internal: the simulated worker dies here (a BaseException, so that it leaves ``transition.drive``
+    instead of being handed to the transition as a store error)."""
 
 
 class _Limit(BaseException):
@@ -222,38 +215,21 @@ class Engine:
             self._idle(ex)
 
     def _advance(self, execution: Execution) -> None:
-        """One transition, stepped here: each commit offered to the observer first (and after)."""
-        flow = Transition(self.runner, execution).run()
-        value: Any = None
-        error: BaseException | None = None
-        try:
-            while True:
-                try:
-                    instruction = flow.throw(error) if error is not None else flow.send(value)
-                except StopIteration:
-                    return
-                value, error = None, None
-                if isinstance(instruction, Commit):
-                    value, error = self._commit(instruction.change)
-                else:
-                    value = self._run_step(instruction)
-        finally:
-            flow.close()  # on a crash: the transition detaches the program (its finally blocks do not run)
+        """One transition, driven here: each commit offered to the observer first (and after). A crash leaves
+        ``drive``, which closes the transition: it detaches the program (its finally blocks do not run)."""
+        drive(Transition(self.runner, execution).run(), self._commit, self._run_step)
 
-    def _commit(self, change: Change) -> tuple[Any, BaseException | None]:
+    def _commit(self, change: Change) -> Execution:
         if self.observer.before_commit(self, change):
             raise Crash
-        try:
-            written = self.store.commit(change, now=self.clock.now())
-        except StoreError as exc:
-            return None, exc
+        written = self.store.commit(change, now=self.clock.now())
         self.commits += 1
         if self.observer.after_commit(self, written):
             raise Crash
         if self.upgrade is not None and self.upgrade.due(written, self.requests):
             self._deploying = True
             raise Crash
-        return written, None
+        return written
 
     def _deploy(self) -> None:
         assert self.upgrade is not None
