@@ -1,5 +1,6 @@
 """Make the project root (``runtime``, ``transpiler``) and this directory (``harness``) importable; the
-fixtures of the store tests, SQLite's and PostgreSQL's (``any_store`` runs a test on both).
+fixtures of the store tests, SQLite's, PostgreSQL's and the in-memory store's (``any_store`` runs a test on
+each; a test that needs SQL on the store, a second store on it or another process runs on SQL_BACKENDS).
 
 PostgreSQL: the tests use the server at ``$DURABLE_TEST_PG`` (default
 ``postgresql://postgres@127.0.0.1:5432/postgres``), make a database of their own there for the session
@@ -183,7 +184,21 @@ class PostgresBackend(Backend):
             self._conn.close()
 
 
-BACKENDS = ["sqlite", "postgres"]
+class MemoryBackend(Backend):
+    """The in-memory store: no SQL, and each ``open`` is a new, empty store (nothing outlives the object)."""
+
+    name = "memory"
+    url = "memory:"
+
+    def open(self, **options: Any) -> Any:
+        from runtime.programs.store import MemoryStore
+
+        assert not options, f"the in-memory store takes no options ({options})"
+        return MemoryStore()
+
+
+BACKENDS = ["sqlite", "postgres", "memory"]
+SQL_BACKENDS = ["sqlite", "postgres"]  # the stores in a database: SQL on their tables, several store objects on one
 
 
 @pytest.fixture
@@ -202,6 +217,12 @@ def postgres_backend(pg_url: str) -> Iterator[PostgresBackend]:
         made.close()
 
 
+@pytest.fixture
+def memory_backend() -> MemoryBackend:
+    """The in-memory store (each ``open`` makes a new one)."""
+    return MemoryBackend()
+
+
 @pytest.fixture(params=BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Backend:
     """Each kind of store in turn (the store itself is not opened: see ``any_store``); a test may pick
@@ -211,7 +232,7 @@ def backend(request: pytest.FixtureRequest) -> Backend:
 
 @pytest.fixture
 def any_store(backend: Backend) -> Iterator[Any]:
-    """A new store of each kind in turn (SQLite, PostgreSQL), closed after the test."""
+    """A new store of each kind in turn (SQLite, PostgreSQL, in memory), closed after the test."""
     store = backend.open()
     try:
         yield store

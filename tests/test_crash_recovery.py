@@ -32,6 +32,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from conftest import SQL_BACKENDS
+
 ROOT = Path(__file__).resolve().parent.parent
 ROUNDS = int(os.environ.get("DG_CRASH_ROUNDS", "1"))
 N_STEPS = 8          # work steps per program; the finish step is step N_STEPS
@@ -402,6 +404,7 @@ def crash(tmp_path: Path, backend: Any, pycache: Path) -> Iterator[Crash]:
 IN_FLIGHT = 6  # the scenarios with random kills: small, so that the programs spread over the workers
 
 
+@pytest.mark.parametrize("backend", SQL_BACKENDS, indirect=True)  # workers in processes share the store
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_sigkill_at_random_moments_with_concurrent_workers(crash: Crash, round_: int):
     tags = [f"job{round_}-{i}" for i in range(32)]
@@ -412,13 +415,15 @@ def test_sigkill_at_random_moments_with_concurrent_workers(crash: Crash, round_:
     stats = crash.check(ids, tags)
     crash.note("SIGKILL", stats, chaos)
     print(f"\n{crash.kind} SIGKILL round {round_}: {len(ids)} programs, {chaos['kills']} kills; {stats['runs']} step "
-          f"runs for {stats['steps']} steps: {stats['re-runs']} re-ran ({100 * stats['re-runs'] / stats['steps']:.1f}%)")
+          f"runs for {stats['steps']} steps: {stats['re-runs']} re-ran "
+          f"({100 * stats['re-runs'] / stats['steps']:.1f}%)")
     assert chaos["kills"] > 0
     # a killed worker loses at most one step per program it held (run, its result not committed), and a
     # worker whose lease lapsed under load (a conflict) at most that program's step
     assert stats["re-runs"] <= chaos["kills"] * IN_FLIGHT + crash.conflicts()
 
 
+@pytest.mark.parametrize("backend", SQL_BACKENDS, indirect=True)  # workers in processes share the store
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_fault_points_between_store_statements(crash: Crash, round_: int):
     tags = [f"fault{round_}-{i}" for i in range(24)]
@@ -445,6 +450,7 @@ def test_fault_points_between_store_statements(crash: Crash, round_: int):
     assert not missing, f"fault points never reached on {crash.kind}: {sorted(missing)}"
 
 
+@pytest.mark.parametrize("backend", SQL_BACKENDS, indirect=True)  # workers in processes share the store
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_group_commit_killed_before_and_after_its_commit(crash: Crash, round_: int):
     """One worker holds all 60 programs (in_flight 100, the default), so each commit_many writes the

@@ -1,7 +1,8 @@
-"""Deploys with runs in the store (issue 13), on SQLite and PostgreSQL: for each kind of edit, what a
-worker with the new code does with a run suspended under the old code — resumes it (and the run ends
-with the new code's result), or blocks it untouched for a worker with the old code (which then finishes
-it) — and a worker with old code and one with new code draining one store side by side.
+"""Deploys with runs in the store (issue 13), on SQLite, PostgreSQL and the in-memory store: for each kind
+of edit, what a worker with the new code does with a run suspended under the old code — resumes it (and the
+run ends with the new code's result), or blocks it untouched for a worker with the old code (which then
+finishes it) — and a worker with old code and one with new code draining one store side by side (worker
+processes: on the SQL stores).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any, Iterator
 
 import pytest
 
+from conftest import SQL_BACKENDS
 from runtime import inspect_snapshot, values
 from runtime.programs.clock import VirtualClock
 from runtime.programs.plan import make_plan
@@ -217,6 +219,7 @@ store.close()
 """
 
 
+@pytest.mark.parametrize("backend", SQL_BACKENDS, indirect=True)  # the workers are processes
 def test_old_and_new_workers_drain_one_store_side_by_side(tmp_path: Path, backend: Any) -> None:
     """Runs started under v1 and under v2, where v2 rewrote the point the runs wait at: the v2 worker
     finishes its own and blocks v1's (once: a second pass claims nothing); the v1 worker finishes the

@@ -1,6 +1,6 @@
 """The worker (README: "Workers"): many programs in flight in one scheduler thread, their transitions
 written in groups, steps on a pool, leases renewed, taken over and released, runs that cannot resume
-set aside — on SQLite and PostgreSQL (the ``backend`` fixture), with the real clock.
+set aside — on SQLite, PostgreSQL and the in-memory store (the ``backend`` fixture), with the real clock.
 
 Results are compared with the same generators driven natively (``test_programs.drive_natively``)."""
 from __future__ import annotations

@@ -26,10 +26,11 @@ from .base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, STATUSES, TER
                    ConflictError, Execution, InvalidStateError, NotFoundError, SchemaTooNewError, Signal,
                    StepRecord, Store, StoreError)
 from . import pg_url
+from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
 __all__ = [
-    "open_store", "Store", "SQLiteStore", "Execution", "StepRecord", "Signal", "Change",
+    "open_store", "Store", "SQLiteStore", "MemoryStore", "Execution", "StepRecord", "Signal", "Change",
     "StoreError", "SchemaTooNewError", "NotFoundError", "ConflictError", "InvalidStateError",
     "PENDING", "SLEEPING", "WAITING", "FINISHED", "FAILED", "CANCELLED", "STATUSES", "TERMINAL",
     "DEFAULT_URL", "ENV_VAR",
