@@ -161,6 +161,7 @@ def test_sqlite_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     ("sqlite://host/x.db", "no host"),
     ("sqlite:///", "names no file"),
     ("sqlite:///:memory:", "in-memory"),
+    ("memory:", "in-memory stores cannot be opened by URL"),
     ("", "empty"),
 ])
 def test_bad_urls(url: str, message: str) -> None:

@@ -248,6 +248,13 @@ def test_a_commit_with_its_base_returns_what_it_wrote(any_store: Store) -> None:
         assert result == any_store.get(e.id)
         assert isinstance(result, Execution) and result.cancel_requested and result.lease_until == 30.0
         assert (result.version, result.updated_at, result.progress) == (claimed.version + 1, 3.0, {"n": 2 ** 70})
+    # fields that the row's own columns also report (a cancel set by the writer itself)
+    e = any_store.create("m:main", [1], now=0.0)
+    claimed = any_store.claim("w", now=1.0, lease=10.0, execution_id=e.id)
+    assert claimed is not None
+    change = Change(e.id, claimed.version, owner="w", fields={"cancel_requested": True}, base=claimed)
+    result = any_store.commit(change, now=3.0)
+    assert result.cancel_requested and result == any_store.get(e.id)
 
 
 # ============================================================================ group commit

@@ -14,8 +14,9 @@ Store URLs:
 empty, else ``sqlite:///.durable/durable.db`` in the current directory. A missing store is created,
 with its folder (``SQLiteStore`` itself creates no folder), unless ``create=False``: then it is a
 StoreError ("no store at PATH ..."). ``readonly=True`` opens an existing store for reading only
-(never created, migrated or changed; PostgreSQL's over read-only connections). ``:memory:`` is
-refused: every thread has its own connection, so each would see its own empty database.
+(never created, migrated or changed; PostgreSQL's over read-only connections). ``:memory:`` and
+``memory:`` are refused: every thread has its own connection, so each would see its own empty database
+(``MemoryStore``, an in-memory store for one process, is made directly: the test kit runs programs on it).
 """
 from __future__ import annotations
 
@@ -79,9 +80,9 @@ def sqlite_path(url: str) -> str:
         path = os.path.expanduser(url)
     else:
         path = _scheme_path(match.group(1).lower(), url[match.end():], url)
-    if path == ":memory:":
-        raise StoreError("in-memory SQLite stores are not supported (each thread's connection would see its own "
-                         f"database): use {_FORMS}")
+    if path in (":memory:", MemoryStore.url):
+        raise StoreError(f"in-memory stores cannot be opened by URL ({url!r}: each connection or process would see "
+                         f"its own database; runtime.testing runs programs on a MemoryStore): use {_FORMS}")
     return path
 
 

@@ -45,9 +45,9 @@ def read_back(change: Change, now: float, row: Sequence[Any], update_params: lis
     except _Damaged:
         return None
     assert change.base is not None
-    return dataclasses.replace(change.base, **fields, version=version, updated_at=now,
-                               cancel_requested=bool(cancel_requested), lease_owner=lease_owner,
-                               lease_until=lease_until, taken_from=None)
+    return dataclasses.replace(change.base, **{**fields, "version": version, "updated_at": now,  # the row's own win
+                                               "cancel_requested": bool(cancel_requested), "lease_owner": lease_owner,
+                                               "lease_until": lease_until, "taken_from": None})
 
 
 @dataclass(frozen=True)
