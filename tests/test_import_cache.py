@@ -160,6 +160,12 @@ def test_warns_about_a_module_imported_before_the_hook(project: Path):
     assert "DurableImportWarning" in proc.stderr and "'flows' was imported before" in proc.stderr
 
 
+def test_no_warning_about_a_module_another_hook_compiled(project: Path):
+    proc = run("from transpiler import install_import_hook\ninstall_import_hook(['flows'])\nimport flows\n"
+               "install_import_hook(['flows'])\n", project, extra_env={"PYTHONWARNINGS": "error"})
+    assert proc.returncode == 0, proc.stderr
+
+
 def package(root: Path, name: str, init: str = "") -> Path:
     pkg = root / name
     pkg.mkdir()

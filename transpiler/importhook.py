@@ -156,6 +156,9 @@ def _warn_already_imported(hook: ImportHook, caller: str | None) -> None:
     for name in sorted(n for n in list(sys.modules) if hook.wants(n)):
         if name == caller or sys.modules.get(name) is None:
             continue  # a package installing the hook for itself from its __init__
+        loader = getattr(getattr(sys.modules[name], "__spec__", None), "loader", None)
+        if isinstance(loader, _Loader) and (loader.hook.all_generators or not hook.all_generators):
+            continue  # compiled already by another hook, as this one would
         import warnings
 
         warnings.warn(
