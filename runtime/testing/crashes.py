@@ -3,7 +3,7 @@ a sample) and check that every run ends the same, runs no effect twice, and rest
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from ..programs.store.base import Change, Execution
@@ -124,7 +124,6 @@ class Report:
     crash_points: int                 # crash points tried in process
     possible_points: int              # crash points there are
     fresh_points: int                 # of them, restored and replayed in a fresh interpreter
-    findings: list[found.Finding] = field(default_factory=list)
 
     def summary(self) -> str:
         return (f"{self.outcome.describe()}; {self.commits} commits; crashed at {self.crash_points} of "
@@ -186,6 +185,8 @@ def assert_survives_crashes(fn: Callable[..., Any], /, *args: Any, steps: Mappin
     execution_id = engine.start()
     initial = engine.world.fork()
     outcome = engine.run(execution_id)
+    if outcome.status in ("blocked", "set aside"):
+        raise SimulationError(f"{config.ref} cannot run here: it was {outcome.status}: {outcome.error_text}")
     warn_unused_signals(config, engine.waited)
     final_counts = _counts(watched)
     problems: list[found.Finding] = []
@@ -194,12 +195,11 @@ def assert_survives_crashes(fn: Callable[..., Any], /, *args: Any, steps: Mappin
         raise SurvivalError(found.report(config, [unserializable], 0, 0), [unserializable])
 
     every = crash_points(recorder.marks)
-    rng = random.Random(seed)
-    chosen = sample(every, points, rng)
+    chosen = sample(every, points, random.Random(seed))
     for point in chosen:
         problems.extend(_check_point(config, watched, recorder, point, initial, outcome, final_counts, execution_id))
     fresh_count = DEFAULTS["fresh"] if fresh is None else fresh
-    fresh_marks = _fresh_marks(recorder.marks, fresh_count, rng)
+    fresh_marks = _fresh_marks(recorder.marks, fresh_count)
     for mark in fresh_marks:
         problem = replay.check_in_fresh_interpreter(config, mark, recorder.transcript)
         if problem is not None:
@@ -213,13 +213,15 @@ def _watchable(obj: Any) -> None:
     spies.outside_calls(obj)  # raises TypeError for what cannot be watched
 
 
-def _fresh_marks(marks: Sequence[CommitMark], how_many: int, rng: random.Random) -> list[CommitMark]:
+def _fresh_marks(marks: Sequence[CommitMark], how_many: int) -> list[CommitMark]:
+    """The requests replayed in a fresh interpreter: spread evenly over the run, none at its very start (a
+    replay from the first request has lost nothing the run made)."""
     if isinstance(how_many, bool) or not isinstance(how_many, int) or how_many < 0:
         raise SimulationError(f"fresh= must be an int >= 0, not {how_many!r}")
     candidates = [m for m in marks if m.kind == "request" and m.snapshot is not None and not m.terminal]
     if how_many >= len(candidates):
         return candidates
-    return sorted(rng.sample(candidates, how_many), key=lambda m: m.index)
+    return [candidates[len(candidates) * (j + 1) // (how_many + 1)] for j in range(how_many)]
 
 
 def _check_point(config: Config, watched: Sequence[Any], recorder: _Recorder, point: CrashPoint, initial: World,

@@ -151,7 +151,6 @@ class Engine:
         self.events: list[tuple[str, str]] = []
         self.workers = 0
         self.requests = 0
-        self.commits = 0
         self.waited: set[str] = set()
         self.upgrade: Upgrade | None = None
         self._deploying = False
@@ -223,7 +222,6 @@ class Engine:
         if self.observer.before_commit(self, change):
             raise Crash
         written = self.store.commit(change, now=self.clock.now())
-        self.commits += 1
         if self.observer.after_commit(self, written):
             raise Crash
         if self.upgrade is not None and self.upgrade.due(written, self.requests):
@@ -258,9 +256,8 @@ class Engine:
     # ------------------------------------------------------------------ time and signals
 
     def _send_due_signals(self, execution_id: str) -> None:
-        start = START
         for index, signal in enumerate(self.config.signals):
-            if index not in self.world.sent and signal.at is not None and start + signal.at <= self.clock.now():
+            if index not in self.world.sent and signal.at is not None and START + signal.at <= self.clock.now():
                 self._send(execution_id, index, signal)
 
     def _send(self, execution_id: str, index: int, signal: script.Signal) -> None:
@@ -317,16 +314,13 @@ def config_for(fn: Callable[..., Any], args: Sequence[Any], kwargs: Mapping[str,
 
 def program_ref(fn: Any) -> str:
     """``module:qualname`` of a durable program function (SimulationError when it is not one)."""
-    if isinstance(fn, str):
-        return fn
-    target = fn
     if getattr(fn, "__durable__", None) is None:
         raise SimulationError(f"{getattr(fn, '__qualname__', fn)!r} is not a durable program: mark it @durable (a "
                               "generator function that yields step(), sleep(), wait() and checkpoint())")
-    if not isinstance(target, types.FunctionType) or "<locals>" in target.__qualname__:
-        raise SimulationError(f"{target.__qualname__!r} must be defined at the top level of a module: a worker "
+    if not isinstance(fn, types.FunctionType) or "<locals>" in fn.__qualname__:
+        raise SimulationError(f"{fn.__qualname__!r} must be defined at the top level of a module: a worker "
                               "finds a program again by its module and name")
-    return f"{target.__module__}:{target.__qualname__}"
+    return f"{fn.__module__}:{fn.__qualname__}"
 
 
 class Simulation:
