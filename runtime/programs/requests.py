@@ -41,7 +41,56 @@ def _signal_name(name: Any, what: str) -> str:
 
 
 class Request:
-    """Base of the requests a durable program yields; anything else it yields is progress."""
+    """Base of the requests a durable program yields; anything else it yields is progress. A request is
+    also awaitable (``await step(...)`` in an ``async def``): the await yields it to whoever drives the
+    coroutine and returns what is sent back, as ``yield`` does in a generator."""
+
+    def __await__(self) -> "Awaiting":
+        return Awaiting(self)
+
+
+class Awaiting:
+    """An await on a request, as its own iterator (so that ``cr_await`` of the awaiting coroutine is this
+    object): the first ``send`` yields the request, the next one returns what it is given as the value of
+    the await; ``throw`` raises its exception there."""
+
+    __slots__ = ("request", "sent")
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.sent = False
+
+    def __iter__(self) -> "Awaiting":
+        return self
+
+    def __await__(self) -> "Awaiting":
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        if not self.sent:
+            self.sent = True
+            return self.request
+        raise StopIteration(value)
+
+    def throw(self, exc: Any, value: Any = None, traceback: Any = None) -> Any:
+        if isinstance(exc, type):  # the three-argument form (deprecated since 3.12)
+            exc = exc(value) if value is not None and not isinstance(value, BaseException) else (value or exc())
+        raise exc
+
+    def close(self) -> None:
+        self.sent = True
+
+    def __repr__(self) -> str:
+        return f"<awaiting {self.request!r}>"
+
+
+def suspend(value: Any = None) -> Awaiting:
+    """``answer = await suspend(value)``: the coroutine twin of a bare ``answer = yield value`` (a driver
+    gets ``value`` from ``coro.send`` and sends the answer back)."""
+    return Awaiting(value)
 
 
 @dataclass(frozen=True)
