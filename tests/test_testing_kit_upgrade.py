@@ -79,6 +79,24 @@ def test_a_migration_takes_the_run_to_the_new_code(program: Any) -> None:
     assert run(program, None).result()["note"] == "v1"  # the migration went with the new code
 
 
+def test_migrations_may_come_from_a_module_of_their_own(program: Any, tmp_path: Path) -> None:
+    moves = f"{program.__name__}_moves"
+    (tmp_path / f"{moves}.py").write_text(textwrap.dedent(f'''
+        from runtime import migration
+
+
+        @migration("{program.__name__}:order", from_point="approval")
+        def give_tries(old):
+            return old.to("approval", tries=5)
+        '''), encoding="utf-8")
+    try:
+        outcome = run(program, NEW_LOCAL, migrations=[moves])
+        assert outcome.result()["tries"] == 5
+    finally:
+        sys.modules.pop(moves, None)
+    assert run(program, None).result()["note"] == "v1"
+
+
 def test_the_new_source_may_be_a_file(program: Any, tmp_path: Path) -> None:
     path = tmp_path / "v2" / "order_v2.py"
     path.parent.mkdir()
