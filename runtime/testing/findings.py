@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
+
+from .spies import short
 
 if TYPE_CHECKING:
     from .simulation import Config, Outcome
@@ -69,7 +71,7 @@ def ran_twice(where: str, name: str, count: int, expected: int, calls: Sequence[
 def report(config: "Config", problems: Sequence[Finding], tried: int, possible: int) -> str:
     """The readable report: the program, then each kind of problem once — in full at the first crash point
     that showed it, then the other points that did, one line each."""
-    call = ", ".join([*(_short(a) for a in config.args), *(f"{k}={_short(v)}" for k, v in config.kwargs.items())])
+    call = ", ".join([*(short(a, 40) for a in config.args), *(f"{k}={short(v, 40)}" for k, v in config.kwargs.items())])
     head = f"{config.ref}({call}) does not survive crashes (seed {config.seed}"
     head += f"; {tried} of {possible} crash points tried):" if possible else "):"
     groups: dict[tuple[str, str], list[Finding]] = {}
@@ -91,7 +93,3 @@ def report(config: "Config", problems: Sequence[Finding], tried: int, possible: 
 OTHERS = 3
 """How many other crash points the report lists under a problem it shows in full."""
 
-
-def _short(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."

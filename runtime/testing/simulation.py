@@ -21,6 +21,7 @@ from ..values import load_value
 from . import script
 from .errors import SimulationError
 from .replay import same_value
+from .spies import short
 from .upgrade import Upgrade
 
 START = 1_700_000_000.0
@@ -54,10 +55,10 @@ class Outcome:
 
     def describe(self) -> str:
         if self.status == FINISHED:
-            return f"returned {_short(self.value)}"
+            return f"returned {short(self.value)}"
         if self.status == FAILED:
             if self.error is not None:
-                return f"raised {type(self.error).__name__}({', '.join(_short(a) for a in self.error.args)})"
+                return f"raised {type(self.error).__name__}({', '.join(short(a) for a in self.error.args)})"
             return f"failed: {_last_line(self.error_text)}"
         return f"{self.status}: {_last_line(self.error_text)}"
 
@@ -70,14 +71,6 @@ class Outcome:
         if self.status == FAILED and self.error is not None and other.error is not None:
             return type(self.error) is type(other.error) and same_value(self.error.args, other.error.args)
         return _last_line(self.error_text) == _last_line(other.error_text)
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001
-        text = f"<{type(value).__qualname__}>"
-    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _last_line(text: str | None) -> str:

@@ -19,16 +19,17 @@ class Call:
     where: str  # "file:line in function" of the caller
 
     def text(self, name: str) -> str:
-        shown = [_short(a) for a in self.args] + [f"{k}={_short(v)}" for k, v in self.kwargs.items()]
+        shown = [short(a) for a in self.args] + [f"{k}={short(v)}" for k, v in self.kwargs.items()]
         return f"{name}({', '.join(shown)})"
 
 
-def _short(value: Any) -> str:
+def short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters (never raises: a user value's repr may)."""
     try:
         text = repr(value)
     except Exception:  # noqa: BLE001 - a user value's repr may raise anything
         text = f"<{type(value).__qualname__}>"
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def spy(fn: Callable[..., Any] | None = None, *, returns: Any = None, name: str | None = None) -> Any:
