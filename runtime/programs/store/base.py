@@ -188,7 +188,6 @@ class Store(abc.ABC):
     def list(self, status: str | None = None, limit: int | None = None) -> list[Execution]:
         """Executions, oldest first (snapshots and results left out: ``snapshot``/``result`` None)."""
 
-    @abc.abstractmethod
     def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None,
               skip_keys: Sequence[str] = ()) -> Execution | None:
         """Lease one runnable execution to ``owner`` (the given one, or the most overdue one): runnable
@@ -200,13 +199,30 @@ class Store(abc.ABC):
         returns the run with its ``damage``); its elements that are not strings block no one. Increments
         the version. Returns None when there is nothing to claim; raises NotFoundError when the
         ``execution_id`` asked for does not exist."""
+        claimed = self._checked_lease(owner, now, lease, 1, execution_id, skip_keys)
+        return claimed[0] if claimed else None
 
-    @abc.abstractmethod
     def claim_many(self, owner: str, *, now: float, lease: float, limit: int,
                    skip_keys: Sequence[str] = ()) -> list[Execution]:
         """Lease up to ``limit`` runnable executions to ``owner`` in one transaction (as ``claim`` picks
         one, most overdue first, passing over those blocked on ``skip_keys``); an empty list when there
         is nothing to claim."""
+        return self._checked_lease(owner, now, lease, limit, None, skip_keys)
+
+    def _checked_lease(self, owner: str, now: float, lease: float, limit: int, execution_id: str | None,
+                       skip_keys: Sequence[str]) -> list[Execution]:
+        check_claim(owner, lease)
+        keys = claim_keys(skip_keys)
+        if limit < 1:
+            return []
+        return self._lease(owner, now=now, lease=lease, limit=limit, execution_id=execution_id, keys=keys)
+
+    @abc.abstractmethod
+    def _lease(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None,
+               keys: list[str]) -> list[Execution]:
+        """What ``claim`` and ``claim_many`` do, in one transaction, with their arguments checked: lease up to
+        ``limit`` (>= 1) runnable executions (only ``execution_id`` when given), passing over those blocked on
+        one of the distinct ``keys``."""
 
     @abc.abstractmethod
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:

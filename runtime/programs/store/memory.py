@@ -6,8 +6,7 @@ import uuid
 from typing import Any, Callable, Iterable, NamedTuple, Sequence, TypeVar
 
 from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, CodeVersion, ConflictError, Execution,
-                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim,
-                   claim_keys, taken_over)
+                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record, taken_over)
 from .rows import (_ARGS, _BLOB, _BLOB_COLUMNS, _BOOL, _EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION,
                    _FIXED_STEP, _FREE_TEXT, _INT, _JSON, _JSON_COLUMNS, _KEYS, _LIST, _LIST_COLUMNS, _LIVE, _OBJECT,
                    _REAL, _STEP_COLUMNS, _STEP_KINDS, _TEXT, _check_field, _is_utf8, _list_value)
@@ -385,28 +384,16 @@ class MemoryStore(Store):
 
     # -- claims and leases
 
-    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None,
-              skip_keys: Sequence[str] = ()) -> Execution | None:
-        claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id, skip_keys=skip_keys)
-        return claimed[0] if claimed else None
-
-    def claim_many(self, owner: str, *, now: float, lease: float, limit: int,
-                   skip_keys: Sequence[str] = ()) -> list[Execution]:
-        return self._claim(owner, now=now, lease=lease, limit=limit, skip_keys=skip_keys)
-
-    def _claim(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None = None,
-               skip_keys: Sequence[str] = ()) -> list[Execution]:
-        check_claim(owner, lease)
-        keys = frozenset(claim_keys(skip_keys))
-        if limit < 1:
-            return []
+    def _lease(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None,
+               keys: list[str]) -> list[Execution]:
+        distinct = frozenset(keys)
         with self._lock:
             self._check_open()
             if execution_id is None:
                 candidates: Iterable[Execution] = self._executions.values()
             else:
                 candidates = [self._row(execution_id)]
-            chosen = self._most_overdue([row for row in candidates if self._runnable(row, now, keys)], now, limit)
+            chosen = self._most_overdue([row for row in candidates if self._runnable(row, now, distinct)], now, limit)
             if chosen:
                 _key(owner)
             until = _real("lease_until", now + lease)

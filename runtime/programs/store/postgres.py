@@ -17,8 +17,7 @@ from psycopg.pq import TransactionStatus
 
 from . import migrations, pg_schema, pg_url
 from .base import (PENDING, TERMINAL, Change, CodeVersion, ConflictError, Execution, InvalidStateError,
-                   NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim, claim_keys,
-                   taken_over)
+                   NotFoundError, Signal, StepRecord, Store, StoreError, call_record, taken_over)
 from .faults import point
 from .rows import (_BLOB_COLUMNS, _BOOL_COLUMNS, _EXECUTION_COLUMNS, _FREE_TEXT, _JSON,
                    _SIGNAL_COLUMNS, _STEP_COLUMNS, _cell, _columns, _encode, _execution, _signal, _step)
@@ -412,18 +411,6 @@ class PostgresStore(Store):
 
     # -- claims and leases
 
-    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None,
-              skip_keys: Sequence[str] = ()) -> Execution | None:
-        """See Store.claim. Claiming one named execution waits for a writer holding its row (claiming
-        any skips it)."""
-        claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id, skip_keys=skip_keys)
-        return claimed[0] if claimed else None
-
-    def claim_many(self, owner: str, *, now: float, lease: float, limit: int,
-                   skip_keys: Sequence[str] = ()) -> list[Execution]:
-        """See Store.claim_many: one statement, locking only the rows it leases."""
-        return self._claim(owner, now=now, lease=lease, limit=limit, skip_keys=skip_keys)
-
     def claim_statement(self, execution_id: str | None = None, skipping: bool = False) -> str:
         """The claim statement (parameters now, limit, owner, until, id when ``execution_id`` is given, and
         keys, a list of strings, when ``skipping``)."""
@@ -434,12 +421,10 @@ class PostgresStore(Store):
                              blocked=_NOT_BLOCKED.format(s=self._s) if skipping else "",
                              columns=self._select("executions", alias="x"))
 
-    def _claim(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None = None,
-               skip_keys: Sequence[str] = ()) -> list[Execution]:
-        check_claim(owner, lease)
-        keys = claim_keys(skip_keys)
-        if limit < 1:
-            return []
+    def _lease(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None,
+               keys: list[str]) -> list[Execution]:
+        """See Store._lease: one statement, locking only the rows it leases. Claiming one named execution
+        waits for a writer holding its row (claiming any skips it)."""
         sql = self.claim_statement(execution_id, skipping=bool(keys))
         params = {"now": now, "limit": limit, "owner": owner, "until": now + lease, "id": execution_id, "keys": keys}
         width = len(_EXECUTION_COLUMNS)

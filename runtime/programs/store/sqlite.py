@@ -13,8 +13,7 @@ from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 from . import migrations, schema
 from .base import (PENDING, SLEEPING, TERMINAL, WAITING, Change, CodeVersion, ConflictError, Execution,
-                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record, check_claim,
-                   claim_keys, taken_over)
+                   InvalidStateError, NotFoundError, Signal, StepRecord, Store, StoreError, call_record, taken_over)
 from .faults import point
 from .statements import CHANGING, Statements, read_back, reads_back
 from .rows import (_BLOB_COLUMNS, _EXECUTION_COLUMNS, _JSON, _LIVE, _SIGNAL_COLUMNS,
@@ -406,21 +405,8 @@ class SQLiteStore(Store):
         sql, params = self._sql.list_query(self._select("executions", _BLOB_COLUMNS), status, limit)
         return [_execution(row) for row in self._rows(sql, params)]
 
-    def claim(self, owner: str, *, now: float, lease: float, execution_id: str | None = None,
-              skip_keys: Sequence[str] = ()) -> Execution | None:
-        claimed = self._claim(owner, now=now, lease=lease, limit=1, execution_id=execution_id, skip_keys=skip_keys)
-        return claimed[0] if claimed else None
-
-    def claim_many(self, owner: str, *, now: float, lease: float, limit: int,
-                   skip_keys: Sequence[str] = ()) -> list[Execution]:
-        return self._claim(owner, now=now, lease=lease, limit=limit, skip_keys=skip_keys)
-
-    def _claim(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None = None,
-               skip_keys: Sequence[str] = ()) -> list[Execution]:
-        check_claim(owner, lease)
-        keys = claim_keys(skip_keys)
-        if limit < 1:
-            return []
+    def _lease(self, owner: str, *, now: float, lease: float, limit: int, execution_id: str | None,
+               keys: list[str]) -> list[Execution]:
         sql, params = _claim_query(execution_id, now, limit, keys)
         claimed: list[Execution] = []
         with self._write() as conn:
