@@ -538,13 +538,11 @@ class MemoryStore(Store):
             if step.execution_id != change.execution_id:
                 raise ValueError(f"new_step belongs to execution {step.execution_id!r}, not {change.execution_id!r}")
             return StepRecord(**{name: _STEP_CELLS[name](name, getattr(step, name)) for name in _STEP_COLUMNS}), None
-        if change.step_update is not None:
-            _, values = change.step_update
-            for name in values:
-                if name not in _SETTABLE_STEP:
-                    _check_field("StepRecord", name, _STEP_COLUMNS, _FIXED_STEP)
-            return None, {name: _STEP_CELLS[name](name, value) for name, value in values.items()}
-        return None, None
+        _, values = change.step_update  # type: ignore[misc]  # the one given
+        for name in values:
+            if name not in _SETTABLE_STEP:
+                _check_field("StepRecord", name, _STEP_COLUMNS, _FIXED_STEP)
+        return None, {name: _STEP_CELLS[name](name, value) for name, value in values.items()}
 
     @staticmethod
     def _versions_of(versions: Sequence[CodeVersion]) -> list[CodeVersion]:
