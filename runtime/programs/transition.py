@@ -274,26 +274,24 @@ class Transition:
             yield from self._commit(release=True)  # another worker continues from the last commit
             raise _Stop
         kind, value = action
-        tracer = self.runner.tracer
         try:
             if kind == "next":
-                request = next(gen)
+                outcome, result = "yield", next(gen)
             elif kind == "send":
-                request = gen.send(value)
+                outcome, result = "yield", gen.send(value)
             else:
-                request = gen.throw(value)
+                outcome, result = "yield", gen.throw(value)
         except StopIteration as stop:
-            if tracer is not None:
-                tracer(self._execution.id, action, "return", stop.value)
-            yield from self._finish(stop.value)
-        except Exception as exc:  # the program failed: record it
-            if tracer is not None:
-                tracer(self._execution.id, action, "raise", exc)
-            yield from self._fail(exc)
-        else:
-            if tracer is not None:
-                tracer(self._execution.id, action, "yield", request)
-            return request
+            outcome, result = "return", stop.value
+        except Exception as exc:  # the program failed: recorded below
+            outcome, result = "raise", exc
+        if self.runner.tracer is not None:
+            self.runner.tracer(self._execution.id, action, outcome, result)
+        if outcome == "yield":
+            return result
+        if outcome == "return":
+            yield from self._finish(result)
+        yield from self._fail(result)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _handle(self, gen: types.GeneratorType, request: Any) -> Flow:
