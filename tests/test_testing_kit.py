@@ -118,6 +118,8 @@ def test_bad_input_gets_a_clear_error() -> None:
         Simulation().run(kp.tally, 1, timeout=None)
     with pytest.raises(SimulationError, match="attempts are numbered from 1"):
         Simulation(failures={kp.flaky: [0]}).run(kp.retried, 1)
+    with pytest.raises(TypeError, match="spies= takes functions made by runtime.testing.spy"):
+        assert_survives_crashes(kp.tally, 1, spies=[object()], signals={"approval": 1}, fresh=0)
     with pytest.raises(SimulationError, match="cannot start"):
         Simulation().run(kp.tally, "x", "y", "z")
     with warnings.catch_warnings():

@@ -6,7 +6,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..programs.store.base import Change, Execution
+from ..programs.store.base import TERMINAL, Change, Execution
 from ..programs.store.memory import MemoryStore
 from . import findings as found
 from . import replay, spies
@@ -106,7 +106,7 @@ class _Recorder(Observer):
         request = ex.request if isinstance(ex.request, dict) else {}
         mark = CommitMark(len(self.marks), kind, len(self.transcript), ex.point,
                           innermost[5] if len(innermost) > 5 else None, request.get("function"),
-                          change.release, ex.status in ("finished", "failed", "cancelled"), engine.world.fork(),
+                          change.release, ex.status in TERMINAL, engine.world.fork(),
                           self._before, _counts(self.watched), ex.snapshot)
         self.marks.append(mark)
         return False
@@ -178,8 +178,7 @@ def assert_survives_crashes(fn: Callable[..., Any], /, *args: Any, steps: Mappin
     config = config_for(fn, args, kwargs, steps=steps, failures=failures, signals=signals, seed=seed,
                         max_requests=max_requests)
     watched = [*spies, *config.fakes.values()]
-    for obj in watched:
-        _watchable(obj)
+    _counts(watched)  # a TypeError now, before anything runs, for what cannot be watched
     recorder = _Recorder(watched)
     engine = Engine(config, World(MemoryStore(), START), recorder)
     execution_id = engine.start()
@@ -207,10 +206,6 @@ def assert_survives_crashes(fn: Callable[..., Any], /, *args: Any, steps: Mappin
     if problems:
         raise SurvivalError(found.report(config, problems, len(chosen), len(every)), problems)
     return Report(outcome, len(recorder.marks), len(chosen), len(every), len(fresh_marks))
-
-
-def _watchable(obj: Any) -> None:
-    spies.outside_calls(obj)  # raises TypeError for what cannot be watched
 
 
 def _fresh_marks(marks: Sequence[CommitMark], how_many: int) -> list[CommitMark]:
