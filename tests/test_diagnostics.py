@@ -223,7 +223,7 @@ def test_dg003_durable_async_generator():
     assert "agen" in diag.text()
 
 
-def test_dg003_durable_coroutine_in_class():
+def test_durable_coroutine_method_compiles():
     source = src("""
         from runtime import durable
 
@@ -232,9 +232,59 @@ def test_dg003_durable_coroutine_in_class():
             async def fetch(self):
                 return 1
     """)
+    out = compile_source(source, PATH)
+    assert "@_dg_rt.compiled(" in out and "async def fetch(self):" in out
+
+
+@pytest.mark.parametrize("statement, where", [
+    ("values = [await f(x) for x in xs]", "[await"),
+    ("values = {x: await f(x) for x in xs}", "{x"),
+    ("values = [x async for x in xs]", "[x async"),
+    ("values = [[await f(y) for y in x] for x in xs]", "[[await"),
+])
+def test_dg006_await_inside_a_comprehension(statement: str, where: str) -> None:
+    source = src(f"""
+        from runtime import durable
+
+        async def f(x):
+            return x
+
+        @durable
+        async def flow(xs):
+            {statement}
+            return values
+    """)
     diag = only(compile_error(source))
-    line, col = pos_of(source, "async def")
-    check(diag, "AsyncNotSupported", "DG003", line, col)
+    check(diag, "UnsupportedConstruct", "DG006", *pos_of(source, where))
+    assert "await or async for inside a comprehension" in diag.text()
+
+
+def test_await_in_a_comprehension_first_iterable_compiles() -> None:
+    source = src("""
+        from runtime import durable
+
+        @durable
+        async def flow(source):
+            return [x * 2 for x in await source()]
+    """)
+    assert "_dg_rt.resume_await" in compile_source(source, PATH)
+
+
+@pytest.mark.parametrize("statement, kind", [
+    ("async for x in xs:\n                pass", "async for"),
+    ("async with xs as x:\n                pass", "async with"),
+])
+def test_dg006_async_for_and_async_with_not_yet(statement: str, kind: str) -> None:
+    source = src(f"""
+        from runtime import durable
+
+        @durable
+        async def flow(xs):
+            {statement}
+    """)
+    diag = only(compile_error(source))
+    assert diag.code == "DG006" and kind in diag.text()
+    assert diag.line == line_of(source, kind)
 
 
 def test_dg003_reported_with_all_generators_too():
@@ -523,12 +573,13 @@ def _exec(code: str, name: str) -> dict:
     return namespace
 
 
-def test_all_generators_skips_async_generators_silently_and_compiles_plain_ones():
+def test_all_generators_skips_async_generators_silently_and_compiles_generators_and_coroutines():
     out = compile_source(ALL_GENERATORS_SOURCE, PATH, all_generators=True)
     assert "_dg_rt.compiled" in out
     ns = _exec(out, "dg_allgen_mod")
     assert getattr(ns["plain"], "__durable__", None) is not None
     assert getattr(ns["ticker"], "__durable__", None) is None
+    assert getattr(ns["coro"], "__durable__", None) is not None  # coroutine functions compile too
     assert getattr(ns["not_a_generator"], "__durable__", None) is None
     # the async generator and coroutine still behave natively
     import asyncio

@@ -151,8 +151,9 @@ class KeepPositions(cst.CSTTransformer):
         return result  # type: ignore[return-value]
 
 
-class _YieldFinder(OwnScope, cst.CSTVisitor):
-    """Finds a yield that belongs to the scope being searched (not to nested functions or classes)."""
+class _SuspensionFinder(OwnScope, cst.CSTVisitor):
+    """Finds a yield or an await that belongs to the scope being searched (not to nested functions or
+    classes)."""
 
     def __init__(self) -> None:
         self.found = False
@@ -160,6 +161,18 @@ class _YieldFinder(OwnScope, cst.CSTVisitor):
     def visit_Yield(self, node: cst.Yield) -> bool:
         self.found = True
         return False
+
+    def visit_Await(self, node: cst.Await) -> bool:
+        self.found = True
+        return False
+
+    def visit_For(self, node: cst.For) -> None:
+        if node.asynchronous is not None:  # every step awaits the iterator
+            self.found = True
+
+    def visit_With(self, node: cst.With) -> None:
+        if node.asynchronous is not None:  # awaits __aenter__ and __aexit__
+            self.found = True
 
     def _comprehension(self, node: cst.BaseComp) -> bool:
         # Only the outermost iterable is evaluated in the enclosing scope.
@@ -179,16 +192,20 @@ class _YieldFinder(OwnScope, cst.CSTVisitor):
         return self._comprehension(node)
 
 
-def has_yield(node: cst.CSTNode | None) -> bool:
-    """True when ``node`` contains a yield of the current function's own scope."""
+SUSPENSIONS = (cst.Yield, cst.Await)
+"""The expressions that suspend a durable function: ``yield`` in a generator, ``await`` in a coroutine."""
+
+
+def has_suspension(node: cst.CSTNode | None) -> bool:
+    """True when ``node`` contains a yield or an await of the current function's own scope."""
     if node is None:
         return False
-    if isinstance(node, cst.Yield):
+    if isinstance(node, SUSPENSIONS):
         return True
-    finder = _YieldFinder()
+    finder = _SuspensionFinder()
     node.visit(finder)
     return finder.found
 
 
-def any_yield(nodes: Iterable[cst.CSTNode | None]) -> bool:
-    return any(has_yield(n) for n in nodes)
+def any_suspension(nodes: Iterable[cst.CSTNode | None]) -> bool:
+    return any(has_suspension(n) for n in nodes)

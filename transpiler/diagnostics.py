@@ -46,14 +46,15 @@ class ReservedName(Diagnostic):
 
 class AsyncNotSupported(Diagnostic):
     code = "DG003"
-    message = "@durable async functions are not supported yet: {detail}"
-    hint = "use a plain generator function (def with yield)"
+    message = "@durable async generators are not supported yet: {detail}"
+    hint = ("an async generator suspends two ways (yield to its consumer, await to its runner); use an async def "
+            "that returns the items, or a durable generator (def with yield)")
 
 
 class NotAGenerator(Diagnostic):
     code = "DG004"
     message = "@durable function {detail!r} is not a generator function"
-    hint = "a durable function must contain 'yield' or 'yield from'"
+    hint = "a durable function must contain 'yield' or 'yield from', or be an 'async def'"
 
 
 class UnsupportedConstruct(Diagnostic):

@@ -5,7 +5,7 @@ runs native Python with no dispatch. The restore body is the same code with guar
 ``_dg_r`` (the target state) is non-zero, every statement that does not lead to the target is
 skipped, loop and ``if`` headers are not re-evaluated, saved exceptions and pending completions are
 re-created inside their ``try`` so the real handlers and ``finally`` blocks take them, and at the
-target the generator yields the runtime's marker. Once ``_dg_r`` is zero the guards all pass and
+target the generator yields the runtime's marker (a coroutine awaits it). Once ``_dg_r`` is zero the guards all pass and
 the restore body behaves exactly like the fast body.
 """
 from __future__ import annotations
@@ -28,15 +28,19 @@ def _children(node: cst.CSTNode) -> Iterator[cst.CSTNode]:
 
 
 class Emitter:
-    def __init__(self, lowered: Stmts, yield_lines: dict[int, int], try_info: dict[int, TryInfo]) -> None:
+    def __init__(self, lowered: Stmts, yield_lines: dict[int, int], try_info: dict[int, TryInfo],
+                 await_slots: dict[int, str] | None = None) -> None:
         self.lowered = lowered
         self.yield_lines = yield_lines
+        self.await_slots = await_slots or {}
         self.try_info = try_info
         self.state_of: dict[int, int] = {}
         self.lines: dict[int, int] = {}
         self._ranges: dict[int, tuple[int, int] | None] = {}
         self.needs: dict[int, set[str]] = {}
-        self.yield_from: dict[int, bool] = {}
+        self.delegating: dict[int, bool] = {}
+        """Of each state: whether its frame delegates (``yield from``, ``await``), so a snapshot goes on
+        into the delegate."""
         self.temp = 0
         for s in lowered:
             self._number(s)
@@ -48,8 +52,8 @@ class Emitter:
             self.state_of[id(node)] = k
             self.lines[k] = self.yield_lines[id(node)]
             assert isinstance(node, cst.SimpleStatementLine)
-            y = _yield_of(node)
-            self.yield_from[k] = isinstance(y.value, cst.From)
+            suspension = _suspension_of(node)
+            self.delegating[k] = isinstance(suspension, cst.Await) or isinstance(suspension.value, cst.From)
             return
         for child in _children(node):
             self._number(child)
@@ -147,10 +151,16 @@ class Emitter:
         return method(s, span)
 
     def r_suspend(self, line: cst.SimpleStatementLine, k: int) -> Stmts:
-        y = _yield_of(line)
+        y = _suspension_of(line)
         target = line.body[1].targets[0].target if isinstance(line.body[1], cst.Assign) else None  # type: ignore[attr-defined]
         resume: Stmts = [assign(RESTORE, cst.Integer("0")), assign(STATE, cst.Integer(str(k)))]
-        if isinstance(y.value, cst.From):
+        if isinstance(y, cst.Await):
+            # a durable delegate comes back not started (the await starts it, and it yields the marker
+            # itself); any other saved delegate is answered by a helper that yields the marker first
+            slot = self.await_slots[id(line)]
+            self._need((k, k), slot)
+            again: cst.BaseExpression = cst.Await(expression=call(rt("resume_await"), cst.Name(slot)))
+        elif isinstance(y.value, cst.From):
             # the delegate comes back (a durable one started, at its own marker); ``through`` yields the
             # marker for any other iterator, then passes the caller's operations on to it
             sub = y.value.item
@@ -159,7 +169,7 @@ class Emitter:
             resume.append(small(cst.Assign(
                 targets=[cst.AssignTarget(cst.Tuple([cst.Element(sub), cst.Element(through)], lpar=[], rpar=[]))],
                 value=call(rt("resume_delegation"), sub))))
-            again: cst.BaseExpression = cst.Yield(value=cst.From(item=through))
+            again = cst.Yield(value=cst.From(item=through))
         else:
             again = cst.Yield(value=rt("MARKER"))
         resume.append(small(cst.Assign([cst.AssignTarget(target)], again)) if target is not None else small(cst.Expr(again)))
@@ -268,10 +278,10 @@ def _reraise(name: str) -> cst.SimpleStatementLine:
 _RECONTEXT = if_(cst.Name(RESTORE), [small(cst.Expr(call(rt("recontext"))))])
 
 
-def _yield_of(line: cst.SimpleStatementLine) -> cst.Yield:
+def _suspension_of(line: cst.SimpleStatementLine) -> cst.Yield | cst.Await:
     second = line.body[1]
     value = second.value  # type: ignore[attr-defined]
-    assert isinstance(value, cst.Yield)
+    assert isinstance(value, (cst.Yield, cst.Await))
     return value
 
 

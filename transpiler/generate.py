@@ -14,8 +14,8 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from . import FORMAT_VERSION, genexps, points, regions
 from . import diagnostics as dg
 from .canonical import canonical, digest
-from .cstutil import (FRAME, PREFIX, RESTORE, RT, KeepPositions, assign, block, body_of, code_of, dotted_name, expr,
-                      has_yield, if_, small, stmt)
+from .cstutil import (FRAME, PREFIX, RESTORE, RT, KeepPositions, OwnScope, assign, block, body_of, code_of,
+                      dotted_name, expr, has_suspension, if_, small, stmt)
 from .emit import Emitter
 from .linemap import LineTable, column_shift, line_table
 from .liveness import analyze_strict
@@ -289,7 +289,7 @@ class _MarkingLowerer(StmtLowerer):
         marked: list[cst.BaseStatement] = []
         for s in out:
             m = _mark_lines(s, line)
-            for table in (self.exprs.yield_lines, self.exprs.yield_nodes, self.try_info):
+            for table in (self.exprs.yield_lines, self.exprs.yield_nodes, self.exprs.await_slots, self.try_info):
                 if id(s) in table:
                     table[id(m)] = table.pop(id(s))  # type: ignore[index]
             marked.append(m)
@@ -451,13 +451,13 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
         owner = labels.owners.get(state.position_of(node)) if labels is not None else None  # type: ignore[arg-type]
         return owner.hash if owner is not None else None
 
-    lowerer = _MarkingLowerer(state.line_of, owner_of)
+    lowerer = _MarkingLowerer(state.line_of, owner_of, "await" if original.asynchronous is not None else "yield")
     try:
         lowered = lowerer.lower_body(body)
     except Unsupported as exc:
         state.report(dg.UnsupportedConstruct, _find_original(original, exc.node) or original, exc.kind)
         return updated
-    emitter = Emitter(lowered, lowerer.exprs.yield_lines, lowerer.try_info)
+    emitter = Emitter(lowered, lowerer.exprs.yield_lines, lowerer.try_info, lowerer.exprs.await_slots)
     fast = emitter.fast()
     probe = updated.with_changes(decorators=[], body=block(fast or [small(cst.Pass())]), leading_lines=[])
     params, others, live, strict = analyze_strict(textwrap.dedent(code_of(probe)))
@@ -492,13 +492,14 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
         store = stmt(f"{CELLS} = lambda: ({', '.join(sorted(captured))},)\n")
         prologue.insert(0, store)
         fast_body.insert(0, store)
-    entry = if_(expr(f"{RT}.PENDING and ({FRAME} := {RT}.take({meta})) is not None"),
-                prologue + restore_body, fast_body)
+    # a coroutine that never awaits has only state 0, restored by calling it: no restore body
+    entry = [if_(expr(f"{RT}.PENDING and ({FRAME} := {RT}.take({meta})) is not None"),
+                 prologue + restore_body, fast_body)] if emitter.state_of else fast_body
     bindings: list[cst.BaseStatement] = []
     lowered_code = code_of(cst.Module(body=lowered))
     if DETACHED_CLASS in lowered_code or DETACHING in lowered_code:
         bindings.append(stmt(f"{DETACHED_CLASS}, {DETACHING} = {RT}.Detached, {RT}.detaching\n"))
-    new_body = doc + decls + bindings + [entry]
+    new_body = doc + decls + bindings + entry
     target = [d for d in updated.decorators if isinstance(d.decorator, cst.Name) and d.decorator.value == TARGET]
     decorator = cst.Decorator(decorator=expr(f"{RT}.compiled({meta})"))
     registration = None
@@ -509,7 +510,7 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     if target:  # the on-the-fly compiler's marker stands where the user's first decorator was
         decorator = decorator.with_changes(trailing_whitespace=target[0].trailing_whitespace)
     lines = {k: emitter.lines[k] for k in states}
-    yf = sorted(k for k, is_yf in emitter.yield_from.items() if is_yf)
+    yf = sorted(k for k, delegates in emitter.delegating.items() if delegates)
     described = {n: lowerer.made[n] for n in sorted(saved) if n in lowerer.made}
     if scope is not None:  # a generator expression's function: its loops are the expression's clauses
         described = {n: text.replace("the `for` loop", "the `for` clause of the generator expression")
@@ -629,11 +630,9 @@ class ModuleCompiler(cst.CSTTransformer):
     def _function(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
         self.scopes.pop()
         marked = any(_is_durable_decorator(d) for d in original.decorators)
-        is_gen = has_yield(original.body)
         if original.asynchronous is not None:
-            if marked:
-                self.state.report(dg.AsyncNotSupported, original, original.name.value)
-            return updated
+            return self._coroutine(original, updated, marked)
+        is_gen = has_suspension(original.body)
         coroutine = _coroutine_decorator(original, self.state.coroutine_decorators)
         if coroutine is not None:  # types.coroutine replaces the code object: never durable
             if marked:
@@ -645,9 +644,92 @@ class ModuleCompiler(cst.CSTTransformer):
             return updated
         if not (marked or (self.state.all_generators and is_gen)):
             return updated
+        return self._compile(original, updated)
+
+    def _coroutine(self, original: cst.FunctionDef, updated: cst.FunctionDef, marked: bool) -> cst.FunctionDef:
+        """``async def``: a coroutine function compiles (its awaits are its suspension points); an
+        asynchronous generator is refused when marked, and left alone by ``all_generators``."""
+        if _yields(original.body):
+            if marked:
+                self.state.report(dg.AsyncNotSupported, original, original.name.value)
+            return updated
+        if not (marked or self.state.all_generators):
+            return updated
+        comprehension = _async_comprehension(original.body)
+        if comprehension is not None:
+            self.state.report(dg.UnsupportedConstruct, comprehension, "await or async for inside a comprehension")
+            return updated
+        return self._compile(original, updated)
+
+    def _compile(self, original: cst.FunctionDef, updated: cst.FunctionDef) -> cst.FunctionDef:
         classes = [name for kind, name in [*self.state.scope, *self.scopes] if kind == "class"]
         return compile_function(self.state, original, updated, self._qualname(original.name.value),
                                 classes[-1] if classes else None)
+
+
+class _YieldFinder(OwnScope, cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Yield(self, node: cst.Yield) -> bool:
+        self.found = True
+        return False
+
+
+def _yields(node: cst.CSTNode) -> bool:
+    """Whether the function's own scope has a yield (in an ``async def``: an asynchronous generator)."""
+    finder = _YieldFinder()
+    node.visit(finder)
+    return finder.found
+
+
+class _AsyncComprehensions(OwnScope, cst.CSTVisitor):
+    """The first list, set or dict comprehension that awaits (anywhere but in its first iterable, which
+    runs in the enclosing scope) or iterates with ``async for``."""
+
+    def __init__(self) -> None:
+        self.found: cst.CSTNode | None = None
+
+    def _comprehension(self, node: cst.ListComp | cst.SetComp | cst.DictComp) -> bool:
+        if self.found is None:
+            first = node.for_in
+            parts: list[cst.CSTNode] = [*first.ifs, first.target]
+            parts += [node.key, node.value] if isinstance(node, cst.DictComp) else [node.elt]
+            if first.inner_for_in is not None:
+                parts.append(first.inner_for_in)
+            if first.asynchronous is not None or any(_awaits(p) for p in parts):
+                self.found = node
+        return True
+
+    visit_ListComp = visit_SetComp = visit_DictComp = _comprehension  # type: ignore[assignment]
+
+
+class _Awaits(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Await(self, node: cst.Await) -> bool:
+        self.found = True
+        return False
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        if node.asynchronous is not None:
+            self.found = True
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+
+def _awaits(node: cst.CSTNode) -> bool:
+    finder = _Awaits()
+    node.visit(finder)
+    return finder.found
+
+
+def _async_comprehension(body: cst.CSTNode) -> cst.CSTNode | None:
+    finder = _AsyncComprehensions()
+    body.visit(finder)
+    return finder.found
 
 
 @dataclass(frozen=True)

@@ -171,7 +171,7 @@ def effects(node: ast.AST) -> Effects:
     return eff
 
 
-def local_names(func: ast.FunctionDef) -> tuple[list[str], set[str]]:
+def local_names(func: ast.FunctionDef | ast.AsyncFunctionDef) -> tuple[list[str], set[str]]:
     """(parameters in order, all other names bound in the function's own scope)."""
     params = [a.arg for a in _params(func.args)]
     names = _scope_names(list(func.body))
@@ -189,7 +189,7 @@ class _Ctx:
 class Liveness:
     """Computes, for each canonical suspension ``_dg_s = K; ...``, the locals live while suspended."""
 
-    def __init__(self, func: ast.FunctionDef, locals_: set[str]) -> None:
+    def __init__(self, func: ast.FunctionDef | ast.AsyncFunctionDef, locals_: set[str]) -> None:
         self.locals = locals_
         self.at_state: dict[int, set[str]] = {}
         self.dynamic = any(isinstance(n, ast.Name) and n.id in _DYNAMIC for n in ast.walk(func))
@@ -350,7 +350,7 @@ def analyze_strict(func_source: str) -> tuple[list[str], set[str], dict[int, set
     """``analyze``, and the locals each state's code may read (``Liveness.strict``)."""
     tree = ast.parse(func_source)
     func = tree.body[0]
-    assert isinstance(func, ast.FunctionDef)
+    assert isinstance(func, (ast.FunctionDef, ast.AsyncFunctionDef))
     params, others = local_names(func)
     liveness = Liveness(func, set(params) | others)
     live = liveness.run()

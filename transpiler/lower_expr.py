@@ -1,4 +1,4 @@
-"""Lowering of expressions that contain suspensions: hoists every yield into a canonical statement.
+"""Lowering of expressions that contain suspensions: hoists every yield and await into a canonical statement.
 
 Everything evaluated before a suspension is captured in a temporary first, in CPython's evaluation
 order, so that the remaining expression evaluated after the resume sees the same values.
@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import libcst as cst
 
-from .cstutil import PREFIX, STATE, assign, code_of, has_yield, if_, releasing
+from .cstutil import PREFIX, STATE, assign, code_of, has_suspension, if_, releasing
 
 Stmts = list[cst.BaseStatement]
 
@@ -38,19 +38,24 @@ def is_constant(node: cst.BaseExpression) -> bool:
 
 
 class ExprLowerer:
-    """Turns an expression into (statements, yield-free expression) with identical evaluation order."""
+    """Turns an expression into (statements, suspension-free expression) with identical evaluation order."""
 
     def __init__(self, new_temp: Callable[..., str], line_of: Callable[[cst.CSTNode], int]) -> None:
         self.new_temp = new_temp
         self.line_of = line_of
         self.yield_lines: dict[int, int] = {}
         """Original source line of each canonical yield line, keyed by ``id`` of the statement node."""
-        self.yield_nodes: dict[int, cst.Yield] = {}
-        """The source's yield each canonical yield line suspends at (its position names the point)."""
+        self.yield_nodes: dict[int, cst.Yield | cst.Await] = {}
+        """The source's yield or await each canonical line suspends at (its position names the point)."""
+        self.await_slots: dict[int, str] = {}
+        """Of each canonical await line: the slot that holds the awaited object in snapshots."""
 
     # -- canonical suspension statements ---------------------------------------------------
-    def yield_stmt(self, node: cst.Yield, target: str | None) -> Stmts:
-        """Canonical form: ``_dg_s = K; [target =] yield v`` on one line (K numbered later)."""
+    def suspend_stmt(self, node: cst.Yield | cst.Await, target: str | None) -> Stmts:
+        """Canonical form: ``_dg_s = K; [target =] yield v`` (or ``await e``) on one line (K numbered
+        later), after the statements that evaluate the operand."""
+        if isinstance(node, cst.Await):
+            return self._await_stmt(node, target)
         pre: Stmts = []
         value = node.value
         if isinstance(value, cst.From):
@@ -66,23 +71,36 @@ class ExprLowerer:
             ynode = cst.Yield(value=v)
         else:
             ynode = cst.Yield()
-        state = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(STATE))], value=cst.Integer("0"))
-        if target is None:
-            second: cst.BaseSmallStatement = cst.Expr(value=ynode)
-        else:
-            second = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(target))], value=ynode)
-        line = cst.SimpleStatementLine(body=[state, second])
-        self.yield_lines[id(line)] = self.line_of(node)
-        self.yield_nodes[id(line)] = node
+        line = self._canonical(node, ynode, target)
         if isinstance(value, cst.From):
             pre.append(releasing([line], it))
         else:
             pre.append(line)
         return pre
 
+    def _await_stmt(self, node: cst.Await, target: str | None) -> Stmts:
+        """The awaited object is not kept in a local: a snapshot reads it from the coroutine's
+        ``cr_await``, and the restore body binds it to the point's slot (``await_slots``)."""
+        pre, awaited = self.lower(node.expression)
+        line = self._canonical(node, cst.Await(expression=awaited), target)
+        self.await_slots[id(line)] = self.new_temp("aw", line=self.line_of(node))
+        return pre + [line]
+
+    def _canonical(self, node: cst.Yield | cst.Await, suspension: cst.BaseExpression,
+                   target: str | None) -> cst.SimpleStatementLine:
+        state = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(STATE))], value=cst.Integer("0"))
+        if target is None:
+            second: cst.BaseSmallStatement = cst.Expr(value=suspension)
+        else:
+            second = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(target))], value=suspension)
+        line = cst.SimpleStatementLine(body=[state, second])
+        self.yield_lines[id(line)] = self.line_of(node)
+        self.yield_nodes[id(line)] = node
+        return line
+
     # -- generic -----------------------------------------------------------------------------
     def lower(self, node: cst.BaseExpression) -> tuple[Stmts, cst.BaseExpression]:
-        if not has_yield(node):
+        if not has_suspension(node):
             return [], node
         method = getattr(self, "lower_" + type(node).__name__, None)
         if method is None:
@@ -105,7 +123,7 @@ class ExprLowerer:
         ``stars[i]`` is ``"*"`` or ``"**"`` for an unpacked operand: it is consumed where it stands,
         so its contents (not the iterable or mapping itself) are captured.
         """
-        last = max((i for i, item in enumerate(items) if has_yield(item)), default=-1)
+        last = max((i for i, item in enumerate(items) if has_suspension(item)), default=-1)
         pre: Stmts = []
         out: list[cst.BaseExpression] = []
         for i, item in enumerate(items):
@@ -125,7 +143,11 @@ class ExprLowerer:
     # -- node kinds --------------------------------------------------------------------------
     def lower_Yield(self, node: cst.Yield) -> tuple[Stmts, cst.BaseExpression]:
         temp = self.new_temp("y", line=self.line_of(node))
-        return self.yield_stmt(node, temp), cst.Name(temp)
+        return self.suspend_stmt(node, temp), cst.Name(temp)
+
+    def lower_Await(self, node: cst.Await) -> tuple[Stmts, cst.BaseExpression]:
+        temp = self.new_temp("a", line=self.line_of(node))
+        return self.suspend_stmt(node, temp), cst.Name(temp)
 
     def _value(self, node: cst.Attribute | cst.NamedExpr) -> tuple[Stmts, cst.BaseExpression]:
         """Nodes whose only evaluated part is ``value``."""
@@ -261,7 +283,7 @@ class ExprLowerer:
         for part in node.parts:
             if isinstance(part, cst.FormattedStringExpression):
                 pieces.append(node.with_changes(parts=[part], lpar=[], rpar=[]))
-        last = max((i for i, p in enumerate(pieces) if has_yield(p)), default=-1)
+        last = max((i for i, p in enumerate(pieces) if has_suspension(p)), default=-1)
         pre: Stmts = []
         new_parts: list[cst.BaseFormattedStringContent] = []
         index = 0
@@ -283,7 +305,7 @@ class ExprLowerer:
                 pre += field_pre
                 spec_pre: Stmts = []
                 spec = part.format_spec
-                if spec is not None and any_part_yields(spec):
+                if spec is not None and any_part_suspends(spec):
                     raise Unsupported(part, "suspension inside an f-string format spec")
                 piece = node.with_changes(parts=[part.with_changes(expression=value)], lpar=[], rpar=[])
                 pre += spec_pre
@@ -306,7 +328,7 @@ def _unpacked(node: cst.BaseExpression, star: str) -> cst.BaseExpression:
     return cst.Dict(elements=[cst.StarredDictElement(value=node)])
 
 
-def any_part_yields(parts: Sequence[cst.CSTNode]) -> bool:
-    return any(has_yield(p) for p in parts)
+def any_part_suspends(parts: Sequence[cst.CSTNode]) -> bool:
+    return any(has_suspension(p) for p in parts)
 
 

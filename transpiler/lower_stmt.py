@@ -16,7 +16,8 @@ from typing import Callable
 
 import libcst as cst
 
-from .cstutil import PREFIX, assign, block, body_of, call, expr, has_yield, if_, paren, releasing, rt, small
+from .cstutil import (PREFIX, SUSPENSIONS, assign, block, body_of, call, expr, has_suspension, if_, paren, releasing,
+                      rt, small)
 from .lower_expr import ExprLowerer, Stmts, Unsupported
 from .genexps import ITER
 from .genexps import ITERATOR as GENEXP_ITERATOR
@@ -63,8 +64,11 @@ class StmtLowerer:
     """Lowers one durable function body. Dispatches on statement type to ``lower_<Type>``."""
 
     def __init__(self, line_of: Callable[[cst.CSTNode], int],
-                 owner_of: Callable[[cst.CSTNode], str | None] = lambda node: None) -> None:
+                 owner_of: Callable[[cst.CSTNode], str | None] = lambda node: None,
+                 suspension: str = "yield") -> None:
         self.counter = 0
+        self.suspension = suspension
+        """What suspends this function, ``yield`` or ``await``, as its compiler locals' descriptions say."""
         self.line_of = line_of
         self.owner_of = owner_of
         self.owners: list[str] = []  # structural identity of the statements being lowered, innermost last
@@ -93,7 +97,8 @@ class StmtLowerer:
         ordinal = self.ordinals[owner, kind] = self.ordinals.get((owner, kind), 0) + 1
         name = f"{PREFIX}{kind}{ordinal}_{owner}"
         self.legacy[name] = f"{PREFIX}{kind}{self.counter}"
-        self.made[name] = self.made.get(text) or describe(kind, line or (self.lines[-1] if self.lines else 0), text)
+        self.made[name] = self.made.get(text) or describe(kind, line or (self.lines[-1] if self.lines else 0), text,
+                                                              self.suspension)
         return name
 
     # -- blocks ----------------------------------------------------------------------------
@@ -107,7 +112,7 @@ class StmtLowerer:
         return self.lower_body(body_of(suite))
 
     def lower_stmt(self, node: cst.BaseStatement) -> Stmts:
-        if not has_yield(node) and not self.captures:
+        if not has_suspension(node) and not self.captures:
             return [node]
         method = getattr(self, "lower_" + type(node).__name__, None)
         if method is None:
@@ -127,7 +132,7 @@ class StmtLowerer:
     def lower_SimpleStatementLine(self, node: cst.SimpleStatementLine) -> Stmts:
         out: Stmts = []
         for part in node.body:
-            if not has_yield(part) and not isinstance(part, (cst.Return, cst.Break, cst.Continue)):
+            if not has_suspension(part) and not isinstance(part, (cst.Return, cst.Break, cst.Continue)):
                 out.append(node.with_changes(body=[_strip_semicolon(part)]) if len(node.body) > 1 else node)
                 continue
             method = getattr(self, "small_" + type(part).__name__, None)
@@ -141,21 +146,22 @@ class StmtLowerer:
         return out
 
     def small_Expr(self, node: cst.Expr) -> Stmts:
-        if isinstance(node.value, cst.Yield):
-            return self.exprs.yield_stmt(node.value, None)
+        if isinstance(node.value, SUSPENSIONS):
+            return self.exprs.suspend_stmt(node.value, None)
         pre, value = self.exprs.lower(node.value)
         return pre + [small(cst.Expr(value=value))]
 
     def small_Assign(self, node: cst.Assign) -> Stmts:
-        if len(node.targets) == 1 and isinstance(node.targets[0].target, cst.Name) and isinstance(node.value, cst.Yield):
-            return self.exprs.yield_stmt(node.value, node.targets[0].target.value)
-        if isinstance(node.value, cst.Yield):
-            temp = self.new_temp("y")
-            pre = self.exprs.yield_stmt(node.value, temp)
+        target = node.targets[0].target
+        if len(node.targets) == 1 and isinstance(target, cst.Name) and isinstance(node.value, SUSPENSIONS):
+            return self.exprs.suspend_stmt(node.value, target.value)
+        if isinstance(node.value, SUSPENSIONS):
+            temp = self.new_temp("a" if isinstance(node.value, cst.Await) else "y")
+            pre = self.exprs.suspend_stmt(node.value, temp)
             value: cst.BaseExpression = cst.Name(temp)
         else:
             pre, value = self.exprs.lower(node.value)
-        if not any(has_yield(t.target) for t in node.targets):
+        if not any(has_suspension(t.target) for t in node.targets):
             return pre + [small(cst.Assign(targets=node.targets, value=value))]
         value = self.exprs.capture(value, pre)
         for t in node.targets:
@@ -171,7 +177,7 @@ class StmtLowerer:
             pre, lowered = self.exprs.lower(target)
             assert isinstance(lowered, cst.Subscript)
             return pre + [assign(lowered, value)]
-        if isinstance(target, (cst.Tuple, cst.List)) and has_yield(target):
+        if isinstance(target, (cst.Tuple, cst.List)) and has_suspension(target):
             # Unpack into temporaries first (CPython unpacks before assigning), then assign the
             # targets left to right, each evaluating its own sub-expressions when reached.
             temps = [self.new_temp("u") for _ in target.elements]
@@ -185,7 +191,7 @@ class StmtLowerer:
         return [assign(target, value)]
 
     def small_AnnAssign(self, node: cst.AnnAssign) -> Stmts:
-        if node.value is None or has_yield(node.target) or has_yield(node.annotation):
+        if node.value is None or has_suspension(node.target) or has_suspension(node.annotation):
             raise Unsupported(node, "suspension inside an annotation")
         pre, value = self.exprs.lower(node.value)
         return pre + [small(node.with_changes(value=value))]
@@ -302,7 +308,7 @@ class StmtLowerer:
             self.loop_depth -= 1
 
     def lower_While(self, node: cst.While) -> Stmts:
-        if not has_yield(node.test):
+        if not has_suspension(node.test):
             orelse = self.lower_suite(node.orelse.body) if node.orelse else None
             return [cst.While(test=node.test, body=block(self._loop_body(node.body)),
                               orelse=cst.Else(body=block(orelse)) if orelse is not None else None)]
@@ -322,10 +328,10 @@ class StmtLowerer:
             raise Unsupported(node, "async for")
         pre, iterable = self.exprs.lower(node.iter)
         orelse = self.lower_suite(node.orelse.body) if node.orelse else None
-        body_yields = has_yield(node.body) or has_yield(node.target)
+        body_yields = has_suspension(node.body) or has_suspension(node.target)
         target = node.target
         extra: Stmts = []
-        if has_yield(target):
+        if has_suspension(target):
             value = self.new_temp("v")
             extra = self.store(target, cst.Name(value))
             target = cst.Name(value)
@@ -352,9 +358,9 @@ class StmtLowerer:
             return self.lower_With(outer)
         item = node.items[0]
         pre, manager = self.exprs.lower(item.item)
-        if not has_yield(node.body) and not self.captures:
+        if not has_suspension(node.body) and not self.captures:
             return pre + [node.with_changes(items=[item.with_changes(item=manager, comma=cst.MaybeSentinel.DEFAULT)])]
-        if not has_yield(node.body):
+        if not has_suspension(node.body):
             body = self.lower_suite(node.body)
             return pre + [node.with_changes(items=[item.with_changes(item=manager, comma=cst.MaybeSentinel.DEFAULT)],
                                             body=block(body))]
@@ -394,12 +400,12 @@ class StmtLowerer:
         return self._lower_try(node, star=True)
 
     def _lower_try(self, node: cst.Try | cst.TryStar, star: bool) -> Stmts:
-        suspends = has_yield(node)
+        suspends = has_suspension(node)
         if not suspends:
             # Only exits crossing an enclosing suspending finally need rewriting.
             return [self._rewrite_parts(node)]
         final = node.finalbody
-        final_yields = final is not None and has_yield(final.body)
+        final_yields = final is not None and has_suspension(final.body)
         info = TryInfo()
         capture: _Capture | None = None
         if final is not None:
@@ -444,9 +450,9 @@ class StmtLowerer:
             info.handler_excs.append(None)
         # except*: restore re-raises the whole group that entered the clauses; the earlier handlers
         # take their parts again (their bodies are skipped) and the suspended one gets its own part.
-        group = self.new_temp("g") if star and any(has_yield(h.body) for h in node.handlers) else None
+        group = self.new_temp("g") if star and any(has_suspension(h.body) for h in node.handlers) else None
         for h in node.handlers:
-            if has_yield(h.type):
+            if has_suspension(h.type):
                 raise Unsupported(h, "suspension inside an except clause's type")
             body = self.lower_suite(h.body)
             if star:
@@ -460,7 +466,7 @@ class StmtLowerer:
                 body = [cst.Try(body=block(body), handlers=[cst.ExceptHandler(
                     type=cst.Name("BaseException"), name=cst.AsName(name=cst.Name(t)),
                     body=block([assign(raised, cst.Name(t)), small(cst.Raise())]))])]
-            if has_yield(h.body):
+            if has_suspension(h.body):
                 exc = self.new_temp("e", line=self.line_of(h), at=h)
                 info.handler_excs.append(group or exc)
                 if h.name is not None:
@@ -498,8 +504,8 @@ class StmtLowerer:
 
     def lower_Match(self, node: cst.Match) -> Stmts:
         pre, subject = self.exprs.lower(node.subject)
-        if not any(has_yield(c.guard) or has_yield(c.pattern) for c in node.cases):
-            if not any(has_yield(c.body) for c in node.cases) and not self.captures:
+        if not any(has_suspension(c.guard) or has_suspension(c.pattern) for c in node.cases):
+            if not any(has_suspension(c.body) for c in node.cases) and not self.captures:
                 return pre + [node.with_changes(subject=subject)]
             # Case bodies that suspend run outside the match, selected by the case number.
             chosen = self.new_temp("mc")
@@ -511,10 +517,10 @@ class StmtLowerer:
         chosen = self.new_temp("mc")
         out = pre + [assign(chosen, cst.Integer("0"))]
         for i, case in enumerate(node.cases):
-            if has_yield(case.pattern):
+            if has_suspension(case.pattern):
                 raise Unsupported(case, "suspension inside a case pattern")
             mark = [assign(chosen, cst.Integer(str(i + 1)))]
-            if case.guard is not None and has_yield(case.guard):
+            if case.guard is not None and has_suspension(case.guard):
                 guard_pre, guard = self.exprs.lower(case.guard)
                 body = guard_pre + [if_(guard, mark)]
                 case_node = case.with_changes(guard=None, whitespace_before_if=cst.SimpleWhitespace(""),

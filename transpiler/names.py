@@ -9,7 +9,9 @@ _WHAT = {
     "we": "whether the `while` loop at line {line} ended by its condition (for its `else`)",
     "yf": "the iterator the `yield from` at line {line} delegates to",
     "y": "the value sent into the yield at line {line}",
-    "t": "the value of `{text}`, evaluated before the yield at line {line}",
+    "a": "the value of the await at line {line}",
+    "aw": "the object the await at line {line} is waiting for",
+    "t": "the value of `{text}`, evaluated before the {suspension} at line {line}",
     "b": "the value of `{text}` at line {line}, as far as it is evaluated",
     "c": "the value of `{text}` at line {line}",
     "f": "the formatted value of `{text}` in the f-string at line {line}",
@@ -31,10 +33,11 @@ _LONGEST = 40
 _COMPILER_NAME = re.compile(r"_dg_[A-Za-z]+\d*")
 
 
-def describe(kind: str, line: int, text: str = "") -> str:
-    """What a compiler-made local of ``kind`` holds; ``text`` is the source of the expression it keeps."""
+def describe(kind: str, line: int, text: str = "", suspension: str = "yield") -> str:
+    """What a compiler-made local of ``kind`` holds; ``text`` is the source of the expression it keeps,
+    ``suspension`` what suspends the function (``yield`` or ``await``)."""
     template = _WHAT.get(kind, "a value the compiler keeps for the statement at line {line}")
-    return template.format(line=line, text=_shorten(text))
+    return template.format(line=line, text=_shorten(text), suspension=suspension)
 
 
 def _shorten(text: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from runtime.errors import DurableCompileError
 
-from .diagnostics import CompileError, CoroutineDecorator
+from .diagnostics import AsyncNotSupported, CompileError, CoroutineDecorator
 from .generate import TARGET, compile_module_mapped
 from .linemap import compile_mapped
 
@@ -62,9 +62,13 @@ def compile_function(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Compile one function from its source file and return the compiled function, which shares
     the original's globals, closure cells, defaults and metadata."""
     if not isinstance(fn, types.FunctionType):
-        raise DurableCompileError(f"@durable needs a generator function, not {type(fn).__name__!r}")
-    if not inspect.isgeneratorfunction(fn):
-        raise DurableCompileError(f"@durable function {fn.__qualname__!r} is not a generator function (no yield)")
+        raise DurableCompileError(f"@durable needs a generator or coroutine function, not {type(fn).__name__!r}")
+    if inspect.isasyncgenfunction(fn):
+        raise DurableCompileError(f"@durable async generators are not supported yet: {fn.__qualname__!r} "
+                                  f"(hint: {AsyncNotSupported.hint})")
+    if not (inspect.isgeneratorfunction(fn) or inspect.iscoroutinefunction(fn)):
+        raise DurableCompileError(f"@durable function {fn.__qualname__!r} is not a generator function (no yield) "
+                                  "or a coroutine function (async def)")
     try:
         lines, first = inspect.getsourcelines(fn)
         path = inspect.getsourcefile(fn) or fn.__code__.co_filename

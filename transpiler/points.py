@@ -14,7 +14,7 @@ from libcst.metadata import CodeRange
 
 from . import diagnostics as dg
 from .canonical import canonical, digest
-from .cstutil import KeepPositions, OwnScope, dotted_name
+from .cstutil import SUSPENSIONS, KeepPositions, OwnScope, dotted_name
 
 SEPARATOR = " › "
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
@@ -109,14 +109,17 @@ def _literal_name(call: cst.Call) -> str | None:
 # -- walking one scope -------------------------------------------------------------------------------
 
 class _Yields(OwnScope, cst.CSTVisitor):
-    """The yields of the function's own scope under a node, in the order they finish (inner first):
+    """The yields and awaits of the function's own scope under a node, in the order they finish (inner first):
     nested functions, lambdas and classes are skipped, and of a comprehension only its first iterable
     (evaluated in the enclosing scope) is looked at."""
 
     def __init__(self) -> None:
-        self.found: list[cst.Yield] = []
+        self.found: list[cst.Yield | cst.Await] = []
 
     def leave_Yield(self, original: cst.Yield) -> None:
+        self.found.append(original)
+
+    def leave_Await(self, original: cst.Await) -> None:
         self.found.append(original)
 
     def _comprehension(self, node: cst.BaseComp | cst.DictComp) -> bool:
@@ -136,7 +139,7 @@ class _Suspending(_Yields):
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.stack.append(id(node))
-        if isinstance(node, cst.Yield):
+        if isinstance(node, SUSPENSIONS):
             self.marked.update(self.stack)
         return super().on_visit(node)
 
@@ -145,7 +148,7 @@ class _Suspending(_Yields):
         self.stack.pop()
 
 
-def _yields(*nodes: cst.CSTNode | None) -> list[cst.Yield]:
+def _yields(*nodes: cst.CSTNode | None) -> list[cst.Yield | cst.Await]:
     finder = _Yields()
     for node in nodes:
         if node is not None:
@@ -451,9 +454,13 @@ class _Labeler:
         for clause, elif_ in clauses:
             self.unit(clause, parent, seen, elif_)
 
-    def point(self, node: cst.Yield, path: _Path, index: int) -> None:
+    def point(self, node: cst.Yield | cst.Await, path: _Path, index: int) -> None:
         where = self.at(node)
         if where is None:
+            return
+        if isinstance(node, cst.Await):  # its own token: a def <-> async def change never matches a point
+            self.labels.points[where] = PointSpec(digest(path.hash, "await", str(index)),
+                                                  path.display + (f" [await {index}]" if index > 1 else ""), (), None)
             return
         key = digest(path.hash, "yield", str(index))
         display = path.display + (f" [yield {index}]" if index > 1 else "")

@@ -41,7 +41,7 @@ class _Finder(ast.NodeVisitor):
 
     def visit_FunctionDef(self, node: ast.FunctionDef | ast.AsyncFunctionDef) -> None:
         if any(is_durable_decorator(d) for d in node.decorator_list) or (
-                self.all_generators and isinstance(node, ast.FunctionDef) and _yields(node)):
+                self.all_generators and _suspends(node)):
             self.found = True
         else:
             self.generic_visit(node)
@@ -49,7 +49,13 @@ class _Finder(ast.NodeVisitor):
     visit_AsyncFunctionDef = visit_FunctionDef  # type: ignore[assignment]
 
 
-def _yields(func: ast.FunctionDef) -> bool:
+def _suspends(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    """A generator function or a coroutine function (``all_generators`` compiles both; an asynchronous
+    generator, an ``async def`` with a yield, is left alone)."""
+    return _yields(func) if isinstance(func, ast.FunctionDef) else not _yields(func)
+
+
+def _yields(func: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
     todo: list[ast.AST] = list(func.body)
     while todo:
         node = todo.pop()
