@@ -11,6 +11,7 @@ from typing import Any, Callable, Generator, Iterator
 
 from . import closures, registry
 from .closures import cellular  # noqa: F401  (called by compiled modules)
+from .async_protocols import aiter_of, anext_of, async_with_enter, async_with_exit  # noqa: F401  (likewise)
 from .errors import CorruptSnapshotError
 from .registry import FunctionMeta
 from .values.bounds import class_attr

@@ -249,7 +249,8 @@ class Emitter:
         if info.with_manager is not None:
             body_span = self._range_block(body_of(s.body))
             dispatch.insert(0, if_(self._in(body_span), [
-                assign(info.with_exit, call(rt("with_exit"), cst.Name(info.with_manager)))]))  # type: ignore[arg-type]
+                assign(info.with_exit, call(rt("async_with_exit" if info.with_async else "with_exit"),  # type: ignore[arg-type]
+                                            cst.Name(info.with_manager)))]))
             self._need(body_span, info.with_manager)
         body = dispatch + self.r_block(body_of(s.body))
         orelse = s.orelse.with_changes(body=block(self.r_block(body_of(s.orelse.body)))) if s.orelse else None

@@ -25,7 +25,8 @@ from .lower_stmt import DETACHED_CLASS, DETACHING, RUNTIME_LOCALS, StmtLowerer, 
 MARK = "# dg@"
 """Trailing comment that records the original line of a generated statement."""
 
-_NOT_SAVED = (PREFIX + "wx", genexps.FUNCTION, *RUNTIME_LOCALS)  # recomputed on restore or bound at start
+# recomputed on restore or bound at start
+_NOT_SAVED = (PREFIX + "wx", PREFIX + "ax", genexps.FUNCTION, *RUNTIME_LOCALS)
 
 CELLS = PREFIX + "cells"
 """Local holding a never-called lambda that closes over every captured variable of a durable
@@ -541,7 +542,13 @@ def _identity(state: ModuleState, original: cst.FunctionDef, tree: ast.Module, l
     by_state: dict[int, tuple[str, str, tuple[str, ...], tuple[str, ...]]] = {}
     for line_id, k in emitter.state_of.items():
         node = lowerer.exprs.yield_nodes.get(line_id)
-        spec = labels.points.get(state.position_of(node)) if labels is not None and node is not None else None  # type: ignore[arg-type]
+        written_out = lowerer.exprs.synthetic.get(id(node))
+        if labels is None or node is None:
+            spec = None
+        elif written_out is not None:  # an await of an async for or async with
+            spec = labels.written_out.get((state.position_of(written_out.statement), written_out.role))  # type: ignore[arg-type]
+        else:
+            spec = labels.points.get(state.position_of(node))  # type: ignore[arg-type]
         cells = tuple(sorted(strict.get(k, set()) & captured))
         if spec is None:  # a generator expression's function: its points are its clauses, in order
             by_state[k] = (f"#{k}", f"yield at line {emitter.lines[k]}", (), cells)

@@ -10,6 +10,7 @@ from typing import Callable, Sequence
 import libcst as cst
 
 from .cstutil import PREFIX, STATE, assign, code_of, has_suspension, if_, releasing
+from .desugar_async import Synthetic
 
 Stmts = list[cst.BaseStatement]
 
@@ -49,6 +50,8 @@ class ExprLowerer:
         """The source's yield or await each canonical line suspends at (its position names the point)."""
         self.await_slots: dict[int, str] = {}
         """Of each canonical await line: the slot that holds the awaited object in snapshots."""
+        self.synthetic: dict[int, Synthetic] = {}
+        """The awaits that ``async for`` and ``async with`` were written out with (by id), and their roles."""
 
     # -- canonical suspension statements ---------------------------------------------------
     def suspend_stmt(self, node: cst.Yield | cst.Await, target: str | None) -> Stmts:

@@ -16,6 +16,7 @@ from typing import Callable
 
 import libcst as cst
 
+from . import desugar_async
 from .cstutil import (PREFIX, SUSPENSIONS, assign, block, body_of, call, expr, has_suspension, if_, paren, releasing,
                       rt, small)
 from .lower_expr import ExprLowerer, Stmts, Unsupported
@@ -47,6 +48,7 @@ class TryInfo:
     finally_kinds: set[int] = field(default_factory=set)
     with_manager: str | None = None           # for an expanded ``with``: manager and exit locals
     with_exit: str | None = None
+    with_async: bool = False                  # the expanded statement is an ``async with``
     star_raised: list[str] = field(default_factory=list)  # except*: what each handler raised
 
 
@@ -76,7 +78,7 @@ class StmtLowerer:
         self.legacy: dict[str, str] = {}
         """The name each compiler local had before names were structural (one counter per function),
         for snapshots written then."""
-        self.exprs = ExprLowerer(self.new_temp, line_of)
+        self.exprs = ExprLowerer(self.new_temp, self._line_of)
         self.try_info: dict[int, TryInfo] = {}
         self.captures: list[_Capture] = []
         self.loop_depth = 0
@@ -84,6 +86,10 @@ class StmtLowerer:
         self.lines: list[int] = []  # the source lines of the statements being lowered, innermost last
         self.made: dict[str, str] = {}
         """What each local the lowering made holds, in the user's terms (``names.describe``)."""
+        self.async_withs: dict[int, desugar_async.AsyncWith] = {}
+        """The ``try`` statements written out for ``async with`` (by id), with their manager and exit locals."""
+        self.async_with_items: dict[int, tuple[cst.With, int]] = {}
+        """The inner statements a multi-item ``async with`` is split into: the statement and the item number."""
 
     def new_temp(self, kind: str, text: str = "", line: int = 0, at: cst.CSTNode | None = None) -> str:
         """A new compiler local of ``kind`` for the construct at ``line`` (default: the statement
@@ -124,6 +130,10 @@ class StmtLowerer:
         finally:
             self.lines.pop()
             self.owners.pop()
+
+    def _line_of(self, node: cst.CSTNode) -> int:
+        """The source line of a node; for one the lowering wrote itself, that of the statement being lowered."""
+        return self.line_of(node) or (self.lines[-1] if self.lines else 0)
 
     def _owner(self) -> str:
         return self.owners[-1] if self.owners else ROOT_OWNER
@@ -325,7 +335,7 @@ class StmtLowerer:
 
     def lower_For(self, node: cst.For) -> Stmts:
         if node.asynchronous is not None:
-            raise Unsupported(node, "async for")
+            return self._async_for(node)
         pre, iterable = self.exprs.lower(node.iter)
         orelse = self.lower_suite(node.orelse.body) if node.orelse else None
         body_yields = has_suspension(node.body) or has_suspension(node.target)
@@ -349,7 +359,7 @@ class StmtLowerer:
 
     def lower_With(self, node: cst.With) -> Stmts:
         if node.asynchronous is not None:
-            raise Unsupported(node, "async with")
+            return self._async_with(node)
         if len(node.items) > 1:
             inner = node.with_changes(items=node.items[1:], lpar=cst.MaybeSentinel.DEFAULT, rpar=cst.MaybeSentinel.DEFAULT)
             first = node.items[0].with_changes(comma=cst.MaybeSentinel.DEFAULT)
@@ -393,6 +403,33 @@ class StmtLowerer:
         self.try_info[id(try_node)] = TryInfo(handler_excs=[None], with_manager=mgr, with_exit=exit_)
         return pre + [try_node]
 
+    def _async_for(self, node: cst.For) -> Stmts:
+        iterator = self.new_temp("ai")
+        ran_out = self.new_temp("ae") if node.orelse is not None else None
+        item = "" if isinstance(node.target, cst.Name) else self.new_temp("v")
+        out: Stmts = []
+        for statement in desugar_async.async_for(node, iterator, ran_out, item, self.exprs.synthetic):
+            out += self.lower_stmt(statement)
+        return [releasing(out, iterator)]
+
+    def _async_with(self, node: cst.With) -> Stmts:
+        origin, position = self.async_with_items.pop(id(node), (node, 1))
+        item, *rest = node.items
+        body = node.body
+        if rest:  # async with a, b: body  ==  async with a: async with b: body
+            inner = node.with_changes(items=rest, lpar=cst.MaybeSentinel.DEFAULT, rpar=cst.MaybeSentinel.DEFAULT)
+            self.async_with_items[id(inner)] = (origin, position + 1)
+            body = block([inner])
+        names = desugar_async.AsyncWith(self.new_temp("am"), self.new_temp("ax"))
+        statements = desugar_async.async_with(
+            body, item.with_changes(comma=cst.MaybeSentinel.DEFAULT), names, self.new_temp("an"), self.new_temp("av"),
+            self.new_temp("aok"), self.exprs.synthetic, origin, position)
+        self.async_withs[id(statements[-1])] = names
+        out: Stmts = []
+        for statement in statements:
+            out += self.lower_stmt(statement)
+        return out
+
     def lower_Try(self, node: cst.Try) -> Stmts:
         return self._lower_try(node, star=False)
 
@@ -407,6 +444,9 @@ class StmtLowerer:
         final = node.finalbody
         final_yields = final is not None and has_suspension(final.body)
         info = TryInfo()
+        written_out = self.async_withs.pop(id(node), None)
+        if written_out is not None:  # an async with: a restore inside it looks its __aexit__ up again
+            info.with_manager, info.with_exit, info.with_async = written_out.manager, written_out.exit, True
         capture: _Capture | None = None
         if final is not None:
             info.finally_kind = self.new_temp("fk")

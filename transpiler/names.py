@@ -27,6 +27,13 @@ _WHAT = {
     "x": "the exception raised by the `except*` handler at line {line}",
     "e": "the exception caught by the `except` at line {line}",
     "mc": "the case the `match` at line {line} chose",
+    "ai": "the asynchronous iterator of the `async for` loop at line {line}",
+    "ae": "whether the `async for` loop at line {line} ran out of items (for its `else`)",
+    "am": "the asynchronous context manager of the `async with` at line {line}",
+    "ax": "the `__aexit__` method of the asynchronous context manager of the `async with` at line {line}",
+    "an": "the awaitable `__aenter__` returned for the `async with` at line {line}",
+    "av": "the value `__aenter__` gave for the `async with` at line {line}",
+    "aok": "whether the body of the `async with` at line {line} is running without an exception",
 }
 
 _LONGEST = 40

@@ -49,6 +49,8 @@ class Labels:
 
     owners: dict[tuple[int, int], Owner] = field(default_factory=dict)
     points: dict[tuple[int, int], PointSpec] = field(default_factory=dict)
+    written_out: dict[tuple[tuple[int, int], str], PointSpec] = field(default_factory=dict)
+    """The points of the awaits ``async for`` and ``async with`` imply, by (statement position, role)."""
     problems: list[tuple[cst.CSTNode, type[dg.Diagnostic], str]] = field(default_factory=list)
 
 
@@ -139,13 +141,24 @@ class _Suspending(_Yields):
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.stack.append(id(node))
-        if isinstance(node, SUSPENSIONS):
+        if isinstance(node, SUSPENSIONS) or implied_awaits(node):
             self.marked.update(self.stack)
         return super().on_visit(node)
 
     def on_leave(self, original_node: cst.CSTNode) -> None:
         super().on_leave(original_node)
         self.stack.pop()
+
+
+def implied_awaits(node: cst.CSTNode) -> tuple[str, ...]:
+    """The roles of the awaits an ``async for`` (``anext``) or ``async with`` (for each item: ``aenter``,
+    ``aexit-error``, ``aexit``, numbered from the second item on) implies; none for other nodes."""
+    if isinstance(node, cst.For) and node.asynchronous is not None:
+        return ("anext",)
+    if isinstance(node, cst.With) and node.asynchronous is not None:
+        return tuple(f"{role}{i if i > 1 else ''}" for i in range(1, len(node.items) + 1)
+                     for role in ("aenter", "aexit-error", "aexit"))
+    return ()
 
 
 def _yields(*nodes: cst.CSTNode | None) -> list[cst.Yield | cst.Await]:
@@ -443,6 +456,10 @@ class _Labeler:
             self.labels.owners[where] = Owner(path.hash[:8], path.display)
         for index, y in enumerate(own, 1):
             self.point(y, path, index)
+        if where is not None:
+            for role in implied_awaits(node):
+                self.labels.written_out[where, role] = PointSpec(digest(path.hash, role), f"{path.display} [{role}]",
+                                                                 (), None)
         body = getattr(node, "body", None)
         if isinstance(body, cst.BaseSuite) and not isinstance(node, (cst.FunctionDef, cst.ClassDef)):
             self.block(_units(body), path)
