@@ -1,4 +1,4 @@
-"""Differential test harness for durable generators.
+"""Differential test harness for durable generators and coroutines.
 
 A *program* is Python source (usually defining ``gen``, helpers and a module-level ``LOG = []``).
 It is loaded twice as real, importable modules in a temporary directory on ``sys.path``:
@@ -22,6 +22,13 @@ process) builds its own fresh value from that description.
 
 Before each step the harness binds the module global ``CURRENT_GEN`` to the generator being
 driven, so a program can refer to "itself" (for example to call ``next()`` on itself).
+
+Coroutines: when ``entry`` makes a coroutine (``async def main(): ...``), the same script drives it as a
+coroutine: ``NEXT`` is ``send(None)``, ``throw``/``CLOSE`` are ``coro.throw``/``coro.close()``, and it is
+finished when ``cr_frame`` is None. A durable suspension in an async program is
+``await suspend(value)`` (``runtime.programs.requests.suspend``, a plain awaitable natively): the step
+that reaches it records ``value`` as yielded, and the next ``send(x)`` makes the await return ``x``.
+Restore must give back a coroutine for a coroutine (and a generator for a generator).
 
 Self-check: ``mode="native-vs-native"`` (or env ``DG_HARNESS_MODE=native-vs-native``) loads the
 unmodified source on both sides, skips snapshots, and makes the fresh process replay the prefix.
@@ -49,7 +56,7 @@ import tempfile
 import textwrap
 import types
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = Path(__file__).resolve().parent
@@ -380,9 +387,23 @@ def _fmt_exc(d: Any) -> str:
     return text
 
 
-# --------------------------------------------------------------------------- driving a generator
+# --------------------------------------------------------------------------- driving a generator or coroutine
+
+def is_coroutine(runner: Any) -> bool:
+    """Whether the harness drives ``runner`` as a coroutine (else as a generator)."""
+    return isinstance(runner, types.CoroutineType)
+
+
+def runner_kind(runner: Any) -> str:
+    if is_coroutine(runner):
+        return "coroutine"
+    return "generator" if inspect.isgenerator(runner) else type(runner).__name__
+
 
 def _gen_finished(gen: Any) -> bool:
+    """Whether the generator or coroutine ``gen`` has finished (or was closed)."""
+    if is_coroutine(gen):
+        return gen.cr_frame is None
     try:
         return inspect.getgeneratorstate(gen) == inspect.GEN_CLOSED
     except Exception:
@@ -402,14 +423,15 @@ def _log_delta(namespace: dict, start: int) -> list[str]:
 
 
 def run_step(gen: Any, enc: dict, namespace: dict) -> dict:
-    """Perform one encoded operation on ``gen``; return its trace entry."""
+    """Perform one encoded operation on the generator or coroutine ``gen``; return its trace entry."""
     namespace["CURRENT_GEN"] = gen
     start = _log_len(namespace)
     kind = enc["kind"]
+    coroutine = is_coroutine(gen)
 
     def act() -> tuple[str, Any]:
         if kind == "next":
-            return "yield", norm(next(gen))
+            return "yield", norm(gen.send(None) if coroutine else next(gen))
         if kind == "send":
             return "yield", norm(gen.send(resolve_value(enc["arg"], namespace)))
         if kind == "throw":
@@ -438,7 +460,7 @@ def run_step(gen: Any, enc: dict, namespace: dict) -> dict:
 
 
 def final_entry(gen: Any, namespace: dict) -> dict:
-    """Close a still-suspended generator at the end of the script (and collect garbage)."""
+    """Close a still-suspended generator (or coroutine) at the end of the script (and collect garbage)."""
     entry = run_step(gen, {"kind": "close", "arg": None, "handler": None}, namespace)
     entry["op"] = "close() [end of script]"
     start = _log_len(namespace)
@@ -448,7 +470,7 @@ def final_entry(gen: Any, namespace: dict) -> dict:
 
 
 def release(gen: Any, namespace: dict) -> None:
-    """Let go of a generator the script is done with, leaving nothing behind for the interpreter's exit.
+    """Let go of a generator (or coroutine) the script is done with, leaving nothing behind for the interpreter's exit.
 
     A generator that ignored the end-of-script ``close()`` (a ``yield`` in a ``finally``) stays
     suspended, held by the module's ``CURRENT_GEN``; at exit CPython would finalize it after tearing
@@ -565,6 +587,32 @@ def run_native(source: str, script: Sequence[Any], *, entry: str = "gen()",
     return trace
 
 
+def _round_trip(runner: Any, kind: str, where: str, trace_so_far: Callable[[], str], may_fail: bool
+                ) -> tuple[Any, bytes | None, str]:
+    """Snapshot, detach and restore ``runner``: ``(restored, snapshot, "")``, or ``(runner, None, message)``
+    when the snapshot raised UnserializableValueError and ``may_fail``. Anything else that goes wrong is
+    an AssertionError saying where, with the trace so far."""
+    from runtime import UnserializableValueError, detach, restore, snapshot
+
+    try:
+        data = snapshot(runner)
+    except UnserializableValueError as e:
+        if may_fail:
+            return runner, None, str(e)
+        raise AssertionError(f"snapshot {where} raised UnserializableValueError: {e}\n{trace_so_far()}") from e
+    except Exception as e:
+        raise AssertionError(f"snapshot {where} raised {type(e).__name__}: {e}\n{trace_so_far()}") from e
+    assert isinstance(data, bytes), f"snapshot returned {type(data)}"
+    detach(runner)
+    try:
+        restored = restore(data)
+    except Exception as e:
+        raise AssertionError(f"restore of the snapshot {where} raised {type(e).__name__}: {e}\n"
+                             f"{trace_so_far()}") from e
+    assert runner_kind(restored) == kind, f"restore returned {type(restored)} for a {kind}"
+    return restored, data, ""
+
+
 def differential(source: str, script: Sequence[Any], *, entry: str = "gen()",
                  mode: str | None = None, all_generators: bool = True,
                  snapshot_at: Iterable[int] | None = None,
@@ -573,7 +621,8 @@ def differential(source: str, script: Sequence[Any], *, entry: str = "gen()",
                  check_log: bool = True) -> DiffResult:
     """Run ``source`` natively and compiled with ``script``; assert identical traces and LOGs.
 
-    ``entry``: expression (in the module namespace) creating the generator.
+    ``entry``: expression (in the module namespace) creating the generator, or the coroutine (driven
+    as one, see the module docstring).
     ``snapshot_at``: step indices at which to round-trip (0 = just created, i = after i steps);
     default: every index where the generator is suspended.
     ``allow_unserializable``: True or a set of indices where snapshot may raise
@@ -593,9 +642,6 @@ def differential(source: str, script: Sequence[Any], *, entry: str = "gen()",
             return True
         return bool(allow_unserializable) and i in set(allow_unserializable)
 
-    if compiled_mode:
-        from runtime import UnserializableValueError, detach, restore, snapshot
-
     # native run
     ngen = eval(entry, nns)
     native = [run_step(ngen, enc, nns) for enc in encoded]
@@ -605,37 +651,35 @@ def differential(source: str, script: Sequence[Any], *, entry: str = "gen()",
 
     # compiled run, round-tripping at every suspension
     cgen = eval(entry, cns)
+    kind = runner_kind(ngen)
+    assert runner_kind(cgen) == kind, f"{entry} made a {runner_kind(cgen)} (natively a {kind})"
     compiled: list[dict] = []
     points: list[int] = []
     unser: list[tuple[int, str]] = []
     blobs: dict[int, bytes] = {}
     suspended_at: list[int] = []
-    for i in range(len(encoded) + 1):
-        if not _gen_finished(cgen):
-            suspended_at.append(i)
-            if compiled_mode and (wanted is None or i in wanted):
-                try:
-                    data = snapshot(cgen)
-                except UnserializableValueError as e:
-                    if not may_fail(i):
-                        raise AssertionError(
-                            f"snapshot before step {i} ({op_label(encoded[i]) if i < len(encoded) else 'end'})"
-                            f" raised UnserializableValueError: {e}\n"
-                            + format_diff("trace so far", native[:i], compiled, "native", "compiled")
-                        ) from e
-                    unser.append((i, str(e)))
-                else:
-                    assert isinstance(data, bytes), f"snapshot returned {type(data)}"
-                    detach(cgen)
-                    cgen = restore(data)
-                    assert inspect.isgenerator(cgen), f"restore returned {type(cgen)}"
-                    blobs[i] = data
-                    points.append(i)
-        if i == len(encoded):
-            break
-        compiled.append(run_step(cgen, encoded[i], cns))
-    if final_close and not _gen_finished(cgen):
-        compiled.append(final_entry(cgen, cns))
+    try:
+        for i in range(len(encoded) + 1):
+            if not _gen_finished(cgen):
+                suspended_at.append(i)
+                if compiled_mode and (wanted is None or i in wanted):
+                    cgen, data, refused = _round_trip(
+                        cgen, kind, f"before step {i} ({op_label(encoded[i]) if i < len(encoded) else 'end'})",
+                        lambda at=i: format_diff("trace so far", native[:at], compiled, "native", "compiled"),
+                        may_fail(i))
+                    if data is None:
+                        unser.append((i, refused))
+                    else:
+                        blobs[i] = data
+                        points.append(i)
+            if i == len(encoded):
+                break
+            compiled.append(run_step(cgen, encoded[i], cns))
+        if final_close and not _gen_finished(cgen):
+            compiled.append(final_entry(cgen, cns))
+    except BaseException:
+        release(cgen, cns)  # a coroutine left suspended would warn at exit, far from the failure
+        raise
     release(cgen, cns)
 
     where = f" (compiled module file: {comp_mod.__file__})" if compiled_mode else ""
@@ -661,7 +705,7 @@ def differential(source: str, script: Sequence[Any], *, entry: str = "gen()",
             fresh = run_fresh_process(
                 comp_mod.__name__, encoded[at:], entry=entry, final_close=final_close,
                 snapshot=blobs.get(at) if compiled_mode else None,
-                prefix=None if compiled_mode else encoded[:at])
+                prefix=None if compiled_mode else encoded[:at], kind=kind)
             expected = native[at:]
             if not check_log:
                 fresh = [{**e, "log": []} for e in fresh]
@@ -694,13 +738,16 @@ def run_python(code: str, *, paths: Sequence[str | Path] = (), timeout: float = 
 
 def run_fresh_process(module: str, ops: list[dict], *, entry: str = "gen()",
                       snapshot: bytes | None = None, prefix: list[dict] | None = None,
-                      final_close: bool = True, paths: Sequence[str | Path] = ()) -> list[dict]:
+                      final_close: bool = True, paths: Sequence[str | Path] = (),
+                      kind: str | None = None) -> list[dict]:
     """Restore ``snapshot`` (or, natively, replay ``prefix``) in a new interpreter, run ``ops``.
 
-    Returns the trace of ``ops`` (plus the end-of-script close) as recorded in the child.
+    Returns the trace of ``ops`` (plus the end-of-script close) as recorded in the child. ``kind``
+    ("generator" or "coroutine"), when given, is what the child must have restored or made.
     """
     spec: dict[str, Any] = {"module": module, "ops": ops, "entry": entry,
-                            "final_close": final_close, "prefix": prefix, "snapshot_file": None}
+                            "final_close": final_close, "prefix": prefix, "snapshot_file": None,
+                            "kind": kind}
     fd, spec_path = tempfile.mkstemp(suffix=".json", dir=tmp_module_dir())
     os.close(fd)
     if snapshot is not None:
@@ -724,13 +771,14 @@ def _child_main(spec_path: str) -> None:
         from runtime import allow_modules, restore
         allow_modules(spec["module"])  # restore imports the module by itself, once it is allowed
         gen = restore(Path(spec["snapshot_file"]).read_bytes())
-        assert inspect.isgenerator(gen), f"restore returned {type(gen)}"
         ns = importlib.import_module(spec["module"]).__dict__
     else:
         ns = importlib.import_module(spec["module"]).__dict__
         gen = eval(spec["entry"], ns)
         for enc in spec["prefix"] or []:
             run_step(gen, enc, ns)
+    wanted = [spec["kind"]] if spec.get("kind") else ["generator", "coroutine"]
+    assert runner_kind(gen) in wanted, f"the fresh process got {type(gen)}, not a {' or '.join(wanted)}"
     trace = [run_step(gen, enc, ns) for enc in spec["ops"]]
     if spec["final_close"] and not _gen_finished(gen):
         trace.append(final_entry(gen, ns))

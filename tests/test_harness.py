@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from harness import (
-    CLOSE, NATIVE_VS_NATIVE, NEXT, Expr, describe_exc, differential, encode_value, in_handler,
-    norm, resolve_value, run_native, send, throw,
+    CLOSE, NATIVE_VS_NATIVE, NEXT, Expr, _gen_finished, describe_exc, differential, encode_value,
+    in_handler, load_native, norm, resolve_value, run_native, runner_kind, send, throw,
 )
 
 PROGRAM = """
@@ -115,3 +115,67 @@ def test_run_native_and_final_close():
     assert [e["op"] for e in trace] == ["next()", "close() [end of script]"]
     assert trace[-1]["log"] == ["'fin'"]
     assert run_native(PROGRAM, [CLOSE])[-1]["finished"] is True
+
+
+ASYNC_PROGRAM = """
+from runtime.programs.requests import suspend
+LOG = []
+class MyErr(Exception):
+    pass
+async def child(v):
+    return await suspend(("child", v))
+async def main(a=1):
+    x = await suspend(a)
+    LOG.append(x)
+    try:
+        y = await child(x)
+    except KeyError as e:
+        LOG.append(repr(e))
+        raise ValueError("boom") from e
+    except MyErr as e:
+        y = await suspend(("myerr", e.args))
+    return y
+"""
+
+
+def test_a_coroutine_is_driven_as_one() -> None:
+    r = differential(ASYNC_PROGRAM, [NEXT, send(5), throw(KeyError("k")), NEXT], entry="main()",
+                     mode=NATIVE_VS_NATIVE)
+    assert [(e["outcome"], e["finished"]) for e in r.native] == [
+        ("yield", False), ("yield", False), ("raise", True), ("raise", True)]
+    assert r.native[1]["value"] == "('child', 5)"
+    assert r.native[2]["value"]["cause"]["type"] == "KeyError"
+    assert r.native[3]["value"]["args"] == "('cannot reuse already awaited coroutine',)"
+    assert r.fresh_at == 2 and r.fresh == r.native[2:]
+
+
+def test_a_coroutine_returns_and_takes_program_exceptions() -> None:
+    r = differential(ASYNC_PROGRAM, [NEXT, send(1), throw(Expr("MyErr('m')")), send("done")],
+                     entry="main()", mode=NATIVE_VS_NATIVE)
+    assert r.native[2]["value"] == "('myerr', ('m',))"
+    assert r.native[3] == {"op": "send('done')", "outcome": "return", "value": "'done'",
+                           "finished": True, "log": []}
+
+
+def test_the_end_of_script_close_runs_a_coroutines_finally() -> None:
+    trace = run_native("""
+    from runtime.programs.requests import suspend
+    LOG = []
+    async def main():
+        try:
+            await suspend(1)
+        finally:
+            LOG.append("fin")
+    """, [NEXT], entry="main()")
+    assert [e["op"] for e in trace] == ["next()", "close() [end of script]"]
+    assert trace[-1]["log"] == ["'fin'"] and trace[-1]["finished"] is True
+
+
+def test_coroutine_states() -> None:
+    module = load_native(ASYNC_PROGRAM)
+    coro = module.main()
+    assert runner_kind(coro) == "coroutine" and not _gen_finished(coro)
+    assert coro.send(None) == 1 and not _gen_finished(coro)
+    coro.close()
+    assert _gen_finished(coro)
+    assert runner_kind(iter(())) == "tuple_iterator"
