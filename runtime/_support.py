@@ -29,6 +29,7 @@ CHAOS_MODULES: set[str] = set()
 
 _local = threading.local()
 _lock = threading.Lock()
+_CO_COROUTINE = 0x80
 
 
 class Detached(BaseException):
@@ -54,8 +55,8 @@ def detaching(exc: BaseException) -> bool:
 
 
 class PendingFrame:
-    """A decoded frame waiting to become a generator: function, state, saved locals and closure
-    cells by name."""
+    """A decoded frame waiting to become a generator (or a coroutine): function, state, saved locals and
+    closure cells by name."""
 
     __slots__ = ("meta", "state", "values", "frees", "live", "on_start")
 
@@ -64,17 +65,18 @@ class PendingFrame:
         self.state = state
         self.values = values
         self.frees = frees
-        self.live: types.GeneratorType | None = None
+        self.live: types.GeneratorType | types.CoroutineType | None = None
         # told the generator as soon as it exists (restore fills the snapshot's references to it)
-        self.on_start: Callable[[types.GeneratorType], None] | None = None
+        self.on_start: Callable[[Any], None] | None = None
 
-    def resumed(self) -> types.GeneratorType:
-        """The generator restored and suspended at its point (made once, shared by all references)."""
+    def resumed(self) -> Any:
+        """The generator (or coroutine) restored and suspended at its point (made once, shared by all
+        references)."""
         if self.live is None:
             self.live = start(self)
             if self.state:
                 try:
-                    marker = next(self.live)
+                    marker = self.live.send(None)  # (a coroutine has no __next__)
                 finally:
                     abandon()
                 assert marker is MARKER, "restored generator did not reach its suspension point"
@@ -100,7 +102,7 @@ def compiled(meta: FunctionMeta) -> Callable[[Callable[..., Any]], Callable[...,
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         registry.attach(meta, fn)
         fn.__durable__ = meta  # type: ignore[attr-defined]
-        if meta.module in CHAOS_MODULES:
+        if meta.module in CHAOS_MODULES and not fn.__code__.co_flags & _CO_COROUTINE:  # (coroutines: stage C)
             from .chaos import chaos_wrapper
             return chaos_wrapper(fn)
         return fn
@@ -156,21 +158,22 @@ def _named(fn: types.FunctionType, meta: FunctionMeta) -> types.FunctionType:
     return fn
 
 
-def collect_started() -> list[types.GeneratorType]:
-    """Start recording, in this thread, every generator ``start`` creates (a restore undoes them if it fails)."""
-    made: list[types.GeneratorType] = []
+def collect_started() -> list[Any]:
+    """Start recording, in this thread, every generator (or coroutine) ``start`` creates (a restore undoes
+    them if it fails)."""
+    made: list[Any] = []
     _local.started = (made, getattr(_local, "started", None))
     return made
 
 
-def stop_collecting(made: list[types.GeneratorType]) -> None:
+def stop_collecting(made: list[Any]) -> None:
     current = getattr(_local, "started", None)
     if current is not None and current[0] is made:
         _local.started = current[1]
 
 
-def start(frame: PendingFrame) -> types.GeneratorType:
-    """Create the generator for ``frame`` without running it; its first step restores it."""
+def start(frame: PendingFrame) -> Any:
+    """Create the generator (or coroutine) for ``frame`` without running it; its first step restores it."""
     gen = _create(frame)
     started = getattr(_local, "started", None)
     if started is not None:
@@ -180,15 +183,15 @@ def start(frame: PendingFrame) -> types.GeneratorType:
     return gen
 
 
-def _create(frame: PendingFrame) -> types.GeneratorType:
+def _create(frame: PendingFrame) -> Any:
     fn = function_for(frame)
     code = fn.__code__
     meta = frame.meta
     _check_exception_slots(frame)
     for name, value in frame.values.items():
-        # Durable generators held in locals come back suspended; a delegation target is resumed
-        # by the delegating frame itself (it must yield the marker through the ``yield from``).
-        if type(value) is PendingFrame and not (frame.state in meta.yield_from and name.startswith("_dg_yf")):
+        # Durable generators held in locals come back suspended; a delegation target is resumed by the
+        # delegating frame itself (it must yield the marker through the ``yield from`` or the ``await``).
+        if type(value) is PendingFrame and not (frame.state in meta.yield_from and name.startswith(_DELEGATES)):
             frame.values[name] = value.resumed()
     for cell in frame.frees.values():
         try:
@@ -209,6 +212,10 @@ def _create(frame: PendingFrame) -> types.GeneratorType:
         PENDING += 1
     _local.frame = frame
     return fn(*placeholders[0], **placeholders[1])
+
+
+_DELEGATES = ("_dg_yf", "_dg_aw")
+"""The compiler's locals holding what a ``yield from`` or an ``await`` delegates to."""
 
 
 _EXCEPTION_SLOT = re.compile(r"_dg_(?:e|x|fx|g)\d+(?:_[0-9a-f]+)?")
@@ -312,6 +319,74 @@ def resumed_delegation(iterator: Any) -> Generator[Any, Any, Any]:
             out = next(iterator) if sent is None else iterator.send(sent)
         except StopIteration as stop:
             return stop.value
+
+
+def resume_await(value: Any) -> Any:
+    """What the restore arm of an ``await`` awaits: the inner durable coroutine of the chain, started (its
+    own restore arm yields the marker through this frame's native await), or, for the innermost frame,
+    a ``Resumed`` that yields the marker itself."""
+    if type(value) is PendingFrame:
+        return start(value)
+    return Resumed(value)
+
+
+class Resumed:
+    """A restored await on a runtime awaitable (a request), as its own iterator: the first ``send`` yields
+    the marker; the next one returns what it is given as the value of the await (the answer to the request
+    the driver got before the snapshot); ``throw`` raises its exception there. ``delegate`` is the saved
+    awaitable, so that a coroutine snapshotted again before it moves saves the same frames."""
+
+    __slots__ = ("delegate", "started")
+
+    def __init__(self, delegate: Any) -> None:
+        self.delegate = delegate
+        self.started = False
+
+    def __await__(self) -> Resumed:
+        return self
+
+    def __iter__(self) -> Resumed:
+        return self
+
+    def __next__(self) -> Any:
+        return self.send(None)
+
+    def send(self, value: Any) -> Any:
+        if not self.started:
+            self.started = True
+            return MARKER
+        raise StopIteration(value)
+
+    def throw(self, exc: Any, value: Any = None, traceback: Any = None) -> Any:
+        if isinstance(exc, type):  # the three-argument form (deprecated since 3.12)
+            exc = exc(value) if value is not None and not isinstance(value, BaseException) else (value or exc())
+        raise exc
+
+    def close(self) -> None:
+        self.started = True
+
+    def __repr__(self) -> str:
+        return f"<resumed await on {self.delegate!r}>"
+
+
+class AwaitedRequest:
+    """What a snapshot keeps of a runtime awaitable a coroutine waits on (``await step(...)``): the kind of
+    request only ("step", "sleep", "wait", "checkpoint", "suspend"). The request itself went to the driver
+    before the snapshot (a store keeps it); what is left is its answer."""
+
+    __slots__ = ("kind",)
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is AwaitedRequest and other.kind == self.kind
+
+    def __hash__(self) -> int:
+        return hash(("AwaitedRequest", self.kind))
+
+    def __repr__(self) -> str:
+        return f"<awaited {self.kind}>"
 
 
 _CONTEXT = vars(BaseException)["__context__"]

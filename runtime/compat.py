@@ -18,13 +18,14 @@ from .errors import IncompatibleCodeError
 from .registry import START, FunctionMeta
 
 # Compiler locals whose value is an obligation: dropping one would skip a clean-up or lose an exception
-# or a return value. ``yf`` is the delegate of a ``yield from``: a frame that delegates needs a point that
-# delegates too.
+# or a return value. ``yf`` is the delegate of a ``yield from`` and ``aw`` what an ``await`` waits for: a
+# frame that delegates needs a point that delegates too.
 _OBLIGATIONS = {"wm": "the context manager of a `with` around the point, whose __exit__ must still run",
                 "e": "an exception being handled", "g": "an exception group being handled",
                 "x": "an exception an except* clause raised", "fx": "an exception pending in a `finally`",
                 "fv": "a return value pending in a `finally`", "fk": "how a `try` with a `finally` was left",
-                "yf": "the generator a `yield from` delegates to"}
+                "yf": "the generator a `yield from` delegates to", "aw": "the awaitable an `await` is waiting for"}
+_DELEGATIONS = ("yf", "aw")
 _KIND = re.compile(r"_dg_([a-z]+)\d+_[0-9a-f]+")
 
 REASONS = ("no-function", "no-point", "missing-local", "missing-slot", "obligation", "kind", "pinned", "legacy")
@@ -176,7 +177,7 @@ def _contract(header: FrameHeader, meta: FunctionMeta, state: int, refuse: Refus
     for name in sorted(have - wanted - wanted_cells):
         internal = _KIND.fullmatch(name)
         if internal and internal.group(1) in _OBLIGATIONS:
-            reason = "kind" if internal.group(1) == "yf" else "obligation"
+            reason = "kind" if internal.group(1) in _DELEGATIONS else "obligation"
             raise refuse(reason, f"the snapshot holds {_OBLIGATIONS[internal.group(1)]}, which the new code "
                                  "at this point does not take (dropping it would skip a clean-up or lose a "
                                  "pending exception or value)", (name,))

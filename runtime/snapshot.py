@@ -1,7 +1,8 @@
-"""snapshot, restore and detach: suspended durable generators to bytes and back.
+"""snapshot, restore and detach: suspended durable generators (and coroutines) to bytes and back.
 
 A snapshot is the envelope ``[b"DG", FORMAT, frame, frame, ...]`` (``values.envelope``) from the
-outermost generator to the innermost one it delegates to. Each frame's ``names`` are the bound live
+outermost generator to the innermost one it delegates to (``yield from``; a coroutine's delegate is the
+durable coroutine it awaits). Each frame's ``names`` are the bound live
 locals of its state (a subset of the static list the compiler emitted), ``values`` their values in
 the same order, ``frees`` the frame's closure cells (variables in cells are not also among the
 values). Values are encoded by ``values.Encoder`` with one memo for the whole snapshot, so the
@@ -22,21 +23,55 @@ import msgpack
 
 from . import _support, closures, compat, migrations, registry, values
 from .errors import GeneratorStateError, NotDurableError, SnapshotError, UnserializableValueError
+from .programs.requests import Awaiting, Checkpoint, Request, Sleep, Step, Wait
 from .registry import FunctionMeta
 from .values import FORMAT, MAGIC, NO_BODY, Decoder, Encoder, Kind, code_kinds
+from .values.wire import type_name
 
-_GEN_CREATED = inspect.GEN_CREATED
-_GEN_CLOSED = inspect.GEN_CLOSED
-_GEN_RUNNING = inspect.GEN_RUNNING
+_GeneratorType = types.GeneratorType
+_CoroutineType = types.CoroutineType
+_CO_COROUTINE = inspect.CO_COROUTINE
+
+
+# -- generators and coroutines alike: one accessor per attribute -------------------------------------
+# (the generator path tests ``type(x) is _GeneratorType`` first and reads ``gi_*`` itself)
+
+def _frame(obj: Any) -> types.FrameType | None:
+    return obj.gi_frame if type(obj) is _GeneratorType else obj.cr_frame
+
+
+def _code(obj: Any) -> types.CodeType:
+    return obj.gi_code if type(obj) is _GeneratorType else obj.cr_code
+
+
+def _running(obj: Any) -> bool:
+    return obj.gi_running if type(obj) is _GeneratorType else obj.cr_running
+
+
+def _delegate_of(obj: Any) -> Any:
+    """What a suspended generator delegates to (``yield from``) or a suspended coroutine awaits."""
+    return obj.gi_yieldfrom if type(obj) is _GeneratorType else obj.cr_await
+
+
+def _noun(obj: Any) -> str:
+    return "coroutine" if type(obj) is _CoroutineType else "generator"
+
+
+def _status(obj: Any) -> str:
+    """"CREATED", "RUNNING", "SUSPENDED" or "CLOSED" (``inspect.getgeneratorstate``/``getcoroutinestate``)."""
+    if type(obj) is _GeneratorType:
+        return inspect.getgeneratorstate(obj).partition("_")[2]
+    return inspect.getcoroutinestate(obj).partition("_")[2]
 
 
 class _Delegate:
-    """The generator a held generator delegates to (``yield from``), in that generator's frame record:
-    restored by the frame that delegates to it (kind "gen-yf"), not on its own."""
+    """The generator a held generator delegates to (``yield from``), or the coroutine a held coroutine
+    awaits, in that frame's record: restored by the frame that delegates to it (kinds "gen-yf" and
+    "coro-aw"), not on its own."""
 
     __slots__ = ("gen",)
 
-    def __init__(self, gen: types.GeneratorType) -> None:
+    def __init__(self, gen: Any) -> None:
         self.gen = gen
 
 
@@ -46,7 +81,7 @@ def _classify_generator(obj: object) -> tuple[str, object, object] | None:
     if type(obj) is _Delegate:
         obj, kind = obj.gen, "gen-yf"
     if type(obj) is not types.GeneratorType:
-        return None
+        return _classify_coroutine(obj, kind == "gen-yf") if type(obj) is _CoroutineType else None
     if obj.gi_code is _finished_generator.__code__:  # a finished one a restore made
         return "gen-done", None, NO_BODY
     if kind == "gen" and obj.gi_code in code_kinds.WRAPPER_CODES:
@@ -66,29 +101,72 @@ def _classify_generator(obj: object) -> tuple[str, object, object] | None:
     return kind, record, NO_BODY
 
 
-def _not_by_type(obj: object) -> tuple[object, object]:
-    raise TypeError("generators are classified by _classify_generator")
+def _classify_coroutine(coro: types.CoroutineType, awaited: bool) -> tuple[str, object, object] | None:
+    """Durable coroutines held in values (``c = child(1)``, awaited later): the twins of the generator kinds."""
+    code = coro.cr_code
+    if code is _finished_coroutine.__code__:  # a finished one a restore made
+        return "coro-done", None, NO_BODY
+    if id(code) not in _BY_CODE or coro.cr_running:
+        return None
+    if coro.cr_frame is None:
+        return "coro-done", None, NO_BODY
+    record, _ = _frame_record(coro, None, chain=False)
+    if not awaited:
+        held = getattr(_local, "held", None)
+        if held is not None:
+            held.append(coro)
+    return ("coro-aw" if awaited else "coro"), record, NO_BODY
 
+
+def _not_by_type(obj: object) -> tuple[object, object]:
+    raise TypeError("generators and coroutines are classified by _classify_generator")
+
+
+def _held_frame(head: Any, coroutine: bool) -> _support.PendingFrame:
+    """The frame of a generator (or coroutine) held in a value, checked to be of the kind it was saved as."""
+    frame = _pending_frame(head)
+    if bool(registry.code_for(frame.meta).co_flags & _CO_COROUTINE) != coroutine:
+        what = "coroutine" if coroutine else "generator"
+        raise _corrupt(f"the snapshot holds a durable {what} of {frame.meta.ident}, which is not a {what} function")
+    return frame
+
+
+def _awaited_request(head: Any) -> _support.AwaitedRequest:
+    if type(head) is not str or head not in _REQUEST_KINDS:
+        raise _corrupt("an awaited request of an unknown kind")
+    return _support.AwaitedRequest(head)
+
+
+_REQUEST_KINDS = frozenset({"step", "sleep", "wait", "checkpoint", "suspend", "request"})
 
 # A held generator is restored at once, suspended at its point, wherever the decoder puts it (a local,
 # a list, a map's iterator, an object's attribute); a delegate waits for the frame delegating to it.
-values.add_kind(Kind("gen", _not_by_type, lambda head: _pending_frame(head).resumed()))
-values.add_kind(Kind("gen-yf", _not_by_type, lambda head: _pending_frame(head)))
+values.add_kind(Kind("gen", _not_by_type, lambda head: _held_frame(head, False).resumed()))
+values.add_kind(Kind("gen-yf", _not_by_type, lambda head: _held_frame(head, False)))
 values.add_kind(Kind("gen-done", _not_by_type, lambda head: _finished()))
+# The same for coroutines; a not-started one comes back not started.
+values.add_kind(Kind("coro", _not_by_type, lambda head: _held_frame(head, True).resumed()))
+values.add_kind(Kind("coro-aw", _not_by_type, lambda head: _held_frame(head, True)))
+values.add_kind(Kind("coro-done", _not_by_type, lambda head: _finished_coro()))
+values.add_kind(Kind("awaited", lambda obj: (obj.kind, NO_BODY), _awaited_request), _support.AwaitedRequest)
 values.FALLBACKS.append(_classify_generator)
 _HOOKS = values.HOOKS
 
 
 def _meta_of(gen: Any) -> FunctionMeta:
-    if not isinstance(gen, types.GeneratorType):
-        raise NotDurableError(f"snapshot() needs a generator from a durable function, not {type(gen).__name__!r}")
-    meta = registry.BY_CODE.get(id(gen.gi_code))
-    if meta is None:
-        inner = _support_chaos_inner(gen)
+    if type(gen) is _CoroutineType:
+        meta = registry.BY_CODE.get(id(gen.cr_code))
+    elif isinstance(gen, types.GeneratorType):
+        meta = registry.BY_CODE.get(id(gen.gi_code))
+        inner = _support_chaos_inner(gen) if meta is None else None
         if inner is not None:
             return _meta_of(inner)
+    else:
+        raise NotDurableError("snapshot() needs a generator or a coroutine from a durable function, "
+                              f"not {type(gen).__name__!r}")
+    if meta is None:
         raise NotDurableError(
-            f"generator {gen.__qualname__!r} was not compiled as durable: decorate it with @durable and compile "
+            f"{_noun(gen)} {gen.__qualname__!r} was not compiled as durable: decorate it with @durable and compile "
             "its module (import hook, `durable compile`, or the build step)")
     return meta
 
@@ -98,29 +176,32 @@ def _support_chaos_inner(gen: types.GeneratorType) -> types.GeneratorType | None
     return current_inner(gen)
 
 
-def _unwrap(gen: types.GeneratorType) -> types.GeneratorType:
-    if id(gen.gi_code) in registry.BY_CODE:
+def _unwrap(gen: Any) -> Any:
+    if type(gen) is not _GeneratorType or id(gen.gi_code) in registry.BY_CODE:
         return gen
     inner = _support_chaos_inner(gen)
     return inner if inner is not None else gen
 
 
 def snapshot(gen: Any) -> bytes:
-    """Capture a suspended (or not yet started) durable generator, with its whole ``yield from`` chain."""
-    meta = _BY_CODE.get(id(gen.gi_code)) if type(gen) is _GeneratorType else None
-    if meta is None:
+    """Capture a suspended (or not yet started) durable generator, with its whole ``yield from`` chain, or
+    a durable coroutine with the chain of durable coroutines it awaits."""
+    if type(gen) is _GeneratorType and id(gen.gi_code) in _BY_CODE:
+        running, finished = gen.gi_running, gen.gi_frame is None
+    else:
         _meta_of(gen)  # raises NotDurableError, or finds the generator a chaos wrapper drives
         gen = _unwrap(gen)
-    if gen.gi_running:
-        raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r} while it is running")
-    if gen.gi_frame is None:
-        raise GeneratorStateError(f"cannot snapshot generator {gen.__qualname__!r}: it has finished")
+        running, finished = _running(gen), _frame(gen) is None
+    if running:
+        raise GeneratorStateError(f"cannot snapshot {_noun(gen)} {gen.__qualname__!r} while it is running")
+    if finished:
+        raise GeneratorStateError(f"cannot snapshot {_noun(gen)} {gen.__qualname__!r}: it has finished")
     try:
         tools = _TOOLS.pop()  # list.pop and list.append are atomic: each thread gets its own pair
     except IndexError:
         tools = Encoder(_HOOKS, exact=False), msgpack.Packer(use_bin_type=True)
     encoder, packer = tools
-    held: list[types.GeneratorType] = []
+    held: list[Any] = []
     _local.held = held
     try:
         data: bytes = packer.pack(_envelope(gen, encoder))
@@ -139,10 +220,10 @@ def snapshot(gen: Any) -> bytes:
     return data if key is None else values.sign(data, key)
 
 
-def _envelope(gen: types.GeneratorType, encoder: Encoder) -> list[Any]:
+def _envelope(gen: Any, encoder: Encoder) -> list[Any]:
     _local.encoder = encoder  # for the frames of generators held in values (their records are values)
     envelope: list[Any] = [MAGIC, FORMAT]
-    current: types.GeneratorType | None = gen
+    current: Any = gen
     while current is not None:
         record, current = _frame_record(current, encoder)
         envelope.append(record)
@@ -150,35 +231,40 @@ def _envelope(gen: types.GeneratorType, encoder: Encoder) -> list[Any]:
 
 
 _TOOLS: list[tuple[Encoder, msgpack.Packer]] = []
+"""Idle (optimistic encoder, packer) pairs, reused from one snapshot to the next."""
 _local = threading.local()  # .encoder, .held: the encoder of the snapshot being taken in this thread
 # and the durable generators it met in values (a list's items, an attribute, a map's iterator)
-_HELD: weakref.WeakKeyDictionary[types.GeneratorType, tuple[weakref.ref[types.GeneratorType], ...]] = \
-    weakref.WeakKeyDictionary()
-"""The generators held in values by the last snapshot of a generator: ``detach`` detaches them too."""
-"""Idle (optimistic encoder, packer) pairs, reused from one snapshot to the next."""
+_HELD: weakref.WeakKeyDictionary[Any, tuple[weakref.ref[Any], ...]] = weakref.WeakKeyDictionary()
+"""The generators (and coroutines) held in values by the last snapshot of a generator: ``detach`` detaches
+them too."""
 _BY_CODE = registry.BY_CODE
-_GeneratorType = types.GeneratorType
 
 
 class _Plan:
     """How to read the live locals of one state of a durable function."""
 
     __slots__ = ("names", "labels", "delegation", "delegation_label", "fetch", "free_names", "line", "joined",
-                 "name_set", "cells", "point")
+                 "name_set", "cells", "point", "awaits", "await_index")
 
     def __init__(self, meta: FunctionMeta, state: int, code: types.CodeType) -> None:
         names = meta.states[state] if state else meta.params
         self.names = names
         self.labels = self._labels(meta, names)
-        # the local holding the generator a ``yield from`` suspended in delegates to
-        self.delegation = next((n for n in names if n.startswith("_dg_yf")), None) \
+        # a coroutine's states past 0 are awaits: the slot ``_dg_aw...`` is virtual (not a local of the
+        # fast body), filled from ``cr_await``
+        self.awaits = bool(code.co_flags & _CO_COROUTINE) and state > 0
+        # the local holding the generator a ``yield from`` suspended in delegates to (an ``await``'s slot)
+        prefix = "_dg_aw" if self.awaits else "_dg_yf"
+        self.delegation = next((n for n in names if n.startswith(prefix)), None) \
             if state in meta.yield_from else None
         self.delegation_label = self.labels[names.index(self.delegation)] if self.delegation else None
-        # fetch(frame_locals) -> tuple of the live values; KeyError when one is unbound
-        if len(names) > 1:
-            self.fetch: Callable[[Any], tuple[Any, ...]] = operator.itemgetter(*names)
-        elif names:
-            name = names[0]
+        self.await_index = names.index(self.delegation) if self.awaits and self.delegation else None
+        # fetch(frame_locals) -> tuple of the live values (an await's slot left out); KeyError when one is unbound
+        fetched = names if self.await_index is None else tuple(n for n in names if n != self.delegation)
+        if len(fetched) > 1:
+            self.fetch: Callable[[Any], tuple[Any, ...]] = operator.itemgetter(*fetched)
+        elif fetched:
+            name = fetched[0]
             self.fetch = lambda f_locals: (f_locals[name],)
         else:
             self.fetch = lambda f_locals: ()
@@ -212,18 +298,22 @@ def _plan(meta: FunctionMeta, state: int, code: types.CodeType) -> _Plan:
     return plan
 
 
-def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool = True
-                  ) -> tuple[list[Any], types.GeneratorType | None]:
+def _frame_record(gen: Any, encoder: Encoder | None, chain: bool = True) -> tuple[list[Any], Any]:
     """One frame: ``[ident, fingerprint, state, line, names, values, frees, point, tracked]``
-    (``values.envelope``) and the durable generator it delegates to, if any (``chain``: the delegate
-    becomes the next frame instead of a value).
+    (``values.envelope``) and the durable generator (or coroutine) it delegates to, if any (``chain``: the
+    delegate becomes the next frame instead of a value).
 
     ``values`` are the bound live locals, ``frees`` is ``[names, cells]`` of the frame's closure
     cells (``runtime.closures``; encoded before the values), or nil. ``encoder`` turns the values
     into their packed form; None leaves them as they are (for a generator held in a local, whose
     record the encoder then encodes as a whole).
     """
-    code = gen.gi_code
+    if type(gen) is _GeneratorType:
+        code = gen.gi_code
+        frame_locals = gen.gi_frame.f_locals
+    else:
+        code = gen.cr_code
+        frame_locals = gen.cr_frame.f_locals
     meta = _BY_CODE[id(code)]
     if encoder is not None:
         encoder.reserve(gen)  # a closure cell of this frame may hold the generator itself
@@ -232,27 +322,37 @@ def _frame_record(gen: types.GeneratorType, encoder: Encoder | None, chain: bool
         globals_read = _globals_of(meta)
         if globals_read:
             target.by_reference(globals_read)
-    frame_locals = gen.gi_frame.f_locals
     state = frame_locals.get("_dg_s", 0)  # unbound until the body first suspends
     plan = meta.plans.get(state) or _plan(meta, state, code)
     tracked = None
-    try:
-        live = list(plan.fetch(frame_locals))
-        names = plan.joined
-        labels = plan.labels
-    except KeyError:
-        live, labels, names = _bound_locals(plan, frame_locals)
-        tracked = plan.joined
-    sub: types.GeneratorType | None = None
-    delegation = plan.delegation_label
-    if delegation is not None and delegation in labels:
-        i = labels.index(delegation)
-        if type(live[i]) is types.GeneratorType:
-            inner = _delegate(meta, state, delegation, live[i])  # type: ignore[arg-type]
-            if chain:
-                sub, live[i] = inner, None
-            else:
-                live[i] = _Delegate(inner)
+    sub: Any = None
+    if plan.awaits:
+        awaited, sub = _awaited(meta, state, plan, gen.cr_await, chain)
+        try:
+            live = list(plan.fetch(frame_locals))
+            live.insert(plan.await_index, awaited)
+            names = plan.joined
+            labels = plan.labels
+        except KeyError:
+            live, labels, names = _bound_locals(plan, frame_locals, awaited)
+            tracked = plan.joined
+    else:
+        try:
+            live = list(plan.fetch(frame_locals))
+            names = plan.joined
+            labels = plan.labels
+        except KeyError:
+            live, labels, names = _bound_locals(plan, frame_locals)
+            tracked = plan.joined
+        delegation = plan.delegation_label
+        if delegation is not None and delegation in labels:
+            i = labels.index(delegation)
+            if type(live[i]) is types.GeneratorType:
+                inner = _delegate(meta, state, delegation, live[i])  # type: ignore[arg-type]
+                if chain:
+                    sub, live[i] = inner, None
+                else:
+                    live[i] = _Delegate(inner)
     frees = None
     try:
         if plan.free_names or plan.cells:
@@ -306,13 +406,15 @@ def _plan_globals(meta: FunctionMeta, namespace: dict[str, Any]) -> tuple[int, t
 _BY_VALUE = frozenset({type(None), bool, int, float, complex, str, bytes})
 
 
-def _bound_locals(plan: _Plan, frame_locals: Any) -> tuple[list[Any], list[str], str]:
-    """The bound live values, their labels and their names (joined by commas)."""
+def _bound_locals(plan: _Plan, frame_locals: Any, awaited: Any = None) -> tuple[list[Any], list[str], str]:
+    """The bound live values, their labels and their names (joined by commas); an await's slot holds
+    ``awaited`` (whatever the frame's local of that name holds)."""
     live: list[Any] = []
     labels: list[str] = []
     names: list[str] = []
+    slot = plan.delegation if plan.awaits else None
     for name, label in zip(plan.names, plan.labels):
-        value = frame_locals.get(name, _UNBOUND)
+        value = awaited if name == slot else frame_locals.get(name, _UNBOUND)
         if value is not _UNBOUND:
             live.append(value)
             labels.append(label)
@@ -335,11 +437,55 @@ def _delegate(meta: FunctionMeta, state: int, label: str, value: types.Generator
     return inner
 
 
+def _awaited(meta: FunctionMeta, state: int, plan: _Plan, awaited: Any, chain: bool) -> tuple[Any, Any]:
+    """``(the value of the await's slot, the next frame of the chain or None)`` for a coroutine suspended
+    at an await on ``awaited`` (its ``cr_await``)."""
+    if plan.delegation is None:
+        raise SnapshotError(f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: its code has "
+                            "no slot for the await (compile it again)")
+    kind = type(awaited)
+    if kind is Awaiting:
+        request = awaited.request
+        return _support.AwaitedRequest(_REQUEST_NAMES.get(type(request)) or
+                                       ("request" if isinstance(request, Request) else "suspend")), None
+    if kind is _support.Resumed:  # restored, and not moved since: the same as before
+        return awaited.delegate, None
+    if kind is _CoroutineType and id(awaited.cr_code) in _BY_CODE:
+        if chain:
+            return None, awaited
+        return _Delegate(awaited), None
+    raise UnserializableValueError(
+        f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it is awaiting "
+        f"{_awaitable_name(awaited)}, which is not durable: a transient await (asyncio, I/O) runs again after a "
+        "crash and cannot be saved; durable programs can be persisted only while every frame awaits step(), "
+        "sleep(), wait(), checkpoint(), suspend(), or another durable coroutine",
+        path=[plan.delegation_label or plan.delegation], type_name=type_name(kind))
+
+
+_REQUEST_NAMES = {Step: "step", Sleep: "sleep", Wait: "wait", Checkpoint: "checkpoint"}
+
+
+def _awaitable_name(obj: Any) -> str:
+    """How the transient-await error names what a coroutine awaits (``cr_await`` shows the iterator an
+    ``__await__`` returned: a Future's is its FutureIter, a generator-based one's is the generator)."""
+    kind = type(obj)
+    if kind is _CoroutineType or kind is _GeneratorType:
+        frame = _frame(obj)
+        module = frame.f_globals.get("__name__") if frame is not None else None
+        where = f" ({module})" if isinstance(module, str) else ""
+        return f"{_noun(obj)} {obj.__qualname__!r}{where}"
+    if kind.__name__ in ("FutureIter", "Future", "Task"):
+        return f"an asyncio {'Future' if kind.__name__ == 'FutureIter' else kind.__name__}"
+    if obj is None:
+        return "nothing (the coroutine is not suspended at an await of its own)"
+    return f"a {kind.__qualname__} object ({kind.__module__})"
+
+
 _corrupt = values.corrupt
 
 
-def restore(data: bytes, report: list[dict[str, Any]] | None = None) -> types.GeneratorType:
-    """Rebuild a generator from ``snapshot`` bytes, suspended where the snapshot was taken.
+def restore(data: bytes, report: list[dict[str, Any]] | None = None) -> Any:
+    """Rebuild a generator (or coroutine) from ``snapshot`` bytes, suspended where the snapshot was taken.
 
     Frames saved under another version of their function resume under the code loaded now when it takes
     them (``runtime.compat``), or through a registered migration (``runtime.migrations``: the only user code
@@ -365,7 +511,7 @@ def restore(data: bytes, report: list[dict[str, Any]] | None = None) -> types.Ge
     return gen
 
 
-def _restore_frames(envelope: list[Any], decoder: Decoder, made: list[types.GeneratorType]) -> types.GeneratorType:
+def _restore_frames(envelope: list[Any], decoder: Decoder, made: list[Any]) -> Any:
     ident = "the snapshot"
     try:
         frames = [_decode_frame(decoder, raw, envelope[1]) for raw in envelope[2:]]
@@ -380,7 +526,7 @@ def _restore_frames(envelope: list[Any], decoder: Decoder, made: list[types.Gene
             outer.values[slot] = inner
         top = frames[0]
         gen = _support.start(top)
-        marker = next(gen) if top.state else _support.MARKER
+        marker = gen.send(None) if top.state else _support.MARKER  # (a coroutine has no __next__)
         if top.state and marker is not _support.MARKER:
             raise SnapshotError(f"restoring {ident} did not reach its suspension point")
         if decoder.unresolved():
@@ -395,11 +541,11 @@ def _restore_frames(envelope: list[Any], decoder: Decoder, made: list[types.Gene
     return gen
 
 
-def _detach_all(made: list[types.GeneratorType]) -> None:
+def _detach_all(made: list[Any]) -> None:
     """Generators a failing restore had restored (held in values, suspended at their points) belong to
     no one: detach them, so that their finally blocks never run on the snapshot's data."""
     for started in reversed(made):
-        if started.gi_frame is not None and not started.gi_running:
+        if _frame(started) is not None and not _running(started):
             try:
                 detach(started)
             except Exception:  # noqa: BLE001, S110 - best effort: the restore is failing anyway
@@ -516,56 +662,84 @@ def _finished() -> types.GeneratorType:
     return gen
 
 
-def suspended_at(gen: types.GeneratorType) -> tuple[str, int | None] | None:
+async def _finished_coroutine() -> Any:
+    pass  # pragma: no cover - never run
+
+
+def _finished_coro() -> types.CoroutineType:
+    """What a durable coroutine that had finished comes back as (awaiting it raises "cannot reuse already
+    awaited coroutine", as natively)."""
+    coro = _finished_coroutine()
+    coro.close()  # (closed before it started: no "never awaited" warning)
+    return coro
+
+
+_RESUMABLE = (_GeneratorType, _CoroutineType)
+
+
+def _durable_frames(gen: Any) -> Any:
+    """``(meta, frame, generator)`` for each suspended (or not started) durable frame of ``gen``'s chain:
+    the generators it delegates to (``yield from``), the durable coroutines it awaits."""
+    current: Any = _unwrap(gen)
+    while type(current) in _RESUMABLE:
+        frame = _frame(current)
+        meta = _BY_CODE.get(id(_code(current)))
+        if frame is None or meta is None:
+            return
+        yield meta, frame, current
+        current = _delegate_of(current)
+
+
+def suspended_at(gen: Any) -> tuple[str, int | None] | None:
     """``(module:qualname, source line)`` where the innermost durable frame of ``gen``'s ``yield from``
-    chain is suspended, or None when ``gen`` is not a suspended durable generator."""
+    chain (or await chain) is suspended, or None when ``gen`` is not a suspended durable generator."""
     where = None
-    current: Any = _unwrap(gen) if type(gen) is types.GeneratorType else None
-    while type(current) is types.GeneratorType and current.gi_frame is not None:
-        meta = _BY_CODE.get(id(current.gi_code))
-        if meta is None:
-            break
-        where = meta.ident, meta.line_of(current.gi_frame.f_locals.get("_dg_s", 0))
-        current = current.gi_yieldfrom
+    for meta, frame, _ in _durable_frames(gen):
+        where = meta.ident, meta.line_of(frame.f_locals.get("_dg_s", 0))
     return where
 
 
-def _held_generators(gen: types.GeneratorType) -> list[types.GeneratorType]:
-    """Suspended durable generators in the live locals of ``gen`` and of the frames it delegates to."""
-    held: list[types.GeneratorType] = []
-    current: types.GeneratorType | None = gen
-    while current is not None and current.gi_frame is not None and id(current.gi_code) in registry.BY_CODE:
-        frame_locals = current.gi_frame.f_locals
-        plan = _plan(registry.BY_CODE[id(current.gi_code)], frame_locals.get("_dg_s", 0), current.gi_code)
-        names, yf = plan.names, plan.delegation
-        for name in names:
-            value = frame_locals.get(name)
-            if name is not yf and type(value) is types.GeneratorType and value.gi_frame is not None \
-                    and not value.gi_running and id(_unwrap(value).gi_code) in registry.BY_CODE \
-                    and not (value.gi_code in code_kinds.WRAPPER_CODES and code_kinds.in_live_round_trip()):
-                held.append(value)
-        delegate = frame_locals.get(yf) if yf else None
-        current = delegate if type(delegate) is types.GeneratorType else None
+def _held_generators(gen: Any) -> list[Any]:
+    """Suspended (or not started) durable generators and coroutines in the live locals of ``gen`` and of
+    the frames it delegates to."""
+    held: list[Any] = []
+    for meta, frame, current in _durable_frames(gen):
+        frame_locals = frame.f_locals
+        plan = _plan(meta, frame_locals.get("_dg_s", 0), _code(current))
+        delegation = plan.delegation  # (a delegate is a frame of the chain; an await's slot is stale)
+        for name in plan.names:
+            if name is not delegation and _held(frame_locals.get(name)):
+                held.append(frame_locals[name])
     return held
 
 
+def _held(value: Any) -> bool:
+    """Whether a local holds a durable generator or coroutine of its own, not finished and not running."""
+    if type(value) is _CoroutineType:
+        return value.cr_frame is not None and not value.cr_running and id(value.cr_code) in _BY_CODE
+    return type(value) is _GeneratorType and value.gi_frame is not None and not value.gi_running \
+        and id(_unwrap(value).gi_code) in _BY_CODE \
+        and not (value.gi_code in code_kinds.WRAPPER_CODES and code_kinds.in_live_round_trip())
+
+
 def detach(gen: Any) -> None:
-    """Drop a generator that continues elsewhere, without running its finally blocks or __exit__."""
-    if not isinstance(gen, types.GeneratorType):
-        raise NotDurableError(f"detach() needs a generator, not {type(gen).__name__!r}")
-    from .chaos import detach_wrapper
-    if detach_wrapper(gen, detach):
+    """Drop a generator (or coroutine) that continues elsewhere, without running its finally blocks or __exit__."""
+    if type(gen) is not _CoroutineType:
+        if not isinstance(gen, types.GeneratorType):
+            raise NotDurableError(f"detach() needs a generator or a coroutine, not {type(gen).__name__!r}")
+        from .chaos import detach_wrapper
+        if detach_wrapper(gen, detach):
+            return
+    status = _status(gen)
+    if status == "RUNNING":
+        raise GeneratorStateError(f"cannot detach {_noun(gen)} {gen.__qualname__!r} while it is running")
+    if status == "CLOSED":
         return
-    status = inspect.getgeneratorstate(gen)
-    if status == _GEN_RUNNING:
-        raise GeneratorStateError(f"cannot detach generator {gen.__qualname__!r} while it is running")
-    if status == _GEN_CLOSED:
-        return
-    if status == _GEN_CREATED:
+    if status == "CREATED":
         gen.close()
         return
-    if id(gen.gi_code) not in registry.BY_CODE:
-        raise NotDurableError(f"cannot detach generator {gen.__qualname__!r}: it was not compiled as durable")
+    if id(_code(gen)) not in registry.BY_CODE:
+        raise NotDurableError(f"cannot detach {_noun(gen)} {gen.__qualname__!r}: it was not compiled as durable")
     # Durable generators held in live locals (a for loop's iterator, say) or anywhere in their values
     # were captured by the snapshot too: detach them first, so that releasing them runs none of their
     # clean-up either.

@@ -11,16 +11,23 @@ from ..registry import FunctionMeta
 from .store.base import CodeVersion
 
 
-def frames_of(gen: types.GeneratorType) -> list[tuple[FunctionMeta, int]]:
-    """The durable frames of ``gen``'s ``yield from`` chain, outermost first, with the state of each."""
+def frames_of(gen: Any) -> list[tuple[FunctionMeta, int]]:
+    """The durable frames of ``gen``'s ``yield from`` chain (or of the durable coroutines a coroutine awaits),
+    outermost first, with the state of each."""
     frames: list[tuple[FunctionMeta, int]] = []
     current: Any = gen
-    while type(current) is types.GeneratorType and current.gi_frame is not None:
-        meta = registry.BY_CODE.get(id(current.gi_code))
-        if meta is None:
+    while True:
+        if type(current) is types.GeneratorType:
+            code, frame, delegate = current.gi_code, current.gi_frame, current.gi_yieldfrom
+        elif type(current) is types.CoroutineType:  # (a restored innermost frame awaits a Resumed: the end)
+            code, frame, delegate = current.cr_code, current.cr_frame, current.cr_await
+        else:
             break
-        frames.append((meta, current.gi_frame.f_locals.get("_dg_s", 0)))
-        current = current.gi_yieldfrom
+        meta = registry.BY_CODE.get(id(code))
+        if meta is None or frame is None:
+            break
+        frames.append((meta, frame.f_locals.get("_dg_s", 0)))
+        current = delegate
     return frames
 
 

@@ -20,6 +20,7 @@ _INTERNAL = {
     "v": "the current item of a `for` loop, before it is assigned",
     "we": "whether a `while` loop ended by its condition (for its `else`)",
     "yf": "the iterator a `yield from` delegates to",
+    "aw": "the awaitable an `await` is waiting for",
     "y": "the value sent into an earlier yield of the suspended statement",
     "t": "the value of an expression in the suspended statement, evaluated before its yield",
     "b": "the value of an `and`/`or` expression in the suspended statement, as far as it is evaluated",
@@ -39,7 +40,7 @@ _INTERNAL = {
     "mc": "the case a `match` statement chose",
 }
 _INTERNAL_NAME = re.compile(r"_dg_([a-z]+)\d*(?:_[0-9a-f]+)?")
-_YIELD_FROM = _INTERNAL["yf"]
+_DELEGATIONS = (_INTERNAL["yf"], _INTERNAL["aw"])
 
 
 def internal_note(name: str) -> str | None:
@@ -113,7 +114,7 @@ def inspect_snapshot(data: bytes) -> SnapshotInfo:
     frames = [_frame(decoder, record, envelope[1]) for record in records]
     for depth, frame in enumerate(frames[:-1]):  # the delegation local stands for the next frame
         for name, note in frame.notes.items():
-            if note == _YIELD_FROM and frame.locals[name] == "None":
+            if note in _DELEGATIONS and frame.locals[name] == "None":
                 frame.locals[name] = f"<frame {depth + 1}>"
     return SnapshotInfo(envelope[1], len(raw), status, frames)
 
@@ -230,10 +231,12 @@ class _Renderer(reprlib.Repr):
             return f"{self._class_name(cls)}({fields})"
         if p.kind == "state":
             return f"{self._class_name(head)}(state={self.repr1(body, level - 1)})"
-        if p.kind == "gen" and isinstance(head, list) and head and isinstance(head[0], str):
-            return f"<durable generator {head[0]} at line {head[3] if len(head) > 3 else '?'}>"
-        if p.kind == "gen-done":
-            return "<finished durable generator>"
+        if p.kind in _HELD and isinstance(head, list) and head and isinstance(head[0], str):
+            return f"<durable {_HELD[p.kind]} {head[0]} at line {head[3] if len(head) > 3 else '?'}>"
+        if p.kind in ("gen-done", "coro-done"):
+            return f"<finished durable {'coroutine' if p.kind == 'coro-done' else 'generator'}>"
+        if p.kind == "awaited" and isinstance(head, str):
+            return f"<awaited {head}>"
         if p.kind == "cell" and isinstance(body, list):
             return self.repr1(body[0], level) if body else "<empty cell>"
         if p.kind == "fn" and isinstance(head, list) and len(head) > 3 and isinstance(head[3], str):
@@ -250,6 +253,7 @@ class _Renderer(reprlib.Repr):
         return "object"
 
 
+_HELD = {"gen": "generator", "gen-yf": "generator", "coro": "coroutine", "coro-aw": "coroutine"}
 _BIG_INT_BITS = 14_000  # about 4,200 decimal digits
 _DIGITS_PER_BIT = 0.30103
 
