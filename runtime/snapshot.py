@@ -22,7 +22,8 @@ from typing import Any, Callable
 import msgpack
 
 from . import _support, closures, compat, migrations, registry, values
-from .errors import GeneratorStateError, NotDurableError, SnapshotError, UnserializableValueError
+from .errors import (GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
+                     UnserializableValueError)
 from .programs.requests import Awaiting, Checkpoint, Request, Sleep, Step, Wait
 from .registry import FunctionMeta
 from .values import FORMAT, MAGIC, NO_BODY, Decoder, Encoder, Kind, code_kinds
@@ -126,8 +127,9 @@ def _held_frame(head: Any, coroutine: bool) -> _support.PendingFrame:
     """The frame of a generator (or coroutine) held in a value, checked to be of the kind it was saved as."""
     frame = _pending_frame(head)
     if bool(registry.code_for(frame.meta).co_flags & _CO_COROUTINE) != coroutine:
-        what = "coroutine" if coroutine else "generator"
-        raise _corrupt(f"the snapshot holds a durable {what} of {frame.meta.ident}, which is not a {what} function")
+        saved, now = ("coroutine", "a generator function") if coroutine else ("generator", "a coroutine function")
+        raise IncompatibleCodeError(f"the snapshot holds a durable {saved} of {frame.meta.ident}, which the code "
+                                    f"loaded now defines as {now}")
     return frame
 
 

@@ -13,7 +13,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from harness import load_compiled, run_python, tmp_module_dir, unload
-from runtime import GeneratorStateError, UnserializableValueError, compat, detach, restore, snapshot
+from runtime import (GeneratorStateError, IncompatibleCodeError, UnserializableValueError, compat, detach, restore,
+                     snapshot)
 from runtime._support import AwaitedRequest, Resumed
 from runtime.programs.requests import Awaiting, Step
 from runtime.programs.versions import frames_of
@@ -435,6 +436,31 @@ def test_a_held_coroutine_awaiting_another_travels_with_its_chain() -> None:
 
 
 # -- versions --------------------------------------------------------------------------------------
+
+def test_a_held_coroutine_whose_function_became_a_generator_function_is_refused() -> None:
+    source = """
+    from runtime.programs.requests import suspend
+
+    async def child(n):
+        return n
+
+    async def top():
+        held = child(1)
+        got = await suspend("x")
+        return await held + got
+    """
+    module = load_compiled(source)
+    coro = module.top()
+    coro.send(None)
+    data = snapshot(coro)
+    detach(coro)
+    load_compiled(source.replace("async def child(n):\n        return n", "def child(n):\n        yield n"),
+                  name=module.__name__)
+    with pytest.raises(IncompatibleCodeError, match="holds a durable coroutine of .*:child, which the code loaded "
+                                                    "now defines as a generator function"):
+        restore(data)
+    unload(module)
+
 
 def test_a_point_that_no_longer_awaits_is_refused_by_kind() -> None:
     meta = FunctionMeta("m", "f", b"new", {1: ("x",)}, {1: 3}, (), (), version="v2",
