@@ -145,6 +145,30 @@ def test_a_restored_chain_snapshots_again_as_it_was(chain: types.ModuleType) -> 
     assert run(again, [40], first=3)[1] == ("done", 47)
 
 
+def test_a_frame_with_an_unbound_local_keeps_its_await_slot() -> None:
+    module = load_compiled("""
+    from runtime.programs.requests import suspend
+
+    async def leaf():
+        return await suspend("leaf")
+
+    async def middle(flag):
+        if flag:
+            early = "bound"
+        got = await leaf()
+        return got, early if flag else None
+    """)
+    coro = module.middle(False)
+    coro.send(None)
+    data = snapshot(coro)
+    frame = inspect_snapshot(data).frames[0]
+    assert sorted(n[:6] for n in frame.locals) == ["_dg_aw", "flag"]
+    restored = round_trip(coro)
+    assert snapshot(restored) == data
+    assert run(restored, [], first=5)[1] == (5, None)
+    unload(module)
+
+
 def test_frames_of_and_suspended_at_follow_the_awaits(chain: types.ModuleType) -> None:
     coro = advance(chain, 3, 0)
     names = [(meta.qualname, state) for meta, state in frames_of(coro)]
@@ -268,6 +292,13 @@ async def top(awaitable):
 """
 
 
+@pytest.fixture(scope="module")
+def transient() -> Iterator[types.ModuleType]:
+    module = load_compiled(TRANSIENT)
+    yield module
+    unload(module)
+
+
 class GeneratorAwaitable:
     def __await__(self) -> Any:
         value = yield "from a generator"
@@ -299,17 +330,17 @@ def transient_error(module: types.ModuleType, make: Callable[[], Any]) -> str:
     (not_durable, f"coroutine 'not_durable' ({__name__})"),
     (GeneratorAwaitable, f"generator 'GeneratorAwaitable.__await__' ({__name__})"),
 ], ids=["asyncio.sleep", "future", "plain-coroutine", "generator-awaitable"])
-def test_a_transient_await_cannot_be_snapshotted(make: Callable[[], Any], named: str) -> None:
-    module = load_compiled(TRANSIENT)
+def test_a_transient_await_cannot_be_snapshotted(transient: types.ModuleType, make: Callable[[], Any],
+                                                 named: str) -> None:
+    module = transient
     message = transient_error(module, make)
     assert message.startswith(f"cannot snapshot {module.__name__}:at suspended at line 6: it is awaiting {named}, "
                               "which is not durable: a transient await (asyncio, I/O) runs again after a crash")
     assert message.endswith("step(), sleep(), wait(), checkpoint(), suspend(), or another durable coroutine")
-    unload(module)
 
 
-def test_the_transient_error_names_the_slot_and_the_type() -> None:
-    module = load_compiled(TRANSIENT)
+def test_the_transient_error_names_the_slot_and_the_type(transient: types.ModuleType) -> None:
+    module = transient
 
     async def main() -> UnserializableValueError:
         coro = module.top(asyncio.sleep(0.01))
@@ -324,7 +355,6 @@ def test_the_transient_error_names_the_slot_and_the_type() -> None:
     error = asyncio.run(main())
     assert error.path == ["the object the await at line 6 is waiting for"]
     assert error.type_name == "coroutine"
-    unload(module)
 
 
 # -- runtime awaitables in the slot ---------------------------------------------------------------
@@ -373,15 +403,22 @@ async def top():
 """
 
 
-@pytest.mark.parametrize("fresh", [False, True], ids=["live", "restored"])
-def test_held_coroutines_travel_not_started_suspended_and_finished(fresh: bool) -> None:
+@pytest.fixture(scope="module")
+def held() -> Iterator[types.ModuleType]:
     module = load_compiled(HELD)
+    yield module
+    unload(module)
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["live", "restored"])
+def test_held_coroutines_travel_not_started_suspended_and_finished(held: types.ModuleType, fresh: bool) -> None:
+    module = held
     coro = module.top()
     assert coro.send(None) == (("child", 2), 33)
     if fresh:
-        held = {n: coro.cr_frame.f_locals[n] for n in ("waiting", "running", "done")}
+        before = {n: coro.cr_frame.f_locals[n] for n in ("waiting", "running", "done")}
         coro = round_trip(coro)
-        assert held["waiting"].cr_frame is None and held["running"].cr_frame is None  # detached with it
+        assert before["waiting"].cr_frame is None and before["running"].cr_frame is None  # detached with it
         locals_ = coro.cr_frame.f_locals
         assert locals_["waiting"].cr_await is None and locals_["waiting"].cr_frame is not None
         assert type(locals_["running"].cr_await) is Resumed
@@ -389,11 +426,10 @@ def test_held_coroutines_travel_not_started_suspended_and_finished(fresh: bool) 
     seen, result = run(coro, [5], first=100)
     assert seen == [("child", 1)]
     assert result == (6, 102, True)
-    unload(module)
 
 
-def test_held_coroutines_are_shown_and_snapshot_again_unchanged() -> None:
-    module = load_compiled(HELD)
+def test_held_coroutines_are_shown_and_snapshot_again_unchanged(held: types.ModuleType) -> None:
+    module = held
     coro = module.top()
     coro.send(None)
     data = snapshot(coro)
@@ -404,7 +440,6 @@ def test_held_coroutines_are_shown_and_snapshot_again_unchanged() -> None:
     restored = round_trip(coro)
     assert snapshot(restored) == data
     detach(restored)
-    unload(module)
 
 
 def test_a_held_coroutine_awaiting_another_travels_with_its_chain() -> None:
