@@ -603,7 +603,10 @@ def _round_trip(runner: Any, kind: str, where: str, trace_so_far: Callable[[], s
     except Exception as e:
         raise AssertionError(f"snapshot {where} raised {type(e).__name__}: {e}\n{trace_so_far()}") from e
     assert isinstance(data, bytes), f"snapshot returned {type(data)}"
-    detach(runner)
+    try:
+        detach(runner)
+    except Exception as e:
+        raise AssertionError(f"detach {where} raised {type(e).__name__}: {e}\n{trace_so_far()}") from e
     try:
         restored = restore(data)
     except Exception as e:
