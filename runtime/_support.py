@@ -11,10 +11,10 @@ from typing import Any, Callable, Generator, Iterator
 
 from . import closures, registry
 from .closures import cellular  # noqa: F401  (called by compiled modules)
-from .async_protocols import aiter_of, anext_of, async_with_enter, async_with_exit  # noqa: F401  (likewise)
+from .protocols import (aiter_of, anext_of, async_exit_of, async_with_enter, async_with_exit,  # noqa: F401
+                        with_enter, with_exit)  # (called by compiled modules)
 from .errors import CorruptSnapshotError
 from .registry import FunctionMeta
-from .values.bounds import class_attr
 
 MARKER = object()
 """Yielded once by a generator being restored, when it reaches its saved suspension point."""
@@ -413,37 +413,3 @@ def recontext() -> None:
 
 def resume_first(iterator: Iterator[Any]) -> Iterator[Any]:
     return itertools.chain((SKIP,), iterator)
-
-
-def _bind(attr: Any, obj: Any) -> Any:
-    get = getattr(type(attr), "__get__", None)
-    return get(attr, obj, type(obj)) if get is not None else attr
-
-
-def with_enter(manager: Any) -> tuple[Any, Any]:
-    """``with`` statement entry as CPython does it: look up both methods on the type, call __enter__."""
-    cls = type(manager)
-    try:
-        enter = cls.__enter__  # type: ignore[attr-defined]
-        exit_ = cls.__exit__  # type: ignore[attr-defined]
-    except AttributeError as missing:
-        if sys.version_info < (3, 11):
-            raise AttributeError(str(missing).rsplit(" ", 1)[-1].strip("'")) from None
-        raise TypeError(f"'{cls.__name__}' object does not support the context manager protocol") from None
-    bound_exit = _bind(exit_, manager)
-    return bound_exit, _bind(enter, manager)()
-
-
-def with_exit(manager: Any) -> Any:
-    """Restore: the bound ``__exit__`` of a saved context manager, found in its class's own dictionaries
-    and bound by the C code of plain functions and methods (the manager comes from a snapshot: no
-    metaclass ``__getattr__`` or custom descriptor of its class runs)."""
-    cls = type(manager)
-    exit_ = class_attr(cls, "__exit__")
-    if type(exit_) not in _PLAIN_METHODS:
-        raise TypeError(f"the saved context manager, a {cls.__qualname__}, has no plain __exit__ method")
-    return exit_.__get__(manager, cls)
-
-
-_PLAIN_METHODS = frozenset({types.FunctionType, types.MethodDescriptorType, types.WrapperDescriptorType,
-                            staticmethod, classmethod})

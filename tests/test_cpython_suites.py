@@ -1,5 +1,6 @@
-"""CPython's own generator suites (test.test_generators, test.test_yield_from) with every generator
-compiled by the import hook; see tests/cpython/run_suites.py (each run takes a few seconds)."""
+"""CPython's own generator and coroutine suites (test.test_generators, test.test_yield_from,
+test.test_coroutines) with every generator and coroutine function compiled by the import hook; see
+tests/cpython/run_suites.py (each run takes a few seconds)."""
 from __future__ import annotations
 
 import os

@@ -32,8 +32,8 @@ def small(node: cst.BaseSmallStatement) -> cst.SimpleStatementLine:
 
 def assign(target: str | cst.BaseAssignTargetExpression, value: cst.BaseExpression) -> cst.SimpleStatementLine:
     tgt = cst.Name(target) if isinstance(target, str) else target
-    if isinstance(value, (cst.NamedExpr, cst.Yield)) and not value.lpar:
-        value = paren(value)
+    if not value.lpar and (isinstance(value, (cst.NamedExpr, cst.Yield)) or "\n" in code_of(value)):
+        value = paren(value)  # a part of a bracketed expression may span lines: brackets of its own
     return small(cst.Assign(targets=[cst.AssignTarget(target=tgt)], value=value))
 
 
@@ -175,7 +175,10 @@ class _SuspensionFinder(OwnScope, cst.CSTVisitor):
             self.found = True
 
     def _comprehension(self, node: cst.BaseComp) -> bool:
-        # Only the outermost iterable is evaluated in the enclosing scope.
+        # Only the outermost iterable is evaluated in the enclosing scope; an async comprehension
+        # suspends it while it runs.
+        if is_async_comprehension(node):
+            self.found = True
         node.for_in.iter.visit(self)
         return False
 
@@ -209,3 +212,37 @@ def has_suspension(node: cst.CSTNode | None) -> bool:
 
 def any_suspension(nodes: Iterable[cst.CSTNode | None]) -> bool:
     return any(has_suspension(n) for n in nodes)
+
+
+class _AwaitsInComprehension(cst.CSTVisitor):
+    def __init__(self) -> None:
+        self.found = False
+
+    def visit_Await(self, node: cst.Await) -> bool:
+        self.found = True
+        return False
+
+    def visit_CompFor(self, node: cst.CompFor) -> None:
+        if node.asynchronous is not None:
+            self.found = True
+
+    def visit_Lambda(self, node: cst.Lambda) -> bool:
+        return False
+
+
+def is_async_comprehension(node: cst.CSTNode) -> bool:
+    """A list, set or dict comprehension that awaits (anywhere but in its first iterable, which runs in
+    the enclosing scope) or iterates with ``async for``: running it suspends the enclosing coroutine."""
+    if not isinstance(node, (cst.ListComp, cst.SetComp, cst.DictComp)):
+        return False
+    first = node.for_in
+    if first.asynchronous is not None:
+        return True
+    parts: list[cst.CSTNode] = [*first.ifs, first.target]
+    parts += [node.key, node.value] if isinstance(node, cst.DictComp) else [node.elt]
+    if first.inner_for_in is not None:
+        parts.append(first.inner_for_in)
+    finder = _AwaitsInComprehension()
+    for part in parts:
+        part.visit(finder)
+    return finder.found

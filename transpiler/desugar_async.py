@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import libcst as cst
 
 from .cstutil import PREFIX, assign, block, call, expr, if_, rt, small
+from .genexps import ITERATOR as COMPREHENSION_ITERATOR
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,10 @@ def async_for(node: cst.For, iterator: str, ran_out: str | None, item_temp: str,
     if item is not target:
         body.append(assign(target, item))  # type: ignore[arg-type]
     body += _statements(node.body)
-    out: list[cst.BaseStatement] = [assign(iterator, call(rt("aiter_of"), node.iter))]
+    # a written-out comprehension's loop gets the iterator its caller made (as natively, __aiter__ runs once)
+    start = node.iter if isinstance(node.iter, cst.Name) and node.iter.value == COMPREHENSION_ITERATOR \
+        else call(rt("aiter_of"), node.iter)
+    out: list[cst.BaseStatement] = [assign(iterator, start)]
     if ran_out is not None:
         out.append(assign(ran_out, cst.Name("False")))
     out.append(cst.While(test=cst.Name("True"), body=block(body)))
@@ -74,14 +78,14 @@ def async_for(node: cst.For, iterator: str, ran_out: str | None, item_temp: str,
     return out
 
 
-def async_with(body: cst.BaseSuite, item: cst.WithItem, names: AsyncWith, entered: str, value: str, ok: str,
+def async_with(body: cst.BaseSuite, item: cst.WithItem, names: AsyncWith, value: str, ok: str,
                synthetic: dict[int, Synthetic], origin: cst.With, position: int) -> list[cst.BaseStatement]:
     """Item ``position`` of the statement ``origin``, ``async with m as v: body`` (the items after it
     nest inside ``body``), as::
 
         mgr = m
-        exit_, entered = async_with_enter(mgr)
-        value = await entered
+        value = await async_with_enter(mgr)
+        exit_ = async_exit_of(mgr)
         ok = True
         try:
             v = value
@@ -95,8 +99,11 @@ def async_with(body: cst.BaseSuite, item: cst.WithItem, names: AsyncWith, entere
                 await exit_(None, None, None)
             mgr = exit_ = None
 
-    A detach passes the handler (the lowering puts ``except Detached: raise`` first) and skips the
-    finally block, as it skips every finally block of a suspended frame: no ``__aexit__`` runs."""
+    ``async_with_enter`` checks both methods and calls ``__aenter__``; the exit is bound after the await, so
+    that a restore at that await binds it too (bound methods are never saved: a restore inside the
+    statement looks ``__aexit__`` up again). A detach passes the handler (the lowering puts
+    ``except Detached: raise`` first) and skips the finally block, as it skips every finally block of a
+    suspended frame: no ``__aexit__`` runs."""
     manager, exit_ = names.manager, names.exit
     suffix = str(position) if position > 1 else ""
     t = PREFIX + "t"
@@ -117,12 +124,11 @@ def async_with(body: cst.BaseSuite, item: cst.WithItem, names: AsyncWith, entere
         assign(cst.Tuple([cst.Element(cst.Name(manager)), cst.Element(cst.Name(exit_))], lpar=[], rpar=[]),
                expr("None, None")),
     ]))
-    enter = _await(cst.Name(entered), origin, "aenter" + suffix, synthetic)
+    enter = _await(call(rt("async_with_enter"), cst.Name(manager)), origin, "aenter" + suffix, synthetic)
     return [
         assign(manager, item.item),
-        assign(cst.Tuple([cst.Element(cst.Name(exit_)), cst.Element(cst.Name(entered))], lpar=[], rpar=[]),
-               call(rt("async_with_enter"), cst.Name(manager))),
         assign(value, enter),
+        assign(exit_, call(rt("async_exit_of"), cst.Name(manager))),
         assign(ok, cst.Name("True")),
         cst.Try(body=block(inside), handlers=[handler], finalbody=final),
     ]

@@ -15,7 +15,7 @@ from . import FORMAT_VERSION, genexps, points, regions
 from . import diagnostics as dg
 from .canonical import canonical, digest
 from .cstutil import (FRAME, PREFIX, RESTORE, RT, KeepPositions, OwnScope, assign, block, body_of, code_of,
-                      dotted_name, expr, has_suspension, if_, small, stmt)
+                      dotted_name, expr, has_suspension, if_, is_async_comprehension, small, stmt)
 from .emit import Emitter
 from .linemap import LineTable, column_shift, line_table
 from .liveness import analyze_strict
@@ -439,10 +439,10 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
     first_line = state.line_of(body[0]) if body else 0
     for item in found:  # innermost first: a nested generator expression is compiled inside its own
         # CPython adds no <locals> under a comprehension: outer.<locals>.<genexpr>.<genexpr>
-        inner_display = f"{display}.<genexpr>" if display else f"{qualname}.<locals>.<genexpr>"
+        inner_display = f"{display}.{item.label}" if display else f"{qualname}.<locals>.{item.label}"
         inner = compile_function(state, item.definition, item.definition, f"{qualname}.<locals>.{item.name}", klass,
                                  display=inner_display, scope=item.scope)
-        rename = stmt(f"{item.name}.__name__, {item.name}.__qualname__ = '<genexpr>', {inner_display!r}\n")
+        rename = stmt(f"{item.name}.__name__, {item.name}.__qualname__ = {item.label!r}, {inner_display!r}\n")
         if first_line:
             inner = _mark_lines(inner, first_line).with_changes(  # type: ignore[assignment]
                 decorators=[d.with_changes(trailing_whitespace=_comment(first_line)) for d in inner.decorators])
@@ -664,7 +664,8 @@ class ModuleCompiler(cst.CSTTransformer):
             return updated
         comprehension = _async_comprehension(original.body)
         if comprehension is not None:
-            self.state.report(dg.UnsupportedConstruct, comprehension, "await or async for inside a comprehension")
+            self.state.report(dg.UnsupportedConstruct, comprehension,
+                              "await or async for inside a comprehension that uses := or locals()/vars()/eval()/exec()")
             return updated
         return self._compile(original, updated)
 
@@ -691,46 +692,18 @@ def _yields(node: cst.CSTNode) -> bool:
 
 
 class _AsyncComprehensions(OwnScope, cst.CSTVisitor):
-    """The first list, set or dict comprehension that awaits (anywhere but in its first iterable, which
-    runs in the enclosing scope) or iterates with ``async for``."""
+    """The first list, set or dict comprehension that awaits and cannot be written out as a coroutine
+    function (it binds a name in the enclosing scope with ``:=``, or reads the scope dynamically)."""
 
     def __init__(self) -> None:
         self.found: cst.CSTNode | None = None
 
     def _comprehension(self, node: cst.ListComp | cst.SetComp | cst.DictComp) -> bool:
-        if self.found is None:
-            first = node.for_in
-            parts: list[cst.CSTNode] = [*first.ifs, first.target]
-            parts += [node.key, node.value] if isinstance(node, cst.DictComp) else [node.elt]
-            if first.inner_for_in is not None:
-                parts.append(first.inner_for_in)
-            if first.asynchronous is not None or any(_awaits(p) for p in parts):
-                self.found = node
+        if self.found is None and is_async_comprehension(node) and not genexps.convertible(node):
+            self.found = node
         return True
 
     visit_ListComp = visit_SetComp = visit_DictComp = _comprehension  # type: ignore[assignment]
-
-
-class _Awaits(cst.CSTVisitor):
-    def __init__(self) -> None:
-        self.found = False
-
-    def visit_Await(self, node: cst.Await) -> bool:
-        self.found = True
-        return False
-
-    def visit_CompFor(self, node: cst.CompFor) -> None:
-        if node.asynchronous is not None:
-            self.found = True
-
-    def visit_Lambda(self, node: cst.Lambda) -> bool:
-        return False
-
-
-def _awaits(node: cst.CSTNode) -> bool:
-    finder = _Awaits()
-    node.visit(finder)
-    return finder.found
 
 
 def _async_comprehension(body: cst.CSTNode) -> cst.CSTNode | None:

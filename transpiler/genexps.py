@@ -40,7 +40,7 @@ from typing import Callable
 
 import libcst as cst
 
-from .cstutil import PREFIX, KeepPositions, block, small
+from .cstutil import PREFIX, KeepPositions, block, is_async_comprehension, small
 
 FUNCTION = PREFIX + "genexpr"
 """Prefix of the functions that stand for generator expressions (locals of the enclosing function)."""
@@ -52,6 +52,9 @@ ITER = PREFIX + "iter"
 """Module-level alias of the builtin ``iter`` (the user may shadow ``iter``)."""
 
 HEADER = f"from builtins import iter as {ITER}\n"
+
+RESULT = PREFIX + "comp"
+"""The local of a written-out comprehension that collects its result."""
 
 CELLS = PREFIX + "cells"
 """The enclosing frame's never-called lambda over its captured variables (``generate.CELLS``)."""
@@ -73,31 +76,41 @@ Scope = tuple[list[str], list[str], set[str]]
 @dataclass
 class Found:
     name: str
-    node: cst.GeneratorExp
+    node: cst.GeneratorExp | cst.ListComp | cst.SetComp | cst.DictComp
     definition: cst.FunctionDef
     scope: Scope
+    label: str = "<genexpr>"
+    """The name CPython gives the function (``<genexpr>``, ``<listcomp>``, ``<setcomp>``, ``<dictcomp>``)."""
 
 
-def _convertible(node: cst.GeneratorExp) -> bool:
+LABELS = {cst.ListComp: "<listcomp>", cst.SetComp: "<setcomp>", cst.DictComp: "<dictcomp>"}
+
+
+def convertible(node: cst.GeneratorExp | cst.ListComp | cst.SetComp | cst.DictComp) -> bool:
+    """Whether the expression can be written out as a function (an async comprehension may await)."""
+    asynchronous = not isinstance(node, cst.GeneratorExp)
     comp: cst.CompFor | None = node.for_in
     while comp is not None:
-        if comp.asynchronous is not None:
+        if comp.asynchronous is not None and not asynchronous:
             return False
         comp = comp.inner_for_in
-    blocker = _Blocker()
+    blocker = _Blocker(asynchronous)
     first = node.for_in
     # the outermost iterable runs in the enclosing scope (a yield there is the enclosing function's)
-    for part in (node.elt, first.target, *first.ifs, *([first.inner_for_in] if first.inner_for_in else [])):
+    values = [node.key, node.value] if isinstance(node, cst.DictComp) else [node.elt]
+    for part in (*values, first.target, *first.ifs, *([first.inner_for_in] if first.inner_for_in else [])):
         part.visit(blocker)
     return not blocker.found
 
 
 class _Blocker(cst.CSTVisitor):
-    def __init__(self) -> None:
+    def __init__(self, asynchronous: bool = False) -> None:
         self.found = False
+        self.asynchronous = asynchronous
 
     def visit_Await(self, node: cst.Await) -> bool:
-        self.found = True
+        if not self.asynchronous:
+            self.found = True
         return False
 
     def visit_NamedExpr(self, node: cst.NamedExpr) -> bool:
@@ -105,7 +118,7 @@ class _Blocker(cst.CSTVisitor):
         return False
 
     def visit_CompFor(self, node: cst.CompFor) -> None:
-        if node.asynchronous is not None:
+        if node.asynchronous is not None and not self.asynchronous:
             self.found = True
 
     def visit_Name(self, node: cst.Name) -> None:
@@ -177,23 +190,47 @@ class Rewriter(KeepPositions):
     def visit_GeneratorExp(self, node: cst.GeneratorExp) -> bool:
         return False
 
-    def leave_ListComp(self, original: cst.ListComp, updated: cst.ListComp) -> cst.ListComp:
-        return updated.with_changes(for_in=self._outermost(updated))
+    def leave_ListComp(self, original: cst.ListComp, updated: cst.ListComp) -> cst.BaseExpression:
+        return self._comprehension(original, updated)
 
-    def leave_SetComp(self, original: cst.SetComp, updated: cst.SetComp) -> cst.SetComp:
-        return updated.with_changes(for_in=self._outermost(updated))
+    def leave_SetComp(self, original: cst.SetComp, updated: cst.SetComp) -> cst.BaseExpression:
+        return self._comprehension(original, updated)
 
-    def leave_DictComp(self, original: cst.DictComp, updated: cst.DictComp) -> cst.DictComp:
-        return updated.with_changes(for_in=self._outermost(updated))
+    def leave_DictComp(self, original: cst.DictComp, updated: cst.DictComp) -> cst.BaseExpression:
+        return self._comprehension(original, updated)
+
+    def _comprehension(self, original: cst.ListComp | cst.SetComp | cst.DictComp,
+                       updated: cst.ListComp | cst.SetComp | cst.DictComp) -> cst.BaseExpression:
+        """A comprehension runs to its end where it is written; one that awaits suspends the coroutine
+        while it runs: it becomes ``await`` of a coroutine function written out (like CPython's own,
+        which it is up to 3.11), so that it is compiled like any durable coroutine."""
+        outermost = self._outermost(updated)
+        if not (is_async_comprehension(original) and convertible(original)):
+            return updated.with_changes(for_in=outermost)
+        first = outermost.iter
+        if original.for_in.asynchronous is not None:  # __aiter__ is called where the comprehension is
+            entry = cst.Call(func=cst.Attribute(value=cst.Name(PREFIX + "rt"), attr=cst.Name("aiter_of")),
+                             args=[cst.Arg(value=first)])
+        else:
+            entry = cst.Call(func=cst.Name(ITER), args=[cst.Arg(value=first)])
+        awaited = cst.Await(expression=self._written_out(original, entry), lpar=updated.lpar, rpar=updated.rpar)
+        self._at(awaited, original)
+        return awaited
 
     def leave_GeneratorExp(self, original: cst.GeneratorExp, updated: cst.GeneratorExp) -> cst.BaseExpression:
         outermost = self._outermost(updated)
-        if id(original) in self.consumed or not _convertible(original):
+        if id(original) in self.consumed or not convertible(original):
             return updated.with_changes(for_in=outermost)
+        call = self._written_out(original, cst.Call(func=cst.Name(ITER), args=[cst.Arg(value=outermost.iter)]))
+        return call.with_changes(lpar=updated.lpar, rpar=updated.rpar)
+
+    def _written_out(self, original: cst.GeneratorExp | cst.ListComp | cst.SetComp | cst.DictComp,
+                     entry: cst.BaseExpression) -> cst.Call:
+        """The call of the function written out for ``original``, given what its loop iterates."""
         name = f"{FUNCTION}{len(self.found) + 1}"
         definition = self._definition(name, original)
         scope = self.scope_of(definition)
-        args = [cst.Arg(value=cst.Call(func=cst.Name(ITER), args=[cst.Arg(value=outermost.iter)]))]
+        args = [cst.Arg(value=entry)]
         if scope[1]:
             # Its free variables' cells, as an argument: a snapshot of the generator before it starts
             # (it has no locals yet) carries these cells, shared with the enclosing frame.
@@ -202,8 +239,8 @@ class Rewriter(KeepPositions):
             self._at(definition, original)
             self._at(definition.name, original)
             args.append(cst.Arg(value=cst.Name(CELLS)))
-        self.found.append(Found(name, original, definition, scope))
-        return cst.Call(func=cst.Name(name), args=args, lpar=updated.lpar, rpar=updated.rpar)
+        self.found.append(Found(name, original, definition, scope, LABELS.get(type(original), "<genexpr>")))
+        return cst.Call(func=cst.Name(name), args=args)
 
     # -- the function ------------------------------------------------------------------------
     def _at(self, new: cst.CSTNode, *sources: cst.CSTNode) -> None:
@@ -213,12 +250,21 @@ class Rewriter(KeepPositions):
                 self.positions[new] = pos
                 return
 
-    def _definition(self, name: str, node: cst.GeneratorExp) -> cst.FunctionDef:
-        """``def NAME(_dg_0): for T in _dg_0: if C: ... yield E`` (each statement at its clause's line)."""
-        suspension = cst.Yield(value=node.elt)
-        inner: cst.BaseStatement = small(cst.Expr(value=suspension))
-        self._at(suspension, node.elt, node)
-        self._at(inner, node.elt, node)
+    def _definition(self, name: str, node: cst.GeneratorExp | cst.ListComp | cst.SetComp | cst.DictComp
+                    ) -> cst.FunctionDef:
+        """``def NAME(_dg_0): for T in _dg_0: if C: ... yield E`` (each statement at its clause's line);
+        for a comprehension ``async def NAME(_dg_0): RESULT = []; [async] for T in _dg_0: ...
+        RESULT.append(E); return RESULT``."""
+        element: cst.BaseExpression
+        if isinstance(node, cst.GeneratorExp):
+            element = cst.Yield(value=node.elt)
+            self._at(element, node.elt, node)
+        elif isinstance(node, cst.DictComp):  # the key is evaluated first
+            element = _call(RESULT, "__setitem__", node.key, node.value)
+        else:
+            element = _call(RESULT, "append" if isinstance(node, cst.ListComp) else "add", node.elt)
+        inner: cst.BaseStatement = small(cst.Expr(value=element))
+        self._at(inner, node.value if isinstance(node, cst.DictComp) else node.elt, node)
         clauses: list[cst.CompFor] = []
         comp: cst.CompFor | None = node.for_in
         while comp is not None:
@@ -231,14 +277,26 @@ class Rewriter(KeepPositions):
                 self._at(wrapped, test, clause, node)
                 inner = wrapped
             iterable = cst.Name(ITERATOR) if index == 0 else clause.iter
-            loop = cst.For(target=clause.target, iter=iterable, body=block([inner]))
+            loop = cst.For(target=clause.target, iter=iterable, body=block([inner]), asynchronous=clause.asynchronous)
             self._at(loop, clause, node)
             inner = loop
+        body: list[cst.BaseStatement] = [inner]
+        if not isinstance(node, cst.GeneratorExp):
+            empty = {cst.ListComp: "[]", cst.SetComp: "set()", cst.DictComp: "{}"}[type(node)]
+            body = [small(cst.Assign([cst.AssignTarget(cst.Name(RESULT))], cst.parse_expression(empty))), inner,
+                    small(cst.Return(cst.Name(RESULT)))]
+            for statement in body[::2]:
+                self._at(statement, node)
         definition = cst.FunctionDef(name=cst.Name(name), params=cst.Parameters(params=[cst.Param(cst.Name(ITERATOR))]),
-                                     body=block([inner]))
+                                     body=block(body),
+                                     asynchronous=None if isinstance(node, cst.GeneratorExp) else cst.Asynchronous())
         self._at(definition, node)
         self._at(definition.name, node)
         return definition
+
+
+def _call(name: str, method: str, *args: cst.BaseExpression) -> cst.Call:
+    return cst.Call(func=cst.Attribute(value=cst.Name(name), attr=cst.Name(method)), args=[cst.Arg(a) for a in args])
 
 
 def rewrite(body: list[cst.BaseStatement], positions: dict, shadowed: Callable[[str], bool],  # type: ignore[type-arg]
@@ -256,7 +314,7 @@ class _AnyGenexp(cst.CSTVisitor):
         self.found = False
 
     def on_visit(self, node: cst.CSTNode) -> bool:
-        if isinstance(node, cst.GeneratorExp):
+        if isinstance(node, cst.GeneratorExp) or is_async_comprehension(node):
             self.found = True
         return not self.found
 

@@ -422,8 +422,8 @@ class StmtLowerer:
             body = block([inner])
         names = desugar_async.AsyncWith(self.new_temp("am"), self.new_temp("ax"))
         statements = desugar_async.async_with(
-            body, item.with_changes(comma=cst.MaybeSentinel.DEFAULT), names, self.new_temp("an"), self.new_temp("av"),
-            self.new_temp("aok"), self.exprs.synthetic, origin, position)
+            body, item.with_changes(comma=cst.MaybeSentinel.DEFAULT), names, self.new_temp("av"), self.new_temp("aok"),
+            self.exprs.synthetic, origin, position)
         self.async_withs[id(statements[-1])] = names
         out: Stmts = []
         for statement in statements:

@@ -31,7 +31,6 @@ _WHAT = {
     "ae": "whether the `async for` loop at line {line} ran out of items (for its `else`)",
     "am": "the asynchronous context manager of the `async with` at line {line}",
     "ax": "the `__aexit__` method of the asynchronous context manager of the `async with` at line {line}",
-    "an": "the awaitable `__aenter__` returned for the `async with` at line {line}",
     "av": "the value `__aenter__` gave for the `async with` at line {line}",
     "aok": "whether the body of the `async with` at line {line} is running without an exception",
 }

@@ -14,7 +14,7 @@ from libcst.metadata import CodeRange
 
 from . import diagnostics as dg
 from .canonical import canonical, digest
-from .cstutil import SUSPENSIONS, KeepPositions, OwnScope, dotted_name
+from .cstutil import SUSPENSIONS, KeepPositions, OwnScope, dotted_name, is_async_comprehension
 
 SEPARATOR = " › "
 _NAME = re.compile(r"[A-Za-z0-9_.:-]{1,100}")
@@ -126,6 +126,8 @@ class _Yields(OwnScope, cst.CSTVisitor):
 
     def _comprehension(self, node: cst.BaseComp | cst.DictComp) -> bool:
         node.for_in.iter.visit(self)
+        if is_async_comprehension(node):  # awaited where it stands, after its first iterable
+            self.found.append(node)  # type: ignore[arg-type]
         return False
 
     visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _comprehension  # type: ignore[assignment]
@@ -141,7 +143,7 @@ class _Suspending(_Yields):
 
     def on_visit(self, node: cst.CSTNode) -> bool:
         self.stack.append(id(node))
-        if isinstance(node, SUSPENSIONS) or implied_awaits(node):
+        if isinstance(node, SUSPENSIONS) or implied_awaits(node) or is_async_comprehension(node):
             self.marked.update(self.stack)
         return super().on_visit(node)
 
@@ -471,11 +473,12 @@ class _Labeler:
         for clause, elif_ in clauses:
             self.unit(clause, parent, seen, elif_)
 
-    def point(self, node: cst.Yield | cst.Await, path: _Path, index: int) -> None:
+    def point(self, node: cst.Yield | cst.Await | cst.BaseComp, path: _Path, index: int) -> None:
         where = self.at(node)
         if where is None:
             return
-        if isinstance(node, cst.Await):  # its own token: a def <-> async def change never matches a point
+        if not isinstance(node, cst.Yield):  # an await or an async comprehension: a token of its own, so
+            # a def <-> async def change never matches a point
             self.labels.points[where] = PointSpec(digest(path.hash, "await", str(index)),
                                                   path.display + (f" [await {index}]" if index > 1 else ""), (), None)
             return
