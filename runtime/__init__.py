@@ -8,7 +8,7 @@ from .errors import (CorruptSnapshotError, DurableCompileError, GeneratorStateEr
                      UnserializableValueError)
 from .migrations import Cancel, MigrationCancelled, MigrationError, OldFrame, Resume, migration
 from .programs.requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep,
-                                step, wait)
+                                step, suspend, wait)
 from .points import point
 from .snapshot import detach, restore, snapshot
 from .values import (Settings, allow_modules, configure, disallow_modules, register_codec, restore_settings,
@@ -18,7 +18,7 @@ __all__ = [
     "durable", "point", "snapshot", "restore", "detach", "inspect_snapshot", "SnapshotInfo",
     "register_codec", "serializable", "allow_modules", "disallow_modules",
     "configure", "restore_settings", "Settings",
-    "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
+    "sleep", "wait", "step", "checkpoint", "suspend", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
     "StepFailed",
     "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
     "migration", "OldFrame", "Resume", "Cancel", "MigrationError", "MigrationCancelled",

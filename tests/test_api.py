@@ -163,7 +163,7 @@ def test_public_names():
         "DurableCompileError", "inspect_snapshot", "SnapshotInfo", "register_codec", "configure",
         "restore_settings", "Settings",
         # durable programs (runtime.programs.requests)
-        "sleep", "wait", "step", "checkpoint", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
+        "sleep", "wait", "step", "checkpoint", "suspend", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
         "StepFailed",
         # deploys (runtime.points, runtime.compat, runtime.migrations)
         "point", "PointMismatchError", "SnapshotFormatTooNewError", "migration", "OldFrame", "Resume", "Cancel",

@@ -66,7 +66,7 @@ def _hooked(install: Callable[..., Any], module_name: str) -> None:
 
 
 def load_function(ref: str, *, named_by_operator: bool = False) -> Callable[..., Any]:
-    """The durable generator function named ``module:qualname``; raises ProgramError.
+    """The durable generator function (or ``async def``) named ``module:qualname``; raises ProgramError.
 
     A name read from a store row is found only in a module a worker may import (``program_names``);
     ``named_by_operator`` (``durable run``, ``Runner.start``) also imports the module the command names.
@@ -80,8 +80,10 @@ def load_function(ref: str, *, named_by_operator: bool = False) -> Callable[...,
         obj = program_names.find(module, qualname, "function")
     except program_names.NameError_ as exc:
         raise ProgramError(str(exc)) from None
-    if not getattr(obj, "__durable__", None) or not inspect.isgeneratorfunction(obj):
-        raise ProgramError(f"{ref} is not a @durable generator function (mark it with @runtime.durable)")
+    if not getattr(obj, "__durable__", None) or not (inspect.isgeneratorfunction(obj)
+                                                      or inspect.iscoroutinefunction(obj)):
+        raise ProgramError(f"{ref} is not a @durable generator function or async def (mark it with "
+                           "@runtime.durable)")
     return obj  # type: ignore[no-any-return]
 
 

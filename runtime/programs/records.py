@@ -5,13 +5,16 @@ import json
 import reprlib
 import traceback
 import types
-from typing import Any
+from typing import Any, Union
 
 from ..errors import SnapshotError, UnserializableValueError
 from ..snapshot import restore, suspended_at
 from ..values import dump_value, seals
 from .loading import load_function
 from .store.base import Execution, StepRecord, Store
+
+Program = Union[types.GeneratorType, types.CoroutineType]  # type: ignore[type-arg]
+"""A running durable program: a generator, or the coroutine of an ``async def``."""
 
 SET_ASIDE = 60.0
 """Seconds a program that could not be resumed (code changed, module missing) is held before it is tried again."""
@@ -56,7 +59,7 @@ def step_parts(step: StepRecord) -> list[Any]:
             step.attempts, step.result, step.error_value]
 
 
-def restore_stored(store: Store, ex: Execution) -> types.GeneratorType:
+def restore_stored(store: Store, ex: Execution) -> Program:
     """The program of a stored run, restored from its snapshot once its seal is checked and its module
     loaded (when nothing is about to resume it: a cancel closes it, a relabel snapshots it again). Raises
     ProgramError or a SnapshotError."""
@@ -88,9 +91,10 @@ def text_of(exc: BaseException) -> str:
         return f"<{type(exc).__qualname__} whose message cannot be shown>"
 
 
-def step_call(ref: str, gen: types.GeneratorType, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def step_call(ref: str, gen: Program, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """The stored form of a step's arguments; one that cannot be stored is named as the program wrote it:
-    "cannot store argument 2 of step flows:charge (yielded at line 12) → .conn: value of type ..."."""
+    "cannot store argument 2 of step flows:charge (yielded at line 12) → .conn: value of type ..." ("awaited"
+    in an async program)."""
     try:
         return dump_value((list(args), dict(kwargs)), "the arguments")
     except UnserializableValueError as exc:
@@ -100,7 +104,8 @@ def step_call(ref: str, gen: types.GeneratorType, args: tuple[Any, ...], kwargs:
             raise
         which = f"argument {int(path[2][1:-1]) + 1}" if path[1] == "[0]" else f"argument {path[2][1:-1]}"
         where = suspended_at(gen)
-        yielded = f" (yielded at line {where[1]} of {where[0]})" if where and where[1] else ""
+        verb = "awaited" if type(gen) is types.CoroutineType else "yielded"
+        yielded = f" ({verb} at line {where[1]} of {where[0]})" if where and where[1] else ""
         inside = "".join(f" → {step}" for step in path[3:])
         raise UnserializableValueError(
             f"cannot store {which} of step {ref}{yielded}{inside}: value of type {name!r} {str(exc)[len(prefix):]}",

@@ -49,6 +49,11 @@ class Request:
         return Awaiting(self)
 
 
+_guard: Callable[[Awaiting], None] | None = None
+"""Checks each durable await as it is made (set when ``runtime.programs.pump`` is imported: an async program
+runs in a pump task, and a durable await in any other task of its loop is refused)."""
+
+
 class Awaiting:
     """An await on a request, as its own iterator (so that ``cr_await`` of the awaiting coroutine is this
     object): the first ``send`` yields the request, the next one returns what it is given as the value of
@@ -72,6 +77,8 @@ class Awaiting:
     def send(self, value: Any) -> Any:
         if not self.sent:
             self.sent = True
+            if _guard is not None:
+                _guard(self)
             return self.request
         raise StopIteration(value)
 
@@ -156,6 +163,12 @@ class Step(Request):
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     policy: RetryPolicy = DEFAULT_RETRY
+
+    def __hash__(self) -> int:  # (its kwargs are a dict) hashable for asyncio.gather, which refuses it then
+        try:
+            return hash(self.fn)
+        except TypeError:
+            return 0
 
     def retry(self, attempts: int = DEFAULT_RETRY.attempts, backoff: float = DEFAULT_RETRY.backoff,
               factor: float = DEFAULT_RETRY.factor, max_backoff: float = DEFAULT_RETRY.max_backoff) -> "Step":

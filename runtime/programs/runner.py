@@ -1,6 +1,7 @@
 """The runner: starts durable programs and advances one claimed execution at a time, committing each transition."""
 from __future__ import annotations
 
+import asyncio
 import inspect
 import os
 import threading
@@ -8,7 +9,7 @@ import uuid
 from typing import Any, Callable, Sequence
 
 from ..values import seals
-from . import capability
+from . import capability, pump
 from .clock import SYSTEM, Clock
 from .loading import ProgramError, import_program_module, load_function
 from .records import SET_ASIDE, call_text, execution_parts, to_json
@@ -45,7 +46,11 @@ class Runner:
     """Drives durable programs kept in ``store``, one at a time in the calling thread (the lease owner is
     the runner's): ``start`` records a new execution, ``advance`` runs a claimed one until it suspends
     (sleep, wait, step retry), finishes, fails or is cancelled — one committed transition per request.
-    A ``Worker`` keeps many executions in flight with one runner's settings and groups their commits."""
+    A ``Worker`` keeps many executions in flight with one runner's settings and groups their commits.
+
+    Async programs (and ``async def`` steps) run on an event loop the runner makes when it first needs one
+    (``event_loop()``), in the calling thread; ``close()`` (or leaving ``with Runner(...) as runner:``)
+    closes it, as does collecting the runner or the end of the process."""
 
     def __init__(self, store: Store, *, clock: Clock = SYSTEM, owner: str | None = None, lease: float = 30.0,
                  on_event: EventSink | None = None, stop: threading.Event | None = None,
@@ -59,6 +64,28 @@ class Runner:
         self.stop = stop or threading.Event()
         self.recorded: set[tuple[str, str, str]] = set()  # code versions this process knows the store has
         self.tracer: Tracer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._close_loop: Callable[[], None] | None = None
+
+    def event_loop(self) -> asyncio.AbstractEventLoop:
+        """The loop async programs and steps run on (made on first use; never running between advances)."""
+        if self._loop is None:
+            self._loop = pump.new_loop()
+            self._close_loop = pump.close_with(self, self._loop)
+        return self._loop
+
+    def close(self) -> None:
+        """Close the event loop, if one was made (tasks still on it are cancelled first). The runner can go
+        on: it makes a new loop when it needs one."""
+        if self._close_loop is not None:
+            close, self._loop, self._close_loop = self._close_loop, None, None
+            close()
+
+    def __enter__(self) -> "Runner":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     def start(self, ref: str, args: list[Any], kwargs: dict[str, Any] | None = None, *,
               execution_id: str | None = None) -> Execution:
@@ -107,7 +134,7 @@ class Runner:
     def _run_step(self, step: RunStep) -> StepOutcome:
         keeper = self._keep_lease(step.record.execution_id)
         try:
-            return step.call()
+            return step.call(self.event_loop)
         finally:
             keeper.set()
 

@@ -4,9 +4,17 @@ A ``Transition`` never touches the store's write side or runs a step itself: it 
 (and receives the execution as written, or has the store's error thrown in) or a ``RunStep`` (and
 receives its ``StepOutcome``). Whoever drives it decides how: ``Runner.advance`` one at a time, the
 ``Worker`` many at once, with their commits grouped into one transaction and their steps on a pool.
+
+A generator program is advanced in the calling thread (``next``/``send``/``throw``). An async program is
+advanced by its ``Pump`` on the runner's event loop (``Runner.event_loop``), which the transition runs
+itself, in the calling thread, for the length of one advance: its driver (``drive``, the Worker's
+scheduler, the test kit) needs nothing new, and program code, snapshots and commits stay in one thread.
+That takes a loop that is not already running in this thread; a driver that runs on a loop (a worker
+whose scheduler is a coroutine) would need the advance as an instruction of its own instead.
 """
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import types
@@ -22,8 +30,9 @@ from ..values import dump_value, load_value, seals, settings
 from . import capability, program_names, versions
 from . import requests as rq
 from .loading import ProgramError, import_program_module, load_function
-from .records import (SET_ASIDE, dump_or_none, error_text, execution_parts, restore_stored, step_call, step_parts,
-                      text_of, to_json)
+from .pump import LoopError, Pump, await_step
+from .records import (SET_ASIDE, Program, dump_or_none, error_text, execution_parts, restore_stored, step_call,
+                      step_parts, text_of, to_json)
 from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
                          Execution, StepRecord, StoreError, call_of)
 
@@ -55,14 +64,20 @@ class RunStep:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
 
-    def call(self) -> StepOutcome:
-        """Run it here, with ``current_step()`` set; never raises what the step raises."""
+    def call(self, loop: Callable[[], asyncio.AbstractEventLoop] | None = None) -> StepOutcome:
+        """Run it here, with ``current_step()`` set; never raises what the step raises. An ``async def`` step
+        is awaited on ``loop()`` (a loop of its own when None), in this thread."""
         context = rq.StepContext(self.record.execution_id, self.record.index, self.record.attempts + 1)
         token = rq._CURRENT.set(context)
         try:
-            return StepOutcome(value=self.fn(*self.args, **self.kwargs))
+            value = self.fn(*self.args, **self.kwargs)
+            if type(value) is types.CoroutineType:
+                value = await_step(value, loop)
+            return StepOutcome(value=value)
         except Exception as exc:
             return StepOutcome(error=exc)
+        except asyncio.CancelledError as exc:  # an async step cancelled (by itself): a failed attempt
+            return StepOutcome(error=RuntimeError(f"the step was cancelled: {exc!r}"))
         finally:
             rq._CURRENT.reset(token)
 
@@ -91,6 +106,7 @@ class Transition:
         self._step: StepRecord | None = None  # the step the execution's request names, as last committed
         self._frames: list[tuple[Any, int]] = []  # the frames of the last snapshot (versions.frames_of)
         self._carried: tuple[bytes, list[dict[str, Any]]] | None = None  # see _carry
+        self._pump: Pump | None = None  # what advances the program, when it is a coroutine
 
     @property
     def execution(self) -> Execution:
@@ -98,7 +114,7 @@ class Transition:
 
     def run(self) -> Flow:
         execution = self._execution
-        gen: types.GeneratorType | None = None
+        gen: Program | None = None
         try:
             if execution.taken_from is not None:
                 self.on_event(execution.id, "takeover", f"took over from {execution.taken_from} (its lease lapsed)")
@@ -107,6 +123,8 @@ class Transition:
             if execution.cancel_requested:
                 yield from self._cancel(None)
             gen, action = yield from self._resume(execution)
+            if type(gen) is types.CoroutineType:
+                self._pump = Pump(gen, self.runner.event_loop())
             while True:
                 request = yield from self._drive(gen, action)
                 action = yield from self._handle(gen, request)
@@ -116,13 +134,26 @@ class Transition:
             self.on_event(execution.id, "conflict", f"another worker advanced it: {exc}")
         except StoreError as exc:  # the store failed under us: leave it to a later claim, not in a tight loop
             yield from self._give_up(self._set_aside, f"the store refused a transition: {text_of(exc)}")
+        except LoopError as exc:  # an async program run where its loop cannot run: not the program's fault
+            yield from self._give_up(self._set_aside, text_of(exc))
         except Exception as exc:  # we could not record a transition (or a bug): record that, never retry it forever
             yield from self._give_up(self._fail_text, f"the worker could not record the program's next transition: "
                                                       f"{type(exc).__name__}: {text_of(exc)}")
         finally:
-            if gen is not None and gen.gi_frame is not None:
+            if self._pump is not None:
+                self._leave(self._pump)
+            elif gen is not None and gen.gi_frame is not None:
                 detach(gen)  # persisted (or lost to another worker): its finally blocks must not run here
         return self._execution
+
+    @staticmethod
+    def _leave(pump: Pump) -> None:
+        """An async program leaves the transition: detached (when suspended), its left-over tasks cancelled."""
+        try:
+            if pump.program.cr_frame is not None:
+                detach(pump.program)
+        finally:
+            pump.close()
 
     # ------------------------------------------------------------------ resuming
 
@@ -223,7 +254,7 @@ class Transition:
                                 error=f"{problem} (set aside: trying again every {SET_ASIDE:g} s)", release=True)
         raise _Stop
 
-    def _carry(self, gen: types.GeneratorType, applied: list[dict[str, Any]]) -> Flow:
+    def _carry(self, gen: Program, applied: list[dict[str, Any]]) -> Flow:
         """Restore moved frames to the code loaded now (upgrades, migrations): the first commit carries the
         run's snapshot under the new code and records the migrations, so that they apply once."""
         ex = self._execution
@@ -267,24 +298,27 @@ class Transition:
 
     # ------------------------------------------------------------------ driving
 
-    def _drive(self, gen: types.GeneratorType, action: tuple[str, Any]) -> Flow:
+    def _drive(self, gen: Program, action: tuple[str, Any]) -> Flow:
         """Run the program to its next request; a return or an exception ends the execution."""
         if self.runner.stop.is_set():
             self._consume = None  # the program has not received it: it stays queued
             yield from self._commit(release=True)  # another worker continues from the last commit
             raise _Stop
-        kind, value = action
-        try:
-            if kind == "next":
-                outcome, result = "yield", next(gen)
-            elif kind == "send":
-                outcome, result = "yield", gen.send(value)
-            else:
-                outcome, result = "yield", gen.throw(value)
-        except StopIteration as stop:
-            outcome, result = "return", stop.value
-        except Exception as exc:  # the program failed: recorded below
-            outcome, result = "raise", exc
+        if self._pump is not None:
+            outcome, result = self._pump.resume(action)
+        else:
+            kind, value = action
+            try:
+                if kind == "next":
+                    outcome, result = "yield", next(gen)
+                elif kind == "send":
+                    outcome, result = "yield", gen.send(value)
+                else:
+                    outcome, result = "yield", gen.throw(value)
+            except StopIteration as stop:
+                outcome, result = "return", stop.value
+            except Exception as exc:  # the program failed: recorded below
+                outcome, result = "raise", exc
         if self.runner.tracer is not None:
             self.runner.tracer(self._execution.id, action, outcome, result)
         if outcome == "yield":
@@ -294,7 +328,7 @@ class Transition:
         yield from self._fail(result)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _handle(self, gen: types.GeneratorType, request: Any) -> Flow:
+    def _handle(self, gen: Program, request: Any) -> Flow:
         """Persist the program at ``request`` and work out what it gets back."""
         if isinstance(request, rq.Step):
             return (yield from self._begin_step(gen, request))
@@ -310,7 +344,7 @@ class Transition:
         self.on_event(self._execution.id, "progress", json.dumps(progress))
         return "send", None
 
-    def _snapshot(self, gen: types.GeneratorType) -> Flow:
+    def _snapshot(self, gen: Program) -> Flow:
         self._frames = versions.frames_of(gen)  # where it is suspended, recorded with the snapshot
         try:
             return snapshot(gen)
@@ -318,12 +352,12 @@ class Transition:
             yield from self._fail_text(f"cannot persist the program: {exc}")
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _checkpoint(self, gen: types.GeneratorType, request: dict[str, Any], **fields: Any) -> Flow:
+    def _checkpoint(self, gen: Program, request: dict[str, Any], **fields: Any) -> Flow:
         data = yield from self._snapshot(gen)
         yield from self._commit(snapshot=data, request=request, status=PENDING, wake_at=None, waiting_for=None,
                                 **fields)
 
-    def _sleep(self, gen: types.GeneratorType, request: rq.Sleep) -> Flow:
+    def _sleep(self, gen: Program, request: rq.Sleep) -> Flow:
         now = self.clock.now()
         wake_at = request.wake_at(now)
         if wake_at <= now:
@@ -335,7 +369,7 @@ class Transition:
         self.on_event(self._execution.id, "sleep", f"sleeping {wake_at - now:g} s")
         raise _Stop
 
-    def _wait(self, gen: types.GeneratorType, request: rq.Wait) -> Flow:
+    def _wait(self, gen: Program, request: rq.Wait) -> Flow:
         now = self.clock.now()
         timeout_at = None if request.timeout is None else now + request.timeout
         spec = {"kind": "wait", "signal": request.signal, "timeout": request.timeout, "timeout_at": timeout_at}
@@ -380,7 +414,7 @@ class Transition:
 
     # ------------------------------------------------------------------ steps
 
-    def _begin_step(self, gen: types.GeneratorType, request: rq.Step) -> Flow:
+    def _begin_step(self, gen: Program, request: rq.Step) -> Flow:
         try:
             ref = program_names.step_ref(request.fn)
             call = step_call(ref, gen, request.args, request.kwargs)
@@ -474,7 +508,7 @@ class Transition:
         self.on_event(self._execution.id, "failed", text)
         raise _Stop
 
-    def _cancel(self, gen: types.GeneratorType | None) -> Flow:
+    def _cancel(self, gen: Program | None) -> Flow:
         ex = self._execution
         note = "cancelled"
         if gen is None and ex.snapshot is not None:
@@ -482,7 +516,9 @@ class Transition:
                 gen = restore_stored(self.store, ex)
             except (ProgramError, SnapshotError) as exc:
                 note = f"cancelled (its finally blocks could not run: {type(exc).__name__}: {text_of(exc)})"
-        if gen is not None:
+        if type(gen) is types.CoroutineType:
+            note = self._cancel_coroutine(gen) or note
+        elif gen is not None:
             try:
                 gen.close()  # runs the program's finally blocks and __exit__ methods
             except Exception as exc:
@@ -491,6 +527,21 @@ class Transition:
                                 waiting_for=None, release=True)
         self.on_event(ex.id, "cancelled", note)
         raise _Stop
+
+    def _cancel_coroutine(self, program: types.CoroutineType) -> str | None:  # type: ignore[type-arg]
+        """Cancel an async program as asyncio cancels a task (``CancelledError`` thrown in, its ``finally``
+        blocks may await transient work); a durable await meanwhile is refused with RuntimeError, as a
+        generator that yields while it is closed. A note when it ended with another exception."""
+        pump = Pump(program, self.runner.event_loop())
+        try:
+            outcome, value = pump.cancel(lambda: RuntimeError(
+                "a durable await (step/sleep/wait/checkpoint) while the program is being cancelled: its clean-up may "
+                "await transient work only"))
+        finally:
+            self._leave(pump)
+        if outcome == "raise" and not isinstance(value, asyncio.CancelledError):
+            return f"cancelled; cancelling it raised {type(value).__name__}: {text_of(value)}"
+        return None
 
     # ------------------------------------------------------------------ the one place that writes
 

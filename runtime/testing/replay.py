@@ -10,7 +10,8 @@ import json
 import os
 import subprocess
 import sys
-from typing import TYPE_CHECKING, Any, Sequence
+import types
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import msgpack
 
@@ -115,7 +116,7 @@ def _child(data: bytes) -> dict[str, Any]:
         for modules, all_generators in message["hooks"]:
             install_import_hook(modules, all_generators=all_generators)
     from ..programs.loading import ProgramError, load_function
-    from ..snapshot import restore
+    from ..snapshot import detach, restore
     from . import errors  # noqa: F401 - InjectedFailure, which an answer may carry
 
     try:
@@ -123,20 +124,35 @@ def _child(data: bytes) -> dict[str, Any]:
         gen = restore(message["snapshot"])
     except (ProgramError, SnapshotError) as exc:
         return {"ok": False, "problem": f"the snapshot cannot be restored there: {type(exc).__name__}: {exc}"}
-    for number, (kind, action, expected_data) in enumerate(message["turns"], 1):
-        expected = load_value(expected_data)
-        given = load_value(action) if kind != "next" else None
-        try:
-            value = next(gen) if kind == "next" else gen.send(given) if kind == "send" else gen.throw(given)
-            got = describe("yield", value)
-        except StopIteration as stop:
-            got = describe("return", stop.value)
-        except Exception as exc:  # noqa: BLE001 - the program's own exception is what is compared
-            got = describe("raise", exc)
-        if not same_value(tuple(expected), got):
-            return {"ok": False, "problem": f"after the restore the program {_show(got)} (resumption {number} after "
-                                            f"it); without a crash it {_show(tuple(expected))}"}
+    advance = _advance_generator(gen)
+    if type(gen) is types.CoroutineType:  # driven as the runner drives it: by a pump on an event loop
+        from ..programs import pump
+
+        advance = pump.Pump(gen, pump.new_loop()).resume
+    try:
+        for number, (kind, action, expected_data) in enumerate(message["turns"], 1):
+            expected = load_value(expected_data)
+            given = load_value(action) if kind != "next" else None
+            got = describe(*advance((kind, given)))
+            if not same_value(tuple(expected), got):
+                return {"ok": False, "problem": f"after the restore the program {_show(got)} (resumption {number} "
+                                                f"after it); without a crash it {_show(tuple(expected))}"}
+    finally:
+        if (gen.cr_frame if type(gen) is types.CoroutineType else gen.gi_frame) is not None:
+            detach(gen)  # as a worker leaves it: its finally blocks do not run when this interpreter exits
     return {"ok": True, "turns": len(message["turns"])}
+
+
+def _advance_generator(gen: types.GeneratorType) -> Callable[[tuple[str, Any]], tuple[str, Any]]:
+    def advance(action: tuple[str, Any]) -> tuple[str, Any]:
+        kind, given = action
+        try:
+            return "yield", (next(gen) if kind == "next" else gen.send(given) if kind == "send" else gen.throw(given))
+        except StopIteration as stop:
+            return "return", stop.value
+        except Exception as exc:  # noqa: BLE001 - the program's own exception is what is compared
+            return "raise", exc
+    return advance
 
 
 def _show(described: tuple[Any, ...]) -> str:

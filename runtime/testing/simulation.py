@@ -132,8 +132,8 @@ class _Limit(BaseException):
 class Engine:
     """Runs one execution in a ``World`` to its end: claims it, advances it with the runner's own transition
     code (stepping through its commits and step calls), moves the virtual clock and sends scripted signals
-    when nothing is runnable. A crash drops the worker (and its in-memory generator) and a new one claims
-    the run from its last commit."""
+    when nothing is runnable. A crash drops the worker (and its in-memory program, with its event loop) and
+    a new one claims the run from its last commit."""
 
     def __init__(self, config: Config, world: World, observer: Observer | None = None) -> None:
         self.config = config
@@ -184,6 +184,12 @@ class Engine:
 
     def run(self, execution_id: str) -> Outcome:
         """Run until the execution ends (or is blocked or set aside); returns how it ended."""
+        try:
+            return self._run(execution_id)
+        finally:
+            self.runner.close()  # the event loop of an async program
+
+    def _run(self, execution_id: str) -> Outcome:
         begun = self.clock.now()
         while True:
             ex = self.store.get(execution_id)
@@ -233,6 +239,7 @@ class Engine:
         clock does not move) and a new worker, with nothing in memory, goes on from the last commit."""
         self.events.append(("crash", f"worker {self.runner.owner} crashed"))
         self.store.release(self.runner.owner, [execution_id])
+        self.runner.close()
         self.runner = self._new_worker()
 
     def _run_step(self, instruction: RunStep) -> StepOutcome:
@@ -244,7 +251,7 @@ class Engine:
         fake = self.config.fakes.get(ref)
         if fake is not None:
             instruction = RunStep(instruction.record, fake, instruction.args, instruction.kwargs)
-        return instruction.call()
+        return instruction.call(self.runner.event_loop)
 
     # ------------------------------------------------------------------ time and signals
 
@@ -309,7 +316,8 @@ def program_ref(fn: Any) -> str:
     """``module:qualname`` of a durable program function (SimulationError when it is not one)."""
     if getattr(fn, "__durable__", None) is None:
         raise SimulationError(f"{getattr(fn, '__qualname__', fn)!r} is not a durable program: mark it @durable (a "
-                              "generator function that yields step(), sleep(), wait() and checkpoint())")
+                              "generator function that yields step(), sleep(), wait() and checkpoint(), or an "
+                              "async def that awaits them)")
     if not isinstance(fn, types.FunctionType) or "<locals>" in fn.__qualname__:
         raise SimulationError(f"{fn.__qualname__!r} must be defined at the top level of a module: a worker "
                               "finds a program again by its module and name")
