@@ -24,7 +24,7 @@ import pytest
 from runtime import values
 from runtime.programs import pump as pumps
 from runtime.programs.clock import VirtualClock
-from runtime.programs.requests import Step, sleep, step, suspend, wait
+from runtime.programs.requests import Step, sleep, step, suspend
 from runtime.programs.runner import Runner
 from runtime.programs.store import CANCELLED, FAILED, FINISHED, WAITING
 from runtime.programs.worker import Worker
@@ -303,6 +303,33 @@ def test_the_pump_throws_into_the_program_and_reports_how_it_ends() -> None:
         pumps.close_loop(loop)
 
 
+def test_a_cancelled_pump_cancels_the_future_the_program_waits_for_and_a_bad_yield_is_refused() -> None:
+    class BadYield:
+        def __await__(self) -> Any:
+            return (yield "not a Future")
+
+    async def program() -> Any:
+        future = asyncio.get_running_loop().create_future()
+        asyncio.get_running_loop().call_soon(asyncio.current_task().cancel)  # type: ignore[union-attr]
+        try:
+            await future
+        except asyncio.CancelledError:
+            cancelled = future.cancelled()
+        try:
+            await BadYield()
+        except RuntimeError as exc:
+            bad = str(exc)
+        return await suspend([cancelled, bad])
+
+    loop = pumps.new_loop()
+    try:
+        pump = pumps.Pump(program(), loop)
+        kind, (cancelled, bad) = pump.resume(("next", None))
+        assert kind == "yield" and cancelled and "got bad yield: 'not a Future'" in bad
+    finally:
+        pumps.close_loop(loop)
+
+
 def test_outside_a_program_loop_durable_awaits_are_not_checked() -> None:
     async def main() -> Any:  # a coroutine driven by hand inside someone else's loop, as tests do
         coro = hand_program()
@@ -468,6 +495,8 @@ def test_an_async_program_survives_crashes_and_a_fresh_interpreter(programs: Any
     report = assert_survives_crashes(programs.chain, 2, points="all", fresh=1)
     assert report.outcome.result() == [100, 0, 101, 1]
     assert report.crash_points == report.possible_points and report.fresh_points == 1
+    transient = [c for c in calls(programs) if c[0] == "transient"]
+    assert len(transient) > 2 * (1 + 1)  # the transient awaits ran again after crashes (and in the replay)
     report = assert_survives_crashes(programs.emails_in_step, "ada", points="all", fresh=0)
     assert report.outcome.result() == [3, "notified ada"]
 

@@ -124,11 +124,12 @@ def _child(data: bytes) -> dict[str, Any]:
         gen = restore(message["snapshot"])
     except (ProgramError, SnapshotError) as exc:
         return {"ok": False, "problem": f"the snapshot cannot be restored there: {type(exc).__name__}: {exc}"}
-    advance = _advance_generator(gen)
+    advance, loop = _advance_generator(gen), None
     if type(gen) is types.CoroutineType:  # driven as the runner drives it: by a pump on an event loop
         from ..programs import pump
 
-        advance = pump.Pump(gen, pump.new_loop()).resume
+        loop = pump.new_loop()
+        advance = pump.Pump(gen, loop).resume
     try:
         for number, (kind, action, expected_data) in enumerate(message["turns"], 1):
             expected = load_value(expected_data)
@@ -140,6 +141,8 @@ def _child(data: bytes) -> dict[str, Any]:
     finally:
         if (gen.cr_frame if type(gen) is types.CoroutineType else gen.gi_frame) is not None:
             detach(gen)  # as a worker leaves it: its finally blocks do not run when this interpreter exits
+        if loop is not None:
+            pump.close_loop(loop)  # (cancelling the tasks the program left running)
     return {"ok": True, "turns": len(message["turns"])}
 
 
