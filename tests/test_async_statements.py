@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import pytest
 
-from harness import NEXT, DiffResult, differential, nexts, send, throw
+from harness import NEXT, DiffResult, differential, exec_, nexts, send, throw
 
 PRELUDE = '''
 from runtime.programs.requests import suspend
@@ -241,3 +241,32 @@ def test_with_protocol_errors_of_a_suspending_with(manager: str) -> None:
     lookup as its ``__context__``, and on 3.11+ lacked "(missed __exit__ method)"."""
     differential(f"class NoExit:\n    def __enter__(self):\n        return 1\n"
                  f"def gen():\n    yield 1\n    with {manager}:\n        yield 2\n", [NEXT, NEXT])
+
+
+# ============================================================================ operands read before an await
+
+
+def test_operands_that_may_change_during_an_await_are_read_before_it() -> None:
+    """A plain local is read after the await (nothing else can rebind it meanwhile); a global, a variable
+    a closure shares, and a ``:=`` target are copied before it, as CPython reads them."""
+    run("""
+    G = 0
+    BUMPERS = []
+
+    async def main():
+        global G
+        G += await suspend("global")
+        shared = 1
+        def bump():
+            nonlocal shared
+            shared += 100
+        BUMPERS.append(bump)
+        shared += await suspend("cell")
+        total = 1
+        total += await suspend("walrus") + (total := 50)
+        plain = 2
+        plain += await suspend("plain")
+        return G, shared, total, plain
+    """, [NEXT, exec_("G = 1000"), send(1), exec_("BUMPERS[0]()"), send(2), send(3), send(4)],
+        snapshot_at=(), fresh_at=None)  # a restore would give the frame new cells: the closure in BUMPERS
+    # would share the old ones; and a fresh process has neither the global nor the closure

@@ -195,6 +195,9 @@ class _SuspensionFinder(OwnScope, cst.CSTVisitor):
         return self._comprehension(node)
 
 
+DYNAMIC_NAMES = frozenset({"locals", "vars", "dir", "eval", "exec"})
+"""Builtins that read a function's scope by name: code that calls them sees every local, the compiler's too."""
+
 SUSPENSIONS = (cst.Yield, cst.Await)
 """The expressions that suspend a durable function: ``yield`` in a generator, ``await`` in a coroutine."""
 

@@ -14,8 +14,8 @@ from libcst.metadata import MetadataWrapper, PositionProvider
 from . import FORMAT_VERSION, genexps, points, regions
 from . import diagnostics as dg
 from .canonical import canonical, digest
-from .cstutil import (FRAME, PREFIX, RESTORE, RT, KeepPositions, OwnScope, assign, block, body_of, code_of,
-                      dotted_name, expr, has_suspension, if_, is_async_comprehension, small, stmt)
+from .cstutil import (DYNAMIC_NAMES, FRAME, PREFIX, RESTORE, RT, KeepPositions, OwnScope, assign, block, body_of,
+                      code_of, dotted_name, expr, has_suspension, if_, is_async_comprehension, small, stmt)
 from .emit import Emitter
 from .linemap import LineTable, column_shift, line_table
 from .liveness import analyze_strict
@@ -316,6 +316,24 @@ def scope_names(state: ModuleState, original: cst.FunctionDef) -> tuple[list[str
     return _scope_names(table, tree.body[0])
 
 
+def plain_locals(state: ModuleState, original: cst.FunctionDef, cells: list[str]) -> frozenset[str]:
+    """The locals of a function that only its own code can rebind: not cells, not a ``:=`` target, in a
+    function that does not read its scope dynamically (``locals()``, ``eval``...). While its frame is
+    suspended such a local cannot change, so an operand that reads it before an await need not be
+    copied first (``total += await f()`` stays as written)."""
+    header = state.positions.get(original.name)
+    table = state.table_of(original.name.value, header.start.line) if header is not None else None
+    if table is None:
+        return frozenset()
+    walrus: set[str] = set()
+    for node in ast.walk(definition_tree(original)):
+        if isinstance(node, ast.Name) and node.id in DYNAMIC_NAMES:
+            return frozenset()
+        if isinstance(node, ast.NamedExpr) and isinstance(node.target, ast.Name):
+            walrus.add(node.target.id)
+    return frozenset(set(table.get_locals()) - set(cells) - walrus)  # type: ignore[attr-defined]
+
+
 def _synthetic_scope_names(definition: cst.FunctionDef, visible: set[str], klass: str | None
                            ) -> tuple[list[str], list[str], set[str]]:
     """``scope_names`` of a function the compiler wrote (a generator expression's): its symbol
@@ -452,7 +470,10 @@ def compile_function(state: ModuleState, original: cst.FunctionDef, updated: cst
         owner = labels.owners.get(state.position_of(node)) if labels is not None else None  # type: ignore[arg-type]
         return owner.hash if owner is not None else None
 
-    lowerer = _MarkingLowerer(state.line_of, owner_of, "await" if original.asynchronous is not None else "yield")
+    asynchronous = original.asynchronous is not None
+    lowerer = _MarkingLowerer(state.line_of, owner_of, "await" if asynchronous else "yield")
+    if asynchronous and scope is None:
+        lowerer.exprs.plain_locals = plain_locals(state, original, cells)
     try:
         lowered = lowerer.lower_body(body)
     except Unsupported as exc:

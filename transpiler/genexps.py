@@ -40,7 +40,7 @@ from typing import Callable
 
 import libcst as cst
 
-from .cstutil import PREFIX, KeepPositions, block, is_async_comprehension, small
+from .cstutil import DYNAMIC_NAMES, PREFIX, KeepPositions, block, is_async_comprehension, small
 
 FUNCTION = PREFIX + "genexpr"
 """Prefix of the functions that stand for generator expressions (locals of the enclosing function)."""
@@ -59,7 +59,6 @@ RESULT = PREFIX + "comp"
 CELLS = PREFIX + "cells"
 """The enclosing frame's never-called lambda over its captured variables (``generate.CELLS``)."""
 
-_DYNAMIC = {"locals", "vars", "dir", "eval", "exec"}
 
 CONSUMERS = frozenset({"sum", "any", "all", "min", "max", "list", "tuple", "set", "frozenset", "sorted", "dict",
                        "bytes", "bytearray", "next"})
@@ -122,7 +121,7 @@ class _Blocker(cst.CSTVisitor):
             self.found = True
 
     def visit_Name(self, node: cst.Name) -> None:
-        if node.value in _DYNAMIC:
+        if node.value in DYNAMIC_NAMES:
             self.found = True
 
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from .cstutil import STATE
+from .cstutil import DYNAMIC_NAMES, STATE
 
-_DYNAMIC = {"locals", "vars", "eval", "exec", "dir"}
 
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
@@ -192,7 +191,7 @@ class Liveness:
     def __init__(self, func: ast.FunctionDef | ast.AsyncFunctionDef, locals_: set[str]) -> None:
         self.locals = locals_
         self.at_state: dict[int, set[str]] = {}
-        self.dynamic = any(isinstance(n, ast.Name) and n.id in _DYNAMIC for n in ast.walk(func))
+        self.dynamic = any(isinstance(n, ast.Name) and n.id in DYNAMIC_NAMES for n in ast.walk(func))
         self.cells = set()
         # Variables captured by closures that can outlive the statement creating them are kept
         # live everywhere (list/set/dict comprehensions run to completion on the spot).

@@ -50,6 +50,9 @@ class ExprLowerer:
         """The source's yield or await each canonical line suspends at (its position names the point)."""
         self.await_slots: dict[int, str] = {}
         """Of each canonical await line: the slot that holds the awaited object in snapshots."""
+        self.plain_locals: frozenset[str] = frozenset()
+        """Locals nothing but the function's own code rebinds (``generate.plain_locals``; only for
+        coroutines): read after an await, they have the value they had before it."""
         self.synthetic: dict[int, Synthetic] = {}
         """The awaits that ``async for`` and ``async with`` were written out with (by id), and their roles."""
 
@@ -111,9 +114,11 @@ class ExprLowerer:
         return method(node)
 
     def capture(self, node: cst.BaseExpression, pre: Stmts) -> cst.BaseExpression:
-        """Evaluate ``node`` now into a temporary (constants, and the names of the compiler's
-        generator expression functions and of its ``iter``, which nothing rebinds, need none)."""
-        if is_constant(node) or (isinstance(node, cst.Name) and node.value.startswith(_NEVER_REBOUND)):
+        """Evaluate ``node`` now into a temporary (constants, the names of the compiler's generator
+        expression functions and of its ``iter``, and ``plain_locals``, which nothing rebinds meanwhile,
+        need none)."""
+        if is_constant(node) or (isinstance(node, cst.Name) and (node.value.startswith(_NEVER_REBOUND)
+                                                                 or node.value in self.plain_locals)):
             return node
         temp = self.new_temp("t", code_of(node))
         pre.append(assign(temp, node))

@@ -242,7 +242,8 @@ class StmtLowerer:
         pre += value_pre
         assert isinstance(current, cst.Name)
         pre.append(small(cst.AugAssign(target=current, operator=node.operator, value=value)))
-        pre.append(assign(store_target, current))
+        if current is not target:  # (a plain local is updated in place: ``ExprLowerer.plain_locals``)
+            pre.append(assign(store_target, current))
         return pre
 
     def small_Return(self, node: cst.Return) -> Stmts:
