@@ -710,8 +710,9 @@ def _held_generators(gen: Any) -> list[Any]:
         plan = _plan(meta, frame_locals.get("_dg_s", 0), _code(current))
         delegation = plan.delegation  # (a delegate is a frame of the chain; an await's slot is stale)
         for name in plan.names:
-            if name is not delegation and _held(frame_locals.get(name)):
-                held.append(frame_locals[name])
+            value = frame_locals.get(name)
+            if name is not delegation and _held(value):
+                held.append(value)
     return held
 
 
@@ -749,14 +750,17 @@ def detach(gen: Any) -> None:
     busy = getattr(local, "detaching_gens", None)
     if busy is None:
         busy = local.detaching_gens = set()
-    busy.add(id(gen))
+    # (a held generator may hold this one; a local may hold a frame of the chain, ``c = child(); await c``,
+    # which the detach of this one reaches)
+    chain = {id(part) for _, _, part in _durable_frames(gen)} - busy
+    busy.update(chain)
     try:
         recorded = [ref() for ref in _HELD.pop(gen, ())]
         for held in dict.fromkeys([*recorded, *_held_generators(gen)]):
-            if held is not None and id(held) not in busy:  # (a held generator may hold this one)
+            if held is not None and id(held) not in busy:
                 detach(held)
     finally:
-        busy.discard(id(gen))
+        busy.difference_update(chain)
     local.detaching = getattr(local, "detaching", 0) + 1
     try:
         gen.throw(_support.Detached())

@@ -202,6 +202,32 @@ def test_a_not_started_coroutine_snapshots_restores_and_detaches(chain: types.Mo
     plain.close()
 
 
+def test_detach_of_a_coroutine_awaiting_one_it_also_holds_in_a_local() -> None:
+    module = load_compiled("""
+    from runtime.programs.requests import suspend
+
+    LOG = []
+
+    async def child():
+        try:
+            return await suspend("child")
+        finally:
+            LOG.append("child finally")
+
+    async def top():
+        c = child()
+        got = await c
+        return got, c
+    """)
+    coro = module.top()
+    coro.send(None)
+    held = coro.cr_frame.f_locals["c"]
+    snapshot(coro)  # (records ``c`` as held: detach must leave it to the chain)
+    detach(coro)
+    assert module.LOG == [] and held.cr_frame is None and coro.cr_frame is None
+    unload(module)
+
+
 def test_a_finished_or_running_coroutine_is_refused(chain: types.ModuleType) -> None:
     done = chain.no_await(1)
     run(done, [])
