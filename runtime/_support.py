@@ -326,7 +326,12 @@ def resume_await(value: Any) -> Any:
     own restore arm yields the marker through this frame's native await), or, for the innermost frame,
     a ``Resumed`` that yields the marker itself."""
     if type(value) is PendingFrame:
-        return start(value)
+        # The slot keeps its value until the frame returns: hand the saved locals (and the decoder that
+        # on_start refers to) to a frame of their own, so that the slot keeps none of them alive.
+        frame = PendingFrame(value.meta, value.state, value.values, value.frees)
+        frame.on_start, value.on_start = value.on_start, None
+        value.values, value.frees = {}, {}
+        return start(frame)
     return Resumed(value)
 
 

@@ -8,6 +8,7 @@ import gc
 import json
 import types
 import warnings
+import weakref
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -94,6 +95,12 @@ def advance(module: types.ModuleType, n: int, sends: int) -> Any:
     return coro
 
 
+def first(coro: Any) -> Any:
+    """``coro`` after its first step."""
+    coro.send(None)
+    return coro
+
+
 def round_trip(coro: Any) -> Any:
     data = snapshot(coro)
     detach(coro)
@@ -166,6 +173,32 @@ def test_a_frame_with_an_unbound_local_keeps_its_await_slot() -> None:
     restored = round_trip(coro)
     assert snapshot(restored) == data
     assert run(restored, [], first=5)[1] == (5, None)
+    unload(module)
+
+
+def test_a_restored_chain_keeps_nothing_alive_that_its_frames_dropped() -> None:
+    module = load_compiled("""
+    from runtime.programs.requests import suspend
+
+    class Big:
+        pass
+
+    async def inner(big):
+        await suspend(1)
+        big.seen = True
+        big = None
+        return await suspend(2)
+
+    async def outer():
+        return await inner(Big())
+    """)
+    restored = round_trip(first(module.outer()))
+    big = weakref.ref(restored.cr_await.cr_frame.f_locals["big"])
+    assert restored.send(None) == 2
+    restored.cr_await.cr_frame.f_locals  # (before 3.13 the frame keeps a copy of its locals until read again)
+    gc.collect()
+    assert big() is None  # (the outer frame's await slot held the saved locals and the decoder's memo)
+    detach(restored)
     unload(module)
 
 
