@@ -1,7 +1,8 @@
 """End-to-end demo: an onboarding program on the embedded SQLite store, a worker killed mid-flight
 (SIGKILL) and a new one resuming it, a signal, and the result. Prints every command it runs.
 
-    python samples/onboarding_demo.py
+    python samples/onboarding_demo.py            # the generator program (samples/onboarding.py)
+    python samples/onboarding_demo.py --async    # the same flow as an async def (samples/onboarding_async.py)
 
 Everything happens in ``samples/`` with the store ``samples/.durable/demo.db`` (recreated each run).
 """
@@ -72,12 +73,16 @@ def outbox() -> list[str]:
     return [json.loads(line)["subject"] for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args not in ([], ["--async"]):
+        raise SystemExit("usage: python samples/onboarding_demo.py [--async]")
+    program = "onboarding_async:onboarding" if args else "onboarding:onboarding"
     for leftover in ("demo.db", "demo.db-wal", "demo.db-shm", "demo-outbox.log", "demo-logins.txt"):
         (HERE / ".durable" / leftover).unlink(missing_ok=True)
 
-    say("start the onboarding program (it sends a welcome e-mail, then sleeps 2 s)")
-    execution_id = durable("run", "onboarding:onboarding", '["ada@example.com", 2, 60]', "--detach").stdout.strip()
+    say(f"start the onboarding program {program} (it sends a welcome e-mail, then sleeps 2 s)")
+    execution_id = durable("run", program, '["ada@example.com", 2, 60]', "--detach").stdout.strip()
 
     say("a worker picks it up")
     worker = start_worker()
