@@ -111,6 +111,11 @@ def _classify_coroutine(coro: types.CoroutineType, awaited: bool) -> tuple[str, 
         return None
     if coro.cr_frame is None:
         return "coro-done", None, NO_BODY
+    chain = getattr(_local, "chain", None)
+    if chain is not None and id(coro) in chain:
+        raise values.Unsupported("is also a frame of the chain being saved (it is being awaited): restore cannot "
+                                 "give the local and the await one coroutine; await it without keeping it in a "
+                                 "local that is used after the await")
     record, _ = _frame_record(coro, None, chain=False)
     if not awaited:
         held = getattr(_local, "held", None)
@@ -188,12 +193,15 @@ def _unwrap(gen: Any) -> Any:
 def snapshot(gen: Any) -> bytes:
     """Capture a suspended (or not yet started) durable generator, with its whole ``yield from`` chain, or
     a durable coroutine with the chain of durable coroutines it awaits."""
+    chain = None
     if type(gen) is _GeneratorType and id(gen.gi_code) in _BY_CODE:
         running, finished = gen.gi_running, gen.gi_frame is None
     else:
         _meta_of(gen)  # raises NotDurableError, or finds the generator a chaos wrapper drives
         gen = _unwrap(gen)
         running, finished = _running(gen), _frame(gen) is None
+        if type(gen) is _CoroutineType and not running:
+            chain = frozenset(id(part) for _, _, part in _durable_frames(gen))
     if running:
         raise GeneratorStateError(f"cannot snapshot {_noun(gen)} {gen.__qualname__!r} while it is running")
     if finished:
@@ -205,6 +213,7 @@ def snapshot(gen: Any) -> bytes:
     encoder, packer = tools
     held: list[Any] = []
     _local.held = held
+    _local.chain = chain
     try:
         data: bytes = packer.pack(_envelope(gen, encoder))
     except (OverflowError, UnicodeEncodeError):  # an int beyond 64 bits or a str msgpack cannot carry
@@ -213,7 +222,7 @@ def snapshot(gen: Any) -> bytes:
     finally:
         encoder.reset()
         _TOOLS.append(tools)
-        _local.encoder = _local.held = None
+        _local.encoder = _local.held = _local.chain = None
     if held:
         _HELD[gen] = tuple(map(weakref.ref, held))
     elif _HELD:

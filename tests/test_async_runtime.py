@@ -235,7 +235,7 @@ def test_a_not_started_coroutine_snapshots_restores_and_detaches(chain: types.Mo
     plain.close()
 
 
-def test_detach_of_a_coroutine_awaiting_one_it_also_holds_in_a_local() -> None:
+def test_a_coroutine_awaiting_one_it_also_holds_in_a_live_local() -> None:
     module = load_compiled("""
     from runtime.programs.requests import suspend
 
@@ -255,8 +255,11 @@ def test_detach_of_a_coroutine_awaiting_one_it_also_holds_in_a_local() -> None:
     coro = module.top()
     coro.send(None)
     held = coro.cr_frame.f_locals["c"]
-    snapshot(coro)  # (records ``c`` as held: detach must leave it to the chain)
-    detach(coro)
+    # restore would give the local and the await two coroutines: refused
+    with pytest.raises(UnserializableValueError, match=r"local 'c': value of type 'coroutine' is also a frame of "
+                                                       r"the chain being saved \(it is being awaited\)"):
+        snapshot(coro)
+    detach(coro)  # (the local is a frame of the chain: detached by it, not before it)
     assert module.LOG == [] and held.cr_frame is None and coro.cr_frame is None
     unload(module)
 
