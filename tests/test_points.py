@@ -324,6 +324,31 @@ def test_a_named_point_keeps_its_key_when_its_statement_changes() -> None:
     assert points_on(edited, "approval")[0].aliases != points_on(NAMED, "approval")[0].aliases
 
 
+ASYNC_NAMED = """\
+from runtime import durable, point
+
+@durable
+async def f(t):
+    decision = await point("approval", wait("approval", timeout=t))
+    plain = await wait("other")
+"""
+
+
+def test_an_await_is_named_like_a_yield_and_its_key_differs_from_a_yield_s() -> None:
+    (spec,) = points_on(ASYNC_NAMED, 'point("approval"')
+    plain = ASYNC_NAMED.replace('point("approval", wait("approval", timeout=t))', 'wait("approval", timeout=t)')
+    assert (spec.key, spec.name, spec.aliases) == ("@approval", "approval", (key(plain, 'wait("approval"'),))
+    # the same statement in a generator: another key (a run never resumes in the wrong kind of frame)
+    generator = plain.replace("async def", "def").replace("await wait", "yield wait")
+    assert key(generator, 'wait("approval"') != key(plain, 'wait("approval"')
+
+
+def test_await_points_are_stripped() -> None:
+    fn, positions, names = parse(ASYNC_NAMED)
+    body = strip_points(list(fn.body.body), positions, names)
+    assert cst.Module(body=body).code.splitlines()[0].strip() == 'decision = await wait("approval", timeout=t)'
+
+
 @pytest.mark.parametrize(("imports", "call", "named"), [
     ("from runtime import point", "point", True),
     ("from runtime import point as label", "label", True),
@@ -355,6 +380,7 @@ PROBLEMS = [  # (statement, class, (line, column) of the node reported, detail)
     ("yield point(*args)", dg.BadPoint, (5, 10), "positional"),
     ("yield point()", dg.BadPoint, (5, 10), "positional"),
     ("yield from point('n')", dg.BadPoint, (5, 15), "a name and a generator"),
+    ("await point('n')", dg.BadPoint, (5, 10), "a name and an awaitable"),
     ("x = point('n', 1)", dg.BadPoint, (5, 8), "operand"),
     ("yield wrap(point('n', 1))", dg.BadPoint, (5, 15), "operand"),
     ("yield [point('n', 1) for _ in (yield)]", dg.BadPoint, (5, 11), "operand"),
@@ -364,7 +390,8 @@ PROBLEMS = [  # (statement, class, (line, column) of the node reported, detail)
 
 @pytest.mark.parametrize(("statement", "problem", "where", "detail"), PROBLEMS, ids=[p[0] for p in PROBLEMS])
 def test_point_problems(statement: str, problem: type[dg.Diagnostic], where: tuple[int, int], detail: str) -> None:
-    fn, positions, names = parse(f"from runtime import point\n\n@durable\ndef f(name, args):\n    {statement}\n")
+    kind = "async def" if "await" in statement else "def"
+    fn, positions, names = parse(f"from runtime import point\n\n@durable\n{kind} f(name, args):\n    {statement}\n")
     ((node, found, text),) = label_function(fn, positions, names).problems
     start = positions[node].start
     assert (found, (start.line, start.column)) == (problem, where)

@@ -73,8 +73,8 @@ class CoroutineDecorator(Diagnostic):
 class BadPoint(Diagnostic):
     code = "DG008"
     message = "invalid point label: {detail}"
-    hint = ("name a suspension point as 'yield point(\"name\", value)' or 'yield from point(\"name\", generator)', "
-            "with the name a string literal")
+    hint = ("name a suspension point as 'yield point(\"name\", value)', 'yield from point(\"name\", generator)' or "
+            "'await point(\"name\", awaitable)', with the name a string literal")
 
 
 class DuplicatePoint(Diagnostic):

@@ -89,8 +89,16 @@ def _is_point(node: cst.CSTNode | None, names: frozenset[str]) -> bool:
     return isinstance(node, cst.Call) and dotted_name(node.func) in names
 
 
-def _operand(node: cst.Yield) -> cst.BaseExpression | None:
+def _operand(node: cst.Yield | cst.Await) -> cst.BaseExpression | None:
+    if isinstance(node, cst.Await):
+        return node.expression
     return node.value.item if isinstance(node.value, cst.From) else node.value
+
+
+def _needs_value(node: cst.Yield | cst.Await) -> bool:
+    """``point(name, value)`` as the operand of ``yield from`` or ``await`` needs its value (what to
+    delegate to, what to await); a plain ``yield`` may leave it out."""
+    return isinstance(node, cst.Await) or isinstance(node.value, cst.From)
 
 
 def _strippable(call: cst.Call, delegates: bool) -> bool:
@@ -178,7 +186,7 @@ class _Calls(_Yields):
         super().__init__()
         self.names = names
         self.calls: list[cst.Call] = []
-        self.direct: dict[cst.Call, bool] = {}  # call -> whether its yield delegates (yield from)
+        self.direct: dict[cst.Call, cst.Yield | cst.Await] = {}  # call -> the suspension it is the operand of
 
     def visit_Call(self, node: cst.Call) -> None:
         if _is_point(node, self.names):
@@ -187,7 +195,9 @@ class _Calls(_Yields):
     def visit_Yield(self, node: cst.Yield) -> None:
         operand = _operand(node)
         if isinstance(operand, cst.Call) and _is_point(operand, self.names):
-            self.direct[operand] = isinstance(node.value, cst.From)
+            self.direct[operand] = node
+
+    visit_Await = visit_Yield  # type: ignore[assignment]
 
     def _comprehension(self, node: cst.BaseComp | cst.DictComp) -> bool:
         return True  # a point() anywhere in a comprehension is misplaced: look at all of it
@@ -202,6 +212,16 @@ class _Stripper(OwnScope, KeepPositions):
     def __init__(self, names: frozenset[str], positions: dict | None = None) -> None:  # type: ignore[type-arg]
         super().__init__(positions)
         self.names = names
+
+    def leave_Await(self, original: cst.Await, updated: cst.Await) -> cst.Await:
+        call = updated.expression
+        if not (isinstance(call, cst.Call) and _is_point(call, self.names) and _strippable(call, True)):
+            return updated
+        value = self._standalone(call.args[1].value)
+        ws = updated.whitespace_after_await
+        if isinstance(ws, cst.SimpleWhitespace) and not ws.value and not value.lpar:
+            ws = cst.SimpleWhitespace(" ")
+        return updated.with_changes(expression=value, whitespace_after_await=ws)
 
     def leave_Yield(self, original: cst.Yield, updated: cst.Yield) -> cst.Yield:
         delegates = isinstance(updated.value, cst.From)
@@ -477,17 +497,15 @@ class _Labeler:
         where = self.at(node)
         if where is None:
             return
-        if not isinstance(node, cst.Yield):  # an await or an async comprehension: a token of its own, so
-            # a def <-> async def change never matches a point
-            self.labels.points[where] = PointSpec(digest(path.hash, "await", str(index)),
-                                                  path.display + (f" [await {index}]" if index > 1 else ""), (), None)
-            return
-        key = digest(path.hash, "yield", str(index))
-        display = path.display + (f" [yield {index}]" if index > 1 else "")
-        call = _operand(node)
+        # an await (an async comprehension is one) hashes a token of its own: a def <-> async def change
+        # never matches a point
+        token = "yield" if isinstance(node, cst.Yield) else "await"
+        key = digest(path.hash, token, str(index))
+        display = path.display + (f" [{token} {index}]" if index > 1 else "")
+        call = _operand(node) if isinstance(node, (cst.Yield, cst.Await)) else None
         name = None
         if isinstance(call, cst.Call) and _is_point(call, self.names):
-            name = _literal_name(call) if _strippable(call, isinstance(node.value, cst.From)) else None
+            name = _literal_name(call) if _strippable(call, _needs_value(node)) else None  # type: ignore[arg-type]
         if name is None:
             self.labels.points[where] = PointSpec(key, display, (), None)
         else:
@@ -501,9 +519,11 @@ class _Labeler:
         problems = self.labels.problems
         for call in finder.calls:
             if call not in finder.direct:
-                problems.append((call, dg.BadPoint, "point() must be the operand of 'yield' or 'yield from'"))
-            elif not _strippable(call, finder.direct[call]):
-                need = "a name and a generator" if finder.direct[call] else "a name and an optional value"
+                problems.append((call, dg.BadPoint, "point() must be the operand of 'yield', 'yield from' or 'await'"))
+            elif not _strippable(call, _needs_value(finder.direct[call])):
+                suspension = finder.direct[call]
+                need = ("a name and an awaitable" if isinstance(suspension, cst.Await) else
+                        "a name and a generator" if _needs_value(suspension) else "a name and an optional value")
                 problems.append((call, dg.BadPoint, f"point() takes {need}, as positional arguments"))
             elif (name := _literal_name(call)) is None:
                 problems.append((call.args[0].value, dg.BadPoint,
