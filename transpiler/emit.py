@@ -152,7 +152,6 @@ class Emitter:
 
     def r_suspend(self, line: cst.SimpleStatementLine, k: int) -> Stmts:
         y = _suspension_of(line)
-        target = line.body[1].targets[0].target if isinstance(line.body[1], cst.Assign) else None  # type: ignore[attr-defined]
         resume: Stmts = [assign(RESTORE, cst.Integer("0")), assign(STATE, cst.Integer(str(k)))]
         if isinstance(y, cst.Await):
             # a durable delegate comes back not started (the await starts it, and it yields the marker
@@ -172,7 +171,7 @@ class Emitter:
             again = cst.Yield(value=cst.From(item=through))
         else:
             again = cst.Yield(value=rt("MARKER"))
-        resume.append(small(cst.Assign([cst.AssignTarget(target)], again)) if target is not None else small(cst.Expr(again)))
+        resume.append(small(line.body[1].with_changes(value=again)))  # (the same statement: Expr, Assign, AugAssign)
         return [cst.If(test=expr(f"{RESTORE} == {k}"), body=block(resume),
                        orelse=cst.If(test=expr(f"not {RESTORE}"), body=block([_numbered(line, k)])))]
 

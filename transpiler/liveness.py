@@ -237,6 +237,10 @@ class Liveness:
         if isinstance(nxt, ast.Assign):
             after -= {t.id for t in nxt.targets if isinstance(t, ast.Name)}
             value = nxt.value
+        elif isinstance(nxt, ast.AugAssign):  # ``total += await e``: the target is read again on resume
+            assert isinstance(nxt.target, ast.Name)
+            after.add(nxt.target.id)
+            value = nxt.value
         elif isinstance(nxt, ast.Expr):
             value = nxt.value
         else:

@@ -57,11 +57,13 @@ class ExprLowerer:
         """The awaits that ``async for`` and ``async with`` were written out with (by id), and their roles."""
 
     # -- canonical suspension statements ---------------------------------------------------
-    def suspend_stmt(self, node: cst.Yield | cst.Await, target: str | None) -> Stmts:
+    def suspend_stmt(self, node: cst.Yield | cst.Await, target: str | None,
+                     operator: cst.BaseAugOp | None = None) -> Stmts:
         """Canonical form: ``_dg_s = K; [target =] yield v`` (or ``await e``) on one line (K numbered
-        later), after the statements that evaluate the operand."""
+        later), after the statements that evaluate the operand; ``target op= await e`` with an ``operator``
+        (for a plain local only: the restore arm reads it again)."""
         if isinstance(node, cst.Await):
-            return self._await_stmt(node, target)
+            return self._await_stmt(node, target, operator)
         pre: Stmts = []
         value = node.value
         if isinstance(value, cst.From):
@@ -84,19 +86,21 @@ class ExprLowerer:
             pre.append(line)
         return pre
 
-    def _await_stmt(self, node: cst.Await, target: str | None) -> Stmts:
+    def _await_stmt(self, node: cst.Await, target: str | None, operator: cst.BaseAugOp | None) -> Stmts:
         """The awaited object is not kept in a local: a snapshot reads it from the coroutine's
         ``cr_await``, and the restore body binds it to the point's slot (``await_slots``)."""
         pre, awaited = self.lower(node.expression)
-        line = self._canonical(node, cst.Await(expression=awaited), target)
+        line = self._canonical(node, cst.Await(expression=awaited), target, operator)
         self.await_slots[id(line)] = self.new_temp("aw", line=self.line_of(node))
         return pre + [line]
 
     def _canonical(self, node: cst.Yield | cst.Await, suspension: cst.BaseExpression,
-                   target: str | None) -> cst.SimpleStatementLine:
+                   target: str | None, operator: cst.BaseAugOp | None = None) -> cst.SimpleStatementLine:
         state = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(STATE))], value=cst.Integer("0"))
         if target is None:
             second: cst.BaseSmallStatement = cst.Expr(value=suspension)
+        elif operator is not None:
+            second = cst.AugAssign(target=cst.Name(target), operator=operator, value=suspension)
         else:
             second = cst.Assign(targets=[cst.AssignTarget(target=cst.Name(target))], value=suspension)
         line = cst.SimpleStatementLine(body=[state, second])

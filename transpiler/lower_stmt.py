@@ -208,6 +208,9 @@ class StmtLowerer:
 
     def small_AugAssign(self, node: cst.AugAssign) -> Stmts:
         target = node.target
+        plain = isinstance(target, cst.Name) and target.value in self.exprs.plain_locals
+        if plain and isinstance(node.value, cst.Await):  # ``total += await e`` stays one statement
+            return self.exprs.suspend_stmt(node.value, target.value, node.operator)  # type: ignore[attr-defined]
         pre: Stmts = []
         if isinstance(target, cst.Name):
             current = self.exprs.capture(target, pre)
