@@ -571,8 +571,8 @@ def _identity(state: ModuleState, original: cst.FunctionDef, tree: ast.Module, l
         else:
             spec = labels.points.get(state.position_of(node))  # type: ignore[arg-type]
         cells = tuple(sorted(strict.get(k, set()) & captured))
-        if spec is None:  # a generator expression's function: its points are its clauses, in order
-            by_state[k] = (f"#{k}", f"yield at line {emitter.lines[k]}", (), cells)
+        if spec is None:  # a written-out generator expression or comprehension: its points are its clauses
+            by_state[k] = (f"#{k}", f"{lowerer.suspension} at line {emitter.lines[k]}", (), cells)
         else:
             by_state[k] = (spec.key, spec.display, spec.aliases, cells)
     legacy = {name: lowerer.legacy[name] for name in sorted(saved) if name in lowerer.legacy}
