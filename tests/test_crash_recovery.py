@@ -2,7 +2,8 @@
 ``durable worker`` processes share one store and are killed with SIGKILL at random moments, or stop
 themselves at fault points injected between store statements (``DURABLE_FAULTS``), over many runs. After
 restarts every execution finishes exactly once, every committed step is recorded exactly once, and every
-result equals an uninterrupted (native) run. How often uncommitted work re-ran is printed (``pytest -s``),
+result equals an uninterrupted (native) run. A quarter of the programs killed at random moments are the
+same job as an async program (``ajob``: its transient awaits run on the worker's loop). How often uncommitted work re-ran is printed (``pytest -s``),
 per scenario and, at the end, per store.
 
 Group commit: workers keep all the programs in flight (``in_flight`` 100, its default, for 60 programs),
@@ -42,7 +43,7 @@ STEP_SECONDS = 0.02  # how long each step takes (so that kills land while steps 
 FAULT_EXIT = 86      # runtime.programs.store.faults.EXIT_CODE
 
 CRASHFLOWS = textwrap.dedent('''
-    import json, os, time
+    import asyncio, json, os, time
     from runtime import checkpoint, current_step, durable, sleep, step, wait
 
     LOG = os.environ["CRASH_LOG"]
@@ -77,6 +78,22 @@ CRASHFLOWS = textwrap.dedent('''
                 total += yield wait("go")  # sent before any worker starts: queued, consumed under crashes
         yield sleep(0.02)
         marker, _pid = yield step(finish, tag, total)
+        return [tag, total, marker]
+
+
+    @durable
+    async def ajob(tag, n):  # job as an async program, with transient awaits between its durable ones
+        total = 0
+        for i in range(n):
+            value, _pid = await step(work, tag, i)
+            total += value
+            await asyncio.sleep(0.002)
+            if i % 3 == 2:
+                await checkpoint()
+            if i == 4:
+                total += await wait("go")
+        await sleep(0.02)
+        marker, _pid = await step(finish, tag, total)
         return [tag, total, marker]
 ''')
 
@@ -117,7 +134,8 @@ CRASHPROBE = textwrap.dedent('''
         cls.commit_many = probe(cls.commit_many)
 ''')
 
-# Starts the executions (and queues their signal) in one process: python -c STARTER URL TAGS N PAYLOAD
+# Starts the executions (and queues their signal) in one process: python -c STARTER URL TAGS N PAYLOAD (a tag
+# that starts with "async" is a run of ajob, any other of job)
 STARTER = textwrap.dedent('''
     import json, sys
     from runtime.programs.clock import SYSTEM
@@ -128,7 +146,8 @@ STARTER = textwrap.dedent('''
     runner = Runner(store)
     ids = []
     for tag in json.loads(sys.argv[2]):
-        execution = runner.start("crashflows:job", [tag, int(sys.argv[3])])
+        function = "crashflows:ajob" if tag.startswith("async") else "crashflows:job"
+        execution = runner.start(function, [tag, int(sys.argv[3])])
         store.send_signal(execution.id, "go", int(sys.argv[4]), now=SYSTEM.now())
         ids.append(execution.id)
     store.close()
@@ -407,7 +426,7 @@ IN_FLIGHT = 6  # the scenarios with random kills: small, so that the programs sp
 @pytest.mark.parametrize("backend", SQL_BACKENDS, indirect=True)  # workers in processes share the store
 @pytest.mark.parametrize("round_", range(ROUNDS))
 def test_sigkill_at_random_moments_with_concurrent_workers(crash: Crash, round_: int):
-    tags = [f"job{round_}-{i}" for i in range(32)]
+    tags = [f"{'async' if i % 4 == 0 else 'job'}{round_}-{i}" for i in range(32)]  # a quarter are async programs
     ids = crash.start_executions(tags)
     rng = random.Random(f"sigkill-{crash.kind}-{round_}")
     chaos = crash.run_until_done(slots=3, rng=rng, kill_after=(0.2, 1.0), spawn=lambda: crash.spawn(

@@ -1,15 +1,24 @@
 """The worker (README: "Workers"): many programs in flight in one scheduler thread, their transitions
 written in groups, steps on a pool, leases renewed, taken over and released, runs that cannot resume
 set aside — on SQLite, PostgreSQL and the in-memory store (the ``backend`` fixture), with the real clock.
+Async programs advance as tasks on the scheduler thread's event loop: their transient awaits overlap,
+and hold up neither the other programs nor the lease renewals; ``async def`` steps run on that loop.
 
 Results are compared with the same generators driven natively (``test_programs.drive_natively``)."""
 from __future__ import annotations
 
+import gc
 import importlib
 import itertools
+import json
+import logging
+import os
+import signal
+import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -24,8 +33,11 @@ from test_programs import drive_natively, native_responses
 _ids = itertools.count(1)
 
 PROGRAMS = '''
+import asyncio
+import json
+import os
 import threading
-from runtime import checkpoint, durable, sleep, step, wait
+from runtime import checkpoint, current_step, durable, sleep, step, wait
 
 GATE = threading.Event()
 BARRIER = threading.Barrier(4, timeout=20)
@@ -86,6 +98,62 @@ def alternates(n):
 def approval():
     decision = yield wait("approve")
     return decision
+
+
+def record(*what):
+    with open("effects.log", "a") as fh:
+        fh.write(json.dumps(what) + "\\n")
+
+
+def where():
+    return threading.current_thread().name
+
+
+async def fetch(x):
+    await asyncio.sleep(0.001)
+    return [2 * x, current_step().idempotency_key, threading.current_thread().name]
+
+
+@durable
+async def naps(x, seconds):
+    first = await step(double, x)
+    await asyncio.sleep(seconds)  # transient: runs again after a crash
+    await checkpoint()
+    return first + await step(double, 1)
+
+
+@durable
+async def mixed(n):
+    total, keys, threads = 0, [], []
+    for i in range(n):
+        total += await step(double, i)
+        threads.append(await step(where))
+        await asyncio.sleep(0.001)
+        value, key, thread = await step(fetch, i)
+        total += value
+        keys.append(key)
+        threads.append(thread)
+        await sleep(0.001)
+    return [total, keys, threads]
+
+
+async def background():
+    try:
+        await asyncio.sleep(3600)
+    finally:
+        record("background cancelled")
+
+
+@durable
+async def naps_on(x):
+    first = await step(double, x)
+    asyncio.get_running_loop().create_task(background())
+    record("napping", os.getpid())
+    try:
+        await asyncio.sleep(float(os.environ.get("DG_NAP", "3600")))
+    finally:
+        record("finally ran")  # a durable frame\'s clean-up: not run when the worker detaches it
+    return first + await step(double, 2)
 '''
 
 
@@ -287,3 +355,133 @@ def test_concurrent_first_imports_of_a_program_module_wait_for_each_other(tmp_pa
     finally:
         sys.modules.pop(name, None)
     assert errors == [] and len(found) == 8 and len({id(f) for f in found}) == 1
+
+
+# ---------------------------------------------------------------------------------------------- async programs
+
+
+@pytest.fixture
+def no_asyncio_errors(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
+    """No task destroyed while pending, no exception never retrieved, no loop left unclosed."""
+    with caplog.at_level(logging.ERROR, logger="asyncio"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        yield
+        gc.collect()
+    assert not [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert not [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)
+                and "loop" in str(w.message)]
+
+
+def effects(env: Env) -> list[list[Any]]:
+    path = env.folder / "effects.log"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "memory"], indirect=True)
+def test_async_programs_overlap_their_transient_awaits_and_still_share_commits(env: Env,
+                                                                              no_asyncio_errors: None) -> None:
+    ids = [env.start("naps", i, 0.2) for i in range(20)]
+    worker = env.worker()
+    started = time.monotonic()
+    with Running(worker):
+        env.wait_for(ids)
+        took = time.monotonic() - started
+    assert [values.load_value(env.store.get(i).result) for i in ids] == [2 * i + 2 for i in range(20)]
+    assert took < 20 * 0.2 / 2, took  # one after another they would take 4 s
+    assert worker.commits == 20 * 6  # two steps (request, result), a checkpoint, the end
+    assert worker.batches * 3 <= worker.commits, (worker.batches, worker.commits)
+    assert worker.runner._loop is None  # closed at the end of run()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_sync_and_async_programs_share_a_worker_and_async_steps_run_on_its_loop(env: Env,
+                                                                               no_asyncio_errors: None) -> None:
+    module = env.module()
+    sync = [env.start("doubler", 5) for _ in range(3)] + [env.start("alternates", 3) for _ in range(3)]
+    mixed = [env.start("mixed", 3) for _ in range(4)]
+    worker = env.worker(concurrency=4)
+    running = Running(worker)
+    running.thread.name = "the-scheduler"
+    with running:
+        env.wait_for(sync + mixed)
+    assert [values.load_value(env.store.get(i).result) for i in sync] == \
+        [drive_natively(module.doubler(5), native_responses)] * 3 + \
+        [drive_natively(module.alternates(3), native_responses)] * 3
+    for execution_id in mixed:
+        total, keys, threads = values.load_value(env.store.get(execution_id).result)
+        assert total == 2 * (0 + 1 + 2) * 2
+        assert keys == [f"{execution_id}:{3 * i + 2}:1" for i in range(3)]  # current_step() in the async step
+        assert threads[1::2] == ["the-scheduler"] * 3  # async steps: tasks on the scheduler thread's loop
+        assert all(t.startswith(f"{worker.name}-step") for t in threads[::2])  # plain steps: the pool
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_leases_are_renewed_while_a_program_is_in_a_transient_await(env: Env, no_asyncio_errors: None) -> None:
+    execution_id = env.start("naps", 1, 0.45)
+    worker = env.worker(lease=0.3)
+    rival = env.worker(lease=0.3)
+    with Running(worker):
+        env.wait_for([execution_id], done=lambda e: e.lease_owner == worker.name and e.steps_started == 1)
+        with Running(rival):  # it would take the run over if its lease lapsed during the 0.45 s nap
+            env.wait_for([execution_id])
+    assert values.load_value(env.store.get(execution_id).result) == 4
+    assert rival.advanced == 0 and worker.advanced == 1
+    assert not [e for e in env.events if e[1] in ("takeover", "conflict")], env.events
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_stopping_lets_short_transient_awaits_reach_their_commit_and_detaches_long_ones(
+        env: Env, no_asyncio_errors: None) -> None:
+    short, long = env.start("naps", 1, 0.3), env.start("naps", 2, 3600)
+    worker = env.worker(grace=0.8)
+    running = Running(worker)
+    with running:
+        env.wait_for([short, long], done=lambda e: [s.status for s in env.store.steps(e.id)] == ["done"])
+        stopped = time.monotonic()
+        worker.stop.set()
+        running.thread.join(10)
+        took = time.monotonic() - stopped
+    assert 0.7 < took < 3, took  # the grace, then out (not the hour)
+    rows = {i: env.store.get(i) for i in (short, long)}
+    assert all(e.lease_owner is None and e.status == "pending" for e in rows.values())
+    assert rows[short].request == {"kind": "checkpoint"}  # its nap ended within the grace: committed
+    assert rows[long].request["kind"] == "step"  # detached: continues from the step's result
+    assert [e[0] for e in env.events if e[1] == "detached"] == [long]
+    with Running(env.worker(grace=0)):  # (which claims the long nap again: detached at once)
+        env.wait_for([short])
+    assert values.load_value(env.store.get(short).result) == 4
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_sigterm_detaches_a_program_in_a_transient_await_and_cancels_its_tasks(
+        env: Env, backend: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    execution_id = env.start("naps_on", 5)
+    root = Path(__file__).resolve().parent.parent
+    worker = subprocess.Popen(
+        [sys.executable, "-c", "from transpiler.cli import run; run()", "worker", "--store", backend.url,
+         "--poll", "0.05"], cwd=str(env.folder), env=dict(os.environ, PYTHONPATH=str(root)),
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not effects(env) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)  # into its nap
+        sent = time.monotonic()
+        worker.send_signal(signal.SIGTERM)
+        _, err = worker.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert worker.returncode == 0 and took < 10, (worker.returncode, took, err)
+    assert "Traceback" not in err and "Task was destroyed" not in err and "never retrieved" not in err, err
+    assert f"[{execution_id}] detached: the worker is stopping while the program is in a transient await" in err
+    assert [e[0] for e in effects(env)] == ["napping", "background cancelled"]  # no durable finally block ran
+    row = env.store.get(execution_id)
+    assert row.lease_owner is None and row.status == "pending" and row.request["kind"] == "step"
+    monkeypatch.setenv("DG_NAP", "0")
+    with Running(env.worker()):  # elsewhere, from its last commit: the step is not run again
+        env.wait_for([execution_id])
+    assert values.load_value(env.store.get(execution_id).result) == 10 + 4
+    assert [e[0] for e in effects(env)][2:] == ["napping", "finally ran", "background cancelled"]
+    assert [(s.index, s.attempts) for s in env.store.steps(execution_id)] == [(0, 1), (1, 1)]

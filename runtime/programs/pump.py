@@ -12,6 +12,10 @@ at the program's next durable await, return or exception. A durable await is rec
 A task per advance rather than one parked task per program: between two durable awaits nothing of the pump
 is pending, so a transition that ends in any way (a crash of the test kit, a lost lease) leaves no task to
 end; transient asyncio state cannot span a durable await anyway, since every one is a snapshot.
+
+Two ways to run an advance: ``resume`` runs the loop here until it ends (the runner and the test kit, whose
+loop runs only then); ``start`` only makes its task, for a driver that keeps the loop turning (the worker's
+scheduler, which runs the advances of many programs at once and collects each with ``outcome``).
 """
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ import asyncio
 import types
 import weakref
 from asyncio.events import _get_running_loop
-from typing import Any, Callable, Coroutine, Iterable
+from typing import Any, Callable, Coroutine, Generator, Iterable
 
 from .. import registry
 from . import requests as rq
@@ -55,9 +59,11 @@ class _Spawned(asyncio.Task):  # type: ignore[type-arg]
 class Pump:
     """Drives one program coroutine on ``loop`` (which ``new_loop`` made), one advance at a time."""
 
-    def __init__(self, program: types.CoroutineType, loop: asyncio.AbstractEventLoop) -> None:  # type: ignore[type-arg]
+    def __init__(self, program: types.CoroutineType, loop: asyncio.AbstractEventLoop, *,  # type: ignore[type-arg]
+                 settle: bool = True) -> None:
         self.program = program
         self.loop = loop
+        self.settle = settle  # close() waits for the tasks it cancels (False: the loop's driver keeps it turning)
         self.durable = False  # set by the guard: the program's last yield came from a durable await
         self.task: PumpTask | None = None  # the task of the last advance
         self.spawned: set[asyncio.Task[Any]] = set()  # tasks the program started, not done yet
@@ -69,15 +75,28 @@ class Pump:
         if _get_running_loop() is not None:
             raise LoopError("an async program cannot be advanced from inside a running event loop (a Runner called "
                             "from async code): run the runner in a thread of its own (asyncio.to_thread)")
-        task = self.task = PumpTask(self._advance(*action), loop=self.loop, name=f"program {self.program.__qualname__}")
-        task.pump = self
+        task = self.start(action)
         try:
-            kind, value = self.loop.run_until_complete(task)
+            self.loop.run_until_complete(task)
         except RuntimeError:
             if task.done():
                 raise
             return "raise", RuntimeError("the program stopped the event loop it runs on (loop.stop()) before its "
                                          "next durable await")
+        return self.outcome(task)
+
+    def start(self, action: tuple[str, Any]) -> PumpTask:
+        """The task of one advance (``resume``'s action), made on the loop without running it: whoever turns
+        the loop collects it with ``outcome`` once it is done."""
+        task = self.task = PumpTask(self._advance(*action), loop=self.loop, name=f"program {self.program.__qualname__}")
+        task.pump = self
+        return task
+
+    def outcome(self, task: PumpTask) -> Outcome:
+        """What the advance of ``task`` (done) did; a KeyboardInterrupt or SystemExit from the program is raised."""
+        if task.cancelled():  # cancelled before it first ran (its transition ended meanwhile)
+            return "raise", asyncio.CancelledError()
+        kind, value = task.result()
         if kind == "raise" and not isinstance(value, (Exception, asyncio.CancelledError)):
             raise value
         return kind, value
@@ -102,14 +121,26 @@ class Pump:
                 value, kind = exc, "throw"
 
     def cancel(self, refuse: Callable[[], BaseException], limit: int = 100) -> Outcome:
+        """Cancel the program here (``cancellation`` run with ``resume``)."""
+        actions = self.cancellation(refuse, limit)
+        action = next(actions)
+        while True:
+            try:
+                action = actions.send(self.resume(action))
+            except StopIteration as end:
+                return end.value  # type: ignore[no-any-return]
+
+    def cancellation(self, refuse: Callable[[], BaseException],
+                     limit: int = 100) -> Generator[tuple[str, Any], Outcome, Outcome]:
         """Cancel the program: throw ``asyncio.CancelledError`` in and drive it to its end (its ``finally``
         blocks may await transient work); a durable await meanwhile gets ``refuse()`` thrown back (at most
-        ``limit`` times, then the coroutine is closed)."""
-        outcome = self.resume(("throw", asyncio.CancelledError()))
+        ``limit`` times, then the coroutine is closed). A generator of the actions to advance the program with
+        (it is sent each one's outcome); it returns how the program ended."""
+        outcome = yield "throw", asyncio.CancelledError()
         for _ in range(limit):
             if outcome[0] != "yield":
                 return outcome
-            outcome = self.resume(("throw", refuse()))
+            outcome = yield "throw", refuse()
         try:
             self.program.close()
         except Exception as exc:  # noqa: BLE001 - it went on awaiting durably: report how closing it ended
@@ -118,13 +149,19 @@ class Pump:
 
     def close(self) -> None:
         """End what is left of the pump when its program leaves the transition: its task, were it still
-        pending (a loop stopped under it), and the tasks the program started and left running (cancelled,
-        given ``CLEANUP`` seconds to finish). Detach or finish the program first."""
+        pending (a loop stopped under it, or a transient await its worker did not wait for), and the tasks
+        the program started and left running: cancelled, and (``settle``) given ``CLEANUP`` seconds to
+        finish; else they finish as the loop's driver turns it. Detach or finish the program first."""
         pending = [t for t in self.spawned if not t.done()]
         if self.task is not None and not self.task.done():
             pending.append(self.task)
         self.spawned.clear()
-        finish(self.loop, pending)
+        if self.settle:
+            finish(self.loop, pending)
+            return
+        for task in pending:
+            task.cancel()
+            task.add_done_callback(_retrieve)
 
 
 @types.coroutine
@@ -143,8 +180,14 @@ def finish(loop: asyncio.AbstractEventLoop, tasks: Iterable[asyncio.Future[Any]]
         return
     loop.run_until_complete(asyncio.wait(pending, timeout=CLEANUP))
     for task in pending:  # retrieved: a task that failed as it ended is not reported at exit
-        if task.done() and not task.cancelled():
-            task.exception()
+        if task.done():
+            _retrieve(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark what a task that ended after its program left raised as seen (asyncio would log it)."""
+    if not task.cancelled():
+        task.exception()
 
 
 # ---------------------------------------------------------------------- the loop

@@ -49,8 +49,9 @@ class Runner:
     A ``Worker`` keeps many executions in flight with one runner's settings and groups their commits.
 
     Async programs (and ``async def`` steps) run on an event loop the runner makes when it first needs one
-    (``event_loop()``), in the calling thread; ``close()`` (or leaving ``with Runner(...) as runner:``)
-    closes it, as does collecting the runner or the end of the process."""
+    (``event_loop()``), in the calling thread, turning only while it advances a program or awaits a step;
+    ``close()`` (or leaving ``with Runner(...) as runner:``) closes it, as does collecting the runner or the
+    end of the process. ``Worker.run`` turns the same loop continuously in its scheduler thread."""
 
     def __init__(self, store: Store, *, clock: Clock = SYSTEM, owner: str | None = None, lease: float = 30.0,
                  on_event: EventSink | None = None, stop: threading.Event | None = None,
@@ -66,6 +67,9 @@ class Runner:
         self.tracer: Tracer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._close_loop: Callable[[], None] | None = None
+        # the tasks an async program leaves running are awaited once cancelled, when it leaves its transition
+        # (False while a Worker's scheduler keeps the loop turning: they end as it turns)
+        self.settle_tasks = True
 
     def event_loop(self) -> asyncio.AbstractEventLoop:
         """The loop async programs and steps run on (made on first use; never running between advances)."""

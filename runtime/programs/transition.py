@@ -6,16 +6,18 @@ receives its ``StepOutcome``). Whoever drives it decides how: ``Runner.advance``
 ``Worker`` many at once, with their commits grouped into one transaction and their steps on a pool.
 
 A generator program is advanced in the calling thread (``next``/``send``/``throw``). An async program is
-advanced by its ``Pump`` on the runner's event loop (``Runner.event_loop``), which the transition runs
-itself, in the calling thread, for the length of one advance: its driver (``drive``, the Worker's
-scheduler, the test kit) needs nothing new, and program code, snapshots and commits stay in one thread.
-That takes a loop that is not already running in this thread; a driver that runs on a loop (a worker
-whose scheduler is a coroutine) would need the advance as an instruction of its own instead.
+advanced by its ``Pump`` on the runner's event loop (``Runner.event_loop``): the transition yields an
+``Advance`` and gets the outcome back. ``drive`` (the runner, the test kit) runs it at once, the loop
+turning in the calling thread for the length of that advance; the Worker's scheduler starts it as a task
+on the loop it keeps turning, so that the transient awaits of many programs overlap, and resumes the
+transition when the task is done. Either way program code, snapshots, detaches and commits stay in the
+driver's thread, one at a time.
 """
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import inspect
 import json
 import types
 from dataclasses import dataclass
@@ -30,7 +32,7 @@ from ..values import dump_value, load_value, seals, settings
 from . import capability, program_names, versions
 from . import requests as rq
 from .loading import ProgramError, import_program_module, load_function
-from .pump import LoopError, Pump, await_step
+from .pump import LoopError, Outcome, Pump, await_step
 from .records import (SET_ASIDE, Program, dump_or_none, error_text, execution_parts, restore_stored, step_call,
                       step_parts, text_of, to_json)
 from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
@@ -81,9 +83,52 @@ class RunStep:
         finally:
             rq._CURRENT.reset(token)
 
+    @property
+    def is_async(self) -> bool:
+        """The step is an ``async def`` function (``call_async`` runs it on a loop; ``call`` would make a loop
+        of its own)."""
+        return inspect.iscoroutinefunction(self.fn)
+
+    async def call_async(self) -> StepOutcome:
+        """Run it as the coroutine of a task on the running loop, with ``current_step()`` set in the task's
+        context (so also in the tasks the step starts); never raises what the step raises."""
+        context = rq.StepContext(self.record.execution_id, self.record.index, self.record.attempts + 1)
+        token = rq._CURRENT.set(context)
+        try:
+            value = self.fn(*self.args, **self.kwargs)
+            if inspect.isawaitable(value):
+                value = await value
+            return StepOutcome(value=value)
+        except Exception as exc:
+            return StepOutcome(error=exc)
+        except asyncio.CancelledError as exc:  # cancelled (by itself): a failed attempt
+            return StepOutcome(error=RuntimeError(f"the step was cancelled: {exc!r}"))
+        finally:
+            rq._CURRENT.reset(token)
+
+
+@dataclass
+class Advance:
+    """Advance an async program's coroutine with ``action`` (see ``Pump.resume``) to its next durable await,
+    return or exception; the transition gets the ``Outcome``: ``("yield", request)``, ``("return", value)``
+    or ``("raise", exception)``. A driver that stops meanwhile may throw ``Interrupted`` in instead."""
+
+    pump: Pump
+    action: tuple[str, Any]
+
+    def run(self) -> Outcome:
+        """Run it here, the loop turning in this thread until it is done (LoopError when it cannot)."""
+        return self.pump.resume(self.action)
+
+
+class Interrupted(Exception):
+    """Thrown into a transition by a driver that stops while its async program is between two durable awaits
+    (an ``Advance`` not done, in a transient await): the run gives its lease up and continues elsewhere from
+    its last commit; the program is detached here (its durable frames run no finally block)."""
+
 
 Flow = Generator[Any, Any, Any]
-"""A generator of Commit/RunStep instructions (what every method below that may write returns)."""
+"""A generator of Commit/RunStep/Advance instructions (what every method below that may write returns)."""
 
 
 class _Stop(Exception):
@@ -124,12 +169,16 @@ class Transition:
                 yield from self._cancel(None)
             gen, action = yield from self._resume(execution)
             if type(gen) is types.CoroutineType:
-                self._pump = Pump(gen, self.runner.event_loop())
+                self._pump = self._new_pump(gen)
             while True:
                 request = yield from self._drive(gen, action)
                 action = yield from self._handle(gen, request)
         except _Stop:
             pass
+        except Interrupted:  # its driver stops, the program in a transient await: it continues elsewhere
+            self.on_event(execution.id, "detached", "the worker is stopping while the program is in a transient await: "
+                                                    "it continues elsewhere from its last commit")
+            yield from self._give_up(lambda _: self._release(), "")
         except ConflictError as exc:
             self.on_event(execution.id, "conflict", f"another worker advanced it: {exc}")
         except StoreError as exc:  # the store failed under us: leave it to a later claim, not in a tight loop
@@ -145,6 +194,9 @@ class Transition:
             elif gen is not None and gen.gi_frame is not None:
                 detach(gen)  # persisted (or lost to another worker): its finally blocks must not run here
         return self._execution
+
+    def _new_pump(self, program: types.CoroutineType) -> Pump:  # type: ignore[type-arg]
+        return Pump(program, self.runner.event_loop(), settle=self.runner.settle_tasks)
 
     @staticmethod
     def _leave(pump: Pump) -> None:
@@ -301,11 +353,9 @@ class Transition:
     def _drive(self, gen: Program, action: tuple[str, Any]) -> Flow:
         """Run the program to its next request; a return or an exception ends the execution."""
         if self.runner.stop.is_set():
-            self._consume = None  # the program has not received it: it stays queued
-            yield from self._commit(release=True)  # another worker continues from the last commit
-            raise _Stop
+            yield from self._release()
         if self._pump is not None:
-            outcome, result = self._pump.resume(action)
+            outcome, result = yield Advance(self._pump, action)
         else:
             kind, value = action
             try:
@@ -327,6 +377,12 @@ class Transition:
             yield from self._finish(result)
         yield from self._fail(result)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _release(self) -> Flow:
+        """Give the run up as last committed: another worker continues from there."""
+        self._consume = None  # the program has not received it (or that is lost with it): it stays queued
+        yield from self._commit(release=True)
+        raise _Stop
 
     def _handle(self, gen: Program, request: Any) -> Flow:
         """Persist the program at ``request`` and work out what it gets back."""
@@ -517,7 +573,7 @@ class Transition:
             except (ProgramError, SnapshotError) as exc:
                 note = f"cancelled (its finally blocks could not run: {type(exc).__name__}: {text_of(exc)})"
         if type(gen) is types.CoroutineType:
-            note = self._cancel_coroutine(gen) or note
+            note = (yield from self._cancel_coroutine(gen)) or note
         elif gen is not None:
             try:
                 gen.close()  # runs the program's finally blocks and __exit__ methods
@@ -528,15 +584,22 @@ class Transition:
         self.on_event(ex.id, "cancelled", note)
         raise _Stop
 
-    def _cancel_coroutine(self, program: types.CoroutineType) -> str | None:  # type: ignore[type-arg]
+    def _cancel_coroutine(self, program: types.CoroutineType) -> Flow:  # type: ignore[type-arg]
         """Cancel an async program as asyncio cancels a task (``CancelledError`` thrown in, its ``finally``
         blocks may await transient work); a durable await meanwhile is refused with RuntimeError, as a
         generator that yields while it is closed. A note when it ended with another exception."""
-        pump = Pump(program, self.runner.event_loop())
+        pump = self._new_pump(program)
         try:
-            outcome, value = pump.cancel(lambda: RuntimeError(
+            actions = pump.cancellation(lambda: RuntimeError(
                 "a durable await (step/sleep/wait/checkpoint) while the program is being cancelled: its clean-up may "
                 "await transient work only"))
+            action = next(actions)
+            while True:
+                try:
+                    action = actions.send((yield Advance(pump, action)))
+                except StopIteration as end:
+                    outcome, value = end.value
+                    break
         finally:
             self._leave(pump)
         if outcome == "raise" and not isinstance(value, asyncio.CancelledError):
@@ -612,8 +675,8 @@ _SEALED = frozenset({"snapshot", "request", "steps_started"})
 
 def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[[RunStep], StepOutcome]) -> Any:
     """Run a transition to its end here, one instruction at a time: ``commit`` writes (what it raises is
-    thrown into the transition, which records or reports it), ``run_step`` calls a step. Returns what
-    the flow returns."""
+    thrown into the transition, which records or reports it), ``run_step`` calls a step, an ``Advance``
+    runs here. Returns what the flow returns."""
     value: Any = None
     error: BaseException | None = None
     try:
@@ -627,6 +690,11 @@ def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[
                 try:
                     value = commit(instruction.change)
                 except Exception as exc:
+                    error = exc
+            elif isinstance(instruction, Advance):
+                try:
+                    value = instruction.run()
+                except LoopError as exc:  # the transition sets the run aside
                     error = exc
             else:
                 value = run_step(instruction)

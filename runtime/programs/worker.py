@@ -1,11 +1,19 @@
 """Workers: one scheduler thread keeps many claimed programs in flight, commits their transitions in groups,
-and runs their steps on a thread pool, until stopped."""
+and runs their steps on a thread pool, until stopped.
+
+The scheduler thread owns an asyncio loop (the runner's), which it turns while it waits for work: async
+programs advance there as tasks, their transient awaits overlapping, and ``async def`` steps run there
+too. Everything else — generator programs, the transitions' snapshots, detaches and commits — runs in the
+same thread while the loop is not turning, so program code never runs beside a snapshot.
+"""
 from __future__ import annotations
 
+import asyncio
+import collections
 import os
-import queue
 import random
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -13,21 +21,26 @@ from typing import Any, Sequence
 
 from . import capability
 from .clock import SYSTEM, Clock
+from .pump import PumpTask
 from .records import text_of
 from .runner import EventSink, Runner
 from .store.base import Change, Execution, Store
-from .transition import Commit, Flow, RunStep, Transition
+from .transition import Advance, Commit, Flow, Interrupted, RunStep, StepOutcome, Transition
 
 _WAKE = object()
-"""Put on the worker's queue when there may be new work (a notification, or the poll interval passed)."""
+"""Posted to the scheduler when there may be new work (a notification, or the poll interval passed)."""
+
+Instruction = Commit | RunStep | Advance
 
 
-@dataclass
+@dataclass(eq=False)
 class _Flight:
     """One claimed execution being advanced: its transition and what it asked for last."""
 
     transition: Transition
     flow: Flow = field(init=False)
+    advancing: PumpTask | None = None  # the task of its program's advance, while it runs on the loop
+    on_loop: bool = False  # an async program: it has advanced on the loop
 
     def __post_init__(self) -> None:
         self.flow = self.transition.run()
@@ -36,7 +49,7 @@ class _Flight:
     def id(self) -> str:
         return self.transition.execution.id
 
-    def resume(self, value: Any, error: BaseException | None) -> Commit | RunStep | None:
+    def resume(self, value: Any, error: BaseException | None) -> Instruction | None:
         """Send the answer to its last instruction; its next instruction, or None when it has ended."""
         try:
             return self.flow.throw(error) if error is not None else self.flow.send(value)  # type: ignore[no-any-return]
@@ -44,21 +57,77 @@ class _Flight:
             return None
 
 
+class _Inbox:
+    """What the scheduler waits for: outcomes (of steps, of advances) and wake-ups, posted from any thread.
+    Waiting turns the loop, so that the tasks on it run meanwhile."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.items: collections.deque[Any] = collections.deque()  # appends and pops are atomic
+        self.waiting = False  # the loop turns in wait(): a post must stop it
+        self.closed = False
+
+    def post(self, item: Any) -> None:
+        """From any thread (the pool's, the listener's)."""
+        if self.closed:
+            return
+        self.items.append(item)
+        if self.waiting:  # read after the append: a wait() that missed the item has set it and gets the wake-up
+            try:
+                self.loop.call_soon_threadsafe(self.loop.stop)
+            except RuntimeError:  # closed meanwhile: the worker has ended
+                pass
+
+    def post_here(self, item: Any) -> None:
+        """From the loop's own callbacks (a task done)."""
+        self.items.append(item)
+        if self.waiting:
+            self.loop.stop()
+
+    def wait(self, timeout: float) -> None:
+        """Turn the loop until something is posted or ``timeout`` seconds have passed."""
+        self.waiting = True
+        try:
+            if self.items:
+                return
+            timer = self.loop.call_later(timeout, self.loop.stop)
+            try:
+                self.loop.run_forever()
+            finally:
+                timer.cancel()
+        finally:
+            self.waiting = False
+
+    def turn(self) -> None:
+        """Run the loop's callbacks that are due, once, without waiting."""
+        self.loop.call_soon(self.loop.stop)
+        self.loop.run_forever()
+
+
 class Worker:
     """Claims runnable executions from ``store`` and advances up to ``in_flight`` of them at once, in one
     scheduler thread: program code runs there, transitions that are ready together are written in one
     transaction (``Store.commit_many``), and steps (which may block) run on ``concurrency`` threads.
     Several worker processes may share one store. ``stop`` ends the worker once its programs have
-    reached their next commit; it then releases its leases. Leases are renewed for all programs in
-    flight every third of ``lease``."""
+    reached their next commit (steps that have started run to their end); an async program still in a
+    transient await ``grace`` seconds after the stop is detached, and continues elsewhere from its last
+    commit. It then releases its leases. Leases are renewed for all programs in flight every third of
+    ``lease``.
+
+    Async programs and ``async def`` steps run as tasks on an event loop the scheduler thread turns while
+    it waits, so that their transient awaits overlap (and never hold up the other programs, the commits
+    or the lease renewals); plain steps run on the pool."""
 
     def __init__(self, store: Store, *, concurrency: int = 8, in_flight: int = 100, clock: Clock = SYSTEM,
                  lease: float = 30.0, poll: float = 0.5, on_event: EventSink | None = None,
-                 migrations: Sequence[str] | None = None) -> None:
+                 migrations: Sequence[str] | None = None, grace: float = 1.0) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if in_flight < 1:
             raise ValueError("in_flight must be at least 1")
+        if grace < 0:
+            raise ValueError("grace must not be negative")
+        self.grace = grace
         self.store = store
         self.concurrency = concurrency
         self.in_flight = in_flight
@@ -99,23 +168,29 @@ class Worker:
 
     def run(self) -> None:
         """Work until ``stop`` is set, then let the programs in flight reach their next commit and release
-        every lease still held."""
-        events: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        listener = threading.Thread(target=self._listen, args=(events,), name=f"{self.name}-listen", daemon=True)
+        every lease still held; the event loop is closed at the end (the runner makes a new one if needed)."""
+        inbox = _Inbox(self.runner.event_loop())
+        listener = threading.Thread(target=self._listen, args=(inbox,), name=f"{self.name}-listen", daemon=True)
         listener.start()
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{self.name}-step")
+        scheduler = _Scheduler(self, inbox, pool)
+        self.runner.settle_tasks = False
         try:
-            _Scheduler(self, events, pool).loop()
+            scheduler.loop()
         finally:
+            scheduler.drop()
             pool.shutdown(wait=True)
+            inbox.closed = True
             try:
                 self.released = self.store.release(self.name)
             except Exception as exc:  # the store is gone: the leases lapse on their own
                 self.on_event("-", "error", f"could not release the worker's leases: {type(exc).__name__}: "
                                             f"{text_of(exc)}")
             listener.join(timeout=1.0)
+            self.runner.settle_tasks = True
+            self.runner.close()
 
-    def _listen(self, events: queue.SimpleQueue[Any]) -> None:
+    def _listen(self, inbox: _Inbox) -> None:
         """Wake the scheduler when the store says there may be work, or after the poll interval (with
         jitter, so that idle workers do not all poll at once)."""
         while not self.stop.is_set():
@@ -123,20 +198,25 @@ class Worker:
                 self.store.wait_for_work(self.poll * random.uniform(0.8, 1.2), self.stop)
             except Exception:  # notifications failed: polling alone still finds the work
                 self.stop.wait(self.poll)
-            events.put(_WAKE)
-        events.put(_WAKE)
+            inbox.post(_WAKE)
+        inbox.post(_WAKE)
 
 
 class _Scheduler:
     """The loop of ``Worker.run``: claim, advance what is ready to its next instruction, write the
-    commits it produced in one group, hand steps to the pool, wait for what comes back."""
+    commits it produced in one group, hand steps to the pool (async steps and advances of async programs
+    to the loop), wait for what comes back (turning the loop)."""
 
-    def __init__(self, worker: Worker, events: queue.SimpleQueue[Any], pool: ThreadPoolExecutor) -> None:
+    def __init__(self, worker: Worker, inbox: _Inbox, pool: ThreadPoolExecutor) -> None:
         self.worker = worker
         self.store = worker.store
         self.clock = worker.clock
-        self.events = events
+        self.inbox = inbox
+        self.event_loop = inbox.loop
         self.pool = pool
+        self.on_loop = 0  # async programs in flight, and async steps running: the loop has work
+        self.advancing: set[_Flight] = set()  # flights whose program advances on the loop
+        self.detach_at: float | None = None  # (monotonic) once stopped: when programs still advancing are detached
         self.flights: dict[str, _Flight] = {}
         self.ready: list[tuple[_Flight, Any, BaseException | None]] = []
         self.queued: dict[str, Execution] = {}  # claimed while its previous flight was still ending
@@ -149,6 +229,8 @@ class _Scheduler:
         worker = self.worker
         while not (worker.stop.is_set() and not self.flights and not self.ready):
             self._collect(block=not self.ready and not self._may_claim())
+            if worker.stop.is_set() and self.advancing:
+                self._detach_overdue()
             batch = self._advance()  # before claiming: a flight whose last commit released its run ends here
             if batch:
                 self._commit(batch)
@@ -156,25 +238,40 @@ class _Scheduler:
                 self._claim()
             self._renew()
 
-    # -- what comes back from the pool and the listener
+    def drop(self) -> None:
+        """The loop ended early (an exception): end the transitions still in flight here (their programs are
+        detached; the leases lapse or are released)."""
+        for flight in list(self.flights.values()):
+            try:
+                flight.flow.close()
+            except Exception:  # noqa: BLE001 - dropped anyway: its lease lapses
+                pass
+        self.flights.clear()
+
+    # -- what comes back from the pool, the loop and the listener
 
     def _collect(self, *, block: bool) -> None:
-        timeout = self._timeout() if block else 0.0
-        try:
-            item = self.events.get(timeout=timeout) if timeout > 0 else self.events.get_nowait()
-        except queue.Empty:
+        if block:
+            self.inbox.wait(self._timeout())
+        elif self.on_loop:
+            self.inbox.turn()
+        items = self.inbox.items
+        if not items:
             self._on_timeout()
             return
-        while True:
+        while items:
+            item = items.popleft()
             if item is _WAKE:
                 self.want_claim = True
-            else:
-                flight, outcome = item
-                self.ready.append((flight, outcome, None))
-            try:
-                item = self.events.get_nowait()
-            except queue.Empty:
-                return
+                continue
+            flight, outcome = item
+            if type(outcome) is PumpTask:
+                if flight.advancing is not outcome:  # detached while it ran: its transition has ended
+                    continue
+                flight.advancing = None
+                self.advancing.discard(flight)
+                outcome = outcome.pump.outcome(outcome)
+            self.ready.append((flight, outcome, None))
 
     def _timeout(self) -> float:
         now = self.clock.now()
@@ -182,6 +279,8 @@ class _Scheduler:
         if self.timer_at is not None:
             deadlines.append(self.timer_at)
         wait = min(deadlines) - now if deadlines else self.worker.poll
+        if self.detach_at is not None and self.advancing:
+            wait = min(wait, self.detach_at - time.monotonic())
         return min(max(wait, 0.001), self.worker.poll)
 
     def _on_timeout(self) -> None:
@@ -236,20 +335,66 @@ class _Scheduler:
                                                          f"{text_of(exc)}")
                 instruction = None
             if instruction is None:
-                del self.flights[flight.id]
-                if flight.id in self.queued:
-                    self._start(self.queued.pop(flight.id))
-                if self.backlog:
-                    self.want_claim = True
+                self._end(flight)
             elif isinstance(instruction, Commit):
                 batch.append((flight, instruction.change))
+            elif isinstance(instruction, Advance):
+                self._start_advance(flight, instruction)
             else:
-                self.pool.submit(self._run_step, flight, instruction)
+                self._start_step(flight, instruction)
         return batch
+
+    def _end(self, flight: _Flight) -> None:
+        del self.flights[flight.id]
+        if flight.on_loop:
+            self.on_loop -= 1
+        if flight.id in self.queued:
+            self._start(self.queued.pop(flight.id))
+        if self.backlog:
+            self.want_claim = True
+
+    def _start_advance(self, flight: _Flight, advance: Advance) -> None:
+        """Advance an async program as a task on the loop; its outcome is posted when it is done."""
+        if not flight.on_loop:
+            flight.on_loop = True
+            self.on_loop += 1
+        task = flight.advancing = advance.pump.start(advance.action)
+        self.advancing.add(flight)
+        task.add_done_callback(lambda done: self.inbox.post_here((flight, done)))
+
+    def _start_step(self, flight: _Flight, step: RunStep) -> None:
+        """A plain step on the pool, an ``async def`` step as a task on the loop."""
+        if not step.is_async:
+            self.pool.submit(self._run_step, flight, step)
+            return
+        self.on_loop += 1
+        task = self.event_loop.create_task(step.call_async(), name=f"step {step.record.function}")
+        task.add_done_callback(lambda done: self._step_done(flight, done))
+
+    def _step_done(self, flight: _Flight, task: asyncio.Task[StepOutcome]) -> None:
+        self.on_loop -= 1
+        if task.cancelled():  # the loop closed under it (the worker ended early)
+            return
+        self.inbox.post_here((flight, task.result()))
 
     def _run_step(self, flight: _Flight, step: RunStep) -> None:
         outcome = step.call()
-        self.events.put((flight, outcome))
+        self.inbox.post((flight, outcome))
+
+    def _detach_overdue(self) -> None:
+        """Once stopped: programs still in a transient await ``grace`` seconds later are interrupted (their
+        transitions give the runs up and detach them; their tasks are cancelled)."""
+        now = time.monotonic()
+        if self.detach_at is None:
+            self.detach_at = now + self.worker.grace
+        if now < self.detach_at:
+            return
+        for flight in list(self.advancing):
+            if flight.advancing is not None and flight.advancing.done():
+                continue  # done: its outcome is posted, it reaches its next commit
+            flight.advancing = None
+            self.advancing.discard(flight)
+            self.ready.append((flight, None, Interrupted()))
 
     def _commit(self, batch: list[tuple[_Flight, Change]]) -> None:
         """One transaction for the whole group; each change gets its own result (or error) back."""
