@@ -102,9 +102,9 @@ def compiled(meta: FunctionMeta) -> Callable[[Callable[..., Any]], Callable[...,
     def register(fn: Callable[..., Any]) -> Callable[..., Any]:
         registry.attach(meta, fn)
         fn.__durable__ = meta  # type: ignore[attr-defined]
-        if meta.module in CHAOS_MODULES and not fn.__code__.co_flags & _CO_COROUTINE:  # (coroutines: stage C)
-            from .chaos import chaos_wrapper
-            return chaos_wrapper(fn)
+        if meta.module in CHAOS_MODULES:
+            from .chaos import chaos_wrapper, coroutine_chaos_wrapper
+            return coroutine_chaos_wrapper(fn) if fn.__code__.co_flags & _CO_COROUTINE else chaos_wrapper(fn)
         return fn
 
     return register

@@ -1,21 +1,28 @@
-"""Chaos mode (testing): every suspension of a compiled generator round-trips through snapshot,
-detach and restore, while the generator object its caller holds keeps working."""
+"""Chaos mode (testing): every suspension of a compiled generator, and every suspension of a compiled coroutine
+at which a snapshot can be taken, round-trips through snapshot, detach and restore, while the generator or
+coroutine object its caller holds keeps working."""
 from __future__ import annotations
 
 import functools
 import sys
 import types
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Coroutine, Generator
 
 from .values import code_kinds
 from .errors import UnserializableValueError
 
-STATS = {"round_trips": 0, "unserializable": 0}
+STATS = {"round_trips": 0, "unserializable": 0, "coroutine_round_trips": 0, "coroutine_unserializable": 0}
+"""Round trips made and suspensions skipped (no snapshot possible) since the process started; the
+``coroutine_`` counts are the coroutines' share of the first two."""
 
 _WRAPPER_CODES = code_kinds.WRAPPER_CODES
+_GeneratorType = types.GeneratorType
+_CoroutineType = types.CoroutineType
 
 
-def _round_trip(current: types.GeneratorType, closure: tuple[Any, ...] | None) -> types.GeneratorType:
+def _round_trip(current: Any, closure: tuple[Any, ...] | None) -> Any:
+    """``current`` (a suspended compiled generator or coroutine) snapshotted, restored and detached: the
+    restored one, or ``current`` itself when no snapshot can be taken there."""
     from .snapshot import detach, restore, snapshot
 
     # In one process the restored frame keeps the live closure cells (the snapshot's cells are
@@ -25,21 +32,31 @@ def _round_trip(current: types.GeneratorType, closure: tuple[Any, ...] | None) -
         try:
             data = snapshot(current)
         except UnserializableValueError:
-            STATS["unserializable"] += 1
+            _count("unserializable", current)
             return current
         fresh = restore(data)
         try:
             detach(current)  # (chaos wrappers it holds stay live: they are the program's own objects)
         except Exception:
-            if current.gi_frame is None:  # the frame itself failed: the program's own error
+            if _frame_of(current) is None:  # the frame itself failed: the program's own error
                 raise
             # The detach never reached the frame (a `yield from` over an object whose attribute lookup
             # raises): the program goes on with the generator it has, as if this round trip were not made.
             detach(fresh)
-            STATS["unserializable"] += 1
+            _count("unserializable", current)
             return current
-    STATS["round_trips"] += 1
+    _count("round_trips", current)
     return fresh
+
+
+def _count(what: str, current: Any) -> None:
+    STATS[what] += 1
+    if type(current) is _CoroutineType:
+        STATS["coroutine_" + what] += 1
+
+
+def _frame_of(obj: Any) -> types.FrameType | None:
+    return obj.gi_frame if type(obj) is _GeneratorType else obj.cr_frame
 
 
 def chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -100,3 +117,80 @@ def detach_wrapper(gen: types.GeneratorType, detach: Callable[[Any], None]) -> b
         detach(inner)
     gen.close()
     return True
+
+
+# -- coroutines ---------------------------------------------------------------------------------------
+
+@types.coroutine
+def _suspension(box: list[Any]) -> Generator[Any, Any, Any]:
+    """One suspension of a chaos coroutine wrapper: yields what the wrapper's compiled coroutine yielded
+    (taken out of ``box``, so that this frame does not keep it alive) and returns what is sent back."""
+    return (yield box.pop())
+
+
+def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a compiled coroutine function so that its coroutines round-trip at every suspension where a snapshot
+    can be taken (at a transient await the snapshot fails: the suspension is counted as unserializable and
+    the coroutine goes on as it is). The wrapper is an ``async def`` with the function's names, so that
+    ``iscoroutinefunction``, the coroutine's ``__qualname__``, its origin and "never awaited" warnings are the
+    function's; the compiled coroutine is made only when the wrapper starts.
+
+    The wrapper steps the compiled coroutine itself (its caller's ``send``, ``throw`` and ``close`` reach it
+    through a one-shot generator awaited per suspension, ``_suspension``), rather than awaiting a driver object:
+    CPython links a coroutine's frame into the stack during ``throw`` only when it awaits a generator or a
+    coroutine, so the compiled coroutine sees the same stack whether it is resumed by ``send`` or ``throw``."""
+
+    @functools.wraps(fn)
+    async def chaos(*args: Any, **kwargs: Any) -> Any:
+        current = fn(*args, **kwargs)
+        del args, kwargs  # (the compiled coroutine holds them as long as its code does)
+        # ``box`` passes the value sent in, then the value yielded out (see ``chaos_wrapper``)
+        box: list[Any] = [None]
+        error: BaseException | None = None
+        while True:
+            try:
+                if error is not None:
+                    pending, error = error, None
+                    box.append(current.throw(pending))
+                    del pending
+                else:
+                    box.append(current.send(box.pop()))
+            except StopIteration as stop:
+                return stop.value
+            current = _round_trip(current, None)
+            closing: GeneratorExit | None = None
+            try:
+                box.append(await _suspension(box))
+            except GeneratorExit as exc:
+                closing = exc
+            except BaseException as exc:  # forwarded with throw() on the next turn
+                error = exc
+            if closing is not None:
+                # As an await does: close the inner coroutine, then re-raise the same GeneratorExit (outside
+                # the handler, so nothing gets chained to it); 3.13's close() returns what the coroutine
+                # returned instead (earlier versions return None)
+                result = current.close()
+                if result is not None:
+                    return result
+                raise closing
+
+    _WRAPPER_CODES.add(chaos.__code__)
+    return chaos
+
+
+def coroutine_inner(coro: types.CoroutineType) -> types.CoroutineType | None:
+    """The compiled coroutine a chaos coroutine wrapper currently drives (None if ``coro`` is no wrapper, or
+    one not started or finished)."""
+    if coro.cr_code not in _WRAPPER_CODES or coro.cr_frame is None:
+        return None
+    inner = coro.cr_frame.f_locals.get("current")
+    return inner if type(inner) is _CoroutineType and inner.cr_frame is not None else None
+
+
+def detach_coroutine_wrapper(coro: types.CoroutineType, detach: Callable[[Any], None]) -> None:
+    """Detach a chaos coroutine wrapper: detach the coroutine it drives, then drop the wrapper quietly (one
+    not started is closed, which runs nothing and warns of nothing)."""
+    inner = coroutine_inner(coro)
+    if inner is not None:
+        detach(inner)
+    coro.close()

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import msgpack
 
 from . import _support, closures, compat, migrations, registry, values
+from .chaos import coroutine_inner, detach_coroutine_wrapper
 from .errors import (GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
                      UnserializableValueError)
 from .programs.requests import Awaiting, Checkpoint, Request, Sleep, Step, Wait
@@ -107,7 +108,9 @@ def _classify_coroutine(coro: types.CoroutineType, awaited: bool) -> tuple[str, 
     code = coro.cr_code
     if code is _finished_coroutine.__code__:  # a finished one a restore made
         return "coro-done", None, NO_BODY
-    if id(code) not in _BY_CODE or coro.cr_running:
+    if id(code) not in _BY_CODE:
+        return _classify_wrapper(coro, awaited) if code in code_kinds.WRAPPER_CODES else None
+    if coro.cr_running:
         return None
     if coro.cr_frame is None:
         return "coro-done", None, NO_BODY
@@ -122,6 +125,20 @@ def _classify_coroutine(coro: types.CoroutineType, awaited: bool) -> tuple[str, 
         if held is not None:
             held.append(coro)
     return ("coro-aw" if awaited else "coro"), record, NO_BODY
+
+
+def _classify_wrapper(coro: types.CoroutineType, awaited: bool) -> tuple[str, object, object] | None:
+    """A chaos coroutine wrapper held in a value: the program's own object again after a chaos round trip
+    (kind "live"), else the compiled coroutine it drives; one a frame of the chain awaits is refused, as
+    the compiled coroutine itself would be."""
+    inner = coroutine_inner(coro)
+    chain = getattr(_local, "chain", None)
+    if inner is not None and chain is not None and id(inner) in chain:
+        return _classify_coroutine(inner, awaited)  # (raises: it is a frame of the chain)
+    live = None if awaited else code_kinds.live_wrapper(coro)
+    if live is not None:
+        return live
+    return None if inner is None else _classify_coroutine(inner, awaited)
 
 
 def _not_by_type(obj: object) -> tuple[object, object]:
@@ -163,6 +180,9 @@ _HOOKS = values.HOOKS
 def _meta_of(gen: Any) -> FunctionMeta:
     if type(gen) is _CoroutineType:
         meta = registry.BY_CODE.get(id(gen.cr_code))
+        inner = coroutine_inner(gen) if meta is None else None
+        if inner is not None:
+            return _meta_of(inner)
     elif isinstance(gen, types.GeneratorType):
         meta = registry.BY_CODE.get(id(gen.gi_code))
         inner = _support_chaos_inner(gen) if meta is None else None
@@ -184,9 +204,16 @@ def _support_chaos_inner(gen: types.GeneratorType) -> types.GeneratorType | None
 
 
 def _unwrap(gen: Any) -> Any:
-    if type(gen) is not _GeneratorType or id(gen.gi_code) in registry.BY_CODE:
+    """The compiled generator (or coroutine) a chaos wrapper drives; anything else as it is."""
+    kind = type(gen)
+    if kind is _GeneratorType:
+        if id(gen.gi_code) in registry.BY_CODE:
+            return gen
+        inner = _support_chaos_inner(gen)
+    elif kind is _CoroutineType and id(gen.cr_code) not in registry.BY_CODE:
+        inner = coroutine_inner(gen)
+    else:
         return gen
-    inner = _support_chaos_inner(gen)
     return inner if inner is not None else gen
 
 
@@ -461,10 +488,12 @@ def _awaited(meta: FunctionMeta, state: int, plan: _Plan, awaited: Any, chain: b
                                        ("request" if isinstance(request, Request) else "suspend")), None
     if kind is _support.Resumed:  # restored, and not moved since: the same as before
         return awaited.delegate, None
-    if kind is _CoroutineType and id(awaited.cr_code) in _BY_CODE:
-        if chain:
-            return None, awaited
-        return _Delegate(awaited), None
+    if kind is _CoroutineType:
+        durable = awaited if id(awaited.cr_code) in _BY_CODE else coroutine_inner(awaited)  # (a chaos wrapper)
+        if durable is not None:
+            if chain:
+                return None, durable
+            return _Delegate(durable), None
     raise UnserializableValueError(
         f"cannot snapshot {meta.ident} suspended at line {meta.line_of(state)}: it is awaiting "
         f"{_awaitable_name(awaited)}, which is not durable: a transient await (asyncio, I/O) runs again after a "
@@ -695,6 +724,11 @@ def _durable_frames(gen: Any) -> Any:
     while type(current) in _RESUMABLE:
         frame = _frame(current)
         meta = _BY_CODE.get(id(_code(current)))
+        if meta is None and type(current) is _CoroutineType:
+            inner = coroutine_inner(current)  # a chaos wrapper awaited by the frame before: the frame it drives
+            if inner is not None:
+                current = inner
+                continue
         if frame is None or meta is None:
             return
         yield meta, frame, current
@@ -728,10 +762,18 @@ def _held_generators(gen: Any) -> list[Any]:
 def _held(value: Any) -> bool:
     """Whether a local holds a durable generator or coroutine of its own, not finished and not running."""
     if type(value) is _CoroutineType:
-        return value.cr_frame is not None and not value.cr_running and id(value.cr_code) in _BY_CODE
+        if value.cr_frame is None or value.cr_running:
+            return False
+        code = value.cr_code
+        return id(code) in _BY_CODE or (code in code_kinds.WRAPPER_CODES and not code_kinds.in_live_round_trip())
     return type(value) is _GeneratorType and value.gi_frame is not None and not value.gi_running \
         and id(_unwrap(value).gi_code) in _BY_CODE \
         and not (value.gi_code in code_kinds.WRAPPER_CODES and code_kinds.in_live_round_trip())
+
+
+def _drives_one_of(held: Any, busy: set[int]) -> bool:
+    """Whether ``held`` is a chaos coroutine wrapper driving a coroutine in ``busy`` (a frame of the chain)."""
+    return type(held) is _CoroutineType and id(coroutine_inner(held)) in busy
 
 
 def detach(gen: Any) -> None:
@@ -742,6 +784,11 @@ def detach(gen: Any) -> None:
         from .chaos import detach_wrapper
         if detach_wrapper(gen, detach):
             return
+    elif gen.cr_code in code_kinds.WRAPPER_CODES:
+        if gen.cr_running:
+            raise GeneratorStateError(f"cannot detach coroutine {gen.__qualname__!r} while it is running")
+        detach_coroutine_wrapper(gen, detach)
+        return
     status = _status(gen)
     if status == "RUNNING":
         raise GeneratorStateError(f"cannot detach {_noun(gen)} {gen.__qualname__!r} while it is running")
@@ -766,7 +813,7 @@ def detach(gen: Any) -> None:
     try:
         recorded = [ref() for ref in _HELD.pop(gen, ())]
         for held in dict.fromkeys([*recorded, *_held_generators(gen)]):
-            if held is not None and id(held) not in busy:
+            if held is not None and id(held) not in busy and not _drives_one_of(held, busy):
                 detach(held)
     finally:
         busy.difference_update(chain)

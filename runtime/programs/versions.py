@@ -6,14 +6,15 @@ import types
 from typing import Any
 
 from .. import registry
+from ..chaos import coroutine_inner, current_inner
 from ..manifest import manifest_json, source_digest
 from ..registry import FunctionMeta
 from .store.base import CodeVersion
 
 
 def frames_of(gen: Any) -> list[tuple[FunctionMeta, int]]:
-    """The durable frames of ``gen``'s ``yield from`` chain (or of the durable coroutines a coroutine awaits),
-    outermost first, with the state of each."""
+    """The durable frames of ``gen``'s ``yield from`` chain (or of the durable coroutines a coroutine awaits,
+    seen through chaos wrappers), outermost first, with the state of each."""
     frames: list[tuple[FunctionMeta, int]] = []
     current: Any = gen
     while True:
@@ -24,11 +25,21 @@ def frames_of(gen: Any) -> list[tuple[FunctionMeta, int]]:
         else:
             break
         meta = registry.BY_CODE.get(id(code))
+        if meta is None:
+            inner = _chaos_inner(current)
+            if inner is not None:
+                current = inner
+                continue
         if meta is None or frame is None:
             break
         frames.append((meta, frame.f_locals.get("_dg_s", 0)))
         current = delegate
     return frames
+
+
+def _chaos_inner(obj: types.GeneratorType | types.CoroutineType) -> Any:
+    """The compiled generator or coroutine a chaos wrapper drives (None for anything else)."""
+    return coroutine_inner(obj) if type(obj) is types.CoroutineType else current_inner(obj)
 
 
 def describe(frames: list[tuple[FunctionMeta, int]]) -> dict[str, Any]:

@@ -73,13 +73,15 @@ def in_live_round_trip() -> bool:
 
 
 WRAPPER_CODES: set[types.CodeType] = set()
-"""The code of chaos mode's wrapper functions and generators (``runtime.chaos``)."""
+"""The code of chaos mode's wrapper functions, generators and coroutines (``runtime.chaos``)."""
 
 
 def live_wrapper(obj: Any) -> tuple[str, Any, Any] | None:
-    """A chaos wrapper (function or generator) met in values during a chaos round trip: kind "live", the
+    """A chaos wrapper (function, generator or coroutine) met in values during a chaos round trip: kind "live", the
     same object after the restore in this process, as natively (a copy would not be chaos-driven)."""
-    code = getattr(obj, "gi_code", None) if type(obj) is types.GeneratorType else getattr(obj, "__code__", None)
+    kind = type(obj)
+    code = obj.gi_code if kind is types.GeneratorType else obj.cr_code if kind is types.CoroutineType \
+        else getattr(obj, "__code__", None)
     live = getattr(_local, "live", None)
     if live is None or code not in WRAPPER_CODES:
         return None

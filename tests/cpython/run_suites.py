@@ -14,16 +14,17 @@ the ``unittest.TestCase`` methods of the classes defined in each module (no doct
 * ``plain``   -- ``install_import_hook(SUITES, all_generators=True)``.  Every test must pass except
   the ones listed in ``tests/cpython/allowed.py`` (each with its reason).
 * ``chaos``   -- ``--chaos`` adds a run with ``chaos=True`` too (snapshot/detach/restore at every
-  suspension) of the generator suites (``CHAOS_SUITES``); at least 90% of the eligible tests (not
-  skipped, passing natively) must pass, and at
-  least 50% of the suspensions must round-trip (``CHAOS_ROUND_TRIP_SHARE``).
+  suspension of a generator, and of a coroutine where a snapshot can be taken); at least 90% of the
+  eligible tests (not skipped, passing natively) must pass, at least 50% of the generator suites'
+  suspensions must round-trip (``CHAOS_ROUND_TRIP_SHARE``) and 25% of test_coroutines' ones
+  (``CHAOS_ROUND_TRIP_SHARE_COROUTINES``: its awaits are transient). The counts are printed per suite.
   ``--no-plain`` skips the plain run then.
 
 ``--version-check`` also checks ``allowed.py`` against this interpreter: every allowed test must
 exist, pass natively and really fail when compiled (stale entries make the exit code non-zero).
 
 Exit code 0 when plain mode has no failure outside the allowed list and (with ``--chaos``) the
-chaos pass rate is at least 90%; 1 otherwise.
+chaos pass rate and round-trip shares reach their thresholds; 1 otherwise.
 """
 from __future__ import annotations
 
@@ -41,19 +42,25 @@ from pathlib import Path
 from typing import Any
 
 SUITES = ("test.test_generators", "test.test_yield_from", "test.test_coroutines")
-CHAOS_SUITES = ("test.test_generators", "test.test_yield_from")
-"""Chaos round-trips generators only: it has no driver for coroutines yet, so test_coroutines would pass
-without a single round trip and only inflate the rate."""
-
-
-def suites_of(mode: str) -> tuple[str, ...]:
-    return CHAOS_SUITES if mode == "chaos" else SUITES
+GENERATOR_SUITES = ("test.test_generators", "test.test_yield_from")
+COROUTINE_SUITES = ("test.test_coroutines",)
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 CHAOS_THRESHOLD = 0.90
+"""The share of the eligible tests of all three suites that must pass under chaos."""
 CHAOS_ROUND_TRIP_SHARE = 0.50
-"""The share of suspensions chaos must round-trip; the others hold values no snapshot carries (above all
-the test case itself, through a closure: unittest's own objects). 36% before issue 11; after it, 86% on
-3.10 and 3.11, 54% on 3.12 and 3.13 (whose suites have more such tests)."""
+"""The share of the generator suites' suspensions chaos must round-trip; the others hold values no snapshot
+carries (above all the test case itself, through a closure: unittest's own objects). 36% before issue 11;
+after it, 86% on 3.10 and 3.11, 54% on 3.12 and 3.13 (whose suites have more such tests)."""
+CHAOS_ROUND_TRIP_SHARE_COROUTINES = 0.25
+"""The share of test_coroutines' suspensions chaos must round-trip (issue 15). Measured: 49 of 164 (29.9%) on
+3.10 and 3.11, 49 of 165 (29.7%) on 3.12 and 3.13, and every one of the 49 is a generator's: the suite's
+awaitables are generator-based (``AsyncYield.__await__``, ``types.coroutine`` helpers), compiled generators
+that chaos round-trips at their yields. None of its 115-116 coroutine suspensions can be snapshotted: each
+awaits such a helper, a transient await (a snapshot refuses it; chaos counts it and goes on with the live
+coroutine), since the suite awaits nothing of the runtime's. Coroutine round trips at durable awaits are
+tested in tests/test_chaos.py; here the run checks that the chaos coroutine wrapper keeps the suite passing
+and that it meets the suite's coroutines (``coroutine_unserializable`` must not be 0). Held to the overall
+50% with the generator suites, the run would fail on 3.12 and 3.13 (47%), hence a constant of its own."""
 TEST_TIMEOUT = 30.0  # seconds per test method (a hung compiled generator must not hang the run)
 CHILD_TIMEOUT = 600.0
 
@@ -137,18 +144,18 @@ def collect(module: Any) -> unittest.TestSuite:
 
 
 def run_child(mode: str, verbose: bool) -> dict[str, Any]:
-    suites = suites_of(mode)
     for name in list(sys.modules):
-        if name in suites:
+        if name in SUITES:
             del sys.modules[name]
     report: dict[str, Any] = {"mode": mode, "version": sys.version.split()[0], "suites": {}}
     hook = None
     if mode != "native":
         from transpiler import install_import_hook
-        hook = install_import_hook(list(suites), all_generators=True, chaos=(mode == "chaos"))
+        hook = install_import_hook(list(SUITES), all_generators=True, chaos=(mode == "chaos"))
     if hasattr(signal, "setitimer"):
         signal.signal(signal.SIGALRM, _alarm)
-    for name in suites:
+    for name in SUITES:
+        before = _chaos_stats(mode)
         entry: dict[str, Any] = {"import_error": None, "compiled": None, "tests": {}}
         report["suites"][name] = entry
         assert name not in sys.modules, f"{name} already imported"
@@ -163,10 +170,19 @@ def run_child(mode: str, verbose: bool) -> dict[str, Any]:
         recorder = _Recorder(verbose)
         collect(module).run(recorder)
         entry["tests"] = recorder.outcomes
+        after = _chaos_stats(mode)
+        entry["chaos_stats"] = {key: after[key] - before[key] for key in after}
     if mode == "chaos":
-        from runtime.chaos import STATS
-        report["chaos_stats"] = dict(STATS)
+        report["chaos_stats"] = _chaos_stats(mode)
     return report
+
+
+def _chaos_stats(mode: str) -> dict[str, int]:
+    """Chaos mode's counts so far (``runtime.chaos.STATS``); nothing in the other modes."""
+    if mode != "chaos":
+        return {}
+    from runtime.chaos import STATS
+    return dict(STATS)
 
 
 # -------------------------------------------------------------------------------------- parent side
@@ -199,7 +215,7 @@ def spawn(mode: str, verbose: bool) -> dict[str, Any]:
 def classify(native: dict[str, Any], run: dict[str, Any], allowed: dict[str, str]) -> dict[str, Any]:
     """Per-suite counts and per-test verdicts of a compiled run against the native baseline."""
     suites: dict[str, Any] = {}
-    for name in suites_of(run["mode"]):
+    for name in SUITES:
         base = native["suites"].get(name, {}).get("tests", {})
         got_entry = run["suites"].get(name, {})
         got = got_entry.get("tests", {})
@@ -293,6 +309,44 @@ def version_check(native: dict[str, Any], plain: dict[str, Any], allowed: dict[s
     return problems
 
 
+def _stats_of(chaos: dict[str, Any], suites: tuple[str, ...]) -> dict[str, int]:
+    """The chaos counts (``runtime.chaos.STATS``) of ``suites`` added up."""
+    total: dict[str, int] = {}
+    for name in suites:
+        for key, count in chaos["suites"].get(name, {}).get("chaos_stats", {}).items():
+            total[key] = total.get(key, 0) + count
+    return total
+
+
+def _share(stats: dict[str, int]) -> float:
+    trips, skips = stats.get("round_trips", 0), stats.get("unserializable", 0)
+    return trips / (trips + skips) if trips + skips else 0.0
+
+
+def _describe_stats(stats: dict[str, int]) -> str:
+    return (f"round trips {stats.get('round_trips', 0)} (coroutines {stats.get('coroutine_round_trips', 0)}), "
+            f"unserializable skips {stats.get('unserializable', 0)} (coroutines "
+            f"{stats.get('coroutine_unserializable', 0)}): {_share(stats) * 100:.1f}% round-tripped")
+
+
+def check_round_trips(chaos: dict[str, Any]) -> list[str]:
+    """Print the chaos counts per suite and overall; the thresholds they miss."""
+    for name in SUITES:
+        print(f"[chaos] {name}: {_describe_stats(_stats_of(chaos, (name,)))}")
+    print(f"[chaos] all suites: {_describe_stats(_stats_of(chaos, SUITES))}")
+    problems = []
+    for suites, threshold in ((GENERATOR_SUITES, CHAOS_ROUND_TRIP_SHARE),
+                              (COROUTINE_SUITES, CHAOS_ROUND_TRIP_SHARE_COROUTINES)):
+        stats = _stats_of(chaos, suites)
+        if _share(stats) < threshold:
+            problems.append(f"chaos round-tripped {_share(stats) * 100:.1f}% of the suspensions of "
+                            f"{', '.join(suites)}, below {threshold * 100:.0f}%")
+        if suites is COROUTINE_SUITES and not stats.get("coroutine_round_trips", 0) + \
+                stats.get("coroutine_unserializable", 0):
+            problems.append("chaos met no coroutine suspension in test_coroutines (coroutines not wrapped?)")
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.cpython.run_suites", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -362,14 +416,9 @@ def main(argv: list[str] | None = None) -> int:
             print("chaos run crashed:\n" + chaos["crashed"])
         chaos_suites = classify(native, chaos, allowed)
         report_mode("chaos", chaos_suites, args.verbose)
-        stats = chaos.get("chaos_stats", {})
-        trips, skips = stats.get("round_trips", 0), stats.get("unserializable", 0)
-        share = trips / (trips + skips) if trips + skips else 0.0
-        print(f"[chaos] round trips: {trips}, unserializable skips: {skips} ({share * 100:.1f}% of the "
-              "suspensions round-tripped)")
-        if share < CHAOS_ROUND_TRIP_SHARE:
-            summary.append(f"chaos round-tripped {share * 100:.1f}% of the suspensions, below "
-                           f"{CHAOS_ROUND_TRIP_SHARE * 100:.0f}%")
+        problems = check_round_trips(chaos)
+        summary.extend(problems)
+        if problems:
             exit_code = 1
         eligible = sum(s["counts"]["total"] - s["counts"]["skipped"] - s["counts"]["native_broken"]
                        for s in chaos_suites.values())
