@@ -10,7 +10,8 @@ time is asserted. Every figure is the median of repeated runs.
                                                                   # (comma-separated for several)
 
 1. Throughput: N programs (100) created up front with ``Runner.start``, each a loop of n requests
-   (``yield checkpoint()``, ``yield step(trivial, i)`` or ``yield sleep(0)``); then 1 or 2 worker
+   (``yield checkpoint()``, ``yield step(trivial, i)`` or ``yield sleep(0)``; in the async row ``await``
+   each, then ``await asyncio.sleep(0)``); then 1 or 2 worker
    processes, each one ``Worker(open_store(url), ...).run()`` as ``durable worker`` runs it, take them
    all to their end. Timed from the moment the workers are told to start (they have imported
    everything) to the last program's final commit (its ``updated_at``); transitions/s = N × n / time.
@@ -71,6 +72,7 @@ KINDS = (("checkpoints", "`checkpoint()`"), ("steps", "`step(trivial, i)`"), ("s
 NOT_AVAILABLE = "n/a (store not available)"
 
 PROGRAMS = '''"""Durable programs of bench_workers.py (imported by the workers through the runner's import hook)."""
+import asyncio
 import os
 import time
 
@@ -114,6 +116,31 @@ def steps(n):
 def sleeps(n):
     for i in range(n):
         yield sleep(0)
+    return n
+
+
+@durable
+async def async_checkpoints(n):
+    for i in range(n):
+        await checkpoint()
+        await asyncio.sleep(0)
+    return n
+
+
+@durable
+async def async_steps(n):
+    total = 0
+    for i in range(n):
+        total += await step(trivial, i)
+        await asyncio.sleep(0)
+    return total
+
+
+@durable
+async def async_sleeps(n):
+    for i in range(n):
+        await sleep(0)
+        await asyncio.sleep(0)
     return n
 
 
@@ -204,6 +231,10 @@ class Config:
     programs: int = 100    # programs created for a throughput run
     poll: float = 0.5
     until_idle: bool = False  # Worker.run_until_idle: one runner advancing one program at a time, inline
+    async_programs: bool = False  # the async twins of the programs (async_<kind>)
+
+    def function(self, kind: str) -> str:
+        return f"{FLOWS}:{'async_' if self.async_programs else ''}{kind}"
 
     def options(self, lease: float = 30.0) -> dict[str, Any]:
         return {"concurrency": self.concurrency, "in_flight": self.in_flight, "lease": lease, "poll": self.poll,
@@ -230,6 +261,7 @@ def configs(concurrency: int, mode: Mode) -> list[Config]:
     return rows + [
         Config("1 worker", 1, concurrency, mode.programs, mode.programs),
         Config("2 workers", 2, concurrency, mode.programs, mode.programs),
+        Config("1 worker, async programs", 1, concurrency, mode.programs, mode.programs, async_programs=True),
     ]
 
 
@@ -524,7 +556,7 @@ def throughput_once(ctx: Context, backend: Backend, kind: str, config: Config, m
     store = open_store(url)
     try:
         runner = Runner(store)
-        ids = [runner.start(f"{FLOWS}:{kind}", [mode.n]).id for _ in range(config.programs)]
+        ids = [runner.start(config.function(kind), [mode.n]).id for _ in range(config.programs)]
         workers = ctx.spawn(url, config.options(), config.processes)
         started = time.time()
         for worker in workers:
@@ -913,7 +945,9 @@ groups them. `sleep(0)` is due at once: it is committed as a checkpoint and the 
 commit (one fsync) per transition, as a worker with `concurrency=1` ran before the worker kept many
 programs in flight; "one program in flight": the scheduler of `Worker.run()` with `in_flight=1`. These
 two rows run {few} programs (one at a time: how many wait does not change the rate). The other rows run
-{programs} programs; with two processes each may hold up to `in_flight` of them.
+{programs} programs; with two processes each may hold up to `in_flight` of them. "async programs": the same
+programs as `async def`, awaiting each request and then a transient `await asyncio.sleep(0)` (one turn of
+the worker's event loop, where each advance of an async program runs as a task).
 DBOS rows: `checkpoint()` ↔ a no-op `@DBOS.step()` (DBOS has no checkpoint of its own: it persists at
 step boundaries); `step(trivial, i)` ↔ `@DBOS.step()` `trivial(i)`; `sleep(0)` ↔ `DBOS.sleep(1e-6)`
 (`DBOS.sleep(0)` returns without writing anything). {programs} workflows of {n} such calls, enqueued in

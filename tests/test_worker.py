@@ -7,6 +7,7 @@ and hold up neither the other programs nor the lease renewals; ``async def`` ste
 Results are compared with the same generators driven natively (``test_programs.drive_natively``)."""
 from __future__ import annotations
 
+import asyncio
 import gc
 import importlib
 import itertools
@@ -485,3 +486,12 @@ def test_sigterm_detaches_a_program_in_a_transient_await_and_cancels_its_tasks(
     assert values.load_value(env.store.get(execution_id).result) == 10 + 4
     assert [e[0] for e in effects(env)][2:] == ["napping", "finally ran", "background cancelled"]
     assert [(s.index, s.attempts) for s in env.store.steps(execution_id)] == [(0, 1), (1, 1)]
+
+
+@pytest.mark.parametrize("backend", ["memory"], indirect=True)
+def test_run_is_refused_inside_a_running_event_loop(env: Env) -> None:
+    async def main() -> None:
+        env.worker().run()
+
+    with pytest.raises(RuntimeError, match=r"asyncio\.to_thread\(worker\.run\)"):
+        asyncio.run(main())

@@ -15,6 +15,7 @@ import random
 import threading
 import time
 import uuid
+from asyncio.events import _get_running_loop
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -168,7 +169,11 @@ class Worker:
 
     def run(self) -> None:
         """Work until ``stop`` is set, then let the programs in flight reach their next commit and release
-        every lease still held; the event loop is closed at the end (the runner makes a new one if needed)."""
+        every lease still held; the event loop is closed at the end (the runner makes a new one if needed).
+        RuntimeError when an event loop is running in this thread already."""
+        if _get_running_loop() is not None:
+            raise RuntimeError("Worker.run() blocks its thread and turns an event loop of its own: call it from a "
+                               "thread where no event loop runs (from async code: await asyncio.to_thread(worker.run))")
         inbox = _Inbox(self.runner.event_loop())
         listener = threading.Thread(target=self._listen, args=(inbox,), name=f"{self.name}-listen", daemon=True)
         listener.start()
