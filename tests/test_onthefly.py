@@ -512,3 +512,52 @@ def test_getsource_and_first_line_match_native(load):
         native = getattr(native, "__func__", native)
         assert fn.__code__.co_firstlineno == native.__code__.co_firstlineno, fn.__qualname__
         assert inspect.getsource(fn) == inspect.getsource(native), fn.__qualname__
+
+
+# ============================================================================ coroutines
+
+
+ASYNC = """
+    from runtime import durable
+    from runtime.programs.requests import suspend
+
+
+    @durable
+    async def total_of(limit):
+        total = 0
+        for i in range(limit):
+            total += await suspend(total)
+        return total
+
+
+    class Service:
+        @durable
+        async def double(self, n):
+            return 2 * await total_of(n)
+"""
+
+
+def _run_coroutine(coro, answers, snapshot_at=None):
+    """Answer each suspension of ``coro`` from ``answers``; before answer ``snapshot_at``, snapshot, detach and
+    go on with the restored coroutine. The values it yielded and its result."""
+    seen = [coro.send(None)]
+    for i, answer in enumerate(answers):
+        if i == snapshot_at:
+            data = runtime.snapshot(coro)
+            runtime.detach(coro)
+            coro = runtime.restore(data)
+            assert inspect.iscoroutine(coro)
+        try:
+            seen.append(coro.send(answer))
+        except StopIteration as stop:
+            return seen, stop.value
+    raise AssertionError("the coroutine did not finish")
+
+
+def test_coroutine_compiled_on_the_fly_round_trips(load):
+    mod, twin = load(ASYNC)
+    assert inspect.iscoroutinefunction(mod.total_of) and mod.total_of.__durable__ is not None
+    assert mod.Service.double.__durable__ is not None
+    want = _run_coroutine(twin.Service().double(3), [1, 2, 3])
+    for k in range(3):
+        assert _run_coroutine(mod.Service().double(3), [1, 2, 3], snapshot_at=k) == want
