@@ -7,6 +7,15 @@ builder is driven by Hypothesis (``data.draw`` -> shrinkable programs) or by a s
 ``random.Random`` (for coverage statistics).  Choices are ordered simplest-first so Hypothesis
 shrinks towards ``pass`` / literals / fewer statements.
 
+Async mode (``async_=True``, see test_random_async_programs.py): the same choices write ``async def``
+``sub`` and ``main`` (the entry) instead; each suspension is ``await suspend(v)`` (``await echo(v)``
+when ``v`` suspends itself: see :meth:`ProgramBuilder.susp`), ``yield from sub(...)`` is
+``await sub(...)``, ``yield from <iterable>`` is ``await each(<iterable>)``, ``for`` over ``sub`` is
+``async for`` over the async iterator ``Ticker``; extra choices (made only in async mode, so the
+generator mode's output for a seed is unchanged) add ``async with ACM(...)``, list/dict
+comprehensions that await or ``async for``, and ``h = sub(...)`` ... ``await h``.  ASYNC_PRELUDE
+defines the helpers.
+
 Invariants that keep every program valid, terminating and deterministic:
 
 * loops are bounded: ``for`` runs over small finite iterables (never over a list the body can
@@ -24,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import re
 from typing import Callable, Sequence
 
 # Construct kinds a healthy builder must produce (checked by the coverage test).
@@ -50,6 +60,15 @@ REQUIRED_KINDS = frozenset({
     # placements of suspensions
     "yield_in_loop", "yield_in_try", "yield_in_except", "yield_in_else", "yield_in_finally",
     "yield_in_with", "yield_in_sub",
+})
+
+# ... and in async mode (``ProgramBuilder(..., async_=True)``), where a "yield" kind names the
+# ``await suspend(...)`` standing for that yield and "yield_from_sub" an ``await sub(...)``.
+ASYNC_REQUIRED_KINDS = (REQUIRED_KINDS - {"iter_sub"}) | frozenset({
+    "await_echo", "iter_ticker", "async_for", "async_for_else", "async_for_raises", "yield_in_anext",
+    "async_with", "yield_in_aenter_aexit", "comprehension", "async_comprehension",
+    "async_for_in_comprehension", "yield_in_comprehension", "dict_comprehension", "await_held",
+    "await_held_later",
 })
 
 INT_VARS = ("n", "m", "b")
@@ -92,6 +111,85 @@ class CM:
             raise KeyError("exit")
         return self.suppress
 '''
+
+# EXCLUDED from generation, compiler/runtime bugs found by test_random_async_programs.py (remove
+# the exclusion once fixed):
+# * AITER_OF_BUG: an await in the iterable of an ``async for`` (statement or comprehension),
+#   ``async for i in Ticker(await suspend(2)): ...`` or ``[q async for q in Ticker(await suspend(2))]``:
+#   the compiled code evaluates ``_dg_rt.aiter_of`` into a temporary before that await and keeps it
+#   across the suspension, so every snapshot there fails (UnserializableValueError: "cannot snapshot
+#   the value of `....aiter_of`, evaluated before the await"); natively fine.
+
+# Async mode (``ProgramBuilder(..., async_=True)``): appended to PRELUDE.  ``Ticker`` is an async
+# iterator and ``ACM`` an async context manager whose methods may suspend; ``each`` is a helper
+# coroutine that suspends once per item (it stands where ``yield from <iterable>`` stands), ``echo``
+# one that suspends once (it stands for ``await suspend(v)`` when ``v`` itself suspends).
+ASYNC_PRELUDE = '''
+
+from runtime.programs.requests import suspend
+
+
+class Ticker:
+    def __init__(self, n, pause=False, fail=None):
+        self.i, self.n, self.pause, self.fail = 0, n, pause, fail
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.pause:
+            await suspend(("tick", self.i))
+        if self.i == self.fail:
+            raise KeyError("tick")
+        if self.i >= self.n:
+            raise StopAsyncIteration
+        self.i += 1
+        LOG.append(("tick", self.i))
+        return self.i
+
+
+class ACM:
+    def __init__(self, tag, suppress=False, pause=False):
+        self.tag, self.suppress, self.pause = tag, suppress, pause
+
+    async def __aenter__(self):
+        LOG.append(("aenter", self.tag))
+        if self.pause:
+            await suspend(("aenter", self.tag))
+        if self.tag == "xyz":
+            raise Oops("aenter")
+        return self.tag
+
+    async def __aexit__(self, et, ev, tb):
+        LOG.append(("aexit", self.tag, None if et is None else et.__name__))
+        if self.pause:
+            await suspend(("aexit", self.tag))
+        if self.tag == 3:
+            raise KeyError("aexit")
+        return self.suppress
+
+
+async def echo(v=None):
+    return await suspend(v)
+
+
+async def each(items):
+    r = None
+    for v in items:
+        r = await suspend(v)
+    return r
+'''
+
+
+
+def async_prelude(body: str) -> str:
+    """PRELUDE and the parts of ASYNC_PRELUDE that ``body`` uses (compiling the async helpers costs
+    more than most programs: leaving out the unused ones keeps the test fast)."""
+    parts = ASYNC_PRELUDE.split("\n\n\n")
+    kept = [part for part in parts[1:]
+            if re.search(r"\b" + re.search(r"(?:class|def) (\w+)", part).group(1) + r"\(", body)]
+    return "\n\n\n".join([PRELUDE + parts[0]] + kept)
+
 
 INIT = ("n = 0", "m = 1", "s = 's'", "t = ''", "x = None", "y = 0", "L = []")
 
@@ -167,14 +265,19 @@ E = tuple  # (text, has_yield)
 
 
 class ProgramBuilder:
-    def __init__(self, chooser: Chooser, *, max_depth: int = 3, max_stmts: int = 5) -> None:
+    def __init__(self, chooser: Chooser, *, max_depth: int = 3, max_stmts: int = 5,
+                 async_: bool = False) -> None:
         self.ch = chooser
         self.max_depth = max_depth
         self.max_stmts = max_stmts
+        self.async_ = async_       # write ``async def`` programs (see the module docstring)
         self.kinds: set[str] = set()
         self.names = 0
         self.in_sub = False
         self.fn_yields = 0
+        self.in_comp = False       # inside a comprehension: no nested comprehension
+        self.no_walrus = False     # in a comprehension's iterable: ``:=`` is a SyntaxError there
+        self.async_iter = False    # set by iterable(): the loop is an ``async for``
 
     # ------------------------------------------------------------------ helpers
     def fresh(self, prefix: str) -> str:
@@ -184,14 +287,32 @@ class ProgramBuilder:
     def mark(self, kind: str) -> None:
         self.kinds.add(kind)
 
+    def susp(self, value: str | None = None, nested: bool = False) -> str:
+        """A suspension sending ``value`` out (unparenthesised): ``yield v`` or ``await suspend(v)``.
+
+        ``nested``: ``value`` itself suspends.  Async mode then awaits the module's helper coroutine
+        ``echo(v)`` instead: ``suspend`` (a function of the runtime, not of a compiled module) cannot
+        be snapshotted as a callee live across the inner await (UnserializableValueError: "cannot
+        snapshot the value of `suspend`, evaluated before the await")."""
+        if self.async_:
+            if nested:
+                self.mark("await_echo")
+                return f"await echo({value})"
+            return f"await suspend({'' if value is None else value})"
+        return "yield" if value is None else f"yield {value}"
+
+    def delegate(self, src: str) -> str:
+        """A delegation to the helper ``sub(...)`` (unparenthesised): ``yield from`` or ``await``."""
+        return f"await {src}" if self.async_ else f"yield from {src}"
+
     def _yield_node(self, d: int, y: bool, fs: bool = False) -> E:
         self.fn_yields += 1
         if self.ch.chance(8):
-            return "(yield)", True
+            return f"({self.susp()})", True
         v, vy = self.any(d - 1, y, fs)
         if vy:
             self.mark("yield_nested")
-        return f"(yield {v})", True
+        return f"({self.susp(v, vy)})", True
 
     # ------------------------------------------------------------------ expressions
     # Each returns (text, contains_yield); ``y`` says whether a yield may appear; ``fs`` that we are
@@ -338,6 +459,7 @@ class ProgramBuilder:
             (4, "atom"), (3, "var"), (1, "L"), (0 if d <= 0 else 1, "list"),
             (0 if d <= 0 else 1, "tuple"), (0 if d <= 0 else 1, "dict"),
             (0 if d <= 0 or self.in_sub else yw, "yield_from"),
+            (1 if self.async_ and d > 0 and not fs and not self.in_comp else 0, "comprehension"),
         ])
         if kind == "atom":
             return self.atom(d, y, fs)
@@ -370,8 +492,50 @@ class ProgramBuilder:
             self.fn_yields += 1
             arg, _ = self.atom(d - 1, y, fs)
             self.mark("yield_from_expr")
-            return f"(yield from sub({arg}))", True
+            return f"({self.delegate(f'sub({arg})')})", True
+        if kind == "comprehension":
+            return self.comprehension(d, y)
         raise AssertionError(kind)
+
+    def comprehension(self, d: int, y: bool) -> E:
+        """(async mode) A list or dict comprehension over ``range`` or a ``Ticker`` whose element may
+        suspend: an async comprehension when it has an ``await`` or an ``async for``."""
+        i = self.fresh("q")
+        over_ticker = y and self.ch.chance(50)
+        self.no_walrus = True  # ``:=`` in a comprehension's iterable is a SyntaxError
+        # no await in the iterable of an ``async for``: AITER_OF_BUG
+        n, ny = self.int_(d - 1, y and not over_ticker)
+        self.no_walrus = False
+        if over_ticker:
+            self.fn_yields += 1
+            pause = self.ch.chance(40)
+            if pause:
+                self.mark("yield_in_anext")
+            src = f"Ticker({n} % 4{', True' if pause else ''})"
+        else:
+            src = f"range({n} % 4)"
+        self.in_comp = True
+        elem = self.ch.weighted([(2, "var"), (3 if y else 0, "await"), (3, "atom")])
+        if elem == "var":
+            e, ey = i, False
+        elif elem == "await":
+            self.fn_yields += 1
+            e, ey = f"({self.susp(i)})", True
+        else:
+            e, ey = self.atom(d - 1, y)
+        cond = f" if {i} != {self.ch.integer(0, 2)}" if self.ch.chance(25) else ""
+        self.in_comp = False
+        hy = ey or ny or over_ticker
+        self.mark("async_comprehension" if ey or over_ticker else "comprehension")
+        if over_ticker:
+            self.mark("async_for_in_comprehension")
+        if ey:
+            self.mark("yield_in_comprehension")
+        loop = f"{'async ' if over_ticker else ''}for {i} in {src}{cond}"
+        if self.ch.chance(25):
+            self.mark("dict_comprehension")
+            return f"{{{i}: {e} {loop}}}", hy
+        return f"[{e} {loop}]", hy
 
     def ifexp(self, sub: Callable, d: int, y: bool, fs: bool) -> E:
         (a, ay), (c, cy), (b, by) = sub(d - 1, y, fs), self.cond(d - 1, y, fs), sub(d - 1, y, fs)
@@ -406,7 +570,7 @@ class ProgramBuilder:
             (3, "lt"), (2, "eq"), (0 if only_compare else 2, "truthy"),
             (0 if only_compare else 1, "not"), (0 if only_compare else 1, "isinstance"),
             (2, "in"), (0 if only_compare or d <= 0 else 1, "boolop"), (1, "chain"),
-            (0 if only_compare or d <= 0 or fs else 1, "walrus"),
+            (0 if only_compare or d <= 0 or fs or self.no_walrus else 1, "walrus"),
         ])
         if kind == "lt":
             (l, ly), (r, ry) = self.int_(d, y, fs), self.int_(d, y, fs)
@@ -473,6 +637,7 @@ class ProgramBuilder:
             (3 if scope.loop else 0, "break"), (3 if scope.loop else 0, "continue"),
             (3 if scope.handler else 0, "bare_raise"), (2 if scope.exc_var else 0, "raise_from"),
             (cw * 2, "if"), (cw, "for"), (cw, "while"), (cw * 2, "try"), (cw, "with"),
+            (2 if self.async_ and not self.in_sub else 0, "held"),
         ])
         if kind in ("pass", "assign", "augassign", "call_stmt", "log", "list_append",
                     "slice_assign", "del", "break", "continue", "bare_raise", "raise_from"):
@@ -515,30 +680,29 @@ class ProgramBuilder:
             self.fn_yields += 1
             if self.ch.chance(15):
                 self.mark("bare_yield")
-                return [f"{target} = yield"]
+                return [f"{target} = {self.susp()}"]
             self.mark("assign_yield")
-            return [f"{target} = yield {self.any(d, True, scope=scope)[0]}"]
+            return [f"{target} = {self.susp(*self.any(d, True, scope=scope))}"]
         if kind == "unpack":
             self.mark("unpack")
             if self.ch.chance(40):
                 self.fn_yields += 1
-                return [f"x, y = yield {self.any(d - 1, True, scope=scope)[0]}"]
+                return [f"x, y = {self.susp(*self.any(d - 1, True, scope=scope))}"]
             (l, _), (r, _) = self.atom(d - 1, True), self.atom(d - 1, True)
             return [f"x, y = {l}, {r}"]
         if kind == "yield_stmt":
             self.mark("yield_stmt")
             self.fn_yields += 1
-            v, _ = self.any(d, True, scope=scope)
-            return [f"yield {v}"]
+            return [self.susp(*self.any(d, True, scope=scope))]
         if kind == "bare_yield":
             self.mark("bare_yield")
             self.fn_yields += 1
-            return ["yield"]
+            return [self.susp()]
         if kind == "aug_yield":
             self.mark("aug_yield")
             self.fn_yields += 1
             target = self.ch.pick(("n", "s", "L", "x"))
-            return [f"{target} += yield {self.any(d - 1, True, scope=scope)[0]}"]
+            return [f"{target} += {self.susp(*self.any(d - 1, True, scope=scope))}"]
         if kind == "yield_from":
             self.fn_yields += 1
             what = self.ch.weighted([(2, "list"), (1, "range"), (1, "str"),
@@ -548,8 +712,8 @@ class ProgramBuilder:
                 arg, _ = self.atom(1, True)
                 if self.ch.chance(50):
                     self.mark("assign_yield_from")
-                    return [f"{self.ch.pick(ANY_VARS[:2])} = yield from sub({arg})"]
-                return [f"yield from sub({arg})"]
+                    return [f"{self.ch.pick(ANY_VARS[:2])} = {self.delegate(f'sub({arg})')}"]
+                return [self.delegate(f"sub({arg})")]
             self.mark("yield_from_iterable")
             if what == "list":
                 items = [self.atom(1, True) for _ in range(self.ch.integer(0, 3))]
@@ -563,7 +727,9 @@ class ProgramBuilder:
             target = self.ch.chance(30)
             if target:
                 self.mark("assign_yield_from")
-            return [f"{'x = ' if target else ''}yield from {src}"]
+            # async mode: the helper coroutine ``each`` suspends once per item
+            what = f"await each({src})" if self.async_ else f"yield from {src}"
+            return [f"{'x = ' if target else ''}{what}"]
         if kind == "call_stmt":
             return [self.call_f(d, True, scope=scope)[0]]
         if kind == "log":
@@ -602,6 +768,20 @@ class ProgramBuilder:
         if kind == "raise_from":
             return [f"raise ValueError({self.atom(1, False)[0]}) from {scope.exc_var}"]
         raise AssertionError(kind)
+
+    def s_held(self, scope: Scope, depth: int) -> list[str]:
+        """(async mode) ``h = sub(...)``, maybe a suspension, then ``x = await h``: a coroutine held by
+        a local before it is awaited (and while it is)."""
+        self.mark("await_held")
+        h = self.fresh("h")
+        arg, _ = self.atom(1, True)
+        lines = [f"{h} = sub({arg})"]
+        self.fn_yields += 1
+        if self.ch.chance(50):
+            self.mark("await_held_later")
+            lines.append(self.susp(*self.atom(1, True)))
+        lines.append(f"{self.ch.pick(ANY_VARS[:2])} = await {h}")
+        return lines
 
     def list_(self, d: int, y: bool) -> E:
         kind = self.ch.weighted([(3, "display"), (1, "tail"), (1, "append"), (1, "range")])
@@ -653,8 +833,10 @@ class ProgramBuilder:
         i = self.fresh("i")
         kind = self.ch.weighted([(3, "range"), (2, "list"), (1, "str"), (1, "enumerate"),
                                  (1, "zip"), (1, "reversed"), (1, "dict_items"), (1, "list_copy"),
-                                 (0 if self.in_sub else 2, "sub")])
+                                 (0 if self.in_sub or self.async_ else 2, "sub"),
+                                 (3 if self.async_ else 0, "ticker")])
         self.mark(f"iter_{kind}")
+        self.async_iter = kind == "ticker"
         if kind == "range":
             return i, f"range({self.ch.integer(0, 3)})", (i,)
         if kind == "list":
@@ -679,6 +861,19 @@ class ProgramBuilder:
             return f"{j}, {i}", "{'p': 1, 'q': n, 'r': s}.items()", (i, j)
         if kind == "list_copy":
             return i, "L[:3]", (i,)
+        if kind == "ticker":  # async mode: ``async for`` over the async iterator ``Ticker``
+            n, _ = self.int_(1, False)  # no await in the iterable of an ``async for``: AITER_OF_BUG
+            args = f"{n} % 4"
+            pause = self.ch.chance(40)
+            if pause:
+                self.mark("yield_in_anext")
+                self.fn_yields += 1
+                args += ", True"
+            if self.ch.chance(15):
+                self.mark("async_for_raises")
+                args += f", fail={self.ch.integer(0, 2)}"
+            self._note_yield(scope, pause)
+            return i, f"Ticker({args})", (i,)
         arg, ay = self.atom(1, True)
         if ay:
             self.mark("yield_in_for_iter")
@@ -689,9 +884,15 @@ class ProgramBuilder:
         self.mark("for")
         target, src, names = self.iterable(scope)
         inner = self.sub_scope(scope, loop=True, extra=scope.extra + names, place="loop")
-        lines = [f"for {target} in {src}:"] + self.indent(self.block(inner, depth + 1))
+        is_async = self.async_iter
+        if is_async:
+            self.mark("async_for")
+        head = "async for" if is_async else "for"
+        lines = [f"{head} {target} in {src}:"] + self.indent(self.block(inner, depth + 1))
         if self.ch.chance(30):
             self.mark("for_else")
+            if is_async:
+                self.mark("async_for_else")
             lines += ["else:"] + self.indent(self.block(scope, depth + 1))
         return lines
 
@@ -753,12 +954,22 @@ class ProgramBuilder:
         self.mark("with")
         items, names = [], ()
         y0 = self.fn_yields
+        is_async, pauses = self.async_ and self.ch.chance(50), 0
+        if is_async:  # ``async with`` over ``ACM`` (whose methods may suspend)
+            self.mark("async_with")
         for _ in range(2 if self.ch.chance(20) else 1):
             tag, _ = self.atom(1, True)
             suppress = self.ch.chance(35)
             if suppress:
                 self.mark("with_suppress")
-            item = f"CM({tag}{', True' if suppress else ''})"
+            if is_async:
+                pause = self.ch.chance(50)
+                if pause:
+                    self.mark("yield_in_aenter_aexit")
+                    pauses += 1
+                item = f"ACM({tag}, {suppress}{', True' if pause else ''})"
+            else:
+                item = f"CM({tag}{', True' if suppress else ''})"
             if self.ch.chance(50):
                 c = self.fresh("c")
                 self.mark("with_as")
@@ -770,8 +981,12 @@ class ProgramBuilder:
         if self.fn_yields > y0:
             self.mark("yield_in_with_header")
             self._note_yield(scope, True)
+        elif pauses:
+            self._note_yield(scope, True)
+        self.fn_yields += pauses
         inner = self.sub_scope(scope, extra=scope.extra + names, place="with")
-        return [f"with {', '.join(items)}:"] + self.indent(self.block(inner, depth + 1))
+        head = "async with" if is_async else "with"
+        return [f"{head} {', '.join(items)}:"] + self.indent(self.block(inner, depth + 1))
 
     # ------------------------------------------------------------------ functions / module
     def function(self, name: str, *, in_sub: bool, depth: int) -> list[str]:
@@ -783,16 +998,18 @@ class ProgramBuilder:
         if self.ch.chance(30):
             body += self.s_simple("return", Scope())
         self.max_depth = saved
-        if self.fn_yields == 0:  # must stay a generator function
-            body.append("yield n")
-        return [f"def {name}(a, b=2):"] + self.indent(body)
+        if self.fn_yields == 0:  # must stay a generator function (async: suspend at least once)
+            body.append(self.susp("n"))
+        return [f"{'async ' if self.async_ else ''}def {name}(a, b=2):"] + self.indent(body)
 
     def program(self) -> Program:
         sub = self.function("sub", in_sub=True, depth=max(1, self.max_depth - 1))
-        gen = self.function("gen", in_sub=False, depth=self.max_depth)
+        name = "main" if self.async_ else "gen"
+        gen = self.function(name, in_sub=False, depth=self.max_depth)
         a = self.ch.pick(("0", "1", "'p'", "None", "[1, 2]"))
-        entry = f"gen({a})" if self.ch.chance(70) else f"gen({a}, {self.ch.integer(0, 3)})"
-        source = PRELUDE + "\n\n" + "\n".join(sub) + "\n\n\n" + "\n".join(gen) + "\n"
+        entry = f"{name}({a})" if self.ch.chance(70) else f"{name}({a}, {self.ch.integer(0, 3)})"
+        body = "\n".join(sub) + "\n\n\n" + "\n".join(gen) + "\n"
+        source = (async_prelude(body) if self.async_ else PRELUDE) + "\n\n" + body
         return Program(source, entry, frozenset(self.kinds))
 
 
