@@ -191,6 +191,9 @@ def _meta_of(gen: Any) -> FunctionMeta:
     else:
         raise NotDurableError("snapshot() needs a generator or a coroutine from a durable function, "
                               f"not {type(gen).__name__!r}")
+    if meta is None and _code(gen) in code_kinds.WRAPPER_CODES:
+        raise NotDurableError(f"{_noun(gen)} {gen.__qualname__!r} is chaos mode's wrapper, and it drives no compiled "
+                              f"{_noun(gen)} now (not started yet, or finished)")
     if meta is None:
         raise NotDurableError(
             f"{_noun(gen)} {gen.__qualname__!r} was not compiled as durable: decorate it with @durable and compile "

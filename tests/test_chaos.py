@@ -362,7 +362,7 @@ def test_snapshot_detach_and_close_of_a_wrapped_coroutine(
     assert coro.close() is None and coro.cr_frame is None
     assert chaotic.LOG == ["leaf finally", "outer finally"]
     unstarted = chaotic.never_awaited()
-    with pytest.raises(NotDurableError):
+    with pytest.raises(NotDurableError, match="chaos mode's wrapper, and it drives no compiled coroutine now"):
         snapshot(unstarted)  # not started: there is no compiled coroutine under it yet
     unstarted.close()
 
@@ -378,3 +378,25 @@ def test_a_wrapper_never_awaited_warns_about_the_function_as_natively(
             gc.collect()
         messages.append([(w.category, str(w.message)) for w in seen])
     assert messages[1] == messages[0] == [(RuntimeWarning, "coroutine 'never_awaited' was never awaited")]
+
+
+def test_frames_of_sees_through_chaos_wrappers_of_generators_too(tmp_path):
+    code = """
+        import transpiler
+        transpiler.install_import_hook(["dg_chaos_frames"], all_generators=True, chaos=True)
+        import dg_chaos_frames as m
+        from runtime.programs.versions import frames_of
+        g = m.outer()
+        next(g)
+        print("FRAMES", [meta.qualname for meta, _ in frames_of(g)])
+    """
+    (tmp_path / "dg_chaos_frames.py").write_text(textwrap.dedent('''
+        def inner():
+            yield 1
+
+        def outer():
+            yield from inner()
+    '''))
+    proc = run_python(code, paths=[tmp_path])
+    assert proc.returncode == 0, proc.stderr
+    assert "FRAMES ['outer', 'inner']" in proc.stdout, proc.stdout
