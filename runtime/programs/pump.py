@@ -120,16 +120,6 @@ class Pump:
                     return "raise", exc
                 value, kind = exc, "throw"
 
-    def cancel(self, refuse: Callable[[], BaseException], limit: int = 100) -> Outcome:
-        """Cancel the program here (``cancellation`` run with ``resume``)."""
-        actions = self.cancellation(refuse, limit)
-        action = next(actions)
-        while True:
-            try:
-                action = actions.send(self.resume(action))
-            except StopIteration as end:
-                return end.value  # type: ignore[no-any-return]
-
     def cancellation(self, refuse: Callable[[], BaseException],
                      limit: int = 100) -> Generator[tuple[str, Any], Outcome, Outcome]:
         """Cancel the program: throw ``asyncio.CancelledError`` in and drive it to its end (its ``finally``

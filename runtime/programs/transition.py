@@ -178,7 +178,7 @@ class Transition:
         except Interrupted:  # its driver stops, the program in a transient await: it continues elsewhere
             self.on_event(execution.id, "detached", "the worker is stopping while the program is in a transient await: "
                                                     "it continues elsewhere from its last commit")
-            yield from self._give_up(lambda _: self._release(), "")
+            yield from self._give_up(self._release, "stopping")
         except ConflictError as exc:
             self.on_event(execution.id, "conflict", f"another worker advanced it: {exc}")
         except StoreError as exc:  # the store failed under us: leave it to a later claim, not in a tight loop
@@ -378,7 +378,7 @@ class Transition:
         yield from self._fail(result)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _release(self) -> Flow:
+    def _release(self, _why: str = "") -> Flow:
         """Give the run up as last committed: another worker continues from there."""
         self._consume = None  # the program has not received it (or that is lost with it): it stays queued
         yield from self._commit(release=True)
@@ -590,21 +590,26 @@ class Transition:
         generator that yields while it is closed. A note when it ended with another exception."""
         pump = self._new_pump(program)
         try:
-            actions = pump.cancellation(lambda: RuntimeError(
+            outcome, value = yield from self._advance_through(pump, pump.cancellation(lambda: RuntimeError(
                 "a durable await (step/sleep/wait/checkpoint) while the program is being cancelled: its clean-up may "
-                "await transient work only"))
-            action = next(actions)
-            while True:
-                try:
-                    action = actions.send((yield Advance(pump, action)))
-                except StopIteration as end:
-                    outcome, value = end.value
-                    break
+                "await transient work only")))
         finally:
             self._leave(pump)
         if outcome == "raise" and not isinstance(value, asyncio.CancelledError):
             return f"cancelled; cancelling it raised {type(value).__name__}: {text_of(value)}"
         return None
+
+    @staticmethod
+    def _advance_through(pump: Pump, actions: Generator[tuple[str, Any], Outcome, Outcome]) -> Flow:
+        """Advance ``pump``'s program with each action ``actions`` yields (sent back each outcome); what
+        ``actions`` returns."""
+        action = next(actions)
+        while True:
+            outcome = yield Advance(pump, action)
+            try:
+                action = actions.send(outcome)
+            except StopIteration as end:
+                return end.value
 
     # ------------------------------------------------------------------ the one place that writes
 

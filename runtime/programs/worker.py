@@ -9,8 +9,8 @@ same thread while the loop is not turning, so program code never runs beside a s
 from __future__ import annotations
 
 import asyncio
-import collections
 import os
+import queue
 import random
 import threading
 import time
@@ -30,6 +30,9 @@ from .transition import Advance, Commit, Flow, Interrupted, RunStep, StepOutcome
 
 _WAKE = object()
 """Posted to the scheduler when there may be new work (a notification, or the poll interval passed)."""
+
+_NOTHING = object()
+"""What waiting on the scheduler's inbox gives when nothing was posted in time."""
 
 Instruction = Commit | RunStep | Advance
 
@@ -60,20 +63,21 @@ class _Flight:
 
 class _Inbox:
     """What the scheduler waits for: outcomes (of steps, of advances) and wake-ups, posted from any thread.
-    Waiting turns the loop, so that the tasks on it run meanwhile."""
+    While the loop has work, waiting turns it, so that the tasks on it run meanwhile; else the scheduler
+    blocks on the queue alone, as cheaply as a worker without async programs can."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.items: collections.deque[Any] = collections.deque()  # appends and pops are atomic
-        self.waiting = False  # the loop turns in wait(): a post must stop it
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.turning = False  # the scheduler waits by turning the loop: a post must stop it
         self.closed = False
 
     def post(self, item: Any) -> None:
         """From any thread (the pool's, the listener's)."""
         if self.closed:
             return
-        self.items.append(item)
-        if self.waiting:  # read after the append: a wait() that missed the item has set it and gets the wake-up
+        self.queue.put(item)
+        if self.turning:  # read after the put: a wait that missed the item has set it, and gets the wake-up
             try:
                 self.loop.call_soon_threadsafe(self.loop.stop)
             except RuntimeError:  # closed meanwhile: the worker has ended
@@ -81,28 +85,40 @@ class _Inbox:
 
     def post_here(self, item: Any) -> None:
         """From the loop's own callbacks (a task done)."""
-        self.items.append(item)
-        if self.waiting:
+        self.queue.put(item)
+        if self.turning:
             self.loop.stop()
 
-    def wait(self, timeout: float) -> None:
-        """Turn the loop until something is posted or ``timeout`` seconds have passed."""
-        self.waiting = True
-        try:
-            if self.items:
-                return
-            timer = self.loop.call_later(timeout, self.loop.stop)
+    def wait(self, timeout: float, *, turn: bool) -> Any:
+        """The first item posted within ``timeout`` seconds, or _NOTHING; the loop turns meanwhile if ``turn``."""
+        if not turn:
             try:
-                self.loop.run_forever()
-            finally:
-                timer.cancel()
+                return self.queue.get(timeout=timeout)
+            except queue.Empty:
+                return _NOTHING
+        self.turning = True
+        try:
+            if self.queue.empty():
+                timer = self.loop.call_later(timeout, self.loop.stop)
+                try:
+                    self.loop.run_forever()
+                finally:
+                    timer.cancel()
         finally:
-            self.waiting = False
+            self.turning = False
+        return self.take()
 
     def turn(self) -> None:
         """Run the loop's callbacks that are due, once, without waiting."""
         self.loop.call_soon(self.loop.stop)
         self.loop.run_forever()
+
+    def take(self) -> Any:
+        """The next item posted, or _NOTHING."""
+        try:
+            return self.queue.get_nowait()
+        except queue.Empty:
+            return _NOTHING
 
 
 class Worker:
@@ -220,6 +236,7 @@ class _Scheduler:
         self.event_loop = inbox.loop
         self.pool = pool
         self.on_loop = 0  # async programs in flight, and async steps running: the loop has work
+        self.loop_used = False  # tasks may be left on the loop (since the last look)
         self.advancing: set[_Flight] = set()  # flights whose program advances on the loop
         self.detach_at: float | None = None  # (monotonic) once stopped: when programs still advancing are detached
         self.flights: dict[str, _Flight] = {}
@@ -257,26 +274,38 @@ class _Scheduler:
 
     def _collect(self, *, block: bool) -> None:
         if block:
-            self.inbox.wait(self._timeout())
-        elif self.on_loop:
-            self.inbox.turn()
-        items = self.inbox.items
-        if not items:
+            item = self.inbox.wait(self._timeout(), turn=self._loop_has_work())
+        else:
+            if self.on_loop:
+                self.inbox.turn()
+            item = self.inbox.take()
+        if item is _NOTHING:
             self._on_timeout()
             return
-        while items:
-            item = items.popleft()
-            if item is _WAKE:
-                self.want_claim = True
-                continue
-            flight, outcome = item
-            if type(outcome) is PumpTask:
-                if flight.advancing is not outcome:  # detached while it ran: its transition has ended
-                    continue
-                flight.advancing = None
-                self.advancing.discard(flight)
-                outcome = outcome.pump.outcome(outcome)
-            self.ready.append((flight, outcome, None))
+        while item is not _NOTHING:
+            self._receive(item)
+            item = self.inbox.take()
+
+    def _loop_has_work(self) -> bool:
+        """Async programs or steps in flight, or tasks still ending (those a program left, cancelled)."""
+        if self.on_loop:
+            return True
+        if self.loop_used:  # (a worker that never ran async code does not look)
+            self.loop_used = bool(asyncio.all_tasks(self.event_loop))
+        return self.loop_used
+
+    def _receive(self, item: Any) -> None:
+        if item is _WAKE:
+            self.want_claim = True
+            return
+        flight, outcome = item
+        if type(outcome) is PumpTask:
+            if flight.advancing is not outcome:  # detached while it ran: its transition has ended
+                return
+            flight.advancing = None
+            self.advancing.discard(flight)
+            outcome = outcome.pump.outcome(outcome)
+        self.ready.append((flight, outcome, None))
 
     def _timeout(self) -> float:
         now = self.clock.now()
@@ -361,7 +390,7 @@ class _Scheduler:
     def _start_advance(self, flight: _Flight, advance: Advance) -> None:
         """Advance an async program as a task on the loop; its outcome is posted when it is done."""
         if not flight.on_loop:
-            flight.on_loop = True
+            flight.on_loop = self.loop_used = True
             self.on_loop += 1
         task = flight.advancing = advance.pump.start(advance.action)
         self.advancing.add(flight)
@@ -373,6 +402,7 @@ class _Scheduler:
             self.pool.submit(self._run_step, flight, step)
             return
         self.on_loop += 1
+        self.loop_used = True
         task = self.event_loop.create_task(step.call_async(), name=f"step {step.record.function}")
         task.add_done_callback(lambda done: self._step_done(flight, done))
 
