@@ -64,7 +64,7 @@ REQUIRED_KINDS = frozenset({
 
 # ... and in async mode (``ProgramBuilder(..., async_=True)``), where a "yield" kind names the
 # ``await suspend(...)`` standing for that yield and "yield_from_sub" an ``await sub(...)``.
-ASYNC_REQUIRED_KINDS = (REQUIRED_KINDS - {"iter_sub"}) | frozenset({
+ASYNC_REQUIRED_KINDS = (REQUIRED_KINDS - {"iter_sub", "del"}) | frozenset({
     "await_echo", "iter_ticker", "async_for", "async_for_else", "async_for_raises", "yield_in_anext",
     "async_with", "yield_in_aenter_aexit", "comprehension", "async_comprehension",
     "async_for_in_comprehension", "yield_in_comprehension", "dict_comprehension", "await_held",
@@ -119,6 +119,25 @@ class CM:
 #   the compiled code evaluates ``_dg_rt.aiter_of`` into a temporary before that await and keeps it
 #   across the suspension, so every snapshot there fails (UnserializableValueError: "cannot snapshot
 #   the value of `....aiter_of`, evaluated before the await"); natively fine.
+# * HELD_LOCAL_BUG: a coroutine in a local while it is awaited (``h = sub(); x = await h``, ``h`` not
+#   used after): a restored frame no longer holds it in ``h`` (the runtime drops the alias), so when
+#   close() leaves it suspended ("coroutine ignored GeneratorExit": a suspension in a ``finally`` or
+#   an ``__aexit__``) and the caller catches that RuntimeError, the compiled side finalizes it at
+#   once (its ``__aexit__``s/``finally``s run) while natively ``h`` keeps it alive.  Generated as
+#   ``h = [sub()]`` ... ``await h.pop()`` instead.
+# * CELL_DEL_BUG (generators too): after a restore, reading a deleted local that a nested scope
+#   captures (a comprehension, a lambda) raises NameError("cannot access free variable 'y' where it
+#   is not associated with a value in enclosing scope") instead of UnboundLocalError("cannot access
+#   local variable 'y' ..."): the restored frame runs the "cellular variant", where the captured
+#   locals are free variables.
+# * UNBOUND_OPERAND_BUG (coroutines only, no snapshot needed): an unbound plain local read as an
+#   operand before an await, ``t = 1; del t; f(t, await suspend(1))`` (or ``return t + await
+#   suspend(1)`` with ``t`` never bound, or an ``except ... as e`` name after its handler): natively
+#   the read raises UnboundLocalError before the await; compiled, the await suspends first and the
+#   UnboundLocalError comes at the next step (operands that read plain locals are no longer copied
+#   before an await, so the read moved after it).
+#   Async mode therefore writes no ``del`` (the generator mode keeps it: no nested scopes there, and
+#   generators keep copying operands).
 
 # Async mode (``ProgramBuilder(..., async_=True)``): appended to PRELUDE.  ``Ticker`` is an async
 # iterator and ``ACM`` an async context manager whose methods may suspend; ``each`` is a helper
@@ -632,7 +651,9 @@ class ProgramBuilder:
         kind = self.ch.weighted([
             (1, "pass"), (6, "assign"), (3, "augassign"), (6, "assign_yield"), (7, "yield_stmt"),
             (1, "bare_yield"), (1, "aug_yield"), (3, "yield_from"), (3, "call_stmt"),
-            (2, "log"), (1, "list_append"), (1, "slice_assign"), (1, "del"), (1, "unpack"),
+            (2, "log"), (1, "list_append"), (1, "slice_assign"),
+            (0 if self.async_ else 1, "del"),  # async mode: CELL_DEL_BUG
+            (1, "unpack"),
             (1 if depth else 0, "return"), (1 if depth else 0, "raise"),
             (3 if scope.loop else 0, "break"), (3 if scope.loop else 0, "continue"),
             (3 if scope.handler else 0, "bare_raise"), (2 if scope.exc_var else 0, "raise_from"),
@@ -770,17 +791,17 @@ class ProgramBuilder:
         raise AssertionError(kind)
 
     def s_held(self, scope: Scope, depth: int) -> list[str]:
-        """(async mode) ``h = sub(...)``, maybe a suspension, then ``x = await h``: a coroutine held by
-        a local before it is awaited (and while it is)."""
+        """(async mode) ``h = [sub(...)]``, maybe a suspension, then ``x = await h.pop()``: a coroutine
+        created, held (in a list: HELD_LOCAL_BUG) and awaited later."""
         self.mark("await_held")
         h = self.fresh("h")
         arg, _ = self.atom(1, True)
-        lines = [f"{h} = sub({arg})"]
+        lines = [f"{h} = [sub({arg})]"]
         self.fn_yields += 1
         if self.ch.chance(50):
             self.mark("await_held_later")
             lines.append(self.susp(*self.atom(1, True)))
-        lines.append(f"{self.ch.pick(ANY_VARS[:2])} = await {h}")
+        lines.append(f"{self.ch.pick(ANY_VARS[:2])} = await {h}.pop()")
         return lines
 
     def list_(self, d: int, y: bool) -> E:
