@@ -270,3 +270,19 @@ def test_operands_that_may_change_during_an_await_are_read_before_it() -> None:
     """, [NEXT, exec_("G = 1000"), send(1), exec_("BUMPERS[0]()"), send(2), send(3), send(4)],
         snapshot_at=(), fresh_at=None)  # a restore would give the frame new cells: the closure in BUMPERS
     # would share the old ones; and a fresh process has neither the global nor the closure
+
+
+@pytest.mark.parametrize("statement", ["total += await suspend(1)", "f(total, await suspend(1))",
+                                       "return total + await suspend(1)"])
+def test_an_unbound_plain_local_raises_before_the_await(statement: str) -> None:
+    """Regression (found by the random async programs): a plain local read as an operand is read where
+    CPython reads it, so an unbound one raises UnboundLocalError before the await, not after it."""
+    run(f"""
+    def f(*args):
+        return args
+
+    async def main(flag=False):
+        if flag:
+            total = 1
+        {statement}
+    """, [NEXT, NEXT])

@@ -9,7 +9,7 @@ from typing import Callable, Sequence
 
 import libcst as cst
 
-from .cstutil import PREFIX, STATE, assign, code_of, has_suspension, if_, releasing
+from .cstutil import PREFIX, STATE, assign, code_of, has_suspension, if_, releasing, small
 from .desugar_async import Synthetic
 
 Stmts = list[cst.BaseStatement]
@@ -118,11 +118,13 @@ class ExprLowerer:
         return method(node)
 
     def capture(self, node: cst.BaseExpression, pre: Stmts) -> cst.BaseExpression:
-        """Evaluate ``node`` now into a temporary (constants, the names of the compiler's generator
-        expression functions and of its ``iter``, and ``plain_locals``, which nothing rebinds meanwhile,
-        need none)."""
-        if is_constant(node) or (isinstance(node, cst.Name) and (node.value.startswith(_NEVER_REBOUND)
-                                                                 or node.value in self.plain_locals)):
+        """Evaluate ``node`` now into a temporary (constants and the names of the compiler's generator
+        expression functions and of its ``iter`` need none; a plain local is only read now, by
+        ``read_now``: nothing rebinds it meanwhile)."""
+        if is_constant(node) or (isinstance(node, cst.Name) and node.value.startswith(_NEVER_REBOUND)):
+            return node
+        if isinstance(node, cst.Name) and node.value in self.plain_locals:
+            pre.append(read_now(node))
             return node
         temp = self.new_temp("t", code_of(node))
         pre.append(assign(temp, node))
@@ -331,6 +333,12 @@ class ExprLowerer:
                 new_parts.append(part)
             index += 1
         return pre, node.with_changes(parts=new_parts)
+
+
+def read_now(name: cst.Name) -> cst.SimpleStatementLine:
+    """``name`` as a statement: a plain local that is read again after an await is read here too, where
+    CPython reads it, so that it raises UnboundLocalError before the await when it is unbound."""
+    return small(cst.Expr(value=name))
 
 
 def _unpacked(node: cst.BaseExpression, star: str) -> cst.BaseExpression:

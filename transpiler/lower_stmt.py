@@ -19,7 +19,7 @@ import libcst as cst
 from . import desugar_async
 from .cstutil import (PREFIX, SUSPENSIONS, assign, block, body_of, call, expr, has_suspension, if_, paren, releasing,
                       rt, small)
-from .lower_expr import ExprLowerer, Stmts, Unsupported
+from .lower_expr import ExprLowerer, Stmts, Unsupported, read_now
 from .genexps import ITER
 from .genexps import ITERATOR as GENEXP_ITERATOR
 from .names import describe
@@ -210,7 +210,8 @@ class StmtLowerer:
         target = node.target
         plain = isinstance(target, cst.Name) and target.value in self.exprs.plain_locals
         if plain and isinstance(node.value, cst.Await):  # ``total += await e`` stays one statement
-            return self.exprs.suspend_stmt(node.value, target.value, node.operator)  # type: ignore[attr-defined]
+            return [read_now(target)] + self.exprs.suspend_stmt(node.value, target.value,  # type: ignore[arg-type]
+                                                               node.operator)
         pre: Stmts = []
         if isinstance(target, cst.Name):
             current = self.exprs.capture(target, pre)
