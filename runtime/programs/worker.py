@@ -261,7 +261,7 @@ class _Scheduler:
             self._renew()
 
     def drop(self) -> None:
-        """The loop ended early (an exception): end the transitions still in flight here (their programs are
+        """``loop`` ended early (an exception): end the transitions still in flight here (their programs are
         detached; the leases lapse or are released)."""
         for flight in list(self.flights.values()):
             try:
@@ -358,7 +358,8 @@ class _Scheduler:
     # -- advancing
 
     def _advance(self) -> list[tuple[_Flight, Change]]:
-        """Run every ready program to its next instruction: commits are gathered, steps sent to the pool."""
+        """Run every ready program to its next instruction: commits are gathered, steps sent to the pool (or
+        the loop), advances of async programs started on the loop."""
         batch: list[tuple[_Flight, Change]] = []
         ready, self.ready = self.ready, []
         for flight, value, error in ready:
