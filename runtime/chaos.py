@@ -8,6 +8,7 @@ import sys
 import types
 from typing import Any, Callable, Coroutine, Generator
 
+from . import registry
 from .values import code_kinds
 from .errors import UnserializableValueError
 
@@ -18,6 +19,7 @@ STATS = {"round_trips": 0, "unserializable": 0, "coroutine_round_trips": 0, "cor
 _WRAPPER_CODES = code_kinds.WRAPPER_CODES
 _GeneratorType = types.GeneratorType
 _CoroutineType = types.CoroutineType
+_CO_COROUTINE = 0x80
 
 
 def _round_trip(current: Any, closure: tuple[Any, ...] | None) -> Any:
@@ -157,7 +159,8 @@ def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
                     box.append(current.send(box.pop()))
             except StopIteration as stop:
                 return stop.value
-            current = _round_trip(current, None)
+            if not _in_a_chaos_chain(sys._getframe()):
+                current = _round_trip(current, None)
             closing: GeneratorExit | None = None
             try:
                 box.append(await _suspension(box))
@@ -176,6 +179,19 @@ def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     _WRAPPER_CODES.add(chaos.__code__)
     return chaos
+
+
+def _in_a_chaos_chain(wrapper: types.FrameType) -> bool:
+    """Whether the chaos wrapper running in ``wrapper`` is awaited by compiled coroutines driven by another
+    chaos wrapper: that one round-trips the whole chain (seen through this wrapper) at this suspension. A
+    round trip of this wrapper's coroutine alone would copy the objects it shares with the frames awaiting
+    it (an argument, say), which a snapshot of the chain keeps one."""
+    caller = wrapper.f_back
+    awaited = False
+    while caller is not None and id(caller.f_code) in registry.BY_CODE and caller.f_code.co_flags & _CO_COROUTINE:
+        awaited = True
+        caller = caller.f_back
+    return awaited and caller is not None and caller.f_code in _WRAPPER_CODES
 
 
 def coroutine_inner(coro: types.CoroutineType) -> types.CoroutineType | None:
