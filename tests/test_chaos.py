@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import inspect
+import os
+import random
+import sys
 import textwrap
 import types
 import warnings
@@ -412,3 +415,45 @@ def test_frames_of_sees_through_chaos_wrappers_of_generators_too(tmp_path):
     proc = run_python(code, paths=[tmp_path])
     assert proc.returncode == 0, proc.stderr
     assert "FRAMES ['outer', 'inner']" in proc.stdout, proc.stdout
+
+
+RANDOM_SEEDS = int(os.environ.get("DG_CHAOS_RANDOM_ASYNC", "16"))
+"""Random async programs (tests/program_gen.py) run under chaos by this file; more with the variable."""
+
+
+def observe(module: types.ModuleType, entry: str, script: list[Any]) -> list[Any]:
+    """What ``entry`` does in ``module`` started, then under a random script (``program_gen.build_script``):
+    each step's outcome, then the module's LOG and the warnings and unraisable exceptions (finalizers) seen."""
+    unraisable: list[str] = []
+    hook, sys.unraisablehook = sys.unraisablehook, lambda u: unraisable.append(repr(u.exc_value))
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            coro = eval(entry, module.__dict__)
+            plan = [None] + [op.arg if op.kind == "send" else eval(op.arg.code, module.__dict__)
+                             if op.kind == "throw" else CLOSE if op.kind == "close" else None for op in script]
+            trace = drive(coro, plan)
+            trace.append(drive(coro, [CLOSE]))
+            del coro
+            gc.collect()
+    finally:
+        sys.unraisablehook = hook
+    return [*trace, list(module.LOG), [str(w.message) for w in seen], unraisable]
+
+
+@pytest.mark.parametrize("seed", range(RANDOM_SEEDS))
+def test_random_async_programs_do_under_chaos_what_they_do_natively(seed: int) -> None:
+    from program_gen import RandomChooser, build_script, random_program
+
+    program = random_program(seed, async_=True)
+    script = build_script(RandomChooser(random.Random(seed)))
+    name = unique_module_name("chaos_random")
+    _support.CHAOS_MODULES.add(name)
+    modules = load_native(program.source), load_compiled(program.source, name=name)
+    try:
+        native, chaotic = (observe(module, program.entry, script) for module in modules)
+        assert chaotic == native, f"{program.entry}\n{program.source}\nscript: {script}"
+    finally:
+        _support.CHAOS_MODULES.discard(name)
+        for module in modules:
+            unload(module)
