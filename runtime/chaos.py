@@ -14,7 +14,8 @@ from .errors import UnserializableValueError
 
 STATS = {"round_trips": 0, "unserializable": 0, "coroutine_round_trips": 0, "coroutine_unserializable": 0}
 """Round trips made and suspensions skipped (no snapshot possible) since the process started; the
-``coroutine_`` counts are the coroutines' share of the first two."""
+``coroutine_`` counts are the coroutines' share of the first two. A suspension of an await chain counts once
+(the outermost wrapper's); one of a ``yield from`` chain counts once per wrapper of the chain."""
 
 _WRAPPER_CODES = code_kinds.WRAPPER_CODES
 _GeneratorType = types.GeneratorType

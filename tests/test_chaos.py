@@ -432,8 +432,13 @@ def observe(module: types.ModuleType, entry: str, script: list[Any]) -> list[Any
             coro = eval(entry, module.__dict__)
             plan = [None] + [op.arg if op.kind == "send" else eval(op.arg.code, module.__dict__)
                              if op.kind == "throw" else CLOSE if op.kind == "close" else None for op in script]
-            trace = drive(coro, plan)
-            trace.append(drive(coro, [CLOSE]))
+            trace = []
+            for op in plan:  # (each outcome written down at once: chaos copies what a frame yielded)
+                (step,) = drive(coro, [op])
+                trace.append(repr(step))
+                if step[0] in ("returned", "raised"):
+                    break
+            trace.append(repr(drive(coro, [CLOSE])))
             del coro
             gc.collect()
     finally:
