@@ -131,6 +131,18 @@ def _suspension(box: list[Any]) -> Generator[Any, Any, Any]:
     return (yield box.pop())
 
 
+_SUSPENSION_CODE = _suspension.__code__
+
+
+def _as_thrown(exc: BaseException) -> BaseException:
+    """An exception thrown into a chaos coroutine wrapper, with the traceback it came with: without the entries
+    of the wrapper and of ``_suspension``, which it passed through on its way to the compiled coroutine."""
+    tb = exc.__traceback__
+    if tb is not None and tb.tb_next is not None and tb.tb_next.tb_frame.f_code is _SUSPENSION_CODE:
+        exc.__traceback__ = tb.tb_next.tb_next
+    return exc
+
+
 def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a compiled coroutine function so that its coroutines round-trip at every suspension where a snapshot
     can be taken (at a transient await the snapshot fails: the suspension is counted as unserializable and
@@ -168,7 +180,7 @@ def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
             except GeneratorExit as exc:
                 closing = exc
             except BaseException as exc:  # forwarded with throw() on the next turn
-                error = exc
+                error = _as_thrown(exc)
             if closing is not None:
                 # As an await does: close the inner coroutine, then re-raise the same GeneratorExit (outside
                 # the handler, so nothing gets chained to it); 3.13's close() returns what the coroutine
