@@ -134,6 +134,27 @@ def _suspension(box: list[Any]) -> Generator[Any, Any, Any]:
 _SUSPENSION_CODE = _suspension.__code__
 
 
+class _Keeper:
+    """Held by a chaos coroutine wrapper whose compiled coroutine ignored GeneratorExit: when the wrapper dies
+    still suspended (its finalizer's close() was ignored too: CPython reports it, once, as natively), the
+    compiled coroutine is detached, so that its own finalizer runs none of its code a second time. (A native
+    coroutine is one object, closed once when it is collected.)"""
+
+    __slots__ = ("coro",)
+
+    def __init__(self, coro: types.CoroutineType) -> None:
+        self.coro = coro
+
+    def __del__(self) -> None:
+        coro = self.coro
+        if coro.cr_frame is not None and not coro.cr_running:
+            from .snapshot import detach
+            try:
+                detach(coro)
+            except Exception:  # noqa: BLE001, S110 - best effort: it is being dropped anyway
+                pass
+
+
 def _as_thrown(exc: BaseException) -> BaseException:
     """An exception thrown into a chaos coroutine wrapper, with the traceback it came with: without the entries
     of the wrapper and of ``_suspension``, which it passed through on its way to the compiled coroutine."""
@@ -162,18 +183,22 @@ def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
         # ``box`` passes the value sent in, then the value yielded out (see ``chaos_wrapper``)
         box: list[Any] = [None]
         error: BaseException | None = None
+        step = True  # False: suspend again without stepping the compiled coroutine
+        keeper: _Keeper | None = None  # (once the compiled coroutine ignored GeneratorExit)
         while True:
-            try:
-                if error is not None:
-                    pending, error = error, None
-                    box.append(current.throw(pending))
-                    del pending
-                else:
-                    box.append(current.send(box.pop()))
-            except StopIteration as stop:
-                return stop.value
-            if not _in_a_chaos_chain(sys._getframe()):
-                current = _round_trip(current, None)
+            if step:
+                try:
+                    if error is not None:
+                        pending, error = error, None
+                        box.append(current.throw(pending))
+                        del pending
+                    else:
+                        box.append(current.send(box.pop()))
+                except StopIteration as stop:
+                    return stop.value
+                if keeper is None and not _in_a_chaos_chain(sys._getframe()):
+                    current = _round_trip(current, None)
+            step = True
             closing: GeneratorExit | None = None
             try:
                 box.append(await _suspension(box))
@@ -185,7 +210,18 @@ def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
                 # As an await does: close the inner coroutine, then re-raise the same GeneratorExit (outside
                 # the handler, so nothing gets chained to it); 3.13's close() returns what the coroutine
                 # returned instead (earlier versions return None)
-                result = current.close()
+                try:
+                    result = current.close()
+                except RuntimeError:
+                    if current.cr_frame is None:  # (its own error)
+                        raise
+                    # It ignored GeneratorExit (an await in a finally block) and is suspended again: so does the
+                    # wrapper, so that its close() raises "coroutine ignored GeneratorExit" and leaves it
+                    # suspended too, as natively (the next send, throw or close reaches the coroutine)
+                    keeper = keeper or _Keeper(current)
+                    box.append(None)
+                    step = False
+                    continue
                 if result is not None:
                     return result
                 raise closing

@@ -827,6 +827,9 @@ def detach(gen: Any) -> None:
         return
     except BaseException as exc:
         if _support.detaching(exc):
+            # (its traceback would keep the frames it passed through alive, in reference cycles with the
+            # handlers' locals that held it, until the next garbage collection)
+            exc.__traceback__ = None
             return
         raise
     finally:

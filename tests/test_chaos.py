@@ -109,6 +109,13 @@ async def ignores_exit():
     except GeneratorExit:
         await suspend(2)
 
+async def stubborn():
+    while True:
+        try:
+            await suspend("again")
+        except GeneratorExit:
+            LOG.append("ignored")
+
 async def returns_on_exit():
     try:
         await suspend(1)
@@ -269,6 +276,31 @@ def test_coroutine_semantics_are_native_under_chaos(coroutines: tuple[types.Modu
     assert chaotic == native
 
 
+def test_a_coroutine_that_ignored_GeneratorExit_is_closed_once_when_it_is_collected(
+        coroutines: tuple[types.ModuleType, types.ModuleType]) -> None:
+    """It stays suspended: a second close() is ignored too, a send resumes it. Natively the finalizer closes
+    it once more (its handler runs, CPython reports the ignored exit); under chaos the wrapper's finalizer
+    does that, and the compiled coroutine under it is not closed again."""
+    def ignored_then_dropped(module: types.ModuleType) -> list[str]:
+        reported: list[str] = []
+        hook, sys.unraisablehook = sys.unraisablehook, lambda u: reported.append(repr(u.exc_value))
+        try:
+            coro = module.stubborn()
+            coro.send(None)
+            for _ in range(2):
+                with pytest.raises(RuntimeError, match="coroutine ignored GeneratorExit"):
+                    coro.close()
+            assert coro.send("on") == "again"
+            del coro
+            gc.collect()
+        finally:
+            sys.unraisablehook = hook
+        return reported
+
+    native, chaotic = both(coroutines, ignored_then_dropped)
+    assert chaotic == native == (["RuntimeError('coroutine ignored GeneratorExit')"], ["ignored"] * 3)
+
+
 def test_a_transient_await_is_counted_and_the_live_coroutine_goes_on(
         coroutines: tuple[types.ModuleType, types.ModuleType]) -> None:
     """At a generator-based awaitable and at asyncio.sleep no snapshot can be taken: chaos counts the
@@ -423,27 +455,32 @@ RANDOM_SEEDS = int(os.environ.get("DG_CHAOS_RANDOM_ASYNC", "16"))
 
 def observe(module: types.ModuleType, entry: str, script: list[Any]) -> list[Any]:
     """What ``entry`` does in ``module`` started, then under a random script (``program_gen.build_script``):
-    each step's outcome, then the module's LOG and the warnings and unraisable exceptions (finalizers) seen."""
+    each step's outcome, then the module's LOG and the warnings and unraisable exceptions (finalizers) seen,
+    its garbage collected before it returns."""
     unraisable: list[str] = []
     hook, sys.unraisablehook = sys.unraisablehook, lambda u: unraisable.append(repr(u.exc_value))
     try:
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
-            coro = eval(entry, module.__dict__)
-            plan = [None] + [op.arg if op.kind == "send" else eval(op.arg.code, module.__dict__)
-                             if op.kind == "throw" else CLOSE if op.kind == "close" else None for op in script]
-            trace = []
-            for op in plan:  # (each outcome written down at once: chaos copies what a frame yielded)
-                (step,) = drive(coro, [op])
-                trace.append(repr(step))
-                if step[0] in ("returned", "raised"):
-                    break
-            trace.append(repr(drive(coro, [CLOSE])))
-            del coro
-            gc.collect()
+            trace = _run_script(module, entry, script)
+            gc.collect()  # (what the run left in reference cycles: a thrown exception's frames, say)
     finally:
         sys.unraisablehook = hook
     return [*trace, list(module.LOG), [str(w.message) for w in seen], unraisable]
+
+
+def _run_script(module: types.ModuleType, entry: str, script: list[Any]) -> list[str]:
+    coro = eval(entry, module.__dict__)
+    plan = [None] + [op.arg if op.kind == "send" else eval(op.arg.code, module.__dict__)
+                     if op.kind == "throw" else CLOSE if op.kind == "close" else None for op in script]
+    trace = []
+    for op in plan:  # (each outcome written down at once: chaos copies what a frame yielded)
+        (step,) = drive(coro, [op])
+        trace.append(repr(step))
+        if step[0] in ("returned", "raised"):
+            break
+    trace.append(repr(drive(coro, [CLOSE])))
+    return trace
 
 
 @pytest.mark.parametrize("seed", range(RANDOM_SEEDS))
