@@ -210,14 +210,10 @@ def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
                 # As an await does: close the inner coroutine, then re-raise the same GeneratorExit (outside
                 # the handler, so nothing gets chained to it); 3.13's close() returns what the coroutine
                 # returned instead (earlier versions return None)
-                try:
-                    result = current.close()
-                except RuntimeError:
-                    if current.cr_frame is None:  # (its own error)
-                        raise
-                    # It ignored GeneratorExit (an await in a finally block) and is suspended again: so does the
-                    # wrapper, so that its close() raises "coroutine ignored GeneratorExit" and leaves it
-                    # suspended too, as natively (the next send, throw or close reaches the coroutine)
+                ignored, result = _close(current)
+                if ignored:
+                    # so is the wrapper's close(): it stays suspended too, as natively (the next send, throw or
+                    # close reaches the coroutine)
                     keeper = keeper or _Keeper(current)
                     box.append(None)
                     step = False
@@ -228,6 +224,17 @@ def coroutine_chaos_wrapper(fn: Callable[..., Any]) -> Callable[..., Any]:
 
     _WRAPPER_CODES.add(chaos.__code__)
     return chaos
+
+
+def _close(coro: types.CoroutineType) -> tuple[bool, Any]:
+    """``coro.close()``: whether it ignored GeneratorExit (an await in a finally block: it is suspended again
+    and close() raised "coroutine ignored GeneratorExit"), and what close() returned."""
+    try:
+        return False, coro.close()
+    except RuntimeError:
+        if coro.cr_frame is None:  # (an error of its own)
+            raise
+        return True, None
 
 
 def _in_a_chaos_chain(wrapper: types.FrameType) -> bool:
