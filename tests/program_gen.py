@@ -68,7 +68,8 @@ ASYNC_REQUIRED_KINDS = (REQUIRED_KINDS - {"iter_sub", "del"}) | frozenset({
     "await_echo", "iter_ticker", "async_for", "async_for_else", "async_for_raises", "yield_in_anext",
     "async_with", "yield_in_aenter_aexit", "comprehension", "async_comprehension",
     "async_for_in_comprehension", "yield_in_comprehension", "dict_comprehension", "await_held",
-    "await_held_later",
+    "await_held_later", "match", "match_wildcard", "yield_in_match", "yield_in_match_subject",
+    "yield_in_match_guard",
 })
 
 INT_VARS = ("n", "m", "b")
@@ -138,6 +139,13 @@ class CM:
 #   before an await, so the read moved after it).
 #   Async mode therefore writes no ``del`` (the generator mode keeps it: no nested scopes there, and
 #   generators keep copying operands).
+# * MATCH_CASE_BUG (generators too): a ``match`` whose case that suspends is followed by a case
+#   (or ``case _``) that does not, then a suspension after the ``match``:
+#   ``match 5: case 0: await suspend(1)  case 1: pass`` then ``await suspend(2)``: restoring the
+#   snapshot taken at the later suspension fails, "SnapshotError: restoring ... failed:
+#   UnboundLocalError: cannot access local variable '_dg_mc1_...'" (the compiled ``else: if
+#   _dg_mcN == k`` of the trailing non-suspending cases reads the match's case number on the
+#   resume path, where it was not saved).  Such a case gets an ``await suspend('case')`` appended.
 
 # Async mode (``ProgramBuilder(..., async_=True)``): appended to PRELUDE.  ``Ticker`` is an async
 # iterator and ``ACM`` an async context manager whose methods may suspend; ``each`` is a helper
@@ -659,6 +667,7 @@ class ProgramBuilder:
             (3 if scope.handler else 0, "bare_raise"), (2 if scope.exc_var else 0, "raise_from"),
             (cw * 2, "if"), (cw, "for"), (cw, "while"), (cw * 2, "try"), (cw, "with"),
             (2 if self.async_ and not self.in_sub else 0, "held"),
+            (cw if self.async_ else 0, "match"),
         ])
         if kind in ("pass", "assign", "augassign", "call_stmt", "log", "list_append",
                     "slice_assign", "del", "break", "continue", "bare_raise", "raise_from"):
@@ -666,7 +675,7 @@ class ProgramBuilder:
         y0 = self.fn_yields
         method = getattr(self, f"s_{kind}", None)
         lines = method(scope, depth) if method else self.s_simple(kind, scope)
-        if kind not in ("if", "for", "while", "try", "with"):
+        if kind not in ("if", "for", "while", "try", "with", "match"):
             self._note_yield(scope, self.fn_yields > y0)
         return lines
 
@@ -789,6 +798,61 @@ class ProgramBuilder:
         if kind == "raise_from":
             return [f"raise ValueError({self.atom(1, False)[0]}) from {scope.exc_var}"]
         raise AssertionError(kind)
+
+    def s_match(self, scope: Scope, depth: int) -> list[str]:
+        """(async mode) ``match`` on a value that may suspend, with literal, class, sequence and
+        mapping patterns, guards that may suspend and cases whose bodies may suspend."""
+        self.mark("match")
+        y0 = self.fn_yields
+        subject, _ = self.any(1, True, scope=scope)
+        if self.fn_yields > y0:
+            self.mark("yield_in_match_subject")
+            self._note_yield(scope, True)
+        lines = [f"match {subject}:"]
+        suspended = False  # a case body so far suspends: MATCH_CASE_BUG
+
+        def case_body(inner: Scope) -> list[str]:
+            nonlocal suspended
+            y0 = self.fn_yields
+            body = self.block(inner, depth + 1)
+            if self.fn_yields > y0:
+                suspended = True
+            elif suspended:  # MATCH_CASE_BUG: no case without a suspension after one with
+                self.mark("match_case_bug_avoided")
+                self.fn_yields += 1
+                body.append(self.susp("'case'"))
+                self._note_yield(inner, True)
+            return ["    " + line for line in self.indent(body)]
+
+        for _ in range(self.ch.integer(1, 3)):
+            kind = self.ch.weighted([(3, "literal"), (2, "class"), (2, "sequence"), (1, "mapping")])
+            names: tuple[str, ...] = ()
+            if kind == "literal":
+                pattern = " | ".join(self.ch.pick(("0", "1", "2", "None", "'a'", "''", "-1"))
+                                     for _ in range(self.ch.integer(1, 2)))
+            elif kind == "class":
+                k = self.fresh("k")
+                pattern, names = f"{self.ch.pick(('int', 'str', 'list', 'tuple'))}() as {k}", (k,)
+            elif kind == "sequence":
+                k = self.fresh("k")
+                pattern, names = self.ch.pick((f"[{k}, *_]", f"({k}, _)", f"[_, {k}]")), (k,)
+            else:
+                k = self.fresh("k")
+                pattern, names = f"{{'p': {k}}}", (k,)
+            guard = ""
+            if self.ch.chance(30):
+                y0 = self.fn_yields
+                c, _ = self.cond(1, True, scope=scope)
+                if self.fn_yields > y0:
+                    self.mark("yield_in_match_guard")
+                    self._note_yield(scope, True)
+                guard = f" if {c}"
+            inner = self.sub_scope(scope, extra=scope.extra + names, place="match")
+            lines += [f"    case {pattern}{guard}:"] + case_body(inner)
+        if self.ch.chance(50):
+            self.mark("match_wildcard")
+            lines += ["    case _:"] + case_body(self.sub_scope(scope, place="match"))
+        return lines
 
     def s_held(self, scope: Scope, depth: int) -> list[str]:
         """(async mode) ``h = [sub(...)]``, maybe a suspension, then ``x = await h.pop()``: a coroutine
