@@ -344,6 +344,74 @@ def test_step_errors_write_nothing(any_store: Store) -> None:
     assert len(any_store.steps(e.id)) == 1
 
 
+def _commit_one(store: Store, change: Change, many: bool, now: float) -> Execution:
+    """``change`` by ``commit``, or by ``commit_many`` along with a change of another run (written only if it is)."""
+    if not many:
+        return store.commit(change, now=now)
+    other = store.create("m:other", [], now=now)
+    try:
+        results = store.commit_many([Change(other.id, 1, fields={"status": FINISHED}), change], now=now)
+    except BaseException:
+        assert store.get(other.id).version == 1  # the whole group failed
+        raise
+    assert store.get(other.id).status == FINISHED
+    result = results[1]
+    assert isinstance(result, Execution)
+    return result
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["commit", "commit_many"])
+def test_a_change_inserts_and_updates_several_steps(any_store: Store, backend: Backend, many: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.programs.store import statements
+    reached: list[str] = []
+    monkeypatch.setattr(statements, "point", reached.append)
+    e = any_store.create("m:main", [], now=0.0)
+    v = _commit_one(any_store, Change(e.id, 1, new_steps=(step_record(e.id, 0), step_record(e.id, 1))), many,
+                    now=1.0).version
+    assert [s.index for s in any_store.steps(e.id)] == [0, 1]
+    reached.clear()
+    change = Change(e.id, v, fields={"steps_started": 5}, new_step=step_record(e.id, 2, function="m:two"),
+                    new_steps=(step_record(e.id, 3), step_record(e.id, 4, started_at=2.0)),
+                    step_update=(0, {"status": "done", "attempts": 1, "result": b"r0"}),
+                    step_updates=((1, {"status": "failed", "error": "boom"}), (4, {"attempts": 1})))
+    written = _commit_one(any_store, change, many, now=2.0)
+    assert (written.version, written.steps_started) == (v + 1, 5) and written == any_store.get(e.id)
+    steps = any_store.steps(e.id)
+    assert [(s.index, s.function, s.status, s.attempts) for s in steps] == [
+        (0, "m:work", "done", 1), (1, "m:work", "failed", 0), (2, "m:two", "pending", 0),
+        (3, "m:work", "pending", 0), (4, "m:work", "pending", 1)]
+    assert (steps[0].result, steps[1].error, steps[4].started_at) == (b"r0", "boom", 2.0)
+    assert any_store.step(e.id, 3) == step_record(e.id, 3)
+    if backend.name in SQL_BACKENDS:  # the crash point after the steps is reached once, after all of them
+        assert reached.count("commit.step_written") == 1
+        assert reached.index("commit.updated") < reached.index("commit.step_written")
+
+
+@pytest.mark.parametrize("many", [False, True], ids=["commit", "commit_many"])
+def test_a_change_whose_steps_cannot_all_be_written_writes_none(any_store: Store, many: bool) -> None:
+    e = any_store.create("m:main", [], now=0.0)
+    v = any_store.commit(Change(e.id, 1, new_steps=(step_record(e.id, 0), step_record(e.id, 1))), now=1.0).version
+    before = any_store.steps(e.id)
+    good = dict(fields={"steps_started": 9}, step_update=(0, {"status": "done"}))
+    failing: list[tuple[type[Exception], str, Change]] = [
+        (StoreError, "step 1", Change(e.id, v, **good, new_steps=(step_record(e.id, 2), step_record(e.id, 1)))),
+        (StoreError, "step 3", Change(e.id, v, **good, new_steps=(step_record(e.id, 3), step_record(e.id, 3)))),
+        (StoreError, "no step 7", Change(e.id, v, **good, new_steps=(step_record(e.id, 2),),
+                                         step_updates=((1, {"attempts": 2}), (7, {"attempts": 1})))),
+        (StoreError, "step 1", Change(e.id, v, **good, step_updates=((1, {"status": None}),))),
+        (StoreError, "step 2", Change(e.id, v, **good, new_steps=(step_record(e.id, 2, policy=None),))),
+        (ValueError, "belongs to execution", Change(e.id, v, **good, new_steps=(step_record(e.id, 2),
+                                                                               step_record("other", 3)))),
+        (ValueError, "not both", Change(e.id, v, new_step=step_record(e.id, 2), step_update=(0, {"attempts": 1}))),
+    ]
+    for error, message, change in failing:
+        with pytest.raises(error, match=message):
+            _commit_one(any_store, change, many, now=2.0)
+        assert any_store.get(e.id).version == v and any_store.get(e.id).steps_started == 0
+        assert any_store.steps(e.id) == before
+
+
 # ============================================================================ claim and leases
 
 def _sleeping(store: Store, wake_at: float | None, **extra: Any) -> str:

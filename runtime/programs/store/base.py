@@ -127,7 +127,13 @@ class CodeVersion:
 @dataclass
 class Change:
     """Everything one transition writes, applied in one transaction, only if the execution's version
-    is still ``expected_version`` (and, when ``owner`` is set, its lease is still ours)."""
+    is still ``expected_version`` (and, when ``owner`` is set, its lease is still ours).
+
+    Its steps: ``new_step`` then ``new_steps`` are inserted, then ``step_update`` then ``step_updates`` are
+    applied (an update may set a step inserted by the same change), all or nothing: a step that cannot be
+    written (an index taken, a step missing, a NOT NULL column) fails the whole change, and nothing of it is
+    written. ``new_step`` with ``step_update`` and neither plural field is refused (ValueError), as it always
+    was; a change that inserts and updates gives its inserts in ``new_steps`` or its updates in ``step_updates``."""
 
     execution_id: str
     expected_version: int
@@ -135,6 +141,8 @@ class Change:
     fields: dict[str, Any] = field(default_factory=dict)  # Execution attributes to set
     new_step: StepRecord | None = None                     # insert
     step_update: tuple[int, dict[str, Any]] | None = None  # (index, StepRecord attributes to set)
+    new_steps: tuple[StepRecord, ...] = ()                 # more inserts, after new_step (in this order)
+    step_updates: tuple[tuple[int, dict[str, Any]], ...] = ()  # more updates, after step_update (index, attributes)
     consume_signal: int | None = None                      # mark this signal consumed
     release: bool = False                                  # clear the lease
     lease_until: float | None = None                       # else extend our lease to this time

@@ -18,7 +18,8 @@ Points the SQLite store reaches (all inside its write transaction unless marked 
 - ``claim.updated``: the lease is written
 - ``renew.updated``: the leases are extended
 - ``commit.updated``: the compare-and-swap on the execution row succeeded
-- ``commit.step_written``: the new step is inserted or the step update applied
+- ``commit.step_written``: the change's steps are inserted and its step updates applied (reached once, after
+  the last of them)
 - ``commit.signal_consumed``: the signal is marked consumed
 - ``commit.before_commit``: everything is written, ``COMMIT`` is next
 - ``commit.after_commit``: *after* ``COMMIT``: the change is durable, the caller has not heard yet

@@ -10,7 +10,7 @@ from .base import (PENDING, SLEEPING, STATUSES, TERMINAL, WAITING, Change, CodeV
 from .rows import (_ARGS, _BLOB, _BLOB_COLUMNS, _BOOL, _EXECUTION_COLUMNS, _EXECUTION_KINDS, _FIXED_EXECUTION,
                    _FIXED_STEP, _FREE_TEXT, _INT, _JSON, _JSON_COLUMNS, _KEYS, _LIST, _LIST_COLUMNS, _LIVE, _OBJECT,
                    _REAL, _STEP_COLUMNS, _STEP_KINDS, _TEXT, _check_field, _is_utf8, _list_value)
-from .statements import _check_version
+from .statements import _check_version, change_steps
 
 _R = TypeVar("_R")
 _WHERE = "the in-memory store"
@@ -284,7 +284,7 @@ class _Plan(NamedTuple):
     change: Change
     written: Execution            # the execution row as the commit leaves it
     fields: dict[str, Any]        # the change's fields as stored
-    step: StepRecord | None       # the step inserted or updated, as stored
+    steps: list[StepRecord]       # the steps inserted or updated, as stored (each index once, as left)
     signal: Signal | None         # the signal to mark consumed
     versions: list[CodeVersion]   # the code versions to record (unless recorded)
 
@@ -486,7 +486,7 @@ class MemoryStore(Store):
     def _plan(self, change: Change, now: float) -> _Plan:
         """Check ``change`` (in the order the SQL stores meet its errors) and work out what it writes."""
         fields = self._fields(change.fields) if change.fields else {}
-        new_step, step_values = self._step_values(change)
+        inserts, updates_of_steps = self._step_values(change)
         versions = self._versions_of(change.versions) if change.versions else []
         row = self._row(change.execution_id)
         owner = change.owner
@@ -502,14 +502,14 @@ class MemoryStore(Store):
             updates["lease_until"] = _real("lease_until", change.lease_until)
         updates["version"] = row.version + 1
         updates["updated_at"] = _time("executions.updated_at", now)
-        step = None
-        if new_step is not None:
-            step = self._insertable(change, new_step)
-        elif step_values is not None:
-            step = self._updated_step(change, step_values)
+        steps: dict[Any, StepRecord] = {}  # by index: the change's steps as it leaves them, in the order written
+        for new_step in inserts:
+            steps[new_step.index] = self._insertable(change, new_step, steps)
+        for index, values in updates_of_steps:
+            steps[index] = self._updated_step(change, index, values, steps)
         signal = None if change.consume_signal is None else self._consumable(change.execution_id,
                                                                               change.consume_signal)
-        return _Plan(change, _replace(row, updates), fields, step, signal, versions)
+        return _Plan(change, _replace(row, updates), fields, list(steps.values()), signal, versions)
 
     @staticmethod
     def _fields(fields: dict[str, Any]) -> dict[str, Any]:
@@ -527,22 +527,18 @@ class MemoryStore(Store):
         return stored
 
     @staticmethod
-    def _step_values(change: Change) -> tuple[StepRecord | None, dict[str, Any] | None]:
-        """The step the change inserts, or the values of the one it updates, as stored."""
-        if change.new_step is None and change.step_update is None:
-            return None, None
-        if change.new_step is not None and change.step_update is not None:
-            raise ValueError("a Change may insert a step or update one, not both")
-        if change.new_step is not None:
-            step = change.new_step
-            if step.execution_id != change.execution_id:
-                raise ValueError(f"new_step belongs to execution {step.execution_id!r}, not {change.execution_id!r}")
-            return StepRecord(**{name: _STEP_CELLS[name](name, getattr(step, name)) for name in _STEP_COLUMNS}), None
-        _, values = change.step_update  # type: ignore[misc]  # the one given
-        for name in values:
-            if name not in _SETTABLE_STEP:
-                _check_field("StepRecord", name, _STEP_COLUMNS, _FIXED_STEP)
-        return None, {name: _STEP_CELLS[name](name, value) for name, value in values.items()}
+    def _step_values(change: Change) -> tuple[list[StepRecord], list[tuple[Any, dict[str, Any]]]]:
+        """The steps the change inserts and the (index, values) of those it updates, in order, as stored."""
+        given, given_updates = change_steps(change)
+        inserts = [StepRecord(**{name: _STEP_CELLS[name](name, getattr(step, name)) for name in _STEP_COLUMNS})
+                   for step in given]
+        updates = []
+        for index, values in given_updates:
+            for name in values:
+                if name not in _SETTABLE_STEP:
+                    _check_field("StepRecord", name, _STEP_COLUMNS, _FIXED_STEP)
+            updates.append((index, {name: _STEP_CELLS[name](name, value) for name, value in values.items()}))
+        return inserts, updates
 
     @staticmethod
     def _versions_of(versions: Sequence[CodeVersion]) -> list[CodeVersion]:
@@ -553,21 +549,24 @@ class MemoryStore(Store):
             rows.setdefault((version.function, version.version, version.source_digest), version)
         return [_code_version_row(version) for version in rows.values()]
 
-    def _insertable(self, change: Change, step: StepRecord) -> StepRecord:
+    def _insertable(self, change: Change, step: StepRecord, written: dict[Any, StepRecord]) -> StepRecord:
+        """``step``, checked as its INSERT would be after the change's ``written`` steps."""
         for name in _STEP_NOT_NULL:
             if getattr(step, name) is None:
                 raise _step_error(change, step.index, f"NOT NULL constraint failed: steps.{name}")
-        if step.index in self._steps.get(change.execution_id, {}):
+        if step.index in written or step.index in self._steps.get(change.execution_id, {}):
             raise _step_error(change, step.index, "UNIQUE constraint failed: steps.execution_id, steps.index")
         return step
 
-    def _updated_step(self, change: Change, values: dict[str, Any]) -> StepRecord:
-        assert change.step_update is not None
-        index = change.step_update[0]
+    def _updated_step(self, change: Change, index: Any, values: dict[str, Any],
+                      written: dict[Any, StepRecord]) -> StepRecord:
+        """Step ``index`` with ``values`` set, as its UPDATE would leave it after the change's ``written`` steps."""
         if not values:  # the SQL stores' UPDATE of no column is a syntax error
             raise StoreError(f"{_WHERE}: the update of step {index} of execution {change.execution_id!r} sets no "
                              "column")
-        step = self._steps.get(change.execution_id, {}).get(_key(index))
+        step = written.get(_key(index))
+        if step is None:
+            step = self._steps.get(change.execution_id, {}).get(index)
         if step is None:
             raise StoreError(f"commit: execution {change.execution_id!r} has no step {index}; nothing was written")
         for name in _STEP_NOT_NULL:
@@ -584,11 +583,13 @@ class MemoryStore(Store):
 
     def _apply(self, plan: _Plan, now: float) -> Execution:
         """Write a checked change; returns the execution as written."""
-        change, written, fields, step, signal, versions = plan
+        change, written, fields, steps, signal, versions = plan
         execution_id = change.execution_id
         self._executions[execution_id] = written
-        if step is not None:
-            self._steps.setdefault(execution_id, {})[step.index] = step
+        if steps:
+            stored = self._steps.setdefault(execution_id, {})
+            for step in steps:
+                stored[step.index] = step
         if signal is not None:
             self._signals[execution_id][signal.id] = _replace(signal, {"consumed": True})
         for version in versions:  # the first writer wins

@@ -82,7 +82,7 @@ SELECT LEAST(
     (SELECT min(lease_until) FROM {s}.executions WHERE lease_owner IS NOT NULL AND lease_until > %(now)s))
 """
 
-_Statements = tuple[Statement, StepStatement | None, Statement | None]  # the update; the step's and versions', if any
+_Statements = tuple[Statement, list[StepStatement], Statement | None]  # the update, the steps', the versions' if any
 
 _PRUNE_PICK = """
 SELECT id FROM {s}.executions WHERE status IN {ended} AND updated_at < %(before)s
@@ -547,19 +547,19 @@ class PostgresStore(Store):
     def _statements(self, change: Change, now: float) -> _Statements:
         """Check a change and build its statements before any transaction starts (ValueError, TypeError)."""
         sql = self._sql
-        return sql.execution_update(change, now), sql.step_statement(change), sql.versions_insert(change)
+        return sql.execution_update(change, now), sql.step_statements(change), sql.versions_insert(change)
 
     def _apply(self, conn: psycopg.Connection, change: Change, now: float, statements: _Statements,
                last: bool = False) -> Execution:
-        """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal, its
+        """One change, inside the caller's transaction: the compare-and-swap update, its steps, its signal, its
         code versions."""
-        (update_sql, update_params), step, versions = statements
+        (update_sql, update_params), steps, versions = statements
         quick = reads_back(change)
         columns = CHANGING if quick else self._select("executions")
         row = conn.execute(f"{update_sql} RETURNING {columns}", update_params).fetchone()
         if row is None:
             raise ConflictError(self._sql.conflict_reason(conn, change, now))
-        self._sql.finish(conn, change, step, versions)
+        self._sql.finish(conn, change, steps, versions)
         execution = read_back(change, now, row, update_params) if quick else _execution(row)
         if execution is None:  # a field that does not read back as it was given: read the row
             execution = self._fetch(conn, change.execution_id)

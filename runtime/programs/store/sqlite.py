@@ -467,10 +467,10 @@ class SQLiteStore(Store):
         return results
 
     def _apply(self, conn: sqlite3.Connection, change: Change, now: float) -> Execution:
-        """One change, inside the caller's transaction: the compare-and-swap update, its step, its signal, its
+        """One change, inside the caller's transaction: the compare-and-swap update, its steps, its signal, its
         code versions."""
         update_sql, update_params = self._sql.execution_update(change, now)
-        step = self._sql.step_statement(change)
+        steps = self._sql.step_statements(change)
         versions = self._sql.versions_insert(change)
         quick = reads_back(change)
         if quick:
@@ -479,7 +479,7 @@ class SQLiteStore(Store):
         returned = cursor.fetchone() if quick else None
         if (returned is None) if quick else cursor.rowcount != 1:
             raise ConflictError(self._sql.conflict_reason(conn, change, now))
-        self._sql.finish(conn, change, step, versions)
+        self._sql.finish(conn, change, steps, versions)
         execution = None if returned is None else read_back(change, now, returned, update_params)
         return self._fetch(conn, change.execution_id) if execution is None else execution
 

@@ -147,19 +147,14 @@ class Statements:
             params.append(source_digest)
         return sql + " ORDER BY recorded_at, version, source_digest", params
 
-    def step_statement(self, change: Change) -> StepStatement | None:
-        """The step the change inserts or updates, if any."""
-        if change.new_step is not None and change.step_update is not None:
-            raise ValueError("a Change may insert a step or update one, not both")
-        if change.new_step is not None:
-            if change.new_step.execution_id != change.execution_id:
-                raise ValueError(f"new_step belongs to execution {change.new_step.execution_id!r}, "
-                                 f"not {change.execution_id!r}")
-            return (change.new_step.index, *self.step_insert(change.new_step))
-        if change.step_update is not None:
-            index, values = change.step_update
-            return (index, *self.step_update(change.execution_id, index, values))
-        return None
+    def step_statements(self, change: Change) -> list[StepStatement]:
+        """The steps the change inserts (``new_step``, then ``new_steps``), then those it updates
+        (``step_update``, then ``step_updates``), in the order they are written."""
+        inserts, updates = change_steps(change)
+        statements: list[StepStatement] = [(step.index, *self.step_insert(step)) for step in inserts]
+        for index, values in updates:
+            statements.append((index, *self.step_update(change.execution_id, index, values)))
+        return statements
 
     def step_insert(self, step: StepRecord) -> Statement:
         params = [self.encode(name, getattr(step, name)) for name in _STEP_COLUMNS]
@@ -175,13 +170,14 @@ class Statements:
         return (f'UPDATE {self.prefix}steps SET {assignments} WHERE execution_id = {mark} AND "index" = {mark}',
                 params + [execution_id, index])
 
-    def finish(self, conn: Connection, change: Change, step: StepStatement | None,
+    def finish(self, conn: Connection, change: Change, steps: Sequence[StepStatement],
                versions: Statement | None) -> None:
-        """The rest of a commit whose UPDATE applied: its step, its signal, then its code versions (last,
+        """The rest of a commit whose UPDATE applied: its steps, its signal, then its code versions (last,
         so a change that fails records none)."""
         point("commit.updated")
-        if step is not None:
-            self.write_step(conn, change.execution_id, *step)
+        if steps:
+            for step in steps:
+                self.write_step(conn, change.execution_id, *step)
             point("commit.step_written")
         if change.consume_signal is not None:
             self.consume(conn, change.execution_id, change.consume_signal)
@@ -221,6 +217,23 @@ class Statements:
             holder = "nobody" if owner is None else repr(owner)
             return f"{where} is leased to {holder}, not {change.owner!r}; nothing was written"
         return f"the lease of {owner!r} on {where} lapsed at {until} (now {now}); nothing was written"
+
+
+def change_steps(change: Change) -> tuple[list[StepRecord], list[tuple[int, dict[str, Any]]]]:
+    """The steps ``change`` inserts (``new_step``, then ``new_steps``) and the (index, values) of those it
+    updates (``step_update``, then ``step_updates``), in order. ValueError for a step of another execution,
+    or for ``new_step`` with ``step_update`` alone (as before ``new_steps`` and ``step_updates``: a change that
+    inserts and updates says so with one of those)."""
+    if change.new_step is not None and change.step_update is not None and not (change.new_steps or
+                                                                                 change.step_updates):
+        raise ValueError("a Change may insert a step or update one, not both (to do both, give the inserts in "
+                         "new_steps or the updates in step_updates)")
+    inserts = ([] if change.new_step is None else [change.new_step]) + list(change.new_steps)
+    for position, step in enumerate(inserts):
+        if step.execution_id != change.execution_id:
+            given = "new_step" if position == 0 and change.new_step is not None else f"new_steps step {step.index}"
+            raise ValueError(f"{given} belongs to execution {step.execution_id!r}, not {change.execution_id!r}")
+    return inserts, ([] if change.step_update is None else [change.step_update]) + list(change.step_updates)
 
 
 def _check_version(version: CodeVersion) -> None:
