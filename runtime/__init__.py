@@ -10,6 +10,7 @@ from .migrations import Cancel, MigrationCancelled, MigrationError, OldFrame, Re
 from .programs.requests import (RetryPolicy, SignalTimeout, StepContext, StepFailed, checkpoint, current_step, sleep,
                                 step, suspend, wait)
 from .points import point
+from .programs.combinators import first, gather, race
 from .snapshot import detach, restore, snapshot
 from .values import (Settings, allow_modules, configure, disallow_modules, register_codec, restore_settings,
                      serializable)
@@ -19,7 +20,7 @@ __all__ = [
     "register_codec", "serializable", "allow_modules", "disallow_modules",
     "configure", "restore_settings", "Settings",
     "sleep", "wait", "step", "checkpoint", "suspend", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
-    "StepFailed",
+    "StepFailed", "gather", "race", "first",
     "SnapshotError", "NotDurableError", "GeneratorStateError", "UnserializableValueError",
     "migration", "OldFrame", "Resume", "Cancel", "MigrationError", "MigrationCancelled",
     "IncompatibleCodeError", "PointMismatchError", "CorruptSnapshotError", "SnapshotFormatTooNewError",

@@ -332,6 +332,9 @@ def resume_await(value: Any) -> Any:
         frame.on_start, value.on_start = value.on_start, None
         value.values, value.frees = {}, {}
         return start(frame)
+    from .programs.combinators import Combinator
+    if type(value) is Combinator:  # a runtime.gather/race: it yields the marker itself
+        return value.resumed()
     return Resumed(value)
 
 

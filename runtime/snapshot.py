@@ -25,6 +25,7 @@ from . import _support, closures, compat, migrations, registry, values
 from .chaos import coroutine_inner, detach_coroutine_wrapper
 from .errors import (GeneratorStateError, IncompatibleCodeError, NotDurableError, SnapshotError,
                      UnserializableValueError)
+from .programs.combinators import Combinator
 from .programs.requests import Awaiting, Checkpoint, Request, Sleep, Step, Wait
 from .registry import FunctionMeta
 from .values import FORMAT, MAGIC, NO_BODY, Decoder, Encoder, Kind, code_kinds
@@ -491,6 +492,8 @@ def _awaited(meta: FunctionMeta, state: int, plan: _Plan, awaited: Any, chain: b
                                        ("request" if isinstance(request, Request) else "suspend")), None
     if kind is _support.Resumed:  # restored, and not moved since: the same as before
         return awaited.delegate, None
+    if kind is Combinator:  # runtime.gather/race: a value (its children are held coroutines)
+        return awaited, None
     if kind is _CoroutineType:
         durable = awaited if id(awaited.cr_code) in _BY_CODE else coroutine_inner(awaited)  # (a chaos wrapper)
         if durable is not None:

@@ -35,7 +35,8 @@ CLEANUP = 10.0
 """Seconds the tasks a program left running get to finish once cancelled (their ``finally`` blocks)."""
 
 _ONE_BY_ONE = ("a durable await (step/sleep/wait/checkpoint or a durable coroutine) must be awaited by the program "
-               "itself, not inside asyncio.gather/create_task/wait_for/shield; await them one after another")
+               "itself, not inside asyncio.gather/create_task/wait_for/shield: use runtime.gather(...) or "
+               "runtime.race(...) to await several at once, or await them one after another")
 
 
 class LoopError(RuntimeError):
@@ -243,6 +244,8 @@ def _what(request: Any) -> str:
         return f"step({getattr(request.fn, '__qualname__', type(request.fn).__name__)})"
     if isinstance(request, rq.Request):
         return f"{type(request).__name__.lower()}()"
+    if isinstance(request, str):  # a runtime.gather/race names itself
+        return request
     return "suspend()"
 
 

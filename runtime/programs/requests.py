@@ -53,6 +53,10 @@ _guard: Callable[[Awaiting], None] | None = None
 """Checks each durable await as it is made (set when ``runtime.programs.pump`` is imported: an async program
 runs in a pump task, and a durable await in any other task of its loop is refused)."""
 
+_driving = 0
+"""Above 0 while a ``runtime.gather``/``race`` steps its children: their durable awaits are the combinator's (it
+answers the guard once, for all of them)."""
+
 
 class Awaiting:
     """An await on a request, as its own iterator (so that ``cr_await`` of the awaiting coroutine is this
@@ -77,7 +81,7 @@ class Awaiting:
     def send(self, value: Any) -> Any:
         if not self.sent:
             self.sent = True
-            if _guard is not None:
+            if _guard is not None and not _driving:
                 _guard(self)
             return self.request
         raise StopIteration(value)

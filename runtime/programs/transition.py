@@ -31,6 +31,8 @@ from ..snapshot import detach, restore, snapshot
 from ..values import dump_value, load_value, seals, settings
 from . import capability, program_names, versions
 from . import requests as rq
+from .combinators import All
+from .composite import CompositeFlow, NextOutcome, spec_problem, step_indices
 from .loading import ProgramError, import_program_module, load_function
 from .pump import LoopError, Outcome, Pump, await_step
 from .records import (SET_ASIDE, Program, dump_or_none, error_text, execution_parts, restore_stored, step_call,
@@ -135,7 +137,7 @@ class _Stop(Exception):
     """Internal: the transition ends (the program suspended, finished, or we lost it)."""
 
 
-class Transition:
+class Transition(CompositeFlow):
     """Advances one claimed execution until it suspends (sleep, wait, step retry), finishes, fails or is
     cancelled — one commit per request. ``run()`` is the generator; its return value is the execution
     as last written (or as claimed, when nothing could be written)."""
@@ -148,7 +150,8 @@ class Transition:
         self.on_event = runner.on_event
         self._execution = execution
         self._consume: int | None = None  # a signal delivered to the program, consumed by the next commit
-        self._step: StepRecord | None = None  # the step the execution's request names, as last committed
+        self._steps: dict[int, StepRecord] = {}  # the steps the execution's request names, as last committed
+        self._running: dict[int, RunStep] = {}  # the steps of a composite request started and not answered yet
         self._frames: list[tuple[Any, int]] = []  # the frames of the last snapshot (versions.frames_of)
         self._carried: tuple[bytes, list[dict[str, Any]]] | None = None  # see _carry
         self._pump: Pump | None = None  # what advances the program, when it is a coroutine
@@ -254,9 +257,12 @@ class Transition:
             signal = yield from self._next_signal(request["signal"])
             return (yield from self._deliver(request, signal, resumed=True))
         if kind == "step":
-            if self._step is None:
+            step = self._steps.get(request.get("index"))  # type: ignore[arg-type]
+            if step is None:
                 yield from self._fail_text(f"step {request.get('index')} of {ex.id} is missing from the store")
-            return (yield from self._step_outcome(self._step))  # type: ignore[arg-type]
+            return (yield from self._step_outcome(step))  # type: ignore[arg-type]
+        if kind == "all":
+            return (yield from self._answer(request))
         wake_at = request.get("wake_at") if kind == "sleep" else None
         if wake_at is not None and wake_at > self.clock.now():  # claimed before its time: sleep on
             yield from self._commit(status=SLEEPING, wake_at=wake_at, release=True)
@@ -268,16 +274,22 @@ class Transition:
         request, steps asked for) and the step its request names. A signature that does not match is
         set aside (the right key may come); a checksum that does not match fails it (damaged)."""
         request = ex.request if isinstance(ex.request, dict) else {}
-        step = None
+        steps: dict[int, StepRecord] = {}
+        if request.get("kind") == "all":
+            problem = spec_problem(request)
+            if problem is not None:
+                yield from self._fail_text(f"its store row is damaged ({problem}): it cannot run")
         try:
-            if request.get("kind") == "step" and type(request.get("index")) is int:
-                step = self.store.step(ex.id, request["index"])
-                if step is not None:
-                    if step.damage is not None:
-                        yield from self._fail_text(f"the store row of its step {step.index} is damaged ({step.damage})")
-                    seals.verify(step.mac, "step", step_parts(step), f"step {step.index} of execution {ex.id}")
+            for index in step_indices(request):
+                step = self.store.step(ex.id, index)
+                if step is None:
+                    continue
+                if step.damage is not None:
+                    yield from self._fail_text(f"the store row of its step {step.index} is damaged ({step.damage})")
+                seals.verify(step.mac, "step", step_parts(step), f"step {step.index} of execution {ex.id}")
+                steps[index] = step
             seals.verify(ex.mac, "execution", execution_parts(ex.id, ex.function, ex.args, ex.snapshot, ex.request,
-                                                              ex.steps_started, step.mac if step else None),
+                                                              ex.steps_started, _steps_mac(request, steps)),
                          f"execution {ex.id}")
             if settings.current.verify_keys and self.store.step(ex.id, ex.steps_started) is not None:
                 raise SignatureError(f"execution {ex.id} has a step past the ones its signed state asked for: its row "
@@ -286,7 +298,9 @@ class Transition:
             yield from self._set_aside(text_of(exc))
         except CorruptSnapshotError as exc:
             yield from self._fail_text(text_of(exc))
-        self._step = step
+        if request.get("kind") == "all" and any(index not in steps for index in step_indices(request)):
+            yield from self._fail_text("a step its composite request names is missing from the store")
+        self._steps = steps
 
     def _load(self, ex: Execution) -> Flow:
         try:
@@ -388,6 +402,8 @@ class Transition:
         """Persist the program at ``request`` and work out what it gets back."""
         if isinstance(request, rq.Step):
             return (yield from self._begin_step(gen, request))
+        if isinstance(request, All):
+            return (yield from self._all(gen, request))
         if isinstance(request, rq.Wait):
             return (yield from self._wait(gen, request))
         if isinstance(request, rq.Sleep):
@@ -514,21 +530,32 @@ class Transition:
         return "send", outcome.value
 
     def _step_failed(self, record: StepRecord, attempt: int, exc: Exception, *, final: bool = False) -> Flow:
+        update, retry_in, thrown, event = self._failure(record, attempt, exc, final)
+        if retry_in is not None:
+            wake_at = self.clock.now() + retry_in
+            yield from self._commit(step_update=(record.index, update), status=SLEEPING, wake_at=wake_at, release=True)
+            self.on_event(record.execution_id, *event)
+            raise _Stop
+        yield from self._commit(step_update=(record.index, update))
+        self.on_event(record.execution_id, *event)
+        return "throw", thrown
+
+    def _failure(self, record: StepRecord, attempt: int, exc: Exception,
+                 final: bool) -> tuple[dict[str, Any], float | None, BaseException, tuple[str, str]]:
+        """A failed attempt of a step: its step update, the seconds until it runs again (None: it failed for
+        good), what the program gets then, and the event to report once that is committed."""
         policy = rq.RetryPolicy.from_json(record.policy)
         text = f"{type(exc).__name__}: {text_of(exc)}"
         update = {"attempts": attempt, "error": text, "error_value": dump_or_none(exc)}
         if not final and attempt < policy.attempts:
-            wake_at = self.clock.now() + policy.delay(attempt)
-            yield from self._commit(step_update=(record.index, update), status=SLEEPING, wake_at=wake_at, release=True)
-            self.on_event(record.execution_id, "retry", f"step {record.index} failed ({text}); "
-                          f"attempt {attempt + 1} of {policy.attempts} in {policy.delay(attempt):g} s")
-            raise _Stop
-        yield from self._commit(step_update=(record.index, {**update, "status": "failed",
-                                                            "finished_at": self.clock.now()}))
-        self.on_event(record.execution_id, "step-failed", f"step {record.index} failed for good: {text}")
+            return update, policy.delay(attempt), exc, (
+                "retry", f"step {record.index} failed ({text}); attempt {attempt + 1} of {policy.attempts} in "
+                         f"{policy.delay(attempt):g} s")
+        update.update(status="failed", finished_at=self.clock.now())
+        event = ("step-failed", f"step {record.index} failed for good: {text}")
         if update["error_value"] is None:  # what a resumed run would see too: the same exception type
-            return "throw", rq.StepFailed(record.function, type(exc).__name__, text_of(exc))
-        return "throw", exc
+            return update, None, rq.StepFailed(record.function, type(exc).__name__, text_of(exc)), event
+        return update, None, exc, event
 
     def _recorded_error(self, record: StepRecord) -> BaseException:
         if record.error_value is not None:
@@ -614,7 +641,8 @@ class Transition:
     # ------------------------------------------------------------------ the one place that writes
 
     def _commit(self, *, release: bool = False, new_step: StepRecord | None = None,
-                step_update: tuple[int, dict[str, Any]] | None = None, **fields: Any) -> Flow:
+                step_update: tuple[int, dict[str, Any]] | None = None, new_steps: list[StepRecord] | None = None,
+                step_updates: list[tuple[int, dict[str, Any]]] | None = None, **fields: Any) -> Flow:
         """Write one transition (compare-and-swap on the version we hold). What a worker acts on later —
         the snapshot, the request, the steps asked for and the step the request names — is sealed
         (``values.seals``) in the same write."""
@@ -637,28 +665,35 @@ class Transition:
         if fields.get("snapshot") is not None and self._frames:
             fields.update(versions.describe(self._frames))
             recorded = versions.new_versions(self._frames, self.runner.recorded, self.clock.now())
-        step = self._step
-        if new_step is not None:
-            new_step.mac = seals.seal("step", step_parts(new_step))
-            step = new_step
-        elif step_update is not None:
-            index, updates = step_update
-            assert step is not None and step.index == index, "a step update for a step the runner does not hold"
-            step = dataclasses.replace(step, **updates)
+        steps = dict(self._steps)
+        inserted = [new_step] if new_step is not None else []
+        inserted += new_steps or []
+        for record in inserted:
+            record.mac = seals.seal("step", step_parts(record))
+            steps[record.index] = record
+        updated = [step_update] if step_update is not None else []
+        updated += step_updates or []
+        for index, updates in updated:
+            assert index in steps, "a step update for a step the runner does not hold"
+            step = steps[index] = dataclasses.replace(steps[index], **updates)
             updates["mac"] = step.mac = seals.seal("step", step_parts(step))
         request = fields.get("request", ex.request)
-        if not (isinstance(request, dict) and request.get("kind") == "step"):
-            step = None
-        if new_step is not None or step_update is not None or fields.keys() & _SEALED:
+        steps = {index: steps[index] for index in step_indices(request) if index in steps}
+        if inserted or updated or fields.keys() & _SEALED:
             fields["mac"] = seals.seal("execution", execution_parts(
                 ex.id, ex.function, ex.args, fields.get("snapshot", ex.snapshot), request,
-                fields.get("steps_started", ex.steps_started), step.mac if step is not None else None))
-        change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
-                        step_update=step_update, consume_signal=self._consume, release=release,
-                        lease_until=self.clock.now() + self.runner.lease, base=ex, versions=recorded)
+                fields.get("steps_started", ex.steps_started), _steps_mac(request, steps)))
+        if len(inserted) + len(updated) > 1 or new_steps or step_updates:  # (the plural fields, all of them)
+            change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_steps=tuple(inserted),
+                            step_updates=tuple(updated), consume_signal=self._consume, release=release,
+                            lease_until=self.clock.now() + self.runner.lease, base=ex, versions=recorded)
+        else:
+            change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
+                            step_update=step_update, consume_signal=self._consume, release=release,
+                            lease_until=self.clock.now() + self.runner.lease, base=ex, versions=recorded)
         self._execution = yield Commit(change)
         self.runner.recorded.update((v.function, v.version, v.source_digest) for v in recorded)
-        self._step = step
+        self._steps = steps
         self._consume = None
         if self._execution.cancel_requested and not release and self._execution.status not in TERMINAL:
             yield from self._cancel(None)
@@ -676,6 +711,12 @@ class Transition:
 
 
 _SEALED = frozenset({"snapshot", "request", "steps_started"})
+
+
+def _steps_mac(request: Any, steps: dict[int, StepRecord]) -> bytes | None:
+    """What the execution's seal covers of the steps its request names: their seals, in the request's order."""
+    macs = [steps[index].mac or b"" for index in step_indices(request) if index in steps]
+    return b"".join(macs) if macs else None
 
 
 def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[[RunStep], StepOutcome]) -> Any:
@@ -701,6 +742,9 @@ def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[
                     value = instruction.run()
                 except LoopError as exc:  # the transition sets the run aside
                     error = exc
+            elif isinstance(instruction, NextOutcome):  # the steps of a composite, one after another, in order
+                step = min(instruction.steps, key=lambda s: s.record.index)
+                value = (step, run_step(step))
             else:
                 value = run_step(instruction)
     finally:

@@ -26,6 +26,7 @@ from .pump import PumpTask
 from .records import text_of
 from .runner import EventSink, Runner
 from .store.base import Change, Execution, Store
+from .composite import NextOutcome
 from .transition import Advance, Commit, Flow, Interrupted, RunStep, StepOutcome, Transition
 
 _WAKE = object()
@@ -34,7 +35,7 @@ _WAKE = object()
 _NOTHING = object()
 """What waiting on the scheduler's inbox gives when nothing was posted in time."""
 
-Instruction = Commit | RunStep | Advance
+Instruction = Commit | RunStep | Advance | NextOutcome
 
 
 @dataclass(eq=False)
@@ -45,6 +46,20 @@ class _Flight:
     flow: Flow = field(init=False)
     advancing: PumpTask | None = None  # the task of its program's advance, while it runs on the loop
     on_loop: bool = False  # an async program: it has advanced on the loop
+    parts: dict[tuple[int, int], RunStep] = field(default_factory=dict)  # composite steps started (index, attempt)
+    ended: list[_PartDone] = field(default_factory=list)  # composite steps ended, not yet asked for
+    wanting: NextOutcome | None = None  # it waits for the next of its composite steps to end
+
+    def take_ended(self, wanted: NextOutcome) -> tuple[RunStep, StepOutcome] | None:
+        """The first ended step of those ``wanted`` names, as the transition holds it (removed)."""
+        named = {_part_key(step): step for step in wanted.steps}
+        for position, done in enumerate(self.ended):
+            key = _part_key(done.step)
+            if key in named:
+                del self.ended[position]
+                self.parts.pop(key, None)
+                return named[key], done.outcome
+        return None
 
     def __post_init__(self) -> None:
         self.flow = self.transition.run()
@@ -59,6 +74,18 @@ class _Flight:
             return self.flow.throw(error) if error is not None else self.flow.send(value)  # type: ignore[no-any-return]
         except StopIteration:
             return None
+
+
+@dataclass
+class _PartDone:
+    """A step of a composite request ended (posted by the pool or the loop)."""
+
+    step: RunStep
+    outcome: StepOutcome
+
+
+def _part_key(step: RunStep) -> tuple[int, int]:
+    return step.record.index, step.record.attempts
 
 
 class _Inbox:
@@ -245,12 +272,15 @@ class _Scheduler:
         self.want_claim = True
         self.backlog = False  # the last claim was full: more is probably waiting
         self.timer_at: float | None = None  # when a timer or a hold next makes something runnable
+        self.wanting: set[_Flight] = set()  # flights waiting for the next of their composite steps to end
         self.renew_at = self.clock.now() + worker.lease / 3
 
     def loop(self) -> None:
         worker = self.worker
         while not (worker.stop.is_set() and not self.flights and not self.ready):
             self._collect(block=not self.ready and not self._may_claim())
+            if self.wanting:
+                self._past_deadline()
             if worker.stop.is_set() and self.advancing:
                 self._detach_overdue()
             batch = self._advance()  # before claiming: a flight whose last commit released its run ends here
@@ -299,6 +329,12 @@ class _Scheduler:
             self.want_claim = True
             return
         flight, outcome = item
+        if type(outcome) is _PartDone:
+            if self.flights.get(flight.id) is flight:  # (else its transition has ended: an abandoned step)
+                flight.ended.append(outcome)
+                if flight.wanting is not None:
+                    self._give_ended(flight, flight.wanting)
+            return
         if type(outcome) is PumpTask:
             if flight.advancing is not outcome:  # detached while it ran: its transition has ended
                 return
@@ -315,6 +351,9 @@ class _Scheduler:
         wait = min(deadlines) - now if deadlines else self.worker.poll
         if self.detach_at is not None and self.advancing:
             wait = min(wait, self.detach_at - time.monotonic())
+        deadlines = [f.wanting.deadline for f in self.wanting if f.wanting and f.wanting.deadline is not None]
+        if deadlines:
+            wait = min(wait, min(deadlines) - now)
         return min(max(wait, 0.001), self.worker.poll)
 
     def _on_timeout(self) -> None:
@@ -375,11 +414,44 @@ class _Scheduler:
                 batch.append((flight, instruction.change))
             elif isinstance(instruction, Advance):
                 self._start_advance(flight, instruction)
+            elif isinstance(instruction, NextOutcome):
+                self._next_outcome(flight, instruction)
             else:
                 self._start_step(flight, instruction)
         return batch
 
+    def _next_outcome(self, flight: _Flight, wanted: NextOutcome) -> None:
+        """Start the composite steps not started yet; the transition gets the next to end, or None at the
+        deadline."""
+        for step in wanted.steps:
+            if _part_key(step) not in flight.parts:
+                flight.parts[_part_key(step)] = step
+                self._start_step(flight, step, part=True)
+        self._give_ended(flight, wanted)
+
+    def _give_ended(self, flight: _Flight, wanted: NextOutcome) -> None:
+        ended = flight.take_ended(wanted)
+        if ended is None:
+            flight.wanting = wanted
+            self.wanting.add(flight)
+            return
+        flight.wanting = None
+        self.wanting.discard(flight)
+        self.ready.append((flight, ended, None))
+
+    def _past_deadline(self) -> None:
+        now = self.clock.now()
+        for flight in list(self.wanting):
+            wanted = flight.wanting
+            if wanted is None or wanted.deadline is not None and wanted.deadline <= now or \
+                    self.flights.get(flight.id) is not flight:
+                flight.wanting = None
+                self.wanting.discard(flight)
+                if self.flights.get(flight.id) is flight:
+                    self.ready.append((flight, None, None))
+
     def _end(self, flight: _Flight) -> None:
+        self.wanting.discard(flight)
         del self.flights[flight.id]
         if flight.on_loop:
             self.on_loop -= 1
@@ -397,25 +469,26 @@ class _Scheduler:
         self.advancing.add(flight)
         task.add_done_callback(lambda done: self.inbox.post_here((flight, done)))
 
-    def _start_step(self, flight: _Flight, step: RunStep) -> None:
-        """A plain step on the pool, an ``async def`` step as a task on the loop."""
+    def _start_step(self, flight: _Flight, step: RunStep, *, part: bool = False) -> None:
+        """A plain step on the pool, an ``async def`` step as a task on the loop (``part``: a step of a
+        composite request, whose outcome the transition asks for with ``NextOutcome``)."""
         if not step.is_async:
-            self.pool.submit(self._run_step, flight, step)
+            self.pool.submit(self._run_step, flight, step, part)
             return
         self.on_loop += 1
         self.loop_used = True
         task = self.event_loop.create_task(step.call_async(), name=f"step {step.record.function}")
-        task.add_done_callback(lambda done: self._step_done(flight, done))
+        task.add_done_callback(lambda done: self._step_done(flight, step, done, part))
 
-    def _step_done(self, flight: _Flight, task: asyncio.Task[StepOutcome]) -> None:
+    def _step_done(self, flight: _Flight, step: RunStep, task: asyncio.Task[StepOutcome], part: bool) -> None:
         self.on_loop -= 1
         if task.cancelled():  # the loop closed under it (the worker ended early)
             return
-        self.inbox.post_here((flight, task.result()))
+        self.inbox.post_here((flight, _PartDone(step, task.result()) if part else task.result()))
 
-    def _run_step(self, flight: _Flight, step: RunStep) -> None:
+    def _run_step(self, flight: _Flight, step: RunStep, part: bool) -> None:
         outcome = step.call()
-        self.inbox.post((flight, outcome))
+        self.inbox.post((flight, _PartDone(step, outcome) if part else outcome))
 
     def _detach_overdue(self) -> None:
         """Once stopped: programs still in a transient await ``grace`` seconds later are interrupted (their

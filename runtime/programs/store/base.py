@@ -86,7 +86,7 @@ class StepRecord:
     function: str                 # "module:qualname" of the ordinary function the step runs
     call: bytes                   # (args, kwargs) in the runtime value encoding
     policy: dict[str, Any]        # JSON: the retry policy (attempts, backoff, max_backoff, factor)
-    status: str                   # "pending", "done" or "failed" (retries exhausted)
+    status: str                   # "pending", "done", "failed" (retries exhausted) or "abandoned" (a race lost)
     attempts: int = 0             # attempts started so far
     result: bytes | None = None   # value encoding of the return value when done
     error: str | None = None      # readable last error

@@ -24,7 +24,7 @@ _FREE_TEXT = frozenset({"error", "point", "source", "manifest"})
 _FIXED_EXECUTION = frozenset({"id", "version", "created_at", "updated_at", "lease_owner", "lease_until"})
 _FIXED_STEP = frozenset({"execution_id", "index"})
 _LIVE = tuple(s for s in STATUSES if s not in TERMINAL)
-STEP_STATUSES = ("pending", "done", "failed")
+STEP_STATUSES = ("pending", "done", "failed", "abandoned")
 
 # What each column must hold, to read a row cell by cell (see _record).
 _TEXT, _INT, _REAL, _BLOB, _BOOL, _JSON, _ARGS, _OBJECT = "text", "int", "real", "blob", "bool", "json", "args", "obj"

@@ -1,0 +1,435 @@
+"""runtime.gather / race / first (issue 15, stage F): several durable awaits at once, outcomes in recorded order.
+
+The combinator alone, driven by hand (results, cancellation, snapshots at every part, tampered state), then
+programs run by the runner and the worker on every store, crashes at every commit by the test kit, and the
+refusals.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import itertools
+import sys
+import threading
+import time
+from typing import Any, Iterator
+
+import pytest
+
+from runtime import CorruptSnapshotError, durable, restore, snapshot, values
+from runtime.programs.clock import VirtualClock
+from runtime.programs.combinators import All, Combinator, Delivery, gather, race
+from runtime.programs.requests import Sleep, Step, Wait, sleep, step, wait
+from runtime.programs.store import FAILED, FINISHED, WAITING
+from runtime.programs.worker import Worker
+from transpiler import install_import_hook
+
+PROGRAMS = '''
+import asyncio, threading, time
+from runtime import durable, sleep, wait, step, checkpoint, gather, race, first
+
+
+def slow(x, seconds=0.0):
+    time.sleep(seconds)
+    return [x, threading.current_thread().name]
+
+
+def double(x):
+    return 2 * x
+
+
+FAILS = {"left": 0}
+
+
+def flaky(x):
+    FAILS["left"] -= 1
+    if FAILS["left"] >= 0:
+        raise ConnectionError(f"flaky {x}")
+    return x
+
+
+def broken(x):
+    raise KeyError(x)
+
+
+@durable
+async def child(n):
+    await asyncio.sleep(0.001)  # transient, overlapping the others
+    first = await step(double, n)
+    await checkpoint()
+    return first + 1
+
+
+@durable
+async def gathers(n):
+    values = await gather(step(double, 1), child(n), sleep(5), child(n + 1))
+    index, value = await race(wait("go", timeout=100), sleep(50))
+    nested = await gather(step(double, 3), race(step(double, 4), sleep(1000)))
+    return [values, index, value, nested]
+
+
+@durable
+async def in_parallel(seconds):
+    return await gather(*[step(slow, i, seconds) for i in range(3)])
+
+
+@durable
+async def approval():
+    index, value = await first(wait("approve"), sleep(7 * 24 * 3600))
+    return ["approved", value] if index == 0 else ["timed out"]
+
+
+@durable
+async def fails(return_exceptions):
+    return await gather(step(double, 1), step(broken, "k").retry(attempts=1), sleep(10),
+                        return_exceptions=return_exceptions)
+
+
+@durable
+async def retries():
+    return await gather(step(flaky, 1).retry(attempts=3, backoff=5), sleep(3))
+
+
+async def cleanup_log(log, n):
+    try:
+        await sleep(n)
+    except asyncio.CancelledError:
+        log.append(f"cancelled {n}")
+        await asyncio.sleep(0)  # transient clean-up is allowed
+        raise
+
+
+@durable
+async def loser(n):
+    try:
+        await sleep(n)
+    except asyncio.CancelledError:
+        await asyncio.sleep(0)
+        raise
+    finally:
+        await asyncio.sleep(0)
+
+
+@durable
+async def races_coroutines():
+    return await race(loser(100), step(double, 21))
+
+
+@durable
+async def two_signals():
+    return await gather(wait("a"), wait("b"))
+'''
+
+_ids = itertools.count(1)
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    folder = tmp_path_factory.mktemp("combinators")
+    name = f"dg_combinator_programs_{next(_ids)}"
+    (folder / f"{name}.py").write_text(PROGRAMS, encoding="utf-8")
+    sys.path.insert(0, str(folder))
+    importlib.invalidate_caches()
+    install_import_hook([name])
+    yield importlib.import_module(name)
+    sys.path.remove(str(folder))
+    sys.modules.pop(name, None)
+
+
+@pytest.fixture
+def env(any_store: Any, programs: Any) -> Iterator[Any]:
+    clock = VirtualClock()
+    worker = Worker(any_store, clock=clock, lease=30)
+    events: list[tuple[str, str, str]] = []
+    worker.runner.on_event = lambda *event: events.append(event)
+    yield type("Env", (), {"store": any_store, "clock": clock, "worker": worker, "runner": worker.runner,
+                           "events": events, "ref": lambda _, fn: f"{programs.__name__}:{fn}"})()
+    worker.runner.close()
+
+
+def result(env: Any, execution_id: str) -> Any:
+    row = env.store.get(execution_id)
+    assert row.status == FINISHED, (row.status, row.error)
+    return values.load_value(row.result)
+
+
+# ---------------------------------------------------------------------- the combinator by hand
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+@durable
+async def hand_child(n: int) -> int:
+    got = await sleep(n)
+    return n if got is None else got
+
+
+@durable
+async def hand_program() -> Any:
+    values_ = await gather(step(add, 1, 2), hand_child(2), sleep(3))
+    won = await race(hand_child(4), sleep(5))
+    return [values_, won]
+
+
+def parts(request: Any) -> list[tuple[tuple[int, ...], str | None]]:
+    assert type(request) is All
+    return [(part.key, None if part.request is None else type(part.request).__name__) for part in request.parts]
+
+
+def test_gather_parks_every_child_and_takes_outcomes_in_any_order_across_snapshots() -> None:
+    program = hand_program()
+    request = program.send(None)
+    assert parts(request) == [((0,), "Step"), ((1,), "Sleep"), ((2,), "Sleep")]
+    program = restore(snapshot(program))  # at every part: saved, restored, the next outcome delivered
+    request = program.send(Delivery((2,), None))
+    assert parts(request) == [((0,), None), ((1,), None)]  # the same parkings as before: no new request
+    program = restore(snapshot(program))
+    request = program.send(Delivery((0,), 3))
+    assert parts(request) == [((1,), None)]
+    program = restore(snapshot(program))
+    request = program.send(Delivery((1,), "slept"))  # the gather is done: the program goes on to its race
+    assert parts(request) == [((0,), "Sleep"), ((1,), "Sleep")]
+    with pytest.raises(StopIteration) as end:
+        restore(snapshot(program)).send(Delivery((1,), None))
+    assert end.value.value == [[3, "slept", None], (1, None)]
+
+
+def test_a_step_failure_reaches_the_child_that_awaits_it_and_gather_raises_it() -> None:
+    @durable
+    async def catches() -> Any:
+        try:
+            await sleep(1)
+        except KeyError as exc:
+            return f"caught {exc}"
+
+    @durable
+    async def program() -> Any:
+        caught = await gather(catches(), sleep(2))
+        try:
+            await gather(step(add, 1, 1), sleep(3))
+        except ValueError as exc:
+            return [caught, str(exc)]
+
+    coro = program()
+    coro.send(None)
+    coro.send(Delivery((0,), error=KeyError("k")))
+    with pytest.raises(StopIteration) as end:
+        coro.send(Delivery((1,), None))
+        coro.send(Delivery((0,), error=ValueError("step failed")))
+    assert end.value.value == [["caught 'k'", None], "step failed"]
+
+
+def test_race_cancels_the_losers_which_may_clean_up_with_transient_awaits_only() -> None:
+    log: list[str] = []
+
+    @durable
+    async def slow_child(n: int) -> None:
+        try:
+            await sleep(n)
+        except asyncio.CancelledError:
+            log.append(f"cancelled {n}")
+            try:
+                await sleep(1)  # durable: refused during the clean-up
+            except RuntimeError as exc:
+                log.append(str(exc).split(":")[0])
+            raise
+
+    @durable
+    async def program() -> Any:
+        return await race(slow_child(10), slow_child(20), sleep(5))
+
+    coro = program()
+    assert len(coro.send(None).parts) == 3
+    with pytest.raises(StopIteration) as end:
+        coro.send(Delivery((2,), None))
+    assert end.value.value == (2, None)
+    assert log == ["cancelled 10", "a durable await while runtime.race() cancels this awaitable",
+                   "cancelled 20", "a durable await while runtime.race() cancels this awaitable"]
+
+
+def test_an_outcome_for_a_part_that_is_not_pending_is_refused() -> None:
+    coro = hand_program()
+    coro.send(None)
+    with pytest.raises(RuntimeError, match=r"got an outcome for part \[7\], which is not pending"):
+        coro.send(Delivery((7,), None))
+
+
+def test_gather_takes_durable_awaitables_only_and_closes_the_coroutines_it_refuses() -> None:
+    async def plain() -> None:
+        await asyncio.sleep(0)
+
+    coro = plain()
+    with pytest.raises(TypeError, match=r"not coroutine '.*plain', which is not durable"):
+        gather(step(add, 1, 1), coro)
+    assert coro.cr_frame is None  # closed: no "never awaited" warning
+    with pytest.raises(TypeError, match="needs at least one awaitable"):
+        race()
+    twice = sleep(1)
+    with pytest.raises(TypeError, match="the same awaitable twice"):
+        gather(twice, twice)
+    combinator = gather(sleep(1))
+    combinator.__await__()
+    with pytest.raises(RuntimeError, match="cannot reuse an already awaited runtime.gather"):
+        combinator.__await__()
+
+
+def test_a_tampered_saved_combinator_is_a_corrupt_snapshot() -> None:
+    combinator = gather(sleep(1), sleep(2))
+    combinator.send(None)
+    state = combinator.__getstate__()
+    for bad in ({**state, "kind": "exec"}, {**state, "order": [5]}, {**state, "states": ["run", "run"]},
+                {**state, "keys": [[[1]], []]}, {**state, "children": [object(), None]}, {"kind": "gather"}):
+        with pytest.raises(CorruptSnapshotError, match="does not have the shape of one"):
+            Combinator.__new__(Combinator).__setstate__(bad)
+
+
+def test_a_combinator_with_children_in_transient_awaits_cannot_be_saved() -> None:
+    @durable
+    async def transient() -> None:
+        await asyncio.sleep(0)
+
+    @durable
+    async def program() -> Any:
+        return await gather(transient(), sleep(1))
+
+    coro = program()
+    assert coro.send(None) is None  # the child's loop turn, passed to the task
+    with pytest.raises(Exception, match="has children in transient awaits"):
+        snapshot(coro)
+    coro.close()
+
+
+# ---------------------------------------------------------------------- programs on the runner and the worker
+
+
+def test_gather_race_and_nesting_run_on_every_store(env: Any) -> None:
+    ex = env.runner.start(env.ref("gathers"), [5])
+    env.worker.run_until_idle()  # sleeps to the race's wait, then its sleep wins (no signal)
+    assert result(env, ex.id) == [[2, 11, None, 13], 1, None, [6, (0, 8)]]
+    assert [(s.index, s.status) for s in env.store.steps(ex.id)] == [(i, "done") for i in range(5)]
+
+
+def test_a_signal_wins_a_race_against_a_long_sleep(env: Any) -> None:
+    ex = env.runner.start(env.ref("approval"), [])
+    env.runner.claim_and_advance()  # (not run_until_idle: it would move the clock on to the sleep's end)
+    row = env.store.get(ex.id)
+    assert row.status == WAITING and row.waiting_for == "approve" and row.request["kind"] == "all"
+    env.store.send_signal(ex.id, "approve", {"by": "ada"}, now=env.clock.now())
+    env.runner.claim_and_advance()
+    assert result(env, ex.id) == ["approved", {"by": "ada"}]
+
+
+def test_gather_raises_the_first_failure_and_cancels_the_rest_or_returns_it(env: Any) -> None:
+    raising = env.runner.start(env.ref("fails"), [False])
+    returning = env.runner.start(env.ref("fails"), [True])
+    env.worker.run_until_idle()
+    row = env.store.get(raising.id)
+    assert row.status == FAILED and "KeyError" in row.error
+    got = result(env, returning.id)
+    assert got[0] == 2 and isinstance(got[1], KeyError) and got[2] is None
+
+
+def test_a_failing_step_of_a_gather_is_retried_on_its_own_timer(env: Any, programs: Any) -> None:
+    programs.FAILS["left"] = 2
+    ex = env.runner.start(env.ref("retries"), [])
+    env.worker.run_until_idle()
+    assert result(env, ex.id) == [1, None]
+    [record] = env.store.steps(ex.id)
+    assert record.attempts == 3 and record.status == "done"
+    assert [e[2] for e in env.events if e[1] == "retry"] == [
+        "step 0 failed (ConnectionError: flaky 1); attempt 2 of 3 in 5 s",
+        "step 0 failed (ConnectionError: flaky 1); attempt 3 of 3 in 10 s"]
+
+
+def test_a_lost_race_abandons_its_step_and_cancels_its_coroutines(env: Any) -> None:
+    ex = env.runner.start(env.ref("races_coroutines"), [])
+    env.worker.run_until_idle()
+    assert result(env, ex.id) == (1, 42)
+    ex = env.runner.start(env.ref("gathers"), [1])
+    env.worker.run_until_idle()
+    assert result(env, ex.id)[3] == [6, (0, 8)]
+
+
+def test_waits_for_two_signal_names_are_refused_with_a_message(env: Any) -> None:
+    ex = env.runner.start(env.ref("two_signals"), [])
+    env.worker.run_until_idle()
+    row = env.store.get(ex.id)
+    assert row.status == FAILED
+    assert "waits for one signal name at a time, not 'a', 'b'" in row.error
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_the_worker_runs_the_steps_of_a_gather_at_the_same_time(backend: Any, programs: Any) -> None:
+    store = backend.open()
+    try:
+        worker = Worker(store, concurrency=4, poll=0.05)
+        ex = worker.runner.start(f"{programs.__name__}:in_parallel", [0.4])
+        thread = threading.Thread(target=worker.run)
+        started = time.monotonic()
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while store.get(ex.id).status != FINISHED and time.monotonic() < deadline:
+                time.sleep(0.02)
+            took = time.monotonic() - started
+        finally:
+            worker.stop.set()
+            thread.join(10)
+        got = values.load_value(store.get(ex.id).result)
+        assert [x for x, _ in got] == [0, 1, 2]
+        assert len({thread_name for _, thread_name in got}) == 3  # three pool threads at once
+        assert took < 1.0, took  # not 3 × 0.4 s one after another
+    finally:
+        store.close()
+
+
+# ---------------------------------------------------------------------- crashes at every commit
+
+
+def test_gather_and_race_survive_a_crash_at_every_point(programs: Any) -> None:
+    from runtime.testing import assert_survives_crashes
+    report = assert_survives_crashes(programs.gathers, 5, points="all", fresh=1)
+    assert report.outcome.result() == [[2, 11, None, 13], 1, None, [6, (0, 8)]]
+    assert report.crash_points == report.possible_points >= 20 and report.fresh_points == 1
+    print(report.summary())
+
+
+def test_the_recorded_order_of_outcomes_is_the_order_a_resumed_run_sees() -> None:
+    """Hand-driven twin of a runner that dies after committing an outcome and before delivering it: the
+    resumed run, given the committed outcome first, ends the same as the run that went on."""
+    @durable
+    async def order() -> Any:
+        seen = []
+
+        @durable
+        async def note(i: int) -> None:
+            await sleep(i)
+            seen.append(i)
+        await gather(note(1), note(2), note(3))
+        return seen
+
+    live = order()
+    live.send(None)
+    saved = snapshot(live)
+    for key in [(2,), (0,)]:
+        live.send(Delivery(key, None))
+    resumed = restore(saved)
+    for key in [(2,), (0,)]:
+        resumed.send(Delivery(key, None))
+    ends = []
+    for coro in (live, resumed):
+        with pytest.raises(StopIteration) as end:
+            coro.send(Delivery((1,), None))
+        ends.append(end.value.value)
+    assert ends == [[3, 1, 2], [3, 1, 2]]
+
+
+def test_requests_given_to_gather_are_reported_once() -> None:
+    combinator = gather(sleep(1), wait("x"), step(add, 1, 1))
+    request = combinator.send(None)
+    assert [type(p.request) for p in request.parts] == [Sleep, Wait, Step]
+    again = combinator.send(Delivery((0,), None))
+    assert [p.request for p in again.parts] == [None, None]
+    asyncio.run(asyncio.sleep(0))  # (no loop was needed)
