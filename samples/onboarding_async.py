@@ -12,7 +12,9 @@ What is different from the generator version:
   step, like ``has_logged_in``, runs as before);
 * between two durable awaits the program may await anything, here a short ``asyncio.sleep`` standing
   for a call to a rate-limited API. Such a *transient* await is not recorded: after a crash it runs
-  again, like any code between two commits.
+  again, like any code between two commits;
+* the approval deadline is a ``race`` of the signal and a durable sleep (``runtime.race``), where the
+  generator version uses ``wait(..., timeout=...)``.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import os
 import time
 from pathlib import Path
 
-from runtime import SignalTimeout, current_step, durable, sleep, step, wait
+from runtime import current_step, durable, race, sleep, step, wait
 
 OUTBOX = Path(os.environ.get("ONBOARDING_OUTBOX", ".durable/outbox.log"))
 LOGINS = Path(os.environ.get("ONBOARDING_LOGINS", ".durable/logins.txt"))
@@ -51,9 +53,8 @@ async def onboarding(user: str, nudge_after: float = 3.0, approval_timeout: floa
     await asyncio.sleep(0.01)  # transient: runs again if the worker dies before the next commit
     if not await step(has_logged_in, user):
         await step(send_email, user, "Need a hand getting started?")
-    try:
-        decision = await wait("approval", timeout=approval_timeout)
-    except SignalTimeout:
+    first, decision = await race(wait("approval"), sleep(approval_timeout))
+    if first == 1:  # the deadline came first
         await step(send_email, user, "Your account review is taking longer than expected")
         return {"user": user, "approved": False, "reason": "no decision in time"}
     approved = bool(decision.get("approved"))

@@ -49,6 +49,7 @@ class All(rq.Request):
     parts: tuple[Part, ...]
 
 
+@serializable  # (the test kit carries the answers a program got to a fresh interpreter)
 @dataclass(frozen=True)
 class Delivery:
     """The outcome of one part of an ``All``: the value its request returns, or the exception it raises."""

@@ -18,6 +18,7 @@ import msgpack
 from ..errors import SnapshotError
 from ..programs import program_names
 from ..programs import requests as rq
+from ..programs.combinators import All
 from ..values import dump_value, load_value
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ def describe(outcome: str, value: Any) -> tuple[Any, ...]:
         return ("sleep", value.seconds, value.until)
     if isinstance(value, rq.Checkpoint):
         return ("checkpoint",)
+    if isinstance(value, All):  # runtime.gather/race: its parts (a part parked before is named by its key only)
+        return ("all", [[list(part.key), None if part.request is None else describe("yield", part.request)]
+                        for part in value.parts])
     return ("progress", value)
 
 

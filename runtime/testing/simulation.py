@@ -13,6 +13,7 @@ from ..errors import SnapshotError
 from ..programs import capability
 from ..programs import requests as rq
 from ..programs.clock import VirtualClock
+from ..programs.combinators import All
 from ..programs.runner import Runner
 from ..programs.store.base import FAILED, FINISHED, TERMINAL, WAITING, Change, Execution
 from ..programs.store.memory import MemoryStore
@@ -171,6 +172,8 @@ class Engine:
             self._check_limit()
             if isinstance(value, rq.Wait):
                 self.waited.add(value.signal)
+            elif isinstance(value, All):
+                self.waited.update(p.request.signal for p in value.parts if isinstance(p.request, rq.Wait))
         self.observer.traced(self, action, outcome, value)
 
     def _check_limit(self) -> None:
