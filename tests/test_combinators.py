@@ -433,3 +433,22 @@ def test_requests_given_to_gather_are_reported_once() -> None:
     again = combinator.send(Delivery((0,), None))
     assert [p.request for p in again.parts] == [None, None]
     asyncio.run(asyncio.sleep(0))  # (no loop was needed)
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_a_malformed_composite_request_in_the_store_fails_the_run_as_damaged(env: Any) -> None:
+    from runtime.programs.records import execution_parts
+    from runtime.programs.store.base import Change
+    from runtime.values import seals
+
+    ex = env.runner.start(env.ref("approval"), [])
+    env.runner.claim_and_advance()
+    row = env.store.get(ex.id)
+    bad = {"kind": "all", "parts": [{"key": [0], "kind": "wait", "signal": 5}]}
+    mac = seals.seal("execution", execution_parts(row.id, row.function, row.args, row.snapshot, bad,
+                                                  row.steps_started, None))  # (sealed: a writer's bug, not noise)
+    env.store.commit(Change(row.id, row.version, fields={"request": bad, "mac": mac}), now=env.clock.now())
+    env.store.send_signal(ex.id, "approve", {"by": "ada"}, now=env.clock.now())
+    env.runner.claim_and_advance()
+    row = env.store.get(ex.id)
+    assert row.status == FAILED and "its composite request is not one" in row.error, row.error
