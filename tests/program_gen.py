@@ -139,13 +139,6 @@ class CM:
 #   before an await, so the read moved after it).
 #   Async mode therefore writes no ``del`` (the generator mode keeps it: no nested scopes there, and
 #   generators keep copying operands).
-# * MATCH_CASE_BUG (generators too): a ``match`` whose case that suspends is followed by a case
-#   (or ``case _``) that does not, then a suspension after the ``match``:
-#   ``match 5: case 0: await suspend(1)  case 1: pass`` then ``await suspend(2)``: restoring the
-#   snapshot taken at the later suspension fails, "SnapshotError: restoring ... failed:
-#   UnboundLocalError: cannot access local variable '_dg_mc1_...'" (the compiled ``else: if
-#   _dg_mcN == k`` of the trailing non-suspending cases reads the match's case number on the
-#   resume path, where it was not saved).  Such a case gets an ``await suspend('case')`` appended.
 
 # Async mode (``ProgramBuilder(..., async_=True)``): appended to PRELUDE.  ``Ticker`` is an async
 # iterator and ``ACM`` an async context manager whose methods may suspend; ``each`` is a helper
@@ -809,20 +802,9 @@ class ProgramBuilder:
             self.mark("yield_in_match_subject")
             self._note_yield(scope, True)
         lines = [f"match {subject}:"]
-        suspended = False  # a case body so far suspends: MATCH_CASE_BUG
 
         def case_body(inner: Scope) -> list[str]:
-            nonlocal suspended
-            y0 = self.fn_yields
-            body = self.block(inner, depth + 1)
-            if self.fn_yields > y0:
-                suspended = True
-            elif suspended:  # MATCH_CASE_BUG: no case without a suspension after one with
-                self.mark("match_case_bug_avoided")
-                self.fn_yields += 1
-                body.append(self.susp("'case'"))
-                self._note_yield(inner, True)
-            return ["    " + line for line in self.indent(body)]
+            return ["    " + line for line in self.indent(self.block(inner, depth + 1))]
 
         for _ in range(self.ch.integer(1, 3)):
             kind = self.ch.weighted([(3, "literal"), (2, "class"), (2, "sequence"), (1, "mapping")])

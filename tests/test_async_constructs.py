@@ -415,6 +415,80 @@ def test_match_with_awaits_in_subject_guards_and_cases() -> None:
     ])
 
 
+# A case that suspends, then cases that do not, then an await after the ``match``: restoring at that
+# later await read the match's case number (not saved there) in the restore body's test of the
+# trailing cases (UnboundLocalError on ``_dg_mcN``).
+MATCH_THEN_SUSPENSION_SRC = {
+    "case": """
+    async def main(v):
+        match v:
+            case 0:
+                await suspend("zero")
+            case 1:
+                LOG.append("one")
+        await suspend("after")
+        LOG.append("done")
+    """,
+    "wildcard": """
+    async def main(v):
+        match v:
+            case 0:
+                await suspend("zero")
+            case _:
+                LOG.append("other")
+        await suspend("after")
+        LOG.append("done")
+    """,
+    "guard": """
+    async def main(v):
+        match v:
+            case 1:
+                LOG.append("one")
+            case int() as n if n % 2 == 0:
+                await suspend(("even", n))
+            case n if n > 5:
+                LOG.append(("big", n))
+            case _:
+                LOG.append("other")
+        await suspend("after")
+        LOG.append("done")
+    """,
+    "suspending guard": """
+    async def main(v):
+        match v:
+            case n if n > await suspend("limit"):
+                await suspend(("above", n))
+            case 1:
+                LOG.append("one")
+            case n if n < 0:
+                LOG.append(("negative", n))
+            case _:
+                LOG.append("other")
+        await suspend("after")
+        LOG.append("done")
+    """,
+    "suspending subject": """
+    async def main(v):
+        match await suspend(v):
+            case 0:
+                await suspend("zero")
+            case 1:
+                LOG.append("one")
+            case _:
+                LOG.append("other")
+        await suspend("after")
+        LOG.append("done")
+    """,
+}
+
+
+@pytest.mark.parametrize("v", [0, 1, 2, 7, -3])
+@pytest.mark.parametrize("shape", list(MATCH_THEN_SUSPENSION_SRC))
+def test_match_case_that_suspends_then_cases_that_do_not(shape: str, v: int) -> None:
+    script = [NEXT, send(v), NEXT, NEXT] if shape == "suspending subject" else [NEXT, send(4), NEXT, NEXT]
+    run(MATCH_THEN_SUSPENSION_SRC[shape], script, entry=f"main({v})")
+
+
 def test_del_global_and_class_defined_inside() -> None:
     src = """
     G = 0

@@ -430,6 +430,71 @@ def test_match_statement():
     ])
 
 
+# A case that suspends, then cases that do not, then a suspension after the ``match``: restoring at
+# that later suspension read the match's case number (not saved there) in the restore body's test of
+# the trailing cases (UnboundLocalError on ``_dg_mcN``).
+MATCH_THEN_SUSPENSION_SRC = {
+    "case": """
+    LOG = []
+    def gen(v):
+        match v:
+            case 0:
+                yield "zero"
+            case 1:
+                LOG.append("one")
+        yield "after"
+        LOG.append("done")
+    """,
+    "wildcard": """
+    LOG = []
+    def gen(v):
+        match v:
+            case 0:
+                yield "zero"
+            case _:
+                LOG.append("other")
+        yield "after"
+        LOG.append("done")
+    """,
+    "guard": """
+    LOG = []
+    def gen(v):
+        match v:
+            case 1:
+                LOG.append("one")
+            case int() as n if n % 2 == 0:
+                yield ("even", n)
+            case n if n > 5:
+                LOG.append(("big", n))
+            case _:
+                LOG.append("other")
+        yield "after"
+        LOG.append("done")
+    """,
+    "suspending guard": """
+    LOG = []
+    def gen(v):
+        match v:
+            case n if n > (yield "limit"):
+                yield ("above", n)
+            case 1:
+                LOG.append("one")
+            case n if n < 0:
+                LOG.append(("negative", n))
+            case _:
+                LOG.append("other")
+        yield "after"
+        LOG.append("done")
+    """,
+}
+
+
+@pytest.mark.parametrize("v", [0, 1, 2, 7, -3])
+@pytest.mark.parametrize("shape", list(MATCH_THEN_SUSPENSION_SRC))
+def test_match_case_that_suspends_then_cases_that_do_not(shape, v):
+    differential(MATCH_THEN_SUSPENSION_SRC[shape], [NEXT, send(4), NEXT, NEXT], entry=f"gen({v})")
+
+
 def test_return_raise_from_assert():
     src = """
     LOG = []

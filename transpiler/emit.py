@@ -182,8 +182,10 @@ class Emitter:
         if isinstance(s.orelse, cst.Else):
             orelse = cst.Else(body=block(self.r_block(body_of(s.orelse.body))))
         elif isinstance(s.orelse, cst.If):
-            inner_span = self.range_of(s.orelse)
-            orelse = cst.Else(body=block(self.r_stmt(s.orelse, inner_span) if inner_span else [self._fast(s.orelse)]))
+            # (an ``elif`` chain: a match's case bodies) an ``elif`` with no suspension is skipped while
+            # restoring like any other such statement: its test may read what was not saved (the
+            # match's case number when the target is after the match)
+            orelse = cst.Else(body=block(self.r_block([s.orelse])))
         return [cst.If(test=test, body=block(self.r_block(body)), orelse=orelse)]
 
     def r_While(self, s: cst.While, span: tuple[int, int]) -> Stmts:
