@@ -118,6 +118,30 @@ async def races_coroutines():
 @durable
 async def two_signals():
     return await gather(wait("a"), wait("b"))
+
+
+@durable
+async def parks_with_a_step(log):
+    try:
+        await gather(step(flaky, 1).retry(attempts=5, backoff=50), wait("x"))
+    finally:
+        await asyncio.sleep(0)
+        log.append("finally ran")
+        return log
+
+
+@durable
+async def abandons():
+    index, _ = await race(step(double, 5), sleep(0))
+    return index
+
+
+@durable
+def yields_a_gather():
+    try:
+        yield gather(sleep(1))
+    except TypeError as exc:
+        return str(exc)
 '''
 
 _ids = itertools.count(1)
@@ -249,6 +273,19 @@ def test_race_cancels_the_losers_which_may_clean_up_with_transient_awaits_only()
                    "cancelled 20", "a durable await while runtime.race() cancels this awaitable"]
 
 
+@durable
+async def quick(n: int) -> int:
+    return n
+
+
+def test_a_child_that_ends_before_its_first_durable_await_decides_a_race_at_once() -> None:
+    for combinator, expected in [(race(quick(1), sleep(100)), (0, 1)), (race(quick(1), quick(2)), (0, 1)),
+                                 (gather(quick(1), quick(2)), [1, 2])]:
+        with pytest.raises(StopIteration) as end:
+            combinator.send(None)
+        assert end.value.value == expected
+
+
 def test_an_outcome_for_a_part_that_is_not_pending_is_refused() -> None:
     coro = hand_program()
     coro.send(None)
@@ -350,6 +387,31 @@ def test_a_lost_race_abandons_its_step_and_cancels_its_coroutines(env: Any) -> N
     ex = env.runner.start(env.ref("gathers"), [1])
     env.worker.run_until_idle()
     assert result(env, ex.id)[3] == [6, (0, 8)]
+
+
+def test_a_step_that_lost_a_race_is_recorded_as_abandoned_when_the_program_moves_on(env: Any) -> None:
+    ex = env.runner.start(env.ref("abandons"), [])
+    env.worker.run_until_idle()
+    assert result(env, ex.id) == 1
+    assert [(s.index, s.status, s.attempts) for s in env.store.steps(ex.id)] == [(0, "abandoned", 0)]
+
+
+def test_cancelling_a_run_parked_on_a_gather_with_a_step_runs_its_finally_blocks(env: Any, programs: Any) -> None:
+    programs.FAILS["left"] = 10
+    ex = env.runner.start(env.ref("parks_with_a_step"), [[]])
+    env.runner.claim_and_advance()
+    row = env.store.get(ex.id)
+    assert row.status == WAITING and row.request["parts"][0]["retry_at"] == row.wake_at
+    env.store.request_cancel(ex.id, now=env.clock.now())
+    env.worker.run_until_idle()
+    row = env.store.get(ex.id)
+    assert row.status == "cancelled" and row.error == "cancelled", row.error
+
+
+def test_a_generator_program_that_yields_a_gather_gets_a_type_error(env: Any) -> None:
+    ex = env.runner.start(env.ref("yields_a_gather"), [])
+    env.worker.run_until_idle()
+    assert "is for async def programs (await it)" in result(env, ex.id)
 
 
 def test_waits_for_two_signal_names_are_refused_with_a_message(env: Any) -> None:

@@ -163,8 +163,10 @@ class Combinator:
         if type(value) is Delivery:
             self._deliver(value)
         elif all(state == RUN for state in self.states):  # the first send: start every child
-            for index, state in enumerate(self.states):
-                if self.children[index] is None:
+            for index in range(len(self.states)):
+                if self.states[index] != RUN:  # (decided meanwhile: a race won, a sibling failed)
+                    continue
+                if index in self._requests:
                     self.states[index] = PARKED
                     self._fresh[index] = self._requests.pop(index)
                 else:
@@ -286,6 +288,7 @@ class Combinator:
                 continue
             self.cancelled[index] = True
             if self.children[index] is None:  # a request: dropped
+                self._requests.pop(index, None)
                 self.states[index] = DONE
                 self.keys[index] = []
                 self._fresh.pop(index, None)

@@ -19,7 +19,7 @@ from . import program_names
 from . import requests as rq
 from .combinators import All, Delivery
 from .loading import import_program_module
-from .records import step_call
+from .records import step_call, step_indices
 from .store.base import PENDING, SLEEPING, WAITING, StepRecord
 
 if TYPE_CHECKING:
@@ -42,18 +42,6 @@ class NextOutcome:
 
     steps: list[RunStep]
     deadline: float | None
-
-
-def step_indices(request: Any) -> list[int]:
-    """The steps a stored request names (a composite request's step parts, in order)."""
-    if not isinstance(request, dict):
-        return []
-    if request.get("kind") == "step":
-        return [request["index"]] if type(request.get("index")) is int else []
-    if request.get("kind") == "all" and isinstance(request.get("parts"), list):
-        return [p["index"] for p in request["parts"] if isinstance(p, dict) and p.get("kind") == "step"
-                and type(p.get("index")) is int]
-    return []
 
 
 def spec_problem(request: dict[str, Any]) -> str | None:
@@ -121,23 +109,34 @@ class CompositeFlow:
                 parts.append({"key": key, "kind": "checkpoint"})
             else:
                 return "throw", TypeError(f"runtime.gather/race cannot combine {type(made).__name__} requests")
+        if len(parts) > MAX_PARTS:
+            return "throw", ValueError(f"runtime.gather/race awaits {len(parts)} parts at once (nested), more than "
+                                       f"{MAX_PARTS}")
         signals = sorted({p["signal"] for p in parts if p["kind"] == "wait"})
         if len(signals) > 1:
             return "throw", ValueError(
                 f"runtime.gather/race waits for one signal name at a time, not {', '.join(map(repr, signals))}: "
                 "send one signal whose payload says which, or wait for them one after another")
-        kept = {p["index"] for p in parts if p["kind"] == "step"}
-        abandoned = [(p["index"], {"status": "abandoned", "finished_at": now}) for p in previous.values()
-                     if p["kind"] == "step" and p["index"] not in kept
-                     and getattr(self._steps.get(p["index"]), "status", None) == "pending"]
-        for index_, _ in abandoned:
-            self._running.pop(index_, None)
-            self.on_event(ex.id, "step", f"step {index_} abandoned (runtime.race decided without it)")
         spec = {"kind": "all", "parts": parts}
         data = yield from self._snapshot(gen)
         yield from self._commit(snapshot=data, request=spec, status=PENDING, wake_at=None, waiting_for=None,
-                                steps_started=index, new_steps=new_steps, step_updates=abandoned)
+                                steps_started=index, new_steps=new_steps)
         return (yield from self._answer(spec))
+
+    def _abandoned(self: Transition, request: Any) -> list[tuple[int, dict[str, Any]]]:
+        """The step updates that record the composite's pending steps ``request`` (the next one) no longer names:
+        a race lost, a sibling failed, the program moved on. A step still running finishes; its outcome is
+        dropped."""
+        ex = self._execution
+        if not (isinstance(ex.request, dict) and ex.request.get("kind") == "all"):
+            return []
+        kept = set(step_indices(request))
+        dropped = [index for index in step_indices(ex.request) if index not in kept
+                   and getattr(self._steps.get(index), "status", None) == "pending"]
+        for index in dropped:
+            self._running.pop(index, None)
+            self.on_event(ex.id, "step", f"step {index} abandoned: the program went on without its outcome")
+        return [(index, {"status": "abandoned", "finished_at": self.clock.now()}) for index in dropped]
 
     def _answer(self: Transition, spec: dict[str, Any]) -> Flow:
         """Run the composite's steps and wait for its timers and its signal until one part has an outcome: the

@@ -71,11 +71,31 @@ def restore_stored(store: Store, ex: Execution) -> Program:
 
 
 def current_step_mac(store: Store, ex: Execution) -> bytes | None:
-    request = ex.request if isinstance(ex.request, dict) else {}
-    if request.get("kind") != "step" or type(request.get("index")) is not int:
+    """What the execution's seal covers of the steps its request names, read from ``store``."""
+    steps = {index: step for index in step_indices(ex.request) if (step := store.step(ex.id, index)) is not None}
+    return steps_mac(ex.request, steps)
+
+
+def step_indices(request: Any) -> list[int]:
+    """The steps a stored request names (a composite request's step parts, in order)."""
+    if not isinstance(request, dict):
+        return []
+    if request.get("kind") == "step":
+        return [request["index"]] if type(request.get("index")) is int else []
+    if request.get("kind") == "all" and isinstance(request.get("parts"), list):
+        return [p["index"] for p in request["parts"] if isinstance(p, dict) and p.get("kind") == "step"
+                and type(p.get("index")) is int]
+    return []
+
+
+def steps_mac(request: Any, steps: dict[int, StepRecord]) -> bytes | None:
+    """What the execution's seal covers of the steps its request names: their seals, in the request's order."""
+    named = [steps[index] for index in step_indices(request) if index in steps]
+    if not named:
         return None
-    step = store.step(ex.id, request["index"])
-    return step.mac if step is not None else None
+    if request.get("kind") == "step":
+        return named[0].mac
+    return b"".join(step.mac or b"" for step in named)
 
 
 def call_text(args: list[Any], kwargs: dict[str, Any] | None) -> str:

@@ -31,12 +31,12 @@ from ..snapshot import detach, restore, snapshot
 from ..values import dump_value, load_value, seals, settings
 from . import capability, program_names, versions
 from . import requests as rq
-from .combinators import All
-from .composite import CompositeFlow, NextOutcome, spec_problem, step_indices
+from .combinators import All, Combinator
+from .composite import CompositeFlow, NextOutcome, spec_problem
 from .loading import ProgramError, import_program_module, load_function
 from .pump import LoopError, Outcome, Pump, await_step
 from .records import (SET_ASIDE, Program, dump_or_none, error_text, execution_parts, restore_stored, step_call,
-                      step_parts, text_of, to_json)
+                      step_indices, step_parts, steps_mac, text_of, to_json)
 from .store.base import (CANCELLED, FAILED, FINISHED, PENDING, SLEEPING, TERMINAL, WAITING, Change, ConflictError,
                          Execution, StepRecord, StoreError, call_of)
 
@@ -289,7 +289,7 @@ class Transition(CompositeFlow):
                 seals.verify(step.mac, "step", step_parts(step), f"step {step.index} of execution {ex.id}")
                 steps[index] = step
             seals.verify(ex.mac, "execution", execution_parts(ex.id, ex.function, ex.args, ex.snapshot, ex.request,
-                                                              ex.steps_started, _steps_mac(request, steps)),
+                                                              ex.steps_started, steps_mac(request, steps)),
                          f"execution {ex.id}")
             if settings.current.verify_keys and self.store.step(ex.id, ex.steps_started) is not None:
                 raise SignatureError(f"execution {ex.id} has a step past the ones its signed state asked for: its row "
@@ -404,6 +404,9 @@ class Transition(CompositeFlow):
             return (yield from self._begin_step(gen, request))
         if isinstance(request, All):
             return (yield from self._all(gen, request))
+        if isinstance(request, Combinator):  # yielded by a generator program
+            return "throw", TypeError(f"{request.request} is for async def programs (await it); a generator program "
+                                      "yields one request at a time")
         if isinstance(request, rq.Wait):
             return (yield from self._wait(gen, request))
         if isinstance(request, rq.Sleep):
@@ -665,6 +668,8 @@ class Transition(CompositeFlow):
         if fields.get("snapshot") is not None and self._frames:
             fields.update(versions.describe(self._frames))
             recorded = versions.new_versions(self._frames, self.runner.recorded, self.clock.now())
+        if "request" in fields:
+            step_updates = [*(step_updates or []), *self._abandoned(fields["request"])]
         steps = dict(self._steps)
         inserted = [new_step] if new_step is not None else []
         inserted += new_steps or []
@@ -682,7 +687,7 @@ class Transition(CompositeFlow):
         if inserted or updated or fields.keys() & _SEALED:
             fields["mac"] = seals.seal("execution", execution_parts(
                 ex.id, ex.function, ex.args, fields.get("snapshot", ex.snapshot), request,
-                fields.get("steps_started", ex.steps_started), _steps_mac(request, steps)))
+                fields.get("steps_started", ex.steps_started), steps_mac(request, steps)))
         if len(inserted) + len(updated) > 1 or new_steps or step_updates:  # (the plural fields, all of them)
             change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_steps=tuple(inserted),
                             step_updates=tuple(updated), consume_signal=self._consume, release=release,
@@ -711,12 +716,6 @@ class Transition(CompositeFlow):
 
 
 _SEALED = frozenset({"snapshot", "request", "steps_started"})
-
-
-def _steps_mac(request: Any, steps: dict[int, StepRecord]) -> bytes | None:
-    """What the execution's seal covers of the steps its request names: their seals, in the request's order."""
-    macs = [steps[index].mac or b"" for index in step_indices(request) if index in steps]
-    return b"".join(macs) if macs else None
 
 
 def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[[RunStep], StepOutcome]) -> Any:
