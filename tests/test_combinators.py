@@ -142,6 +142,32 @@ def yields_a_gather():
         yield gather(sleep(1))
     except TypeError as exc:
         return str(exc)
+
+
+NOTES = []
+
+
+def note(i):
+    NOTES.append(i)
+    return i
+
+
+@durable
+async def noted():
+    return await gather(step(note, 0), step(note, 1), step(note, 2))
+
+
+@durable
+async def arrival(i, seen):
+    await step(note, i)
+    seen.append(i)
+
+
+@durable
+async def arrivals():
+    seen = []
+    await gather(arrival(0, seen), arrival(1, seen), arrival(2, seen))
+    return seen
 '''
 
 _ids = itertools.count(1)
@@ -514,3 +540,44 @@ def test_a_malformed_composite_request_in_the_store_fails_the_run_as_damaged(env
     env.runner.claim_and_advance()
     row = env.store.get(ex.id)
     assert row.status == FAILED and "its composite request is not one" in row.error, row.error
+
+
+# ---------------------------------------------------------------------- the kit's seeded order of steps
+
+
+def test_the_kit_runs_the_steps_of_a_gather_in_an_order_drawn_from_its_seed(programs: Any) -> None:
+    from runtime.testing import Simulation
+
+    def order(seed: int) -> tuple[int, ...]:
+        programs.NOTES.clear()
+        assert Simulation(seed=seed).run(programs.noted).result() == [0, 1, 2]  # (values in argument order)
+        return tuple(programs.NOTES)
+
+    orders = {seed: order(seed) for seed in range(8)}
+    assert all(sorted(o) == [0, 1, 2] for o in orders.values()), orders
+    assert len(set(orders.values())) > 1, orders
+    assert [order(seed) for seed in range(8)] == list(orders.values())  # the same seed, the same order
+    programs.NOTES.clear()
+    arrived = Simulation(seed=5).run(programs.arrivals).result()
+    assert arrived == programs.NOTES == list(orders[5])  # the program sees the outcomes in that order
+
+
+def test_a_seeded_order_survives_a_crash_at_every_point_and_replays_in_a_fresh_interpreter(programs: Any) -> None:
+    """A resumed run (a forked world, a new engine) goes on in the order the fault-free run took: arrivals
+    returns the order its children saw their steps end, so any other order after a crash is a finding (an
+    engine whose draws depended on its own history, not on the choice at hand, fails for some of these)."""
+    from runtime.testing import Simulation, assert_survives_crashes
+
+    def order(seed: int) -> list[int]:
+        programs.NOTES.clear()
+        Simulation(seed=seed).run(programs.noted)
+        return list(programs.NOTES)
+
+    seeds = [seed for seed in range(30) if order(seed) != [0, 1, 2]][:4]
+    programs.NOTES.clear()
+    report = assert_survives_crashes(programs.noted, seed=seeds[0], points="all", fresh=2)
+    assert report.crash_points == report.possible_points >= 10 and report.fresh_points == 2
+    for number, seed in enumerate(seeds):
+        report = assert_survives_crashes(programs.arrivals, seed=seed, points="all", fresh=1 if number == 0 else 0)
+        assert report.crash_points == report.possible_points >= 10
+        assert report.outcome.result() == order(seed) != [0, 1, 2]

@@ -718,10 +718,13 @@ class Transition(CompositeFlow):
 _SEALED = frozenset({"snapshot", "request", "steps_started"})
 
 
-def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[[RunStep], StepOutcome]) -> Any:
+def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[[RunStep], StepOutcome],
+          pick: Callable[[list[RunStep]], RunStep] | None = None) -> Any:
     """Run a transition to its end here, one instruction at a time: ``commit`` writes (what it raises is
     thrown into the transition, which records or reports it), ``run_step`` calls a step, an ``Advance``
-    runs here. Returns what the flow returns."""
+    runs here. A ``NextOutcome`` (the steps of a composite request) runs one of its steps to its end: the one
+    ``pick`` chooses among them (the test kit draws it from its seed), or by default the lowest index.
+    Returns what the flow returns."""
     value: Any = None
     error: BaseException | None = None
     try:
@@ -741,8 +744,9 @@ def drive(flow: Flow, commit: Callable[[Change], Execution], run_step: Callable[
                     value = instruction.run()
                 except LoopError as exc:  # the transition sets the run aside
                     error = exc
-            elif isinstance(instruction, NextOutcome):  # the steps of a composite, one after another, in order
-                step = min(instruction.steps, key=lambda s: s.record.index)
+            elif isinstance(instruction, NextOutcome):  # the steps of a composite, one after another
+                step = pick(instruction.steps) if pick is not None else \
+                    min(instruction.steps, key=lambda s: s.record.index)
                 value = (step, run_step(step))
             else:
                 value = run_step(instruction)

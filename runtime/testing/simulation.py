@@ -218,7 +218,17 @@ class Engine:
     def _advance(self, execution: Execution) -> None:
         """One transition, driven here: each commit offered to the observer first (and after). A crash leaves
         ``drive``, which closes the transition: it detaches the program (its finally blocks do not run)."""
-        drive(Transition(self.runner, execution).run(), self._commit, self._run_step)
+        drive(Transition(self.runner, execution).run(), self._commit, self._run_step, self._pick)
+
+    def _pick(self, steps: list[RunStep]) -> RunStep:
+        """The step of a composite request (``runtime.gather``/``race``) to run next, of those running: drawn
+        with a ``random.Random`` seeded with the simulation's seed and the steps to choose from (their indices
+        and attempts, which never come together twice in one run). The choice depends on nothing else, so the
+        same seed gives the same order, and a worker that resumes a crashed run from its last commit (a fork of
+        the world, with a new engine) makes the same choices the fault-free run made from there."""
+        ordered = sorted(steps, key=lambda s: s.record.index)
+        among = ",".join(f"{s.record.index}.{s.record.attempts}" for s in ordered)
+        return random.Random(f"{self.config.seed}/{among}").choice(ordered)
 
     def _commit(self, change: Change) -> Execution:
         if self.observer.before_commit(self, change):
@@ -334,8 +344,9 @@ class Simulation:
     ``steps={fn or "name" or "module:qualname": fake}`` runs ``fake`` instead of that step function;
     ``failures={step: n | [attempts] | {attempt: exception}}`` makes those attempts raise (``InjectedFailure``
     unless an exception is given), to exercise retry policies; ``signals=`` scripts signals (see
-    ``runtime.testing.Signal``). ``seed`` fixes the run's id (and what checks sample): the same seed gives
-    the same run. ``max_requests`` bounds a program that never ends. ``upgrade=Upgrade(source, at=...)``
+    ``runtime.testing.Signal``). ``seed`` fixes the run's id, the order the steps of a ``gather``/``race``
+    run in (one after another, drawn from the seed; ``Runner`` takes index order) and what checks sample: the
+    same seed gives the same run. ``max_requests`` bounds a program that never ends. ``upgrade=Upgrade(source, at=...)``
     deploys a new version of the program's module in the middle of the run (put back when the run ends)."""
 
     def __init__(self, *, steps: Mapping[Any, Callable[..., Any]] | None = None,
