@@ -395,6 +395,29 @@ def _scope_names(table: symtable.SymbolTable, func: ast.AST) -> tuple[list[str],
     return sorted(cells), sorted(frees - cells), visible
 
 
+class _Unannotate(cst.CSTTransformer):
+    """Annotated assignments to ``names`` made plain, outside nested scopes: a name the variant
+    declares nonlocal can't be annotated (SyntaxError). CPython never evaluates the annotation of a
+    function's local, so ``x: T = v`` is ``x = v``, and ``x: T`` does nothing (``pass``)."""
+
+    def __init__(self, names: set[str]) -> None:
+        super().__init__()
+        self.names = names
+
+    def visit_FunctionDef(self, node: cst.FunctionDef) -> bool:
+        return False
+
+    def visit_ClassDef(self, node: cst.ClassDef) -> bool:
+        return False
+
+    def leave_AnnAssign(self, original: cst.AnnAssign, updated: cst.AnnAssign) -> cst.BaseSmallStatement:
+        if not (isinstance(updated.target, cst.Name) and updated.target.value in self.names):
+            return updated
+        if updated.value is None:
+            return cst.Pass(semicolon=updated.semicolon)
+        return cst.Assign(targets=[cst.AssignTarget(updated.target)], value=updated.value, semicolon=updated.semicolon)
+
+
 def _variant(updated: cst.FunctionDef, body: list[cst.BaseStatement], meta: str, cells: list[str],
              frees: list[str], klass: str | None) -> list[cst.BaseStatement]:
     """The cellular variant: the same compiled function nested in a factory that declares its
@@ -413,6 +436,8 @@ def _variant(updated: cst.FunctionDef, body: list[cst.BaseStatement], meta: str,
         star_arg=strip(star) if isinstance(star, cst.Param) else star,
         star_kwarg=strip(ps.star_kwarg) if ps.star_kwarg is not None else None)
     declare = small(cst.Nonlocal(names=[cst.NameItem(cst.Name(n)) for n in cells]))
+    unannotate = _Unannotate(set(cells))
+    body = [s.visit(unannotate) for s in body]  # type: ignore[misc]
     worker = updated.with_changes(decorators=[], params=params, returns=None, leading_lines=[],
                                   body=block([declare, *body]))
     names = [*cells, *frees]
