@@ -96,6 +96,13 @@ def _classify_generator(obj: object) -> tuple[str, object, object] | None:
         return None
     if gen.gi_frame is None:
         return "gen-done", None, NO_BODY
+    if kind == "gen":
+        chain = getattr(_local, "chain", None)
+        if chain is not None and id(gen) in chain:
+            raise values.Unsupported("is also a frame of the chain being saved (the generator is being delegated "
+                                     "to, yield from): restore cannot give the local and the yield from one "
+                                     "generator; delegate to it without keeping it in a local that is used after "
+                                     "the yield from")
     record, _ = _frame_record(gen, None, chain=False)
     if kind == "gen":
         held = getattr(_local, "held", None)
@@ -227,6 +234,8 @@ def snapshot(gen: Any) -> bytes:
     chain = None
     if type(gen) is _GeneratorType and id(gen.gi_code) in _BY_CODE:
         running, finished = gen.gi_running, gen.gi_frame is None
+        if gen.gi_yieldfrom is not None and not running:  # (a chain: a local may hold one of its frames)
+            chain = frozenset(id(part) for _, _, part in _durable_frames(gen))
     else:
         _meta_of(gen)  # raises NotDurableError, or finds the generator a chaos wrapper drives
         gen = _unwrap(gen)

@@ -164,7 +164,7 @@ def test_public_names():
         "restore_settings", "Settings",
         # durable programs (runtime.programs.requests)
         "sleep", "wait", "step", "checkpoint", "suspend", "current_step", "RetryPolicy", "StepContext", "SignalTimeout",
-        "StepFailed",
+        "StepFailed", "gather", "race", "first",  # (runtime.programs.combinators)
         # deploys (runtime.points, runtime.compat, runtime.migrations)
         "point", "PointMismatchError", "SnapshotFormatTooNewError", "migration", "OldFrame", "Resume", "Cancel",
         "MigrationError", "MigrationCancelled",

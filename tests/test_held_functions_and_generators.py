@@ -289,3 +289,45 @@ def test_a_finished_durable_generator_held_in_a_local_survives_two_restores():
         yield next(done, "empty")
         yield list(done), done.gi_frame is None
     """, nexts(4))
+
+
+def test_a_local_holding_the_generator_it_delegates_to_is_refused_when_used_after_the_yield_from():
+    """Restore would give the local and the ``yield from`` two generators (the local's copy never runs), as
+    for coroutines: refused with a message naming the local, not silently duplicated."""
+    module = load_compiled("""
+    from runtime import durable
+
+    @durable
+    def child():
+        x = yield 1
+        return x
+
+    @durable
+    def uses_it_after():
+        g = child()
+        result = yield from g
+        return result, g.gi_frame is None
+
+    @durable
+    def does_not():
+        g = child()
+        result = yield from g
+        return result
+    """)
+    try:
+        refused = module.uses_it_after()
+        next(refused)
+        with pytest.raises(runtime.UnserializableValueError, match="cannot snapshot local 'g'.* is also a frame of "
+                                                                   "the chain being saved .*yield from"):
+            runtime.snapshot(refused)
+        fine = module.does_not()
+        next(fine)
+        again = runtime.restore(runtime.snapshot(fine))
+        with pytest.raises(StopIteration) as end:
+            again.send("a")
+        assert end.value.value == "a"
+        with pytest.raises(StopIteration) as end:
+            refused.send("a")  # (natively: the same generator, finished)
+        assert end.value.value == ("a", True)
+    finally:
+        unload(module)
