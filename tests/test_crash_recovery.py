@@ -3,7 +3,8 @@
 themselves at fault points injected between store statements (``DURABLE_FAULTS``), over many runs. After
 restarts every execution finishes exactly once, every committed step is recorded exactly once, and every
 result equals an uninterrupted (native) run. A quarter of the programs killed at random moments are the
-same job as an async program (``ajob``: its transient awaits run on the worker's loop). How often uncommitted work re-ran is printed (``pytest -s``),
+same job as an async program (``ajob``: its transient awaits run on the worker's loop; two of its steps run
+at once, in a ``runtime.gather``). How often uncommitted work re-ran is printed (``pytest -s``),
 per scenario and, at the end, per store.
 
 Group commit: workers keep all the programs in flight (``in_flight`` 100, its default, for 60 programs),
@@ -45,6 +46,7 @@ FAULT_EXIT = 86      # runtime.programs.store.faults.EXIT_CODE
 CRASHFLOWS = textwrap.dedent('''
     import asyncio, json, os, time
     from runtime import checkpoint, current_step, durable, sleep, step, wait
+    from runtime import gather
 
     LOG = os.environ["CRASH_LOG"]
 
@@ -85,7 +87,13 @@ CRASHFLOWS = textwrap.dedent('''
     async def ajob(tag, n):  # job as an async program, with transient awaits between its durable ones
         total = 0
         for i in range(n):
-            value, _pid = await step(work, tag, i)
+            if i == 6 and n > 7:  # steps 6 and 7 at once: committed in the order they end, delivered so
+                (value, _pid), (more, _pid) = await gather(step(work, tag, 6), step(work, tag, 7))
+                total += more
+            elif i == 7 and n > 7:
+                continue
+            else:
+                value, _pid = await step(work, tag, i)
             total += value
             await asyncio.sleep(0.002)
             if i % 3 == 2:
