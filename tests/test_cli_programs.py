@@ -84,6 +84,22 @@ FLOWS = textwrap.dedent('''
     def slowpoke(seconds):
         took = yield step(slow, seconds)
         return took
+
+
+    from runtime import gather, race
+
+
+    def unreachable(user):
+        raise ConnectionError(f"no answer for {user}")
+
+
+    @durable
+    async def fanout(user):
+        first = await gather(step(shout, user))
+        lost = await race(step(shout, "late"), sleep(0))  # (the sleep wins: the step is abandoned)
+        more = await gather(step(unreachable, user).retry(attempts=3, backoff=60), sleep(7200),
+                            race(wait("go", timeout=600), sleep(9000)))
+        return [first, lost, more]
 ''')
 
 
@@ -276,6 +292,44 @@ def test_ls_and_show_human_and_json(work: Path):
     finished = json.loads(durable("ls", "--status", "finished", "--json", cwd=work).stdout)[0]["id"]
     info = json.loads(durable("show", finished, "--json", cwd=work).stdout)
     assert info["result"] == ["ADA"] and [s["status"] for s in info["steps"]] == ["done"]
+
+
+def test_show_lists_the_parts_of_a_gather_and_lines_up_an_abandoned_step(work: Path):
+    from runtime.programs.cli import _composite_lines, _span, _when
+
+    run = durable("run", "flows:fanout", '["ada"]', cwd=work)
+    assert run.returncode == 4, run.stdout + run.stderr
+    [execution] = json.loads(durable("ls", "--json", cwd=work).stdout)
+    store = store_of(work)
+    try:
+        row = store.get(execution["id"])
+    finally:
+        store.close()
+    step_part, sleep_part, wait_part, later_part = row.request["parts"]
+    assert [p["key"] for p in row.request["parts"]] == [[0], [1], [2, 0], [2, 1]]
+    assert row.wake_at == step_part["retry_at"] < wait_part["timeout_at"]  # (the status shows the earliest)
+    shown = durable("show", execution["id"], cwd=work)
+    assert shown.returncode == 0, shown.stderr
+    lines = shown.stdout.splitlines()
+    start = lines.index("  awaiting  runtime.gather/race of 4 parts:")
+    assert lines[start + 1:start + 5] == [
+        f"    part 0    step 2 flows:unreachable, retry at {_when(step_part['retry_at'])}",
+        f"    part 1    sleep until {_when(sleep_part['wake_at'])}",
+        f"    part 2.0  wait for signal 'go' until {_when(wait_part['timeout_at'])} (timeout {_span(600)})",
+        f"    part 2.1  sleep until {_when(later_part['wake_at'])}"], shown.stdout
+    assert f"  status    waiting (signal 'go' until {_when(step_part['retry_at'])})" in lines
+    steps = [text for text in lines if text.startswith("  step ")]
+    assert [text.split()[3] for text in steps] == ["done", "abandoned", "pending"], steps
+    assert len({text.index(" attempts ") for text in steps}) == 1, steps  # the columns line up
+    assert json.loads(durable("show", execution["id"], "--json", cwd=work).stdout)["request"] == row.request
+    # a checkpoint part (stored until it is delivered) and parts a damaged row may hold
+    assert _composite_lines({"kind": "all", "parts": [{"key": [3], "kind": "checkpoint"},
+                                                      {"key": [1, 2], "kind": "wait", "signal": "x", "timeout": None,
+                                                       "timeout_at": None}, {"key": "x", "kind": "odd"}]}) == [
+        "  awaiting  runtime.gather/race of 3 parts:", "    part 3    checkpoint",
+        "    part 1.2  wait for signal 'x', no timeout", '    part ?    {"key": "x", "kind": "odd"}']
+    assert _composite_lines({"kind": "all"}) == [
+        '  awaiting  runtime.gather/race, with no list of parts: {"kind": "all"}']
 
 
 def test_show_says_what_each_local_the_compiler_made_holds(work: Path):

@@ -740,6 +740,39 @@ def _describe(store: Any, ex: Any, now: float) -> dict[str, Any]:
     return info
 
 
+def _composite_lines(request: dict[str, Any]) -> list[str]:
+    """``durable show``'s lines for a run parked on ``runtime.gather``/``race``: one per pending part of the
+    stored request (``composite.py``), its key (the path of child indices) and what it waits for. The row is
+    data from outside: a part that is not one is shown as its JSON."""
+    parts = request.get("parts")
+    if not isinstance(parts, list):
+        return [f"  awaiting  runtime.gather/race, with no list of parts: {_json(request)[:200]}"]
+    keys = [".".join(map(str, p["key"])) if isinstance(p, dict) and isinstance(p.get("key"), list) and p["key"]
+            and all(type(i) is int for i in p["key"]) else "?" for p in parts]
+    keys = [k if len(k) <= 40 else k[:37] + "..." for k in keys]
+    width = max([len(k) for k in keys] + [1])
+    lines = [f"  awaiting  runtime.gather/race of {len(parts)} part{'s' if len(parts) != 1 else ''}:"]
+    for key, part in zip(keys, parts):
+        kind = part.get("kind") if isinstance(part, dict) else None
+        if kind == "step":
+            what = f"step {part.get('index', '?')} {part.get('function') or '?'}" + \
+                (f", retry at {_when(part['retry_at'])}" if part.get("retry_at") is not None else "")
+        elif kind == "sleep":
+            what = f"sleep until {_when(part.get('wake_at'))}"
+        elif kind == "wait":
+            timeout = part.get("timeout")
+            what = f"wait for signal {part.get('signal')!r}" + (
+                f" until {_when(part['timeout_at'])}" if part.get("timeout_at") is not None else "") + (
+                ", no timeout" if timeout is None else f" (timeout {_span(timeout)})"
+                if type(timeout) in (int, float) else f" (timeout {_json(timeout)[:40]})")
+        elif kind == "checkpoint":
+            what = "checkpoint"
+        else:
+            what = _json(part)[:200]
+        lines.append(f"    part {key:<{width}}  {what}")
+    return lines
+
+
 @commands.command("show", short_help="Show an execution: status, where it is suspended, steps, signals.")
 @click.argument("execution_id")
 @click.option("--store", "store_url", help=STORE_HELP)
@@ -776,6 +809,9 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
     click.echo(f"  created   {_when(info['created_at'])}\n  updated   {_when(info['updated_at'])}")
     if info["progress"] is not None:
         click.echo(f"  progress  {_json(info['progress'])}")
+    if isinstance(ex.request, dict) and ex.request.get("kind") == "all":
+        for text in _composite_lines(ex.request):
+            click.echo(text)
     frames = info["suspended_at"]
     if isinstance(frames, list):
         for frame in frames:
@@ -805,7 +841,7 @@ def show_command(execution_id: str, store_url: str | None, as_json: bool) -> Non
             click.echo(f"  migrated  {_json(m)}")
     for s in info["steps"]:
         click.echo(f"  step {s['index'] if s['index'] is not None else '?':<3} {s['function'] or '?':40} "
-                   f"{s['status'] or '?':8} attempts {s['attempts'] if s['attempts'] is not None else '?'}"
+                   f"{s['status'] or '?':9} attempts {s['attempts'] if s['attempts'] is not None else '?'}"
                    + (f"  last error: {s['error']}" if s["error"] else "")
                    + (f"  damaged: {s['damage']}" if s["damage"] else ""))
     for s in info["signals"]:
