@@ -78,6 +78,16 @@ class _Delegate:
         self.gen = gen
 
 
+def _chain_ids() -> frozenset[int] | None:
+    """The ids of the frames of the chain being saved (a local holding one of them is refused: restore would
+    give the local and the delegation two objects); None outside a snapshot."""
+    chain = getattr(_local, "chain", None)
+    if chain is None or type(chain) is frozenset:
+        return chain
+    ids = _local.chain = frozenset(id(part) for _, _, part in _durable_frames(chain))
+    return ids
+
+
 def _classify_generator(obj: object) -> tuple[str, object, object] | None:
     """Durable generators held in values (a local, a container): their frame record, or "finished"."""
     kind = "gen"
@@ -97,7 +107,7 @@ def _classify_generator(obj: object) -> tuple[str, object, object] | None:
     if gen.gi_frame is None:
         return "gen-done", None, NO_BODY
     if kind == "gen":
-        chain = getattr(_local, "chain", None)
+        chain = _chain_ids()
         if chain is not None and id(gen) in chain:
             raise values.Unsupported("is also a frame of the chain being saved (the generator is being delegated "
                                      "to, yield from): restore cannot give the local and the yield from one "
@@ -122,7 +132,7 @@ def _classify_coroutine(coro: types.CoroutineType, awaited: bool) -> tuple[str, 
         return None
     if coro.cr_frame is None:
         return "coro-done", None, NO_BODY
-    chain = getattr(_local, "chain", None)
+    chain = _chain_ids()
     if chain is not None and id(coro) in chain:
         raise values.Unsupported("is also a frame of the chain being saved (it is being awaited): restore cannot "
                                  "give the local and the await one coroutine; await it without keeping it in a "
@@ -140,7 +150,7 @@ def _classify_wrapper(coro: types.CoroutineType, awaited: bool) -> tuple[str, ob
     (kind "live"), else the compiled coroutine it drives; one a frame of the chain awaits is refused, as
     the compiled coroutine itself would be."""
     inner = coroutine_inner(coro)
-    chain = getattr(_local, "chain", None)
+    chain = _chain_ids()
     if inner is not None and chain is not None and id(inner) in chain:
         return _classify_coroutine(inner, awaited)  # (raises: it is a frame of the chain)
     live = None if awaited else code_kinds.live_wrapper(coro)
@@ -231,17 +241,12 @@ def _unwrap(gen: Any) -> Any:
 def snapshot(gen: Any) -> bytes:
     """Capture a suspended (or not yet started) durable generator, with its whole ``yield from`` chain, or
     a durable coroutine with the chain of durable coroutines it awaits."""
-    chain = None
     if type(gen) is _GeneratorType and id(gen.gi_code) in _BY_CODE:
         running, finished = gen.gi_running, gen.gi_frame is None
-        if gen.gi_yieldfrom is not None and not running:  # (a chain: a local may hold one of its frames)
-            chain = frozenset(id(part) for _, _, part in _durable_frames(gen))
     else:
         _meta_of(gen)  # raises NotDurableError, or finds the generator a chaos wrapper drives
         gen = _unwrap(gen)
         running, finished = _running(gen), _frame(gen) is None
-        if type(gen) is _CoroutineType and not running:
-            chain = frozenset(id(part) for _, _, part in _durable_frames(gen))
     if running:
         raise GeneratorStateError(f"cannot snapshot {_noun(gen)} {gen.__qualname__!r} while it is running")
     if finished:
@@ -253,7 +258,7 @@ def snapshot(gen: Any) -> bytes:
     encoder, packer = tools
     held: list[Any] = []
     _local.held = held
-    _local.chain = chain
+    _local.chain = gen  # (its frames' ids are worked out only if a value holds a generator: _chain_ids)
     try:
         data: bytes = packer.pack(_envelope(gen, encoder))
     except (OverflowError, UnicodeEncodeError):  # an int beyond 64 bits or a str msgpack cannot carry
