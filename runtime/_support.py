@@ -58,7 +58,7 @@ class PendingFrame:
     """A decoded frame waiting to become a generator (or a coroutine): function, state, saved locals and
     closure cells by name."""
 
-    __slots__ = ("meta", "state", "values", "frees", "live", "on_start")
+    __slots__ = ("meta", "state", "values", "frees", "live", "on_start", "early")
 
     def __init__(self, meta: FunctionMeta, state: int, values: dict[str, Any], frees: dict[str, Any]) -> None:
         self.meta = meta
@@ -68,6 +68,7 @@ class PendingFrame:
         self.live: types.GeneratorType | types.CoroutineType | None = None
         # told the generator as soon as it exists (restore fills the snapshot's references to it)
         self.on_start: Callable[[Any], None] | None = None
+        self.early: types.GeneratorType | types.CoroutineType | None = None  # made before its turn: start_early
 
     def resumed(self) -> Any:
         """The generator (or coroutine) restored and suspended at its point (made once, shared by all
@@ -111,24 +112,37 @@ def compiled(meta: FunctionMeta) -> Callable[[Callable[..., Any]], Callable[...,
 
 
 def take(meta: FunctionMeta) -> PendingFrame | None:
-    """Called by a compiled body when it starts: the frame to restore, if this generator is one."""
+    """Called by a compiled body when it starts: the frame to restore, if this generator is one (the frame
+    handed over by the last ``start``, or one ``start_early`` keyed by the generator's own frame)."""
+    global PENDING
+    early = getattr(_local, "early", None)
+    if early:
+        found = early.pop(sys._getframe(1), None)
+        if found is not None:
+            with _lock:
+                PENDING -= 1
+            return found  # type: ignore[no-any-return]
     frame = getattr(_local, "frame", None)
     if frame is None or frame.meta is not meta:
         return None
     _local.frame = None
-    global PENDING
     with _lock:
         PENDING -= 1
     return frame
 
 
 def abandon() -> None:
-    """Forget a restore whose generator never started (so no later call can pick it up)."""
+    """Forget a restore whose generators never started (so no later call can pick them up)."""
+    global PENDING
     if getattr(_local, "frame", None) is not None:
         _local.frame = None
-        global PENDING
         with _lock:
             PENDING -= 1
+    early = getattr(_local, "early", None)
+    if early:
+        with _lock:
+            PENDING -= len(early)
+        early.clear()
 
 
 def function_for(frame: PendingFrame) -> Callable[..., Any]:
@@ -174,6 +188,8 @@ def stop_collecting(made: list[Any]) -> None:
 
 def start(frame: PendingFrame) -> Any:
     """Create the generator (or coroutine) for ``frame`` without running it; its first step restores it."""
+    if frame.early is not None:
+        return frame.early
     gen = _create(frame)
     started = getattr(_local, "started", None)
     if started is not None:
@@ -183,7 +199,22 @@ def start(frame: PendingFrame) -> Any:
     return gen
 
 
-def _create(frame: PendingFrame) -> Any:
+def start_early(frame: PendingFrame) -> Any:
+    """``start`` for a frame of a restored chain that a local of another frame holds (``g = child(); yield from
+    g``): made before the frames around it run, so that the local and the delegation get one object. Its
+    first step finds its frame by its own frame object, not through the single hand-over slot."""
+    if frame.early is None:
+        gen = _create(frame, keyed=True)
+        frame.early = gen
+        started = getattr(_local, "started", None)
+        if started is not None:
+            started[0].append(gen)
+        if frame.on_start is not None:
+            frame.on_start(gen)
+    return frame.early
+
+
+def _create(frame: PendingFrame, keyed: bool = False) -> Any:
     fn = function_for(frame)
     code = fn.__code__
     meta = frame.meta
@@ -210,8 +241,15 @@ def _create(frame: PendingFrame) -> Any:
     global PENDING
     with _lock:
         PENDING += 1
-    _local.frame = frame
-    return fn(*placeholders[0], **placeholders[1])
+    if not keyed:
+        _local.frame = frame
+        return fn(*placeholders[0], **placeholders[1])
+    gen = fn(*placeholders[0], **placeholders[1])
+    early = getattr(_local, "early", None)
+    if early is None:
+        early = _local.early = {}
+    early[gen.gi_frame if type(gen) is types.GeneratorType else gen.cr_frame] = frame
+    return gen
 
 
 _DELEGATES = ("_dg_yf", "_dg_aw")
@@ -326,6 +364,8 @@ def resume_await(value: Any) -> Any:
     own restore arm yields the marker through this frame's native await), or, for the innermost frame,
     a ``Resumed`` that yields the marker itself."""
     if type(value) is PendingFrame:
+        if value.early is not None:  # a local holds it too (c = child(); await c): made already
+            return value.early
         # The slot keeps its value until the frame returns: hand the saved locals (and the decoder that
         # on_start refers to) to a frame of their own, so that the slot keeps none of them alive.
         frame = PendingFrame(value.meta, value.state, value.values, value.frees)
@@ -375,6 +415,20 @@ class Resumed:
 
     def __repr__(self) -> str:
         return f"<resumed await on {self.delegate!r}>"
+
+
+class ChainRef:
+    """What a snapshot keeps of a local that holds a frame of the saved chain itself (``g = child(); yield
+    from g``, ``c = child(); await c``): that frame's place in the chain (0 is the outermost). Restore puts
+    the frame's generator there (``start_early``)."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+    def __repr__(self) -> str:
+        return f"<frame {self.index} of the chain>"
 
 
 class AwaitedRequest:

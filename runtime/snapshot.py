@@ -78,14 +78,24 @@ class _Delegate:
         self.gen = gen
 
 
-def _chain_ids() -> frozenset[int] | None:
-    """The ids of the frames of the chain being saved (a local holding one of them is refused: restore would
-    give the local and the delegation two objects); None outside a snapshot."""
+def _chain_ids() -> dict[int, int] | None:
+    """The frames of the chain being saved, ``{id: place}`` (0 the outermost), worked out when first asked
+    for; None outside a snapshot. A local holding one of them is saved as a ``ChainRef``; anything else
+    holding one is refused (restore could not give it and the delegation one object)."""
     chain = getattr(_local, "chain", None)
-    if chain is None or type(chain) is frozenset:
+    if chain is None or type(chain) is dict:
         return chain
-    ids = _local.chain = frozenset(id(part) for _, _, part in _durable_frames(chain))
+    ids = _local.chain = {id(part): place for place, (_, _, part) in enumerate(_durable_frames(chain))}
     return ids
+
+
+def _chain_refs(live: list[Any]) -> None:
+    """Locals of a chain frame that hold a frame of the chain: saved as its place (``ChainRef``)."""
+    for index, value in enumerate(live):
+        if type(value) in _RESUMABLE:
+            place = (_chain_ids() or {}).get(id(value))
+            if place is not None:
+                live[index] = _support.ChainRef(place)
 
 
 def _classify_generator(obj: object) -> tuple[str, object, object] | None:
@@ -110,9 +120,8 @@ def _classify_generator(obj: object) -> tuple[str, object, object] | None:
         chain = _chain_ids()
         if chain is not None and id(gen) in chain:
             raise values.Unsupported("is also a frame of the chain being saved (the generator is being delegated "
-                                     "to, yield from): restore cannot give the local and the yield from one "
-                                     "generator; delegate to it without keeping it in a local that is used after "
-                                     "the yield from")
+                                     "to, yield from), held inside another value: restore could not give it and "
+                                     "the yield from one generator; keep it in a local of its own instead")
     record, _ = _frame_record(gen, None, chain=False)
     if kind == "gen":
         held = getattr(_local, "held", None)
@@ -134,9 +143,9 @@ def _classify_coroutine(coro: types.CoroutineType, awaited: bool) -> tuple[str, 
         return "coro-done", None, NO_BODY
     chain = _chain_ids()
     if chain is not None and id(coro) in chain:
-        raise values.Unsupported("is also a frame of the chain being saved (it is being awaited): restore cannot "
-                                 "give the local and the await one coroutine; await it without keeping it in a "
-                                 "local that is used after the await")
+        raise values.Unsupported("is also a frame of the chain being saved (it is being awaited), held inside "
+                                 "another value: restore could not give it and the await one coroutine; keep it "
+                                 "in a local of its own instead")
     record, _ = _frame_record(coro, None, chain=False)
     if not awaited:
         held = getattr(_local, "held", None)
@@ -173,6 +182,12 @@ def _held_frame(head: Any, coroutine: bool) -> _support.PendingFrame:
     return frame
 
 
+def _chain_ref(head: Any) -> _support.ChainRef:
+    if type(head) is not int or not 0 <= head < 1 << 16:
+        raise _corrupt("a reference to a frame of the chain that is not one")
+    return _support.ChainRef(head)
+
+
 def _awaited_request(head: Any) -> _support.AwaitedRequest:
     if type(head) is not str or head not in _REQUEST_KINDS:
         raise _corrupt("an awaited request of an unknown kind")
@@ -191,6 +206,7 @@ values.add_kind(Kind("coro", _not_by_type, lambda head: _held_frame(head, True).
 values.add_kind(Kind("coro-aw", _not_by_type, lambda head: _held_frame(head, True)))
 values.add_kind(Kind("coro-done", _not_by_type, lambda head: _finished_coro()))
 values.add_kind(Kind("awaited", lambda obj: (obj.kind, NO_BODY), _awaited_request), _support.AwaitedRequest)
+values.add_kind(Kind("chain-ref", lambda obj: (obj.index, NO_BODY), lambda head: _chain_ref(head)), _support.ChainRef)
 values.FALLBACKS.append(_classify_generator)
 _HOOKS = values.HOOKS
 
@@ -417,6 +433,8 @@ def _frame_record(gen: Any, encoder: Encoder | None, chain: bool = True) -> tupl
             if frees is not None and encoder is not None:
                 encoder.encode_all(frees[1], [f"closure variable {n!r}" for n in frees[0]])
         if encoder is not None:
+            if any(type(value) in _RESUMABLE for value in live):
+                _chain_refs(live)
             encoder.encode_all(live, labels)
     except UnserializableValueError as exc:
         where = f" (in {meta.ident}, suspended at line {meta.line_of(state)})\nhint: {_HINT}"
@@ -584,6 +602,12 @@ def _restore_frames(envelope: list[Any], decoder: Decoder, made: list[Any]) -> A
             if slot is None:
                 raise _corrupt("delegating frame without its delegation local")
             outer.values[slot] = inner
+        for frame in frames:  # locals holding a frame of the chain (g = child(); yield from g): that frame
+            for name, value in frame.values.items():
+                if type(value) is _support.ChainRef:
+                    if value.index >= len(frames):
+                        raise _corrupt("a local refers to a frame the snapshot does not hold")
+                    frame.values[name] = _support.start_early(frames[value.index])
         top = frames[0]
         gen = _support.start(top)
         marker = gen.send(None) if top.state else _support.MARKER  # (a coroutine has no __next__)

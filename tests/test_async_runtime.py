@@ -255,12 +255,15 @@ def test_a_coroutine_awaiting_one_it_also_holds_in_a_live_local() -> None:
     coro = module.top()
     coro.send(None)
     held = coro.cr_frame.f_locals["c"]
-    # restore would give the local and the await two coroutines: refused
-    with pytest.raises(UnserializableValueError, match=r"local 'c': value of type 'coroutine' is also a frame of "
-                                                       r"the chain being saved \(it is being awaited\)"):
-        snapshot(coro)
+    data = snapshot(coro)  # the local and the await: one coroutine, saved once (as the chain's frame 1)
     detach(coro)  # (the local is a frame of the chain: detached by it, not before it)
     assert module.LOG == [] and held.cr_frame is None and coro.cr_frame is None
+    restored = restore(data)
+    assert restored.cr_frame.f_locals["c"] is restored.cr_await
+    with pytest.raises(StopIteration) as end:
+        restored.send("answer")
+    got, child = end.value.value
+    assert got == "answer" and child.cr_frame is None and module.LOG == ["child finally"]
     unload(module)
 
 
