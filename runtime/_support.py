@@ -131,14 +131,15 @@ def take(meta: FunctionMeta) -> PendingFrame | None:
     return frame
 
 
-def abandon() -> None:
-    """Forget a restore whose generators never started (so no later call can pick them up)."""
+def abandon(*, early_too: bool = False) -> None:
+    """Forget a restore whose generator never started (so no later call can pick it up); ``early_too``: also
+    the frames ``start_early`` made (the restore of a whole snapshot ends)."""
     global PENDING
     if getattr(_local, "frame", None) is not None:
         _local.frame = None
         with _lock:
             PENDING -= 1
-    early = getattr(_local, "early", None)
+    early = getattr(_local, "early", None) if early_too else None
     if early:
         with _lock:
             PENDING -= len(early)

@@ -621,7 +621,7 @@ def _restore_frames(envelope: list[Any], decoder: Decoder, made: list[Any]) -> A
             raise
         raise SnapshotError(f"restoring {ident} failed: {type(exc).__name__}: {exc}") from exc
     finally:
-        _support.abandon()
+        _support.abandon(early_too=True)
     return gen
 
 

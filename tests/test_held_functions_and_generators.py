@@ -314,13 +314,15 @@ def test_a_local_holding_the_generator_it_delegates_to_is_that_generator_after_a
 
     def gen():
         g = child(1)
+        other = child(10)  # a held generator too: restored while the chain's frames are made
+        yield next(other)
         r = yield from g
-        yield r, g.gi_frame is None
+        yield r, g.gi_frame is None, other.send("o")
         h = child(5)
         yield next(h)
         yield (yield from h), h.gi_frame is None
         yield (yield from rec(2))
-    """, [NEXT, send("a"), send("b"), NEXT, NEXT, send("c"), send("d"), NEXT, send("e")])
+    """, [NEXT, NEXT, send("a"), send("b"), NEXT, NEXT, send("c"), send("d"), NEXT, send("e")])
 
 
 def test_a_local_holding_the_coroutine_it_awaits_is_that_coroutine_after_a_restore():
