@@ -35,7 +35,7 @@ from test_random_programs import check_program
 pytestmark = [pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
               pytest.mark.filterwarnings("ignore:coroutine .* was never awaited:RuntimeWarning")]
 
-CI_EXAMPLES = 60
+CI_EXAMPLES = 40
 _LOCAL_EXAMPLES = os.environ.get("DG_RANDOM_ASYNC_EXAMPLES")
 
 _COMMON = dict(deadline=None, print_blob=True,

@@ -29,7 +29,7 @@ from program_gen import (REQUIRED_KINDS, DrawChooser, Program, build_case, build
 # reports that from the finalizer ("Exception ignored in ...") on both sides - expected noise.
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
-CI_EXAMPLES = 200
+CI_EXAMPLES = 120
 _LOCAL_EXAMPLES = os.environ.get("DG_RANDOM_EXAMPLES")
 
 _COMMON = dict(deadline=None, print_blob=True,
