@@ -13,7 +13,7 @@ examples, once in a fresh process); any difference is a compiler/runtime bug.
 
 Environment:
   DG_RANDOM_ASYNC_EXAMPLES=N   run N examples (not derandomized) instead of the CI budget
-                               (60 examples, fixed seed).
+                               (40 examples, fixed seed).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ a compiler/runtime bug: Hypothesis shrinks the program and prints it with the sc
 
 Environment:
   DG_RANDOM_EXAMPLES=N   run N examples (not derandomized, e.g. 5000) instead of the CI budget
-                         (200 examples, fixed seed).
+                         (120 examples, fixed seed).
 """
 from __future__ import annotations
 
