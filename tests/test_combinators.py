@@ -74,6 +74,11 @@ async def in_parallel(seconds):
 
 
 @durable
+async def races_a_slow_step(seconds):
+    return await race(step(slow, 1, seconds), sleep(0.3))
+
+
+@durable
 async def approval():
     index, value = await first(wait("approve"), sleep(7 * 24 * 3600))
     return ["approved", value] if index == 0 else ["timed out"]
@@ -446,6 +451,31 @@ def test_waits_for_two_signal_names_are_refused_with_a_message(env: Any) -> None
     row = env.store.get(ex.id)
     assert row.status == FAILED
     assert "waits for one signal name at a time, not 'a', 'b'" in row.error
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_on_the_worker_a_sleep_wins_a_race_against_a_step_still_running(backend: Any, programs: Any) -> None:
+    store = backend.open()
+    try:
+        worker = Worker(store, concurrency=2, poll=0.05)
+        ex = worker.runner.start(f"{programs.__name__}:races_a_slow_step", [1.5])
+        thread = threading.Thread(target=worker.run)
+        started = time.monotonic()
+        thread.start()
+        try:
+            deadline = time.monotonic() + 30
+            while store.get(ex.id).status != FINISHED and time.monotonic() < deadline:
+                time.sleep(0.02)
+            took = time.monotonic() - started
+        finally:
+            worker.stop.set()
+            thread.join(10)
+        assert values.load_value(store.get(ex.id).result) == (1, None)
+        assert took < 1.2, took  # the sleep's 0.3 s, not the step's 1.5 s
+        [record] = store.steps(ex.id)
+        assert record.status == "abandoned" and record.result is None  # (its outcome, once it ended, dropped)
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -22,11 +22,11 @@ from typing import Any, Sequence
 
 from . import capability
 from .clock import SYSTEM, Clock
+from .composite import NextOutcome
 from .pump import PumpTask
 from .records import text_of
 from .runner import EventSink, Runner
 from .store.base import Change, Execution, Store
-from .composite import NextOutcome
 from .transition import Advance, Commit, Flow, Interrupted, RunStep, StepOutcome, Transition
 
 _WAKE = object()
@@ -443,12 +443,12 @@ class _Scheduler:
         now = self.clock.now()
         for flight in list(self.wanting):
             wanted = flight.wanting
-            if wanted is None or wanted.deadline is not None and wanted.deadline <= now or \
-                    self.flights.get(flight.id) is not flight:
+            if wanted is None or self.flights.get(flight.id) is not flight:
+                self.wanting.discard(flight)
+            elif wanted.deadline is not None and wanted.deadline <= now:  # its timer or its signal poll is due
                 flight.wanting = None
                 self.wanting.discard(flight)
-                if self.flights.get(flight.id) is flight:
-                    self.ready.append((flight, None, None))
+                self.ready.append((flight, None, None))
 
     def _end(self, flight: _Flight) -> None:
         self.wanting.discard(flight)
