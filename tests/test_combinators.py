@@ -317,6 +317,24 @@ def test_a_child_that_ends_before_its_first_durable_await_decides_a_race_at_once
         assert end.value.value == expected
 
 
+def test_an_error_thrown_in_from_outside_cancels_the_children_and_is_raised() -> None:
+    seen: list[str] = []
+
+    @durable
+    async def child() -> None:
+        try:
+            await sleep(1)
+        except asyncio.CancelledError:
+            seen.append("cancelled")
+            raise
+
+    combinator = gather(child(), sleep(2))
+    combinator.send(None)
+    with pytest.raises(ValueError, match="refused by the runner"):
+        combinator.throw(ValueError("refused by the runner"))
+    assert seen == ["cancelled"]
+
+
 def test_an_outcome_for_a_part_that_is_not_pending_is_refused() -> None:
     coro = hand_program()
     coro.send(None)

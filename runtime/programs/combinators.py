@@ -187,8 +187,8 @@ class Combinator:
         if isinstance(exc, GeneratorExit):
             self.close()
             raise exc
-        self._error = exc  # cancelled from outside: every child gets it, then it is raised here
-        self._cancel_all(exc)
+        self._error = exc  # from outside (a cancel, a refusal): the children are cancelled, then it is raised here
+        self._cancel_all(exc if isinstance(exc, asyncio.CancelledError) else None)
         return self._settle()
 
     def close(self) -> None:

@@ -146,6 +146,8 @@ class CompositeFlow:
             delivery = yield from self._ready_part(spec)
             if delivery is not None:
                 return "send", delivery
+            if self.runner.stop.is_set() and not self._running:  # stopping: start nothing more, release the run
+                yield from self._release()
             now = self.clock.now()
             for part in spec["parts"]:
                 if part["kind"] == "step" and part["index"] not in self._running and \
