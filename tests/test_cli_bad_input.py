@@ -234,3 +234,10 @@ def test_times_that_are_no_date_are_shown_as_numbers() -> None:
     assert _when(0.0) == "1970-01-01 00:00:00 UTC" and _when(None) == "-"
     for t in (float("nan"), float("inf"), float("-inf"), 1e300, -1.0):
         assert _when(t) == f"{t!r} (not a valid time)"
+
+
+def test_a_worker_grace_out_of_range_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    for bad in ("-1", "nan-ish", "4000"):
+        proc = durable("worker", "--grace", bad, cwd=tmp_path)
+        assert proc.returncode == 2 and "--grace" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert list(tmp_path.iterdir()) == []  # (no store made)

@@ -463,7 +463,7 @@ def test_sigterm_detaches_a_program_in_a_transient_await_and_cancels_its_tasks(
     root = Path(__file__).resolve().parent.parent
     worker = subprocess.Popen(
         [sys.executable, "-c", "from transpiler.cli import run; run()", "worker", "--store", backend.url,
-         "--poll", "0.05"], cwd=str(env.folder), env=dict(os.environ, PYTHONPATH=str(root)),
+         "--poll", "0.05", "--grace", "0.2"], cwd=str(env.folder), env=dict(os.environ, PYTHONPATH=str(root)),
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

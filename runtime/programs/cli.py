@@ -568,13 +568,16 @@ def _state(ex: Any) -> str:
               help="Seconds an execution stays leased to this worker without news from it.")
 @click.option("--poll", type=click.FloatRange(0.01), default=0.5, show_default=True,
               help="Seconds between looks at the store when nothing is due.")
+@click.option("--grace", type=click.FloatRange(0, 3600), default=1.0, show_default=True,
+              help="Seconds an async program in a transient await (asyncio) gets, once the worker stops, to reach "
+                   "its next durable await; then it is detached and continues elsewhere from its last commit.")
 @click.option("--quiet", is_flag=True, help="Do not log what happens to each execution.")
 @click.option("--migrations", "migration_modules", multiple=True, metavar="MODULE",
               help="A module that registers migrations (runtime.migration), imported first; repeat for more "
                    "(default: $DURABLE_MIGRATIONS, comma-separated).")
 @_store_errors
 def worker_command(store_url: str | None, concurrency: int, in_flight: int, lease: float, poll: float,
-                   quiet: bool, migration_modules: tuple[str, ...]) -> None:
+                   grace: float, quiet: bool, migration_modules: tuple[str, ...]) -> None:
     """Run due executions (new ones, timers, signals) until stopped, logging each event on standard
     error as one line after its time (2026-12-05T18:40:01.123Z [ID] step: ...). Several workers may
     share a store. SIGTERM or Ctrl-C stops claiming, lets the current transitions end, releases this
@@ -584,7 +587,7 @@ def worker_command(store_url: str | None, concurrency: int, in_flight: int, leas
 
     store = _open(store_url, create=True)
     try:
-        worker = Worker(store, concurrency=concurrency, in_flight=in_flight, lease=lease, poll=poll,
+        worker = Worker(store, concurrency=concurrency, in_flight=in_flight, lease=lease, poll=poll, grace=grace,
                         on_event=None if quiet else _log_event, migrations=migration_modules or None)
     except ProgramError as exc:
         _fail(f"cannot import the migrations: {exc}")
