@@ -237,6 +237,23 @@ def test_run_a_program_that_waits_exits_4_then_signal_and_result(work: Path):
     assert result.returncode == 0 and json.loads(result.stdout) == {"user": "ada", "decision": {"ok": True}}
 
 
+def test_a_wait_for_several_signals_is_shown_with_their_names(work: Path):
+    from runtime.programs.store import Change, open_store
+
+    with open_store(str(work / ".durable" / "durable.db")) as store:
+        e = store.create("flows:approval", ["ada"], now=1.0)
+        store.commit(Change(e.id, 1, fields={"status": "waiting", "waits": ["approve", "reject"]}), now=2.0)
+    listed = durable("ls", cwd=work)
+    assert listed.returncode == 0 and "signals 'approve', 'reject'" in listed.stdout, listed.stdout
+    shown = durable("show", e.id, cwd=work)
+    assert shown.returncode == 0 and "status    waiting (signals 'approve', 'reject')" in shown.stdout, shown.stdout
+    assert json.loads(durable("ls", "--json", cwd=work).stdout)[0]["waits"] == ["approve", "reject"]
+    typo = durable("signal", e.id, "aprove", cwd=work)
+    assert "is waiting for signals 'approve', 'reject'; 'aprove' is queued" in typo.stderr, typo.stderr
+    sent = durable("signal", e.id, "reject", cwd=work)
+    assert sent.returncode == 0 and "warning" not in sent.stderr, sent.stderr
+
+
 def test_failed_program_exits_5_and_result_prints_the_exception_and_on_request_the_traceback(work: Path):
     proc = durable("run", "flows:broken", cwd=work)
     assert proc.returncode == 5

@@ -103,7 +103,7 @@ def test_version_1_store_migrates_to_the_latest_schema(db: Path) -> None:
         assert e.mac == b"sig-e" and s.get("old").mac == b"sig-e"
         assert [st.mac for st in s.steps("old")] == [b"sig-0", b"sig-1"]
         assert e.held_until is None and s.claim("w", now=4.0, lease=5.0).id == "old"
-    assert rows(db, "SELECT value FROM meta") == [(str(schema.LATEST),)] and schema.LATEST == 4
+    assert rows(db, "SELECT value FROM meta") == [(str(schema.LATEST),)] and schema.LATEST == 5
     assert rows(db, "SELECT typeof(mac) FROM executions UNION ALL SELECT typeof(mac) FROM steps") == [("blob",)] * 3
 
 

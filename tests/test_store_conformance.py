@@ -431,6 +431,18 @@ def _waiting(store: Store, wake_at: float | None = None, signal: str | None = No
     return e.id
 
 
+def _waiting_any(store: Store, wake_at: float | None = None, signal: str | None = None, consumed: bool = False,
+                 waits: list[str] | None = None) -> str:
+    """A run waiting for any of several names (waits; no waiting_for), as a race of waits leaves it."""
+    e = store.create("m:main", [], now=0.0)
+    put(store, e.id, now=1.0, status=WAITING, waits=["a", "b"] if waits is None else waits, wake_at=wake_at)
+    if signal is not None:
+        sent = store.send_signal(e.id, signal, None, now=2.0)
+        if consumed:
+            store.commit(Change(e.id, store.get(e.id).version, consume_signal=sent.id), now=2.0)
+    return e.id
+
+
 def _terminal(store: Store, status: str) -> str:
     e = store.create("m:main", [], now=0.0)
     put(store, e.id, now=1.0, status=SLEEPING, wake_at=0.0)
@@ -466,6 +478,12 @@ RUNNABLE_CASES: dict[str, tuple[Callable[[Store], str], bool]] = {
     "waiting, its signal arrived": (lambda s: _waiting(s, signal="go"), True),
     "waiting, another signal arrived": (lambda s: _waiting(s, signal="other"), False),
     "waiting, its signal already consumed": (lambda s: _waiting(s, signal="go", consumed=True), False),
+    "waiting for several, nothing arrived": (lambda s: _waiting_any(s, wake_at=60.0), False),
+    "waiting for several, one of them arrived": (lambda s: _waiting_any(s, signal="b"), True),
+    "waiting for several, another signal arrived": (lambda s: _waiting_any(s, signal="go"), False),
+    "waiting for several, theirs consumed": (lambda s: _waiting_any(s, signal="a", consumed=True), False),
+    "waiting for several, timer due": (lambda s: _waiting_any(s, wake_at=40.0), True),
+    "waiting for several, no names": (lambda s: _waiting_any(s, signal="a", waits=[]), False),
     "finished, cancel requested": (lambda s: _terminal(s, FINISHED), False),
     "failed, cancel requested": (lambda s: _terminal(s, FAILED), False),
     "cancelled, cancel requested": (lambda s: _terminal(s, CANCELLED), False),
@@ -609,6 +627,37 @@ def test_claim_argument_errors(any_store: Store) -> None:
         any_store.claim("", now=0.0, lease=1.0)
     with pytest.raises(ValueError):
         any_store.claim_many("w", now=0.0, lease=-1.0, limit=3)
+
+
+def test_a_wait_for_several_names_round_trips_and_wakes_on_any(any_store: Store, backend: Backend) -> None:
+    execution_id = _waiting_any(any_store, waits=["approve", "reject"])
+    e = any_store.get(execution_id)
+    assert (e.waits, e.waiting_for) == (["approve", "reject"], None) and any_store.list()[0].waits == e.waits
+    if backend.name in SQL_BACKENDS:  # how the cell is encoded
+        assert backend.sql("SELECT waits FROM executions") == [('["approve", "reject"]',)]
+    for bad in ("approve", ["approve", 2], {"approve": 1}):
+        with pytest.raises(TypeError):
+            put(any_store, execution_id, now=2.0, waits=bad)
+    assert any_store.claim("w", now=3.0, lease=1.0) is None
+    any_store.send_signal(execution_id, "reject", None, now=4.0)
+    assert [c.id for c in any_store.claim_many("w", now=5.0, lease=1.0, limit=5)] == [execution_id]
+
+
+@on_sql_stores
+def test_a_damaged_waits_cell_costs_only_its_row(any_store: Store, backend: Backend) -> None:
+    cells = ["not json", '{"a": 1}', "5", '[["a"]]', '[1, "a"]']  # the last: its string element still wakes it
+    damaged = [_waiting_any(any_store, signal="a") for _ in cells]
+    for execution_id, text in zip(damaged, cells):
+        backend.sql("UPDATE executions SET waits = ? WHERE id = ?", (text, execution_id))
+    if backend.name == "sqlite":
+        damaged.append(_waiting_any(any_store, signal="a"))
+        backend.sql("UPDATE executions SET waits = x'ff5b' WHERE id = ?", (damaged[-1],))
+    woken = _waiting_any(any_store, signal="b")
+    for execution_id in damaged:
+        e = any_store.get(execution_id)
+        assert e.damage is not None and "column 'waits' " in e.damage and e.waits is None
+    claimed = [e.id for e in any_store.claim_many("w", now=10.0, lease=1.0, limit=20)]
+    assert sorted(claimed) == sorted([damaged[4], woken])
 
 
 # ============================================================================ code versions and blocked runs
@@ -1232,12 +1281,17 @@ def test_migrations_apply_in_order_and_roll_back_on_failure(backend: Backend, mo
     assert backend.sql("SELECT count(tag) FROM executions") == [(0,)]
 
 
-def _store_before_code_versions(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A store made by the schema before code versions (3 on SQLite, 1 on PostgreSQL), with a sleeping run, a
-    waiting one with a signal, and a step, written as that schema had them."""
+BEFORE_CODE_VERSIONS = {"sqlite": 3, "postgres": 1}
+BEFORE_WAITS = {"sqlite": 4, "postgres": 2}
+
+
+def _store_before_code_versions(backend: Backend, monkeypatch: pytest.MonkeyPatch,
+                                before: dict[str, int] = BEFORE_CODE_VERSIONS) -> None:
+    """A store made by an older schema (by default the one before code versions: 3 on SQLite, 1 on PostgreSQL),
+    with a sleeping run, a waiting one with a signal, and a step, written as that schema had them."""
     module = backend.schema_module
-    previous = {"sqlite": 3, "postgres": 1}[backend.name]
-    assert module.LATEST == previous + 1
+    previous = before[backend.name]
+    assert module.LATEST == BEFORE_WAITS[backend.name] + 1
     with monkeypatch.context() as patch:
         patch.setattr(module, "MIGRATIONS", module.MIGRATIONS[:previous])
         patch.setattr(module, "LATEST", previous)
@@ -1282,6 +1336,26 @@ def test_migration_to_code_versions_keeps_the_runs(backend: Backend, monkeypatch
         written = s.commit(Change("waits", 2, fields=CODE, versions=[code_version()]), now=4.0)
         assert written.blocked_on == ["m@1", "m@2"] and s.code_version("m:main", "ab12") == code_version()
         assert [e.id for e in s.claim_many("w", now=10.0, lease=1.0, limit=5, skip_keys=["m@1"])] == ["asleep"]
+
+
+@on_sql_stores
+def test_migration_to_waits_keeps_the_runs(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    _store_before_code_versions(backend, monkeypatch, BEFORE_WAITS)
+    if backend.name == "sqlite":
+        assert "waits" not in {row[1] for row in backend.sql("PRAGMA table_info(executions)")}
+        backend.sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    before = backend.fingerprint()
+    with backend.open(readonly=True) as r:  # read as it is: waits read as NULL
+        assert [(e.id, e.waits, e.damage) for e in r.list()] == [("asleep", None, None), ("waits", None, None)]
+    assert backend.fingerprint() == before
+    with backend.open() as s:
+        assert backend.sql("SELECT value FROM meta") == [(str(backend.schema_module.LATEST),)]
+        waits = s.get("waits")
+        assert (waits.status, waits.waiting_for, waits.waits, waits.version, waits.damage) == (WAITING, "go", None, 2,
+                                                                                               None)
+        assert s.get("asleep").wake_at == 5.0 and [st.status for st in s.steps("asleep")] == ["done"]
+        s.commit(Change("waits", 2, fields={"waiting_for": None, "waits": ["go", "stop"]}), now=4.0)
+        assert [e.id for e in s.claim_many("w", now=4.5, lease=1.0, limit=5)] == ["waits"]  # its signal "go"
 
 
 @on_sql_stores

@@ -289,6 +289,18 @@ def _set_aside_text(ex: Any, now: float) -> str:
     return text + (": " + reason.replace("\n", "\n            ") if reason else "")
 
 
+SIGNALS_SHOWN = 5  # the names of a wait for several that a line shows
+
+
+def _signal_names(ex: Any) -> list[str]:
+    """The signal names a WAITING execution waits for: ``waiting_for``, then those of ``waits`` (distinct)."""
+    names = [] if ex.waiting_for is None else [ex.waiting_for]
+    for name in ex.waits or ():
+        if isinstance(name, str) and name not in names:
+            names.append(name)
+    return names
+
+
 def _detail(ex: Any, held: bool = True) -> str:
     """What a running execution waits for (``signal 'approve' until ...``), after ``set aside until
     ...`` when it is set aside (unless ``held`` is False), and its damage."""
@@ -298,7 +310,11 @@ def _detail(ex: Any, held: bool = True) -> str:
     if held and ex.held_until is not None:
         detail = f"set aside until {_when(ex.held_until)}; "
     if ex.status == WAITING:
-        detail += f"signal {ex.waiting_for!r}" + (f" until {_when(ex.wake_at)}" if ex.wake_at is not None else "")
+        names = _signal_names(ex)
+        shown = ", ".join(map(repr, names[:SIGNALS_SHOWN])) + (f", ... ({len(names)} in all)"
+                                                               if len(names) > SIGNALS_SHOWN else "")
+        detail += (f"signals {shown}" if len(names) > 1 else f"signal {(names or [None])[0]!r}") \
+            + (f" until {_when(ex.wake_at)}" if ex.wake_at is not None else "")
     elif ex.status == SLEEPING:
         detail += f"until {_when(ex.wake_at)}"
     elif ex.cancel_requested and ex.status not in ("finished", "failed", "cancelled"):
@@ -641,6 +657,7 @@ def ls_command(status: str | None, store_url: str | None, as_json: bool) -> None
         click.echo(_json([{"id": e.id, "function": e.function, "status": e.status, "args": _call_parts(e.args)[0],
                            "kwargs": _call_parts(e.args)[1], "created_at": e.created_at,
                            "updated_at": e.updated_at, "wake_at": e.wake_at, "waiting_for": e.waiting_for,
+                           "waits": e.waits,
                            "progress": e.progress, "lease": _lease(e, now), "set_aside": _set_aside(e),
                            "code_version": e.code_version, "point": e.point, "frames": e.frames,
                            "blocked_on": e.blocked_on, "damage": e.damage}
@@ -715,7 +732,8 @@ def _describe(store: Any, ex: Any, now: float) -> dict[str, Any]:
         "id": ex.id, "function": ex.function, "args": args, "kwargs": kwargs, "status": ex.status,
         "version": ex.version,
         "created_at": ex.created_at, "updated_at": ex.updated_at, "request": ex.request, "wake_at": ex.wake_at,
-        "waiting_for": ex.waiting_for, "progress": ex.progress, "cancel_requested": ex.cancel_requested,
+        "waiting_for": ex.waiting_for, "waits": ex.waits, "progress": ex.progress,
+        "cancel_requested": ex.cancel_requested,
         "lease": _lease(ex, now), "set_aside": _set_aside(ex),
         "error": ex.error, "damage": ex.damage, "code_version": ex.code_version, "point": ex.point,
         "frames": ex.frames, "blocked_on": ex.blocked_on, "migrations": ex.migrations, "suspended_at": None,
@@ -994,8 +1012,10 @@ def signal_command(execution_id: str, name: str, payload_json: str, store_url: s
         _fail(str(exc))
     click.echo(f"signal {name!r} sent to {execution_id}", err=True)
     ex = store.get(execution_id)
-    if ex.status == WAITING and ex.waiting_for is not None and ex.waiting_for != name:
-        click.echo(f"warning: execution {execution_id} is waiting for signal {ex.waiting_for!r}; {name!r} is "
+    names = _signal_names(ex) if ex.status == WAITING else []
+    if names and name not in names:
+        waited = f"signal {names[0]!r}" if len(names) == 1 else f"signals {', '.join(map(repr, names))}"
+        click.echo(f"warning: execution {execution_id} is waiting for {waited}; {name!r} is "
                    "queued until the program waits for it", err=True)
 
 
@@ -1032,7 +1052,7 @@ def _cancel_damaged(store: Any, ex: Any) -> None:
     note = f"cancelled without running its finally blocks: the execution is damaged ({ex.damage})"
     store.commit(Change(ex.id, claimed.version, owner=owner, release=True,
                         fields={"status": CANCELLED, "error": note, "snapshot": None, "request": None,
-                                "wake_at": None, "waiting_for": None}), now=_now())
+                                "wake_at": None, "waiting_for": None, "waits": None}), now=_now())
     click.echo(f"execution {ex.id} cancelled (it is damaged: its finally blocks did not run)", err=True)
 
 

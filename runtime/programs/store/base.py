@@ -9,7 +9,7 @@ from typing import Any, Sequence, TypeVar
 # Execution statuses. RUNNABLE ones are picked up by workers when due.
 PENDING = "pending"      # ready to run now (new, after a checkpoint or a recorded step, or a step to run)
 SLEEPING = "sleeping"    # runnable at wake_at (a sleep, or a step's retry backoff)
-WAITING = "waiting"      # runnable when a signal named waiting_for arrives, or at wake_at (timeout) if set
+WAITING = "waiting"      # runnable when a signal named waiting_for (or one in waits) arrives, or at wake_at if set
 FINISHED = "finished"
 FAILED = "failed"
 CANCELLED = "cancelled"
@@ -71,6 +71,8 @@ class Execution:
     blocked_on: list[str] | None = None  # JSON: the code keys of workers that could not run it: a claim given any
                                          # of them as skip_keys passes it over (unless a cancel was requested)
     migrations: list[Any] | None = None  # JSON: the migrations applied to the run (objects, opaque to the store)
+    waits: list[str] | None = None  # JSON: more signal names a WAITING execution waits for (any one wakes it),
+                                    # besides waiting_for (which a wait for several names may leave None)
     damage: str | None = None      # not a column: set when a cell of the row could not be read (which, and
                                    # why); that field is then None (False for flags) and the rest is read
     taken_from: str | None = None  # not a column: set by claim when it took the execution over from another
@@ -200,7 +202,9 @@ class Store(abc.ABC):
               skip_keys: Sequence[str] = ()) -> Execution | None:
         """Lease one runnable execution to ``owner`` (the given one, or the most overdue one): runnable
         means PENDING; SLEEPING with wake_at <= now; WAITING with an unconsumed signal named
-        ``waiting_for`` or wake_at <= now; or any non-terminal one with cancel_requested. Only
+        ``waiting_for`` or any name in ``waits``, or wake_at <= now; or any non-terminal one with
+        cancel_requested (a ``waits`` cell that is not a JSON list wakes it for no signal, and its
+        elements that are not strings match none). Only
         executions with no lease or a lapsed one (lease_until <= now) are claimed, and none whose
         ``blocked_on`` shares a key with ``skip_keys`` (the claimer's code could not run it) unless a
         cancel was requested. A ``blocked_on`` cell that is not a JSON list blocks no one (the claim

@@ -426,10 +426,11 @@ class MemoryStore(Store):
             return True
         if row.wake_at is not None and row.wake_at <= now:
             return True
-        return status == WAITING and self._has_signal(row.id, row.waiting_for)
+        return status == WAITING and self._has_signal(row.id, row.waiting_for, row.waits)
 
-    def _has_signal(self, execution_id: str, name: str | None) -> bool:
-        return any(signal.name == name and not signal.consumed
+    def _has_signal(self, execution_id: str, name: str | None, names: list[str] | None = None) -> bool:
+        """An unconsumed signal named ``name`` or one of ``names`` (a wait for several)."""
+        return any((signal.name == name or (names is not None and signal.name in names)) and not signal.consumed
                    for signal in self._signals.get(execution_id, {}).values())
 
     def renew(self, owner: str, execution_ids: Sequence[str], *, until: float) -> list[str]:

@@ -110,16 +110,33 @@ _VERSIONS = (
     END $$""",
 )
 
+# A wait for several signal names (a race of waits): text holding a JSON list, like the other JSON cells (read
+# cell by cell: a cell that is not a list is damage in its row). waits_on(cell, name) is how a claim reads it:
+# true when that JSON list holds the string name; false for text that is not a JSON list, as blocked_for.
+# No index of its own: claims find these runs from the unconsumed signals (signals_unconsumed) and test each
+# one's executions row, found by its primary key.
+_WAITS = (
+    "ALTER TABLE {s}.executions ADD COLUMN waits text",
+    """CREATE FUNCTION {s}.waits_on(cell text, name text) RETURNS boolean
+        LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $$
+    BEGIN
+        RETURN jsonb_typeof(cell::jsonb) = 'array' AND cell::jsonb ? name;
+    EXCEPTION WHEN data_exception THEN
+        RETURN false;
+    END $$""",
+)
+
 # In a migration's statements, ``{s}`` stands for the quoted schema.
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "executions, steps, signals; partial indexes for claims, timers, leases, pruning", _INITIAL),
     Migration(2, "code versions: executions.code_version, point, frames, blocked_on, migrations; code_versions; "
               "blocked_for()", _VERSIONS),
+    Migration(3, "executions.waits (a wait for any of several signal names); waits_on()", _WAITS),
 )
 
 # Columns added by migrations after the first, read as NULL by a read-only open of an older store.
 ADDED_COLUMNS: dict[str, frozenset[str]] = {
-    "executions": frozenset({"code_version", "point", "frames", "blocked_on", "migrations"}),
+    "executions": frozenset({"code_version", "point", "frames", "blocked_on", "migrations", "waits"}),
 }
 LATEST = MIGRATIONS[-1].version
 

@@ -32,7 +32,8 @@ _NOTIFIES_TIMEOUT = "timeout" in inspect.signature(psycopg.Connection.notifies).
 _README = 'see "PostgreSQL: many machines" in README.md'
 
 # Runnable: see Store.claim. The candidates come from four index lookups (pending; due timers; requested
-# cancels; waiting runs whose signal arrived), so a store of mostly ended runs never reads the ended ones;
+# cancels; waiting runs one of whose signals arrived: named waiting_for, or one of the names in waits, read
+# by pg_schema's waits_on), so a store of mostly ended runs never reads the ended ones;
 # the full condition is checked again on the row locked, which is the version another claimer may just
 # have written. SKIP LOCKED under the LIMIT: the statement locks at most what it returns, and claimers
 # racing for the same runs each take other ones instead of queueing.
@@ -42,7 +43,8 @@ WITH candidates AS (
     UNION SELECT id FROM {s}.executions WHERE status IN ('sleeping', 'waiting') AND wake_at <= %(now)s
     UNION SELECT id FROM {s}.executions WHERE cancel_requested AND status IN {live}
     UNION SELECT e.id FROM {s}.signals AS g JOIN {s}.executions AS e ON e.id = g.execution_id
-          WHERE NOT g.consumed AND e.status = 'waiting' AND g.name = e.waiting_for
+          WHERE NOT g.consumed AND e.status = 'waiting'
+            AND (g.name = e.waiting_for OR (e.waits IS NOT NULL AND {s}.waits_on(e.waits, g.name)))
 ),"""
 _CLAIM = """
 {candidates}{with_} picked AS (
@@ -58,7 +60,8 @@ _CLAIM = """
            OR (e.status IN ('sleeping', 'waiting') AND e.wake_at <= %(now)s)
            OR (e.status = 'waiting' AND EXISTS (
                  SELECT 1 FROM {s}.signals AS g
-                 WHERE g.execution_id = e.id AND g.name = e.waiting_for AND NOT g.consumed))){blocked}
+                 WHERE g.execution_id = e.id AND NOT g.consumed
+                   AND (g.name = e.waiting_for OR (e.waits IS NOT NULL AND {s}.waits_on(e.waits, g.name)))))){blocked}
     ORDER BY due, e.created_at, e.seq
     LIMIT %(limit)s
     FOR UPDATE OF e {skip}

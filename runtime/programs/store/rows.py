@@ -14,8 +14,10 @@ _EXECUTION_COLUMNS = tuple(f.name for f in dataclass_fields(Execution) if f.name
 _STEP_COLUMNS = tuple(f.name for f in dataclass_fields(StepRecord) if f.name != "damage")
 _SIGNAL_COLUMNS = tuple(f.name for f in dataclass_fields(Signal) if f.name != "damage")
 _CODE_VERSION_COLUMNS = tuple(f.name for f in dataclass_fields(CodeVersion) if f.name != "damage")
-_JSON_COLUMNS = frozenset({"args", "request", "progress", "policy", "payload", "frames", "blocked_on", "migrations"})
-_LIST_COLUMNS = frozenset({"frames", "blocked_on", "migrations"})  # JSON lists (blocked_on: of distinct strings)
+_JSON_COLUMNS = frozenset({"args", "request", "progress", "policy", "payload", "frames", "blocked_on", "migrations",
+                           "waits"})
+# JSON lists (blocked_on: of distinct strings; waits: of strings, as given)
+_LIST_COLUMNS = frozenset({"frames", "blocked_on", "migrations", "waits"})
 _BOOL_COLUMNS = frozenset({"cancel_requested", "consumed"})
 _BLOB_COLUMNS = frozenset({"snapshot", "result", "error_value"})  # left out by list()
 # text that may be stored with unencodable characters escaped
@@ -35,6 +37,7 @@ _EXECUTION_KINDS: dict[str, Any] = {
     "steps_started": _INT, "progress": _JSON, "result": _BLOB, "error": _TEXT, "error_value": _BLOB,
     "cancel_requested": _BOOL, "lease_owner": _TEXT, "lease_until": _REAL, "mac": _BLOB, "held_until": _REAL,
     "code_version": _TEXT, "point": _TEXT, "frames": _LIST, "blocked_on": _KEYS, "migrations": _LIST,
+    "waits": _KEYS,
 }
 _STEP_KINDS: dict[str, Any] = {
     "execution_id": _TEXT, "index": _INT, "function": _TEXT, "call": _BLOB, "policy": _OBJECT,
@@ -93,15 +96,17 @@ def _encode(column: str, value: Any) -> Any:
 
 
 def _list_value(column: str, value: Any) -> list[Any]:
-    """What a list column stores: the list (blocked_on: its distinct keys, sorted: it is a set)."""
+    """What a list column stores: the list (blocked_on: its distinct keys, sorted: it is a set; waits: its
+    signal names, as given)."""
     if isinstance(value, (str, bytes, dict)) or not isinstance(value, (list, tuple, set, frozenset)):
         raise TypeError(f"{column} must be a list, not {type(value).__name__}")
-    if column != "blocked_on":
+    if column not in ("blocked_on", "waits"):
         return list(value)
+    what = "code keys" if column == "blocked_on" else "signal names"
     for key in value:
         if not isinstance(key, str):
-            raise TypeError(f"blocked_on must hold strings (code keys), not {type(key).__name__} ({key!r})")
-    return sorted(set(value))
+            raise TypeError(f"{column} must hold strings ({what}), not {type(key).__name__} ({key!r})")
+    return sorted(set(value)) if column == "blocked_on" else [str.__str__(key) for key in value]
 
 
 class _Damaged(Exception):

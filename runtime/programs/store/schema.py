@@ -97,10 +97,17 @@ _VERSIONS = (
     )""",
 )
 
+# A wait for several signal names (a race of waits): a WAITING run is also runnable when an unconsumed signal
+# is named by one of the strings of this JSON list (see sqlite._CLAIM; served by signals_unconsumed).
+_WAITS = (
+    "ALTER TABLE executions ADD COLUMN waits TEXT",
+)
+
 # Columns added by migrations after the first: a store that predates them reads them as NULL (a
 # read-only open does not migrate). Likewise a store without the code_versions table has none recorded.
 ADDED_COLUMNS: dict[str, frozenset[str]] = {
-    "executions": frozenset({"mac", "held_until", "code_version", "point", "frames", "blocked_on", "migrations"}),
+    "executions": frozenset({"mac", "held_until", "code_version", "point", "frames", "blocked_on", "migrations",
+                             "waits"}),
     "steps": frozenset({"mac"}),
 }
 
@@ -111,6 +118,7 @@ MIGRATIONS: tuple[Migration, ...] = (
               _HOLDS),
     Migration(4, "code versions: executions.code_version, point, frames, blocked_on, migrations; code_versions",
               _VERSIONS),
+    Migration(5, "executions.waits (a wait for any of several signal names)", _WAITS),
 )
 LATEST = MIGRATIONS[-1].version
 

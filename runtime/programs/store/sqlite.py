@@ -62,7 +62,9 @@ def _sync_folder(folder: str) -> None:
 
 
 # Runnable: see Store.claim. Ordered by how long it has been runnable: a due timer since wake_at,
-# anything else since its last transition.
+# anything else since its last transition. A wait for several names (waits) is woken by a signal named by a
+# string element of that JSON list; a cell that is not a JSON list wakes it for none (the CASE keeps json_each
+# from failing the whole claim on it, as _NOT_BLOCKED does).
 _CLAIM = """
 SELECT id, lease_owner FROM executions
 WHERE status IN ({live})
@@ -74,7 +76,13 @@ WHERE status IN ({live})
        OR (status = :waiting AND EXISTS (
              SELECT 1 FROM signals
              WHERE signals.execution_id = executions.id AND signals.name = executions.waiting_for
-               AND NOT signals.consumed)))
+               AND NOT signals.consumed))
+       OR (status = :waiting AND waits IS NOT NULL AND EXISTS (
+             SELECT 1 FROM json_each(CASE WHEN typeof(waits) <> 'text' OR NOT json_valid(waits) THEN '[]'
+                                          WHEN json_type(waits) = 'array' THEN waits ELSE '[]' END) AS w
+             JOIN signals ON signals.execution_id = executions.id AND signals.name = w.value
+               AND NOT signals.consumed
+             WHERE w.type = 'text')))
   {only}{blocked}
 ORDER BY CASE WHEN wake_at <= :now THEN wake_at ELSE updated_at END, created_at, rowid
 LIMIT :limit
