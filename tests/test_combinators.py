@@ -122,7 +122,9 @@ async def races_coroutines():
 
 @durable
 async def two_signals():
-    return await gather(wait("a"), wait("b"))
+    first = await race(wait("approve"), wait("reject"), sleep(100))
+    both = await gather(wait("a"), wait("b"), wait("a"))
+    return [first, both]
 
 
 @durable
@@ -463,12 +465,22 @@ def test_a_generator_program_that_yields_a_gather_gets_a_type_error(env: Any) ->
     assert "is for async def programs (await it)" in result(env, ex.id)
 
 
-def test_waits_for_two_signal_names_are_refused_with_a_message(env: Any) -> None:
+def test_a_race_and_a_gather_of_waits_for_several_signal_names(env: Any) -> None:
     ex = env.runner.start(env.ref("two_signals"), [])
-    env.worker.run_until_idle()
+    env.runner.claim_and_advance()
     row = env.store.get(ex.id)
-    assert row.status == FAILED
-    assert "waits for one signal name at a time, not 'a', 'b'" in row.error
+    assert row.status == WAITING and row.waiting_for is None and row.waits == ["approve", "reject"]
+    env.store.send_signal(ex.id, "unrelated", 0, now=env.clock.now())
+    assert env.runner.claim_and_advance() is None  # not woken by another name
+    env.store.send_signal(ex.id, "reject", {"why": "no"}, now=env.clock.now())
+    env.runner.claim_and_advance()
+    row = env.store.get(ex.id)
+    assert row.waits == ["a", "b"]  # (the names once each; two parts wait for "a")
+    for name, payload in [("b", 2), ("a", 1), ("a", 3)]:
+        env.store.send_signal(ex.id, name, payload, now=env.clock.now())
+    env.runner.claim_and_advance()
+    assert result(env, ex.id) == [(1, {"why": "no"}), [1, 2, 3]]  # each signal once, in the order sent
+    assert env.store.get(ex.id).waits is None
 
 
 @pytest.mark.parametrize("backend", ["sqlite"], indirect=True)

@@ -112,11 +112,6 @@ class CompositeFlow:
         if len(parts) > MAX_PARTS:
             return "throw", ValueError(f"runtime.gather/race awaits {len(parts)} parts at once (nested), more than "
                                        f"{MAX_PARTS}")
-        signals = sorted({p["signal"] for p in parts if p["kind"] == "wait"})
-        if len(signals) > 1:
-            return "throw", ValueError(
-                f"runtime.gather/race waits for one signal name at a time, not {', '.join(map(repr, signals))}: "
-                "send one signal whose payload says which, or wait for them one after another")
         spec = {"kind": "all", "parts": parts}
         data = yield from self._snapshot(gen)
         yield from self._commit(snapshot=data, request=spec, status=PENDING, wake_at=None, waiting_for=None,
@@ -185,11 +180,16 @@ class CompositeFlow:
             return Delivery(tuple(min(due, key=lambda p: (p["wake_at"], p["key"]))["key"]))
         waits = [p for p in parts if p["kind"] == "wait"]
         if waits:
-            signal = yield from self._next_signal(waits[0]["signal"])
-            if signal is not None:
-                self._consume = signal.id  # consumed by the next commit, when the program has moved on
-                self.on_event(self._execution.id, "signal", f"signal {signal.name!r} received")
-                return Delivery(tuple(waits[0]["key"]), signal.payload)
+            found = None  # the first signal sent of those the parts wait for
+            for name in dict.fromkeys(p["signal"] for p in waits):
+                signal = yield from self._next_signal(name)
+                if signal is not None and (found is None or signal.id < found.id):
+                    found = signal
+            if found is not None:
+                self._consume = found.id  # consumed by the next commit, when the program has moved on
+                self.on_event(self._execution.id, "signal", f"signal {found.name!r} received")
+                part = next(p for p in waits if p["signal"] == found.name)  # (the first by key, for a name twice)
+                return Delivery(tuple(part["key"]), found.payload)
             for part in waits:
                 if part.get("timeout_at") is not None and part["timeout_at"] <= now:
                     self.on_event(self._execution.id, "timeout", f"no signal {part['signal']!r} in time")
@@ -257,12 +257,13 @@ class CompositeFlow:
         times = [p["wake_at"] for p in spec["parts"] if p["kind"] == "sleep"]
         times += [p["timeout_at"] for p in spec["parts"] if p["kind"] == "wait" and p.get("timeout_at") is not None]
         times += [p["retry_at"] for p in spec["parts"] if p["kind"] == "step" and p.get("retry_at") is not None]
-        signal = next((p["signal"] for p in spec["parts"] if p["kind"] == "wait"), None)
+        names = list(dict.fromkeys(p["signal"] for p in spec["parts"] if p["kind"] == "wait"))
         wake_at = min(times) if times else None
-        yield from self._commit(status=WAITING if signal is not None else SLEEPING, wake_at=wake_at,
-                                waiting_for=signal, release=True)
-        what = f"signal {signal!r}" if signal is not None else "its time"
-        self.on_event(self._execution.id, "wait" if signal is not None else "sleep",
+        yield from self._commit(status=WAITING if names else SLEEPING, wake_at=wake_at,
+                                waiting_for=names[0] if len(names) == 1 else None,
+                                waits=names if len(names) > 1 else None, release=True)
+        what = ("signal " + " or ".join(map(repr, names))) if names else "its time"
+        self.on_event(self._execution.id, "wait" if names else "sleep",
                       f"runtime.gather/race waiting for {what}"
                       + (f" (next time in {wake_at - self.clock.now():g} s)" if wake_at is not None else ""))
         from .transition import _Stop

@@ -655,6 +655,8 @@ class Transition(CompositeFlow):
             fields.setdefault("error", None)
         if fields.get("snapshot") is not None and ex.error is not None:
             fields.setdefault("error", None)  # resumed again: a note left by _set_aside is out of date
+        if "waiting_for" in fields and "waits" not in fields and getattr(ex, "waits", None):
+            fields["waits"] = None  # no longer waiting for the names of a composite request
         if ex.blocked_on and "blocked_on" not in fields:
             fields["blocked_on"] = None  # resumed after all (a new deploy or migration): no longer blocked
         if self._carried is not None:  # the first commit after an upgrade or a migration
