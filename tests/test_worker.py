@@ -279,7 +279,9 @@ def test_stopping_releases_every_lease_once_steps_return(env: Env) -> None:
     worker = env.worker()
     running = Running(worker)
     with running:
-        env.wait_for(ids, done=lambda e: e.lease_owner == worker.name)
+        # (its steps asked for: committed, then handed to the pool whatever comes; a claim alone is not enough,
+        # a stop before the first commit releases the run without starting its step)
+        env.wait_for(ids, done=lambda e: e.lease_owner == worker.name and bool(env.store.steps(e.id)))
         worker.stop.set()
         time.sleep(0.1)
         assert running.thread.is_alive()  # its steps are still running: their results must be committed
