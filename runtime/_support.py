@@ -192,11 +192,7 @@ def start(frame: PendingFrame) -> Any:
     if frame.early is not None:
         return frame.early
     gen = _create(frame)
-    started = getattr(_local, "started", None)
-    if started is not None:
-        started[0].append(gen)
-    if frame.on_start is not None:
-        frame.on_start(gen)
+    _made(frame, gen)
     return gen
 
 
@@ -205,14 +201,19 @@ def start_early(frame: PendingFrame) -> Any:
     g``): made before the frames around it run, so that the local and the delegation get one object. Its
     first step finds its frame by its own frame object, not through the single hand-over slot."""
     if frame.early is None:
-        gen = _create(frame, keyed=True)
-        frame.early = gen
-        started = getattr(_local, "started", None)
-        if started is not None:
-            started[0].append(gen)
-        if frame.on_start is not None:
-            frame.on_start(gen)
+        frame.early = _create(frame, keyed=True)
+        _made(frame, frame.early)
     return frame.early
+
+
+def _made(frame: PendingFrame, gen: Any) -> None:
+    """Tell who waits for ``frame``'s generator that it exists: the restore collecting what it made, and the
+    decoder filling the snapshot's references to it."""
+    started = getattr(_local, "started", None)
+    if started is not None:
+        started[0].append(gen)
+    if frame.on_start is not None:
+        frame.on_start(gen)
 
 
 def _create(frame: PendingFrame, keyed: bool = False) -> Any:
@@ -373,9 +374,10 @@ def resume_await(value: Any) -> Any:
         frame.on_start, value.on_start = value.on_start, None
         value.values, value.frees = {}, {}
         return start(frame)
-    from .programs.combinators import Combinator
-    if type(value) is Combinator:  # a runtime.gather/race: it yields the marker itself
-        return value.resumed()
+    if type(value) is not AwaitedRequest:
+        from .programs.combinators import Combinator  # (not at import: the combinators use this module)
+        if type(value) is Combinator:  # a runtime.gather/race: it yields the marker itself
+            return value.resumed()
     return Resumed(value)
 
 

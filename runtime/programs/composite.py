@@ -72,6 +72,10 @@ def _number(value: Any) -> bool:
     return type(value) in (int, float)
 
 
+_TIME_OF = {"sleep": "wake_at", "wait": "timeout_at", "step": "retry_at"}
+"""The field of a part of each kind that holds its next time (a checkpoint has none)."""
+
+
 class CompositeFlow:
     """The ``All`` handling of ``Transition`` (a mixin: it uses the transition's commit, snapshot and signals)."""
 
@@ -243,20 +247,24 @@ class CompositeFlow:
         self.on_event(record.execution_id, *event)
         return Delivery(key, error=thrown), spec
 
+    def _times(self: Transition, spec: dict[str, Any]) -> list[float]:
+        """When a part may next have an outcome: a sleep's end, a wait's timeout, the retry of a step not running."""
+        times = []
+        for part in spec["parts"]:
+            time = part.get(_TIME_OF.get(part["kind"], ""))
+            if time is not None and not (part["kind"] == "step" and part["index"] in self._running):
+                times.append(time)
+        return times
+
     def _deadline(self: Transition, spec: dict[str, Any]) -> float | None:
-        times = [p["wake_at"] for p in spec["parts"] if p["kind"] == "sleep"]
-        times += [p["timeout_at"] for p in spec["parts"] if p["kind"] == "wait" and p.get("timeout_at") is not None]
-        times += [p["retry_at"] for p in spec["parts"] if p["kind"] == "step" and p.get("retry_at") is not None
-                  and p["index"] not in self._running]
+        times = self._times(spec)
         if any(p["kind"] == "wait" for p in spec["parts"]):
             times.append(self.clock.now() + SIGNAL_POLL)
         return min(times) if times else None
 
     def _park(self: Transition, spec: dict[str, Any]) -> Flow:
         """Nothing runs and nothing is ready: release the run until its earliest time, or its signal."""
-        times = [p["wake_at"] for p in spec["parts"] if p["kind"] == "sleep"]
-        times += [p["timeout_at"] for p in spec["parts"] if p["kind"] == "wait" and p.get("timeout_at") is not None]
-        times += [p["retry_at"] for p in spec["parts"] if p["kind"] == "step" and p.get("retry_at") is not None]
+        times = self._times(spec)  # (no step runs now)
         names = list(dict.fromkeys(p["signal"] for p in spec["parts"] if p["kind"] == "wait"))
         wake_at = min(times) if times else None
         yield from self._commit(status=WAITING if names else SLEEPING, wake_at=wake_at,

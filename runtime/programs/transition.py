@@ -691,13 +691,12 @@ class Transition(CompositeFlow):
                 ex.id, ex.function, ex.args, fields.get("snapshot", ex.snapshot), request,
                 fields.get("steps_started", ex.steps_started), steps_mac(request, steps)))
         if len(inserted) + len(updated) > 1 or new_steps or step_updates:  # (the plural fields, all of them)
-            change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_steps=tuple(inserted),
-                            step_updates=tuple(updated), consume_signal=self._consume, release=release,
-                            lease_until=self.clock.now() + self.runner.lease, base=ex, versions=recorded)
+            written: dict[str, Any] = {"new_steps": tuple(inserted), "step_updates": tuple(updated)}
         else:
-            change = Change(ex.id, ex.version, owner=self.owner, fields=fields, new_step=new_step,
-                            step_update=step_update, consume_signal=self._consume, release=release,
-                            lease_until=self.clock.now() + self.runner.lease, base=ex, versions=recorded)
+            written = {"new_step": new_step, "step_update": step_update}
+        change = Change(ex.id, ex.version, owner=self.owner, fields=fields, consume_signal=self._consume,
+                        release=release, lease_until=self.clock.now() + self.runner.lease, base=ex,
+                        versions=recorded, **written)
         self._execution = yield Commit(change)
         self.runner.recorded.update((v.function, v.version, v.source_digest) for v in recorded)
         self._steps = steps
