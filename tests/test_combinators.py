@@ -7,6 +7,7 @@ refusals.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import itertools
 import sys
@@ -483,12 +484,15 @@ def test_a_race_and_a_gather_of_waits_for_several_signal_names(env: Any) -> None
     assert env.store.get(ex.id).waits is None
 
 
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
-def test_on_the_worker_a_sleep_wins_a_race_against_a_step_still_running(backend: Any, programs: Any) -> None:
+@contextlib.contextmanager
+def finished_on_a_worker(backend: Any, ref: str, args: list[Any], *, concurrency: int) -> Iterator[Any]:
+    """Run ``ref(*args)`` on a real worker (``Worker.run`` in a thread of its own, steps on its pool) until it
+    finishes: ``(the store, the run's id, the seconds it took)``; the worker is stopped and the store closed
+    after the block."""
     store = backend.open()
     try:
-        worker = Worker(store, concurrency=2, poll=0.05)
-        ex = worker.runner.start(f"{programs.__name__}:races_a_slow_step", [1.5])
+        worker = Worker(store, concurrency=concurrency, poll=0.05)
+        ex = worker.runner.start(ref, args)
         thread = threading.Thread(target=worker.run)
         started = time.monotonic()
         thread.start()
@@ -500,37 +504,29 @@ def test_on_the_worker_a_sleep_wins_a_race_against_a_step_still_running(backend:
         finally:
             worker.stop.set()
             thread.join(10)
-        assert values.load_value(store.get(ex.id).result) == (1, None)
-        assert took < 1.2, took  # the sleep's 0.3 s, not the step's 1.5 s
-        [record] = store.steps(ex.id)
-        assert record.status == "abandoned" and record.result is None  # (its outcome, once it ended, dropped)
+        yield store, ex.id, took
     finally:
         store.close()
 
 
-@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
+def test_on_the_worker_a_sleep_wins_a_race_against_a_step_still_running(backend: Any, programs: Any) -> None:
+    with finished_on_a_worker(backend, f"{programs.__name__}:races_a_slow_step", [1.5], concurrency=2) as (
+            store, execution_id, took):
+        assert values.load_value(store.get(execution_id).result) == (1, None)
+        assert took < 1.2, took  # the sleep's 0.3 s, not the step's 1.5 s
+        [record] = store.steps(execution_id)
+        assert record.status == "abandoned" and record.result is None  # (its outcome, once it ended, dropped)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"], indirect=True)
 def test_the_worker_runs_the_steps_of_a_gather_at_the_same_time(backend: Any, programs: Any) -> None:
-    store = backend.open()
-    try:
-        worker = Worker(store, concurrency=4, poll=0.05)
-        ex = worker.runner.start(f"{programs.__name__}:in_parallel", [0.4])
-        thread = threading.Thread(target=worker.run)
-        started = time.monotonic()
-        thread.start()
-        try:
-            deadline = time.monotonic() + 30
-            while store.get(ex.id).status != FINISHED and time.monotonic() < deadline:
-                time.sleep(0.02)
-            took = time.monotonic() - started
-        finally:
-            worker.stop.set()
-            thread.join(10)
-        got = values.load_value(store.get(ex.id).result)
+    with finished_on_a_worker(backend, f"{programs.__name__}:in_parallel", [0.4], concurrency=4) as (
+            store, execution_id, took):
+        got = values.load_value(store.get(execution_id).result)
         assert [x for x, _ in got] == [0, 1, 2]
         assert len({thread_name for _, thread_name in got}) == 3  # three pool threads at once
         assert took < 1.0, took  # not 3 × 0.4 s one after another
-    finally:
-        store.close()
 
 
 # ---------------------------------------------------------------------- crashes at every commit
