@@ -61,10 +61,16 @@ def _sync_folder(folder: str) -> None:
         os.close(fd)
 
 
+def _json_list(column: str) -> str:
+    """SQL for ``column`` as a JSON list for ``json_each``: a cell that is not text holding a JSON list reads as
+    ``[]`` (json_each would fail the whole claim on it; the run is read with its damage)."""
+    return (f"CASE WHEN typeof({column}) <> 'text' OR NOT json_valid({column}) THEN '[]' "
+            f"WHEN json_type({column}) = 'array' THEN {column} ELSE '[]' END")
+
+
 # Runnable: see Store.claim. Ordered by how long it has been runnable: a due timer since wake_at,
 # anything else since its last transition. A wait for several names (waits) is woken by a signal named by a
-# string element of that JSON list; a cell that is not a JSON list wakes it for none (the CASE keeps json_each
-# from failing the whole claim on it, as _NOT_BLOCKED does).
+# string element of that JSON list; a cell that is not a JSON list wakes it for none.
 _CLAIM = """
 SELECT id, lease_owner FROM executions
 WHERE status IN ({live})
@@ -78,25 +84,23 @@ WHERE status IN ({live})
              WHERE signals.execution_id = executions.id AND signals.name = executions.waiting_for
                AND NOT signals.consumed))
        OR (status = :waiting AND waits IS NOT NULL AND EXISTS (
-             SELECT 1 FROM json_each(CASE WHEN typeof(waits) <> 'text' OR NOT json_valid(waits) THEN '[]'
-                                          WHEN json_type(waits) = 'array' THEN waits ELSE '[]' END) AS w
+             SELECT 1 FROM json_each({waits}) AS w
              JOIN signals ON signals.execution_id = executions.id AND signals.name = w.value
                AND NOT signals.consumed
              WHERE w.type = 'text')))
   {only}{blocked}
 ORDER BY CASE WHEN wake_at <= :now THEN wake_at ELSE updated_at END, created_at, rowid
 LIMIT :limit
-"""
+""".replace("{waits}", _json_list("waits"))
 
 
 # Claims given skip_keys also pass over runs blocked on one of them (unless a cancel was requested): the
-# string elements of the blocked_on list. A cell that is not a JSON list blocks no one (the CASE keeps
-# json_each from failing the whole claim on it: the run is claimed, and read with its damage).
+# string elements of the blocked_on list. A cell that is not a JSON list blocks no one (the run is claimed,
+# and read with its damage).
 _NOT_BLOCKED = """
   AND (blocked_on IS NULL OR cancel_requested OR NOT EXISTS (
-        SELECT 1 FROM json_each(CASE WHEN typeof(blocked_on) <> 'text' OR NOT json_valid(blocked_on) THEN '[]'
-                                     WHEN json_type(blocked_on) = 'array' THEN blocked_on ELSE '[]' END) AS b
-        WHERE b.type = 'text' AND b.value IN ({keys})))"""
+        SELECT 1 FROM json_each({blocked_on}) AS b
+        WHERE b.type = 'text' AND b.value IN ({keys})))""".replace("{blocked_on}", _json_list("blocked_on"))
 
 
 def _claim_query(execution_id: str | None, now: float, limit: int,
