@@ -91,11 +91,11 @@ def _chain_ids() -> dict[int, int] | None:
 
 def _chain_refs(live: list[Any]) -> None:
     """Locals of a chain frame that hold a frame of the chain: saved as its place (``ChainRef``)."""
+    chain = _chain_ids() or {}
     for index, value in enumerate(live):
-        if type(value) in _RESUMABLE:
-            place = (_chain_ids() or {}).get(id(value))
-            if place is not None:
-                live[index] = _support.ChainRef(place)
+        place = chain.get(id(value)) if type(value) in _RESUMABLE else None
+        if place is not None:
+            live[index] = _support.ChainRef(place)
 
 
 def _classify_generator(obj: object) -> tuple[str, object, object] | None:
